@@ -1,0 +1,30 @@
+# Every target sets up its own environment: a fresh machine needs only Python 3.10+ and pip.
+PYTHON ?= python3
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test test-large bench clean
+
+$(VENV_PYTHON):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install --quiet --upgrade pip
+
+$(INSTALLED): $(VENV_PYTHON) setup.cfg pyproject.toml
+	$(VENV_PYTHON) -m pip install --quiet -e ".[test,crf]"
+	touch $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(VENV_PYTHON) -m tf_recurrent_seg.demo $(DEMO_FLAGS)
+
+test: $(INSTALLED)
+	$(VENV_PYTHON) -m pytest -q --durations=10 $(PYTEST_FLAGS)
+
+test-large: $(INSTALLED)
+	$(VENV_PYTHON) -m pytest -q -m large --durations=10 $(PYTEST_FLAGS)
+
+bench: $(INSTALLED)
+	for script in benchmarks/*.py; do $(VENV_PYTHON) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,291 @@
+"""Tests of `tf_recurrent_seg.optimization` against numpy references written from the formulas."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_recurrent_seg import defaults, optimization
+
+
+def _train_config(**overrides) -> ml_collections.ConfigDict:
+    config = defaults.referring_config().train
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def _poly(step, lr0, lr_end, num_steps, power):
+    step = min(step, num_steps)
+    return (lr0 - lr_end) * (1 - step / num_steps) ** power + lr_end
+
+
+def test_learning_rate_schedule_matches_formula():
+    config = _train_config()
+    assert (config.learning_rate, config.end_learning_rate, config.num_steps, config.decay_power) == (
+        2.5e-4,
+        1e-5,
+        750_000,
+        0.9,
+    )
+    schedule = optimization.learning_rate_schedule(config)
+    assert isinstance(schedule, keras.optimizers.schedules.PolynomialDecay)
+    for step in (0, 1, 375_000, 650_000, 749_999, 750_000, 900_000):
+        expected = _poly(step, 2.5e-4, 1e-5, 750_000, 0.9)
+        np.testing.assert_allclose(float(schedule(step)), expected, rtol=1e-5, err_msg=f"step {step}")
+    np.testing.assert_allclose(float(schedule(0)), 2.5e-4, rtol=1e-6)
+    np.testing.assert_allclose(float(schedule(375_000)), 2.4e-4 * 0.5**0.9 + 1e-5, rtol=1e-5)
+    np.testing.assert_allclose(float(schedule(2_000_000)), 1e-5, rtol=1e-6)
+
+
+def _numpy_adam(params, grads_per_step, lrs, beta_1, beta_2, epsilon):
+    """Keras 3 Adam: m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2); w -= lr sqrt(1-b2^t)/(1-b1^t) m/(sqrt(v)+eps)."""
+    params = {k: np.asarray(v, np.float64).copy() for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in params.items()}
+    v = {k: np.zeros_like(p) for k, p in params.items()}
+    for t, (grads, lr) in enumerate(zip(grads_per_step, lrs), start=1):
+        for name, g in grads.items():
+            g = np.asarray(g, np.float64)
+            m[name] = beta_1 * m[name] + (1 - beta_1) * g
+            v[name] = beta_2 * v[name] + (1 - beta_2) * g**2
+            alpha = lr[name] * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+            params[name] = params[name] - alpha * m[name] / (np.sqrt(v[name]) + epsilon)
+    return params
+
+
+def _tiny_model():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="dense")(inputs))
+    rng = np.random.default_rng(0)
+    for variable in model.trainable_variables:
+        variable.assign(rng.standard_normal(variable.shape).astype(np.float32))
+    return model
+
+
+def _random_grads(model, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(v.shape).astype(np.float32) for v in model.trainable_variables]
+
+
+# beta_2 0.9 and epsilon 1e-3 make the update depend on both slots and on epsilon, not only on sign(g).
+CONFIG_OVERRIDES = dict(
+    learning_rate=1e-2, end_learning_rate=1e-3, num_steps=4, decay_power=0.9, adam_beta_2=0.9, adam_epsilon=1e-3
+)
+
+
+def _expected_after(model_params, grads_list, config, multiplier):
+    lrs = []
+    for step in range(len(grads_list)):
+        lr = _poly(step, config.learning_rate, config.end_learning_rate, config.num_steps, config.decay_power)
+        lrs.append({"kernel": lr, "bias": multiplier * lr})
+    grads_per_step = [{"kernel": g[0], "bias": g[1]} for g in grads_list]
+    return _numpy_adam(model_params, grads_per_step, lrs, config.adam_beta_1, config.adam_beta_2, config.adam_epsilon)
+
+
+@pytest.mark.parametrize("use_tf_function", [False, True])
+def test_bias_scaled_adam_matches_numpy(use_tf_function):
+    config = _train_config(**CONFIG_OVERRIDES)
+    model = _tiny_model()
+    kernel, bias = model.trainable_variables
+    assert kernel.path.endswith("kernel") and bias.path.endswith("bias")
+    initial = {"kernel": np.asarray(kernel), "bias": np.asarray(bias)}
+    optimizer = optimization.build_optimizer(config)
+
+    def step(grads):
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    if use_tf_function:
+        step = tf.function(step)
+    grads_list = [_random_grads(model, seed) for seed in (1, 2, 3)]
+    for i, grads in enumerate(grads_list, start=1):
+        step([tf.constant(g) for g in grads])
+        assert int(optimizer.iterations) == i
+        expected = _expected_after(initial, grads_list[:i], config, multiplier=2.0)
+        np.testing.assert_allclose(np.asarray(kernel), expected["kernel"], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(bias), expected["bias"], rtol=1e-5, atol=1e-7)
+
+    # The bias really moved with 2x and the kernel with 1x the learning rate: the 1x-everywhere reference
+    # reproduces the kernel but not the bias.
+    plain = _expected_after(initial, grads_list, config, multiplier=1.0)
+    np.testing.assert_allclose(np.asarray(kernel), plain["kernel"], rtol=1e-5, atol=1e-7)
+    assert np.max(np.abs(np.asarray(bias) - plain["bias"])) > 1e-3
+    np.testing.assert_allclose(float(optimizer.learning_rate), _poly(3, 1e-2, 1e-3, 4, 0.9), rtol=1e-6)
+
+
+def test_first_step_bias_moves_twice_as_far():
+    """Step 1 with epsilon ~ 0: Adam moves each parameter by lr * sign(g); the bias by 2 * lr."""
+    config = _train_config(learning_rate=1e-2, end_learning_rate=1e-2, adam_epsilon=1e-12)
+    model = _tiny_model()
+    kernel, bias = model.trainable_variables
+    before = [np.asarray(kernel), np.asarray(bias)]
+    grads = _random_grads(model, 7)
+    optimizer = optimization.build_optimizer(config)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    np.testing.assert_allclose(before[0] - np.asarray(kernel), 1e-2 * np.sign(grads[0]), rtol=1e-4)
+    np.testing.assert_allclose(before[1] - np.asarray(bias), 2e-2 * np.sign(grads[1]), rtol=1e-4)
+    assert int(optimizer.iterations) == 1
+
+
+def test_build_optimizer_reads_train_config():
+    optimizer = optimization.build_optimizer(_train_config())
+    assert isinstance(optimizer, optimization.BiasScaledAdam)
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    assert optimizer.bias_learning_rate_multiplier == 2.0
+    assert (optimizer.beta_1, optimizer.beta_2, optimizer.epsilon) == (0.9, 0.999, 1e-8)
+    np.testing.assert_allclose(float(optimizer.learning_rate), 2.5e-4, rtol=1e-6)
+
+
+def test_bias_classification():
+    image = keras.Input((4, 4, 3))
+    words = keras.Input((5,), dtype="int32")
+    conv = keras.layers.Conv2D(2, 1, name="conv2")(image)
+    sentence = keras.layers.LSTM(3, name="lstm")(keras.layers.Embedding(7, 3, name="embedding")(words))
+    model = keras.Model([image, words], [conv, sentence])
+    default = {v.path: optimization.is_bias_variable(v) for v in model.trainable_variables}
+    assert default["conv2/bias"] and not default["conv2/kernel"]
+    assert not default["embedding/embeddings"]
+    lstm_paths = [p for p in default if p.startswith("lstm/")]
+    assert {p for p in lstm_paths if default[p]} == {p for p in lstm_paths if p.endswith("/bias")}
+    conv_only = optimization.conv_bias_predicate(model)
+    assert [v.path for v in model.trainable_variables if conv_only(v)] == ["conv2/bias"]
+
+
+def test_conv_bias_predicate_leaves_lstm_bias_at_1x():
+    inputs = keras.Input((2, 3))
+    model = keras.Model(inputs, keras.layers.LSTM(2, name="lstm")(inputs))
+    config = _train_config(learning_rate=1e-2, end_learning_rate=1e-2, adam_epsilon=1e-12)
+    grads = _random_grads(model, 9)
+    moved = {}
+    for name, is_bias in (("default", None), ("conv", optimization.conv_bias_predicate(model))):
+        for variable in model.trainable_variables:
+            variable.assign(tf.zeros_like(variable))
+        optimizer = optimization.build_optimizer(config, is_bias=is_bias)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        bias = [v for v in model.trainable_variables if v.path.endswith("bias")][0]
+        moved[name] = np.abs(np.asarray(bias))
+    np.testing.assert_allclose(moved["default"], 2e-2, rtol=1e-4)
+    np.testing.assert_allclose(moved["conv"], 1e-2, rtol=1e-4)
+
+
+def test_custom_training_step_under_mirrored_strategy_and_checkpoint(tmp_path):
+    config = _train_config(**CONFIG_OVERRIDES)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = _tiny_model()
+        optimizer = optimization.build_optimizer(config)
+    kernel, bias = model.trainable_variables
+    initial = {"kernel": np.asarray(kernel), "bias": np.asarray(bias)}
+    x = np.random.default_rng(11).standard_normal((4, 3)).astype(np.float32)
+
+    @tf.function
+    def train_step(inputs):
+        def replica_step(inputs):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(inputs) ** 2)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return grads
+
+        return strategy.run(replica_step, args=(inputs,))
+
+    grads_list = []
+    for _ in range(2):
+        grads_list.append([np.asarray(g) for g in train_step(tf.constant(x))])
+    expected = _expected_after(initial, grads_list, config, multiplier=2.0)
+    np.testing.assert_allclose(np.asarray(kernel), expected["kernel"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(bias), expected["bias"], rtol=1e-5, atol=1e-7)
+    assert optimizer.iterations.numpy() == 2  # int() of a Keras variable fails on a MirroredVariable
+
+    # Checkpoint round trip: a fresh optimiser restores the step counter and the slots.
+    path = tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "ckpt"))
+    restored_model = _tiny_model()
+    restored = optimization.build_optimizer(config)
+    restored.build(restored_model.trainable_variables)
+    tf.train.Checkpoint(model=restored_model, optimizer=restored).read(path).assert_consumed()
+    assert int(restored.iterations) == 2
+    for a, b in zip(optimizer.variables, restored.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+_TWO_REPLICA_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import tensorflow as tf
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from tf_recurrent_seg import defaults, optimization
+
+    config = defaults.referring_config().train
+    config.learning_rate = config.end_learning_rate = 1e-2
+    config.adam_epsilon = 1e-12
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        inputs = keras.Input((3,))
+        model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+        optimizer = optimization.build_optimizer(config)
+        optimizer.build(model.trainable_variables)  # Keras optimisers must be built before strategy.run
+    before = [v.numpy() for v in model.trainable_variables]
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(x).batch(4))
+
+    @tf.function
+    def train_step(batch):
+        def replica_step(batch):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(batch) ** 2) / 4
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        strategy.run(replica_step, args=(batch,))
+
+    for batch in dataset:
+        train_step(batch)
+    moved = [np.abs(v.numpy() - b).tolist() for v, b in zip(model.trainable_variables, before)]
+    print(json.dumps({"replicas": strategy.num_replicas_in_sync, "moved": moved,
+                      "iterations": int(optimizer.iterations.numpy())}))
+    """
+)
+
+
+def test_two_replica_mirrored_strategy_subprocess():
+    """Two logical CPUs need configuring before TF initialises, hence a fresh process."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", _TWO_REPLICA_SCRIPT], capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2 and report["iterations"] == 1
+    # First Adam step with epsilon ~ 0 moves every parameter by lr * |sign(g)|: 1e-2 kernel, 2e-2 bias.
+    np.testing.assert_allclose(report["moved"][0], 1e-2, rtol=1e-4)
+    np.testing.assert_allclose(report["moved"][1], 2e-2, rtol=1e-4)
+
+
+def test_serialization_round_trip():
+    optimizer = optimization.build_optimizer(_train_config())
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(clone, optimization.BiasScaledAdam)
+    assert clone.bias_learning_rate_multiplier == 2.0
+    assert isinstance(clone._learning_rate, keras.optimizers.schedules.PolynomialDecay)
+    assert clone._learning_rate.get_config() == optimizer._learning_rate.get_config()
+    assert clone.epsilon == 1e-8
+
+
+def test_model_fit_with_bias_scaled_adam():
+    model = _tiny_model()
+    model.compile(optimizer=optimization.build_optimizer(_train_config()), loss="mse")
+    x = np.ones((4, 3), np.float32)
+    model.fit(x, np.zeros((4, 2), np.float32), epochs=1, batch_size=2, verbose=0)
+    assert int(model.optimizer.iterations) == 2

@@ -1,0 +1,332 @@
+"""ResNet-101 ("v1", Caffe/MSRA stride placement) with atrous convolution, as used by RMI.
+
+The network is `keras.applications.ResNet101` rebuilt with three options the reference backbones need
+(REFERENCE.md "Backbone variants", TF1_CHECKPOINTS.md §1.2 and §2.2):
+
+- `output_stride` 8 or 16 replaces the stride 2 of the last stages by dilated 3x3 convolutions;
+- `padding` "same" uses TF 'SAME' padding on the 7x7/2 stem conv and the 3x3/2 max-pool, as the authors'
+  TF1 backbones do; "explicit" pads with zeros first, as keras.applications (and Caffe) do. The two
+  differ at stride 2, so each set of weights reproduces its source only under its own padding;
+- `bn_epsilon`: 1e-3 for the TF1 checkpoints, 1.001e-5 for keras.applications' ImageNet weights.
+
+Every layer carries the keras.applications name (`conv1_conv`, `conv4_block23_2_bn`, `conv5_block3_out`,
+...), so weights move between the two by name. The `resnet` variant adds the ImageNet classifier as a
+1x1 convolution named `fc1000` applied at every position; the `deeplab` variant ends at `conv5_block3_out`
+(res5c).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import keras
+import ml_collections
+import numpy as np
+
+VARIANTS = ("resnet", "deeplab")
+OUTPUT_STRIDES = (8, 16, 32)
+PADDINGS = ("same", "explicit")
+
+# keras.applications' ResNet constants: what its ImageNet weights were built with.
+KERAS_APPLICATIONS_BN_EPSILON = 1.001e-5
+KERAS_APPLICATIONS_PADDING = "explicit"
+
+# (stride, dilation) of the 3x3 convs of conv2_x..conv5_x per output stride. The stem (conv1 + pool1)
+# already reduces by 4; conv2_x never strides. A stage that stops striding dilates by the stride it
+# dropped times the previous stage's dilation, so the receptive field matches the plain network's.
+_STAGE_SCHEDULE = {
+    32: ((1, 1), (2, 1), (2, 1), (2, 1)),
+    16: ((1, 1), (2, 1), (2, 1), (1, 2)),
+    8: ((1, 1), (2, 1), (1, 2), (1, 4)),
+}
+
+
+@keras.saving.register_keras_serializable(package="tf_recurrent_seg")
+class FrozenBatchNormalization(keras.layers.BatchNormalization):
+    """Batch normalisation that always normalises with its stored moving statistics.
+
+    The reference code freezes the backbone and normalises with the stored mean and variance even while
+    the head trains (REFERENCE.md "Backbone variants"); that is also what makes precomputing backbone
+    features valid. A plain `BatchNormalization` switches to batch statistics whenever it is called with
+    `training=True` and is trainable, and a functional model forwards its own `training` argument to every
+    layer (overriding a `training=False` given when the graph was built), so the guarantee has to live in
+    the layer: `call` ignores `training`, and the moving statistics are never updated. gamma and beta
+    stay ordinary weights (trainable only if the layer is made trainable).
+
+    Example:
+    >>> bn = FrozenBatchNormalization(epsilon=1e-3, name="conv1_bn")
+    >>> x = np.random.rand(2, 4, 4, 8).astype("float32")
+    >>> bool(np.allclose(bn(x, training=True), bn(x, training=False)))
+    True
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        del training  # moving statistics, always
+        return super().call(inputs, training=False, mask=mask)
+
+
+def _validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError for a backbone config field outside what `build_resnet101` supports."""
+    if config.variant not in VARIANTS:
+        raise ValueError(f"backbone config field `variant` must be one of {VARIANTS}, got {config.variant!r}")
+    if config.output_stride not in OUTPUT_STRIDES:
+        raise ValueError(
+            f"backbone config field `output_stride` must be one of {OUTPUT_STRIDES}, got {config.output_stride!r}"
+        )
+    if config.padding not in PADDINGS:
+        raise ValueError(f"backbone config field `padding` must be one of {PADDINGS}, got {config.padding!r}")
+    blocks = tuple(config.blocks_per_stage)
+    if len(blocks) != 4 or not all(isinstance(b, (int, np.integer)) and b >= 1 for b in blocks):
+        raise ValueError(
+            "backbone config field `blocks_per_stage` must be 4 positive integers (conv2_x..conv5_x), "
+            f"got {config.blocks_per_stage!r}"
+        )
+    for field in ("base_width", "classifier_units"):
+        value = config[field]
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"backbone config field `{field}` must be a positive integer, got {value!r}")
+    if not config.bn_epsilon > 0:
+        raise ValueError(f"backbone config field `bn_epsilon` must be positive, got {config.bn_epsilon!r}")
+
+
+def _validate_input_shape(input_shape: Sequence[int | None], output_stride: int) -> tuple[int | None, ...]:
+    """Checks an (H, W, 3) input shape; returns it as a tuple.
+
+    The smallest usable side is `output_stride`, the keras.applications rule ("no smaller than 32" for
+    ResNet, whose output stride is 32) generalised: one output cell summarises an output_stride x
+    output_stride patch, so a smaller image has no complete cell and its single output cell would be
+    computed mostly from padding. `None` (a size known only at call time) is not checked.
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, 3), got {input_shape!r}")
+    height, width, channels = input_shape
+    if channels != 3:
+        raise ValueError(f"input_shape must have 3 channels (BGR, Caffe mean subtracted), got {input_shape!r}")
+    for side in (height, width):
+        if side is not None and side < output_stride:
+            raise ValueError(
+                f"input_shape {input_shape!r} is too small for output_stride {output_stride}: height and width "
+                f"must each be at least {output_stride}"
+            )
+    return input_shape
+
+
+def _batch_norm(x, config: ml_collections.ConfigDict, name: str):
+    """BatchNormalization over channels; frozen (moving statistics only) unless the backbone trains."""
+    layer_class = keras.layers.BatchNormalization if config.trainable else FrozenBatchNormalization
+    return layer_class(axis=-1, epsilon=config.bn_epsilon, name=name)(x)
+
+
+def _bottleneck_unit(
+    x,
+    filters: int,
+    stride: int,
+    dilation: int,
+    projection: bool,
+    config: ml_collections.ConfigDict,
+    name: str,
+):
+    """One v1 bottleneck unit: 1x1 (stride) -> 3x3 (dilation) -> 1x1 (4 * filters), plus the shortcut.
+
+    The stride sits in the first 1x1 conv and in the 1x1 projection (Caffe/MSRA placement, as
+    keras.applications' `residual_block_v1` and TF-resnet's `block_1`/`block_add`). A 1x1 conv gets no
+    dilation: a dilated 1x1 kernel is the same operation (TF1_CHECKPOINTS.md §1.2, verified bit-identical).
+    The 1x1 convs use 'valid' padding, which for a 1x1 kernel equals TF 'SAME' at any stride.
+    """
+    if projection:
+        shortcut = keras.layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
+        shortcut = _batch_norm(shortcut, config, f"{name}_0_bn")
+    else:
+        shortcut = x
+
+    x = keras.layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
+    x = _batch_norm(x, config, f"{name}_1_bn")
+    x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
+
+    # Keras' dilated 'same' conv takes TF's space-to-batch path, as tf.nn.atrous_conv2d does (bit-exact).
+    x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_2_conv")(x)
+    x = _batch_norm(x, config, f"{name}_2_bn")
+    x = keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
+
+    x = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    x = _batch_norm(x, config, f"{name}_3_bn")
+
+    # Float addition is commutative, so keras.applications' [shortcut, x] order equals TF1's residual + shortcut.
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
+    return keras.layers.Activation("relu", name=f"{name}_out")(x)
+
+
+def build_resnet101(
+    config: ml_collections.ConfigDict,
+    input_shape: Sequence[int | None] = (320, 320, 3),
+    name: str = "backbone",
+) -> keras.Model:
+    """Builds the ResNet-101 backbone of RMI as a functional Keras model.
+
+    Args:
+        config: a `defaults.backbone_config()` dict. Fields used: `variant` ("resnet": output is the
+            1x1-conv classifier map `fc1000`; "deeplab": output is res5c, `conv5_block3_out`),
+            `output_stride` (8, 16 or 32), `blocks_per_stage` (units in conv2_x..conv5_x), `base_width`
+            (bottleneck width of conv2_x; doubles each stage; the output of stage s has 4 * width * 2**s
+            channels), `classifier_units` (fc1000 width), `padding` ("same" or "explicit" for the stem
+            conv and max-pool), `bn_epsilon`, `trainable` (False: every layer frozen and batch norm on its
+            moving statistics, except `fc1000`, which trains as in the reference code).
+        input_shape: (height, width, 3); a side may be None for images sized at call time. The input is
+            float32 BGR with the Caffe mean subtracted (REFERENCE.md "Image preprocessing").
+        name: the model's name.
+
+    Returns:
+        A `keras.Model` mapping (B, H, W, 3) images to one (B, ceil(H / os), ceil(W / os), C) feature map,
+        C = classifier_units ("resnet") or 32 * base_width ("deeplab", 2048 at paper size).
+
+    Raises:
+        ValueError: a config field outside the supported values, or an input shape that is not
+            (H, W, 3) with H, W >= output_stride.
+
+    Example:
+    >>> from tf_recurrent_seg.defaults import backbone_config
+    >>> config = backbone_config("resnet")
+    >>> config.blocks_per_stage, config.base_width, config.classifier_units = (1, 1, 1, 1), 8, 10
+    >>> backbone = build_resnet101(config, input_shape=(64, 64, 3))
+    >>> backbone.output.shape
+    (None, 8, 8, 10)
+    """
+    _validate_config(config)
+    input_shape = _validate_input_shape(input_shape, config.output_stride)
+
+    images = keras.Input(shape=input_shape, name="images")
+    width = config.base_width
+    if config.padding == "same":
+        # TF 'SAME' pads conv1 2 before / 3 after on even sides and the pool 0 / 1 (TF1_CHECKPOINTS.md §1.2).
+        x = keras.layers.Conv2D(width, 7, strides=2, padding="same", name="conv1_conv")(images)
+    else:
+        x = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(images)
+        x = keras.layers.Conv2D(width, 7, strides=2, name="conv1_conv")(x)
+    x = _batch_norm(x, config, "conv1_bn")
+    x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    if config.padding == "same":
+        x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
+    else:
+        # Zero padding is equivalent to -inf padding here: the input is a ReLU output, >= 0.
+        x = keras.layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+
+    schedule = _STAGE_SCHEDULE[config.output_stride]
+    for stage, (num_units, (stride, dilation)) in enumerate(zip(config.blocks_per_stage, schedule)):
+        filters = width * 2**stage
+        for unit in range(num_units):
+            # Only the first unit strides and projects (its input has other channels / resolution).
+            x = _bottleneck_unit(
+                x,
+                filters,
+                stride=stride if unit == 0 else 1,
+                dilation=dilation,
+                projection=unit == 0,
+                config=config,
+                name=f"conv{stage + 2}_block{unit + 1}",
+            )
+
+    if config.variant == "resnet":
+        # The ImageNet classifier as a fully convolutional 1x1 conv: 1000 class logits at every position.
+        x = keras.layers.Conv2D(config.classifier_units, 1, name="fc1000")(x)
+
+    model = keras.Model(images, x, name=name)
+    if not config.trainable:
+        for layer in model.layers:
+            layer.trainable = layer.name == "fc1000"
+    return model
+
+
+def _weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    return {layer.name: layer for layer in model.layers if layer.weights}
+
+
+def transfer_keras_applications_weights(backbone: keras.Model, source: keras.Model) -> None:
+    """Copies the weights of a `keras.applications` ResNet into a backbone from `build_resnet101`.
+
+    The copy is by layer name (both use keras.applications' names). The ImageNet classifier, the Dense
+    layer `predictions` with kernel (2048, 1000), becomes the `fc1000` 1x1 conv kernel (1, 1, 2048, 1000)
+    when the backbone has one ("resnet" variant); the "deeplab" variant ignores it. Nothing is assigned
+    unless every weight is found with the right shape.
+
+    keras.applications' weights were trained with explicit (Caffe) padding and BN epsilon 1.001e-5; a
+    backbone built otherwise gets the weights but computes slightly different features (a warning says so).
+
+    Args:
+        backbone: the model to fill, built by `build_resnet101`.
+        source: e.g. `keras.applications.ResNet101(weights="imagenet")` (with `include_top=True` when the
+            backbone has `fc1000`). Any keras.applications v1 ResNet whose depth matches
+            `blocks_per_stage` works (ResNet50 for (3, 4, 6, 3)).
+
+    Raises:
+        ValueError: naming the layer, when a source layer is missing or a weight has another shape, or
+            when the source holds weighted layers the backbone lacks (a depth mismatch).
+
+    Example:
+    >>> source = keras.applications.ResNet101(weights="imagenet")  # doctest: +SKIP
+    >>> transfer_keras_applications_weights(backbone, source)  # doctest: +SKIP
+    """
+    source_layers = _weighted_layers(source)
+    assignments = []
+    used = set()
+    for layer_name, layer in _weighted_layers(backbone).items():
+        source_name = "predictions" if layer_name == "fc1000" else layer_name
+        if source_name not in source_layers:
+            raise ValueError(
+                f"backbone layer {layer_name!r} has no counterpart {source_name!r} in source model {source.name!r}"
+                + (" (build it with include_top=True)" if source_name == "predictions" else "")
+            )
+        used.add(source_name)
+        values = [np.asarray(v) for v in source_layers[source_name].get_weights()]
+        if layer_name == "fc1000" and len(values) == 2 and values[0].ndim == 2:
+            # Dense (in, out) applied to one vector == 1x1 conv (1, 1, in, out) applied at every position.
+            values[0] = values[0].reshape((1, 1) + values[0].shape)
+        targets = layer.get_weights()
+        if len(values) != len(targets) or any(v.shape != t.shape for v, t in zip(values, targets)):
+            raise ValueError(
+                f"backbone layer {layer_name!r} expects weights of shapes {[t.shape for t in targets]}, "
+                f"source layer {source_name!r} has {[v.shape for v in values]}"
+            )
+        assignments.append((layer, values))
+
+    leftovers = sorted(set(source_layers) - used - {"predictions"})
+    if leftovers:
+        raise ValueError(
+            f"source model {source.name!r} has weighted layers the backbone lacks (depth or variant mismatch): "
+            f"{leftovers[:5]}{' ...' if len(leftovers) > 5 else ''}"
+        )
+    for layer, values in assignments:
+        layer.set_weights(values)
+
+    # Numerics differ (not the weights) when the backbone is not built as keras.applications is.
+    epsilons = {layer.epsilon for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    explicit = any(layer.name == "conv1_pad" for layer in backbone.layers)
+    if epsilons != {KERAS_APPLICATIONS_BN_EPSILON} or not explicit:
+        warnings.warn(
+            "backbone built with padding/bn_epsilon other than keras.applications' "
+            f"({KERAS_APPLICATIONS_PADDING!r}, {KERAS_APPLICATIONS_BN_EPSILON}): its features will differ "
+            "slightly from keras.applications' with the same weights",
+            stacklevel=2,
+        )
+
+
+def load_imagenet_weights(backbone: keras.Model) -> None:
+    """Loads keras.applications' ImageNet ResNet-101 weights into `backbone` (downloads them once).
+
+    Build the backbone with `padding="explicit"` and `bn_epsilon=1.001e-5` to compute exactly what
+    keras.applications computes; feed `keras.applications.resnet.preprocess_input` images (Caffe BGR mean).
+
+    Args:
+        backbone: a paper-size (blocks (3, 4, 23, 3), width 64) model from `build_resnet101`.
+
+    Example:
+    >>> config = backbone_config("resnet")  # doctest: +SKIP
+    >>> config.padding, config.bn_epsilon = "explicit", 1.001e-5  # doctest: +SKIP
+    >>> backbone = build_resnet101(config)  # doctest: +SKIP
+    >>> load_imagenet_weights(backbone)  # doctest: +SKIP
+    """
+    has_classifier = any(layer.name == "fc1000" for layer in backbone.layers)
+    source = keras.applications.ResNet101(weights="imagenet", include_top=has_classifier)
+    transfer_keras_applications_weights(backbone, source)

@@ -1,0 +1,193 @@
+"""Import checkpoints written by the authors' TF1 code (TF-phrasecut-public RMI_model / LSTM_model).
+
+    python -m tf_recurrent_seg.convert_tf1 --checkpoint PREFIX --model rmi|lstm --backbone resnet|deeplab \
+        --vocabulary FILE --output OUT.keras [--head_only]
+
+Variable names, shapes and conventions: REFERENCE.md "TF1 checkpoints" and TF1_CHECKPOINTS.md §3. The
+imported model uses the reference's resize convention and backbone padding / BN epsilon, so it gives the
+TF1 graph's outputs. Optimiser slots, step counters and DeepLab's unused classifier are ignored; a missing
+or mis-shaped variable is a ValueError that names it.
+"""
+
+import re
+import sys
+from collections.abc import Callable
+
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+
+from tf_recurrent_seg.defaults import referring_config
+from tf_recurrent_seg.models.referring import ReferringSegmentationModel, build_lstm_baseline, build_rmi
+from tf_recurrent_seg.text import Vocabulary
+from tf_recurrent_seg.tf1_backbone import load_tf1_backbone_weights
+
+HEAD_SCOPE = "text_objseg"
+BACKBONE_SCOPES = {"resnet": "ResNet", "deeplab": "DeepLab"}
+# Checkpoint entries that are not model weights (TF1_CHECKPOINTS.md §3.8).
+IGNORED_PATTERN = re.compile(
+    r"(/Adam(_1)?$|/Momentum$|(^|/)(beta1_power|beta2_power|Variable|global_step)$|/biased$|/local_step$|^DeepLab/fc1_voc12/)"
+)
+# TF 1.0-1.1 spellings of the LSTM cell variables, accepted defensively (TF1_CHECKPOINTS.md §3.3).
+LEGACY_ALIASES = {"/kernel": "/weights", "/bias": "/biases"}
+
+ValueReader = Callable[[str, tuple], np.ndarray]
+
+
+def checkpoint_value_reader(reader, used: set[str]) -> ValueReader:
+    """Returns `read(name, shape)`, which fetches a checkpoint tensor, checks its shape and records its name."""
+    shapes = reader.get_variable_to_shape_map()
+
+    def read(name: str, shape: tuple) -> np.ndarray:
+        found = name
+        if found not in shapes:
+            for suffix, legacy in LEGACY_ALIASES.items():
+                if name.endswith(suffix) and name[: -len(suffix)] + legacy in shapes:
+                    found = name[: -len(suffix)] + legacy
+        if found not in shapes:
+            raise ValueError(f"checkpoint variable '{name}' with shape {list(shape)} is missing")
+        if tuple(shapes[found]) != tuple(shape):
+            raise ValueError(f"checkpoint variable '{name}' has shape {list(shapes[found])}, expected {list(shape)}")
+        used.add(found)
+        return reader.get_tensor(found)
+
+    return read
+
+
+def keras_lstm_weights(kernel: np.ndarray, bias: np.ndarray, input_dim: int, forget_bias: float) -> list[np.ndarray]:
+    """Converts a TF1 BasicLSTMCell (kernel rows [x; h], gate columns i, j, f, o, constant forget bias)
+    to Keras LSTM weights [kernel, recurrent_kernel, bias] (gate columns i, f, c, o, bias holding +1)."""
+    units = bias.shape[0] // 4
+    blocks = [slice(k * units, (k + 1) * units) for k in range(4)]  # i, j, f, o
+    keras_order = [blocks[0], blocks[2], blocks[1], blocks[3]]  # i, f, c (= j), o
+
+    def reorder(matrix):
+        return np.concatenate([matrix[..., block] for block in keras_order], axis=-1)
+
+    keras_bias = reorder(bias).copy()
+    keras_bias[units : 2 * units] += forget_bias
+    return [reorder(kernel[:input_dim]), reorder(kernel[input_dim:]), keras_bias]
+
+
+def _conv_weights(read: ValueReader, layer: keras.layers.Conv2D, scope: str) -> None:
+    kernel_shape = tuple(layer.kernel.shape)
+    layer.set_weights([read(f"{scope}/DW", kernel_shape), read(f"{scope}/biases", kernel_shape[-1:])])
+
+
+def _lstm_cell_scope(prefix: str) -> str:
+    return f"{prefix}/multi_rnn_cell/cell_0/basic_lstm_cell"
+
+
+def load_tf1_head_weights(head: keras.Model, read: ValueReader, model_config: ml_collections.ConfigDict) -> None:
+    """Assigns the `text_objseg/...` variables of an RMI or LSTM-baseline checkpoint to a Keras head."""
+    vocabulary_size, embedding_dim = model_config.vocabulary_size, model_config.embedding_dim
+    language_units = model_config.language_units
+    head.get_layer("embedding").set_weights([read(f"{HEAD_SCOPE}/embedding", (vocabulary_size, embedding_dim))])
+    if model_config.backbone.variant == "deeplab":
+        _conv_weights(read, head.get_layer("conv0"), f"{HEAD_SCOPE}/conv0")
+    _conv_weights(read, head.get_layer("conv2"), f"{HEAD_SCOPE}/conv2")
+
+    language_scope = _lstm_cell_scope(f"{HEAD_SCOPE}/RNN/WLSTM" if model_config.name == "rmi" else f"{HEAD_SCOPE}/RNN")
+    language_kernel = read(f"{language_scope}/kernel", (embedding_dim + language_units, 4 * language_units))
+    language_bias = read(f"{language_scope}/bias", (4 * language_units,))
+    head.get_layer("language_lstm").set_weights(
+        keras_lstm_weights(language_kernel, language_bias, embedding_dim, model_config.forget_bias)
+    )
+
+    if model_config.name == "lstm":
+        _conv_weights(read, head.get_layer("conv1"), f"{HEAD_SCOPE}/conv1")
+        return
+    # ALSTM kernel rows: [visual (D), word (E), language (L), spatial (8), hidden (u)] (TF1_CHECKPOINTS.md §3.4).
+    visual_dim, units = model_config.visual_dim, model_config.mlstm_units
+    word_end = visual_dim + embedding_dim + language_units
+    input_dim = word_end + 8
+    mlstm_scope = _lstm_cell_scope(f"{HEAD_SCOPE}/RNN/ALSTM")
+    kernel = read(f"{mlstm_scope}/kernel", (input_dim + units, 4 * units))
+    bias = read(f"{mlstm_scope}/bias", (4 * units,))
+    visual_kernel = np.concatenate([kernel[:visual_dim], kernel[word_end:input_dim]], axis=0)
+    head.get_layer("mlstm").cell.set_weights([visual_kernel, kernel[visual_dim:word_end], kernel[input_dim:], bias])
+
+
+def import_config(model_name: str, variant: str, vocabulary_size: int) -> ml_collections.ConfigDict:
+    """The paper-size config with the reference conventions an imported checkpoint needs."""
+    config = referring_config(model_name, variant)
+    config.model.vocabulary_size = vocabulary_size
+    config.model.resize_convention = "reference"
+    config.model.backbone.padding = "same"
+    config.model.backbone.bn_epsilon = 1e-3
+    return config
+
+
+def convert_checkpoint(
+    checkpoint: str,
+    model_name: str,
+    variant: str,
+    vocabulary_size: int,
+    head_only: bool = False,
+    config: ml_collections.ConfigDict | None = None,
+) -> ReferringSegmentationModel:
+    """Builds the Keras model and loads a TF1 checkpoint into it.
+
+    Args:
+        checkpoint: checkpoint prefix (the path without `.index` / `.data-*`).
+        model_name: 'rmi' or 'lstm'.
+        variant: 'resnet' or 'deeplab'.
+        vocabulary_size: rows of the checkpoint's embedding (lines of its vocabulary file).
+        head_only: load only the head; the model then takes cached `visual_features`.
+        config: optional config to use instead of `import_config(...)` (tests use small sizes).
+
+    Returns:
+        The model, with `model.unused_checkpoint_variables` listing entries that were neither loaded nor
+        known to be ignorable.
+    """
+    if variant not in BACKBONE_SCOPES:
+        raise ValueError(f"--backbone must be one of {sorted(BACKBONE_SCOPES)}, got {variant!r}")
+    config = config or import_config(model_name, variant, vocabulary_size)
+    build = {"rmi": build_rmi, "lstm": build_lstm_baseline}.get(model_name)
+    if build is None:
+        raise ValueError(f"--model must be 'rmi' or 'lstm', got {model_name!r}")
+    model = build(config, include_backbone=not head_only)
+    reader = tf.train.load_checkpoint(checkpoint)
+    used: set[str] = set()
+    load_tf1_head_weights(model.head, checkpoint_value_reader(reader, used), config.model)
+    if not head_only:
+        used |= load_tf1_backbone_weights(model.backbone, reader, BACKBONE_SCOPES[variant])
+    leftover = sorted(
+        name for name in reader.get_variable_to_shape_map() if name not in used and not IGNORED_PATTERN.search(name)
+    )
+    if head_only:
+        leftover = [name for name in leftover if not name.startswith(tuple(f"{s}/" for s in BACKBONE_SCOPES.values()))]
+    model.unused_checkpoint_variables = leftover
+    return model
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("checkpoint", None, "TF1 checkpoint prefix, e.g. unc/tfmodel/unc_resnet_RMI_iter_750000.tfmodel")
+flags.DEFINE_enum("model", "rmi", ["rmi", "lstm"], "Which head the checkpoint holds.")
+flags.DEFINE_enum("backbone", "resnet", ["resnet", "deeplab"], "Which backbone weights the checkpoint was trained with.")
+flags.DEFINE_string("vocabulary", None, "The vocabulary file the checkpoint was trained with (vocabulary_Gref.txt or vocabulary_referit.txt).")
+flags.DEFINE_string("output", None, "Where to write the Keras model (.keras).")
+flags.DEFINE_bool("head_only", False, "Import only the head (a model that takes cached backbone features).")
+
+
+def main(argv):
+    del argv
+    vocabulary = Vocabulary.load(FLAGS.vocabulary)
+    logging.info("Importing %s (%s, %s) with a %d-token vocabulary", FLAGS.checkpoint, FLAGS.model, FLAGS.backbone, len(vocabulary))
+    model = convert_checkpoint(FLAGS.checkpoint, FLAGS.model, FLAGS.backbone, len(vocabulary), FLAGS.head_only)
+    for name in model.unused_checkpoint_variables:
+        logging.warning("checkpoint variable not used by the model: %s", name)
+    model.save(FLAGS.output)
+    print(f"Wrote {FLAGS.output} ({model.count_params():,} parameters; resize convention 'reference')")
+
+
+def run():
+    """Console-script entry point."""
+    flags.mark_flags_as_required(["checkpoint", "vocabulary", "output"])
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

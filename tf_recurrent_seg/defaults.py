@@ -1,0 +1,88 @@
+"""Default configurations: every paper constant lives here, with the section it comes from.
+
+`configs/*.py` start from these and override what their setting changes; `build_*` functions read
+only the `model` section, the training code the `train` section.
+"""
+
+import ml_collections
+
+
+def backbone_config(variant: str = "resnet") -> ml_collections.ConfigDict:
+    """ResNet-101 with atrous convolution at output stride 8 (RMI paper §4.2, reference code)."""
+    config = ml_collections.ConfigDict()
+    config.name = "resnet101"
+    # `resnet`: fc1000 as a 1x1 conv (2048 -> 1000) in the backbone; `deeplab`: res5c (2048 channels)
+    # with a new 1x1 `conv0` (2048 -> 1000) in the head.
+    config.variant = variant
+    config.output_stride = 8
+    config.blocks_per_stage = (3, 4, 23, 3)  # ResNet-101
+    config.base_width = 64  # bottleneck width of conv2_x; doubles every stage
+    config.classifier_units = 1000  # fc1000 width, the visual feature D_I (§4.2)
+    # TF 'SAME' padding and BN epsilon 1e-3 are the reference backbones' (TF1_CHECKPOINTS.md §1.2);
+    # keras.applications pads explicitly and uses 1.001e-5.
+    config.padding = "same"
+    config.bn_epsilon = 1e-3
+    config.trainable = False  # frozen, BN in inference mode, as in the reference code
+    return config
+
+
+def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collections.ConfigDict:
+    """Configuration of an RMI or LSTM-baseline referring segmentation model at paper size."""
+    if model not in ("rmi", "lstm"):
+        raise ValueError(f"model must be 'rmi' or 'lstm', got {model!r}")
+    config = ml_collections.ConfigDict()
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = model
+    config.model.vocabulary_size = 12112  # vocabulary_Gref.txt (Google-Ref, UNC, UNC+); ReferIt: 8803
+    config.model.image_size = 320  # §4.2: W = H = 320
+    config.model.max_words = 20  # §4.2: expressions truncated to 20 words
+    config.model.embedding_dim = 1000  # §4.2
+    config.model.embedding_init_scale = 0.08  # reference code: uniform(-0.08, 0.08)
+    config.model.language_units = 1000  # §4.2: word-LSTM size
+    config.model.mlstm_units = 500  # §4.2: mLSTM size (RMI)
+    config.model.hidden_units = 500  # conv1 width of the LSTM baseline (reference code mlp_dim)
+    config.model.visual_dim = 1000  # D_I (§4.2); the deeplab variant's conv0 output
+    config.model.forget_bias = 1.0  # TF1 BasicLSTMCell constant added to the forget gate
+    config.model.l2_epsilon = 1e-12  # bound on the squared norm (tf.nn.l2_normalize default)
+    config.model.atanh_epsilon = 1e-3  # reference head: 0.5 * (log(1 + eps + h) - log(1 + eps - h))
+    # 'half_pixel' (tf.image.resize) or 'reference' (TF1 resize_bilinear, no half-pixel centres);
+    # imported TF1 checkpoints use 'reference'.
+    config.model.resize_convention = "half_pixel"
+    # True: run exactly max_words steps, unrolled (TFLite); False: trim leading all-pad columns.
+    config.model.fixed_steps = False
+    # True: the RMI head also returns each word's low-res logits and response map (paper Figures 1, 5, 6).
+    config.model.return_word_outputs = False
+    config.model.backbone = backbone_config(variant)
+    # The resnet variant's fc1000 output is the visual feature, so its width follows visual_dim.
+    config.model.backbone.classifier_units = config.model.get_ref("visual_dim")
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 1  # reference code
+    config.train.num_steps = 750_000  # reference code
+    config.train.learning_rate = 2.5e-4  # polynomial decay start (reference code)
+    config.train.end_learning_rate = 1e-5
+    config.train.decay_power = 0.9
+    config.train.bias_learning_rate_multiplier = 2.0  # biases at twice the learning rate
+    config.train.weight_decay = 5e-4  # 0.0005 * sum(w^2) / 2 over conv kernels only
+    config.train.adam_beta_1 = 0.9  # TF defaults, as the reference code
+    config.train.adam_beta_2 = 0.999
+    config.train.adam_epsilon = 1e-8
+    return config
+
+
+def shrink_referring_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks every size of a referring config so a CPU builds and runs it in seconds (the `:smoke`
+    variant of the configs, and the tests). The structure, conventions and step logic stay the same."""
+    model = config.model
+    model.vocabulary_size = 50
+    model.image_size = 64
+    model.embedding_dim = 16
+    model.language_units = 16
+    model.mlstm_units = 8
+    model.hidden_units = 8
+    model.visual_dim = 16  # also the resnet variant's classifier_units (a field reference)
+    model.backbone.blocks_per_stage = (1, 1, 1, 1)
+    model.backbone.base_width = 8
+    config.train.num_steps = 20
+    return config

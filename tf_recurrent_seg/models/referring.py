@@ -1,0 +1,302 @@
+"""Referring image segmentation models: RMI (paper §3.3) and its language-only LSTM baseline (§3.2).
+
+Each model is a backbone (ResNet-101, atrous, output stride 8) plus a head that is a functional Keras
+model of its own, taking `{"visual_features", "tokens"}`. The head alone is what trains on cached
+backbone features (the backbone is frozen, as in the reference code). `ReferringSegmentationModel` joins
+the two and checks its inputs, so a wrong rank, dtype, size or token id is a ValueError that names the
+input rather than a silent cast or an error deep inside TensorFlow.
+"""
+
+import math
+
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from tf_recurrent_seg.backbones import build_resnet101
+from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMean, L2Normalize, TileToMap
+from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM
+from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
+from tf_recurrent_seg.layers.spatial import SpatialCoordinates
+
+BACKBONE_VARIANTS = ("resnet", "deeplab")
+
+
+def feature_size(model_config: ml_collections.ConfigDict) -> int:
+    """Side of the backbone's feature map: every stride-2 stage rounds up (TF 'SAME' arithmetic)."""
+    return math.ceil(model_config.image_size / model_config.backbone.output_stride)
+
+
+def visual_input_channels(model_config: ml_collections.ConfigDict) -> int:
+    """Channels the head receives from the backbone: fc1000's output (resnet) or res5c (deeplab)."""
+    variant = model_config.backbone.variant
+    if variant == "resnet":
+        return model_config.backbone.classifier_units
+    if variant == "deeplab":
+        return 32 * model_config.backbone.base_width  # res5c: 4 * (8 * base_width)
+    raise ValueError(f"model.backbone.variant must be one of {BACKBONE_VARIANTS}, got {variant!r}")
+
+
+@keras.saving.register_keras_serializable(package="tf_recurrent_seg")
+class LastStep(keras.layers.Layer):
+    """Selects the last step of a (B, T, ...) sequence."""
+
+    def call(self, sequence):
+        return sequence[:, -1]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *input_shape[2:])
+
+
+def _head_inputs(model_config):
+    size = feature_size(model_config)
+    visual_features = keras.Input((size, size, visual_input_channels(model_config)), name="visual_features")
+    tokens = keras.Input((model_config.max_words,), dtype="int32", name="tokens")
+    return visual_features, tokens
+
+
+def _normalized_visual_features(visual_features, model_config):
+    """conv0 for the deeplab variant (2048 -> D_I, no activation), then L2 normalisation over channels."""
+    if model_config.backbone.variant == "deeplab":
+        visual_features = keras.layers.Conv2D(model_config.visual_dim, 1, name="conv0")(visual_features)
+    elif visual_input_channels(model_config) != model_config.visual_dim:
+        raise ValueError(
+            f"model.visual_dim ({model_config.visual_dim}) must equal model.backbone.classifier_units "
+            f"({model_config.backbone.classifier_units}) for the resnet variant, whose fc1000 output is the visual feature"
+        )
+    return L2Normalize(model_config.l2_epsilon, name="visual_l2")(visual_features)
+
+
+def _embedded_words(tokens, model_config):
+    """Trims leading all-pad columns (unless fixed_steps), embeds, and returns (trimmed tokens, mask, embedding)."""
+    if not model_config.fixed_steps:
+        tokens = TrimLeadingPadding(name="trim_padding")(tokens)
+    mask = PaddingMask(name="padding_mask")(tokens)
+    scale = model_config.embedding_init_scale
+    embedded = keras.layers.Embedding(
+        model_config.vocabulary_size,
+        model_config.embedding_dim,
+        embeddings_initializer=keras.initializers.RandomUniform(-scale, scale),
+        name="embedding",
+    )(tokens)
+    return mask, embedded
+
+
+def _language_lstm(model_config, return_sequences):
+    # Keras's LSTM with unit_forget_bias starts where TF1's BasicLSTMCell with forget_bias 1.0 does;
+    # the importer folds the constant into the bias.
+    return keras.layers.LSTM(
+        model_config.language_units,
+        return_sequences=return_sequences,
+        unroll=model_config.fixed_steps,
+        name="language_lstm",
+    )
+
+
+def _upsample(logits_lowres, model_config, name):
+    size = model_config.image_size
+    return BilinearResize(size, size, model_config.resize_convention, name=name)(logits_lowres)
+
+
+def build_rmi_head(config: ml_collections.ConfigDict) -> keras.Model:
+    """The RMI head: language LSTM + convolutional multimodal LSTM + atanh-ReLU-1x1 classifier.
+
+    Args:
+        config: a `referring_config("rmi", ...)`; only `config.model` is read.
+
+    Returns:
+        A functional model from `{"visual_features": (B, h, w, C) float32, "tokens": (B, T) int32}` to
+        `{"logits": (B, S, S, 1), "logits_lowres": (B, h, w, 1), "response_map": (B, S, S, 1)}`, plus,
+        with `config.model.return_word_outputs`, `"word_logits_lowres"` and `"word_response_maps_lowres"`
+        of shape (B, T, h, w, 1): the prediction and the response map after each word (Figures 1, 5, 6),
+        aligned with the token positions.
+    """
+    model_config = config.model
+    visual_input, tokens = _head_inputs(model_config)
+    visual = _normalized_visual_features(visual_input, model_config)
+    spatial = SpatialCoordinates(name="spatial_coordinates")(visual)
+    mask, embedded = _embedded_words(tokens, model_config)
+    language = _language_lstm(model_config, return_sequences=True)(embedded, mask=mask)
+    language = L2Normalize(model_config.l2_epsilon, name="language_l2")(language)
+    # Reference channel order [visual, word, language, spatial]; the mLSTM splits it as
+    # visual-side [visual, spatial] (once per image) and word-side [word, language] (once per step).
+    word_features = keras.layers.Concatenate(name="word_features")([embedded, language])
+    visual_spatial = keras.layers.Concatenate(name="visual_spatial")([visual, spatial])
+    word_outputs = model_config.get("return_word_outputs", False)
+    hidden = ConvMultimodalLSTM(
+        model_config.mlstm_units,
+        forget_bias=model_config.forget_bias,
+        return_sequences=word_outputs,
+        unroll=model_config.fixed_steps,
+        name="mlstm",
+    )(word_features, visual_features=visual_spatial, mask=mask)
+
+    hidden_steps = None
+    if word_outputs:
+        hidden_steps = LeftPadSteps(model_config.max_words, name="align_steps")(hidden)
+        hidden = LastStep(name="last_step")(hidden)
+
+    atanh = BoundedAtanh(model_config.atanh_epsilon, name="atanh")
+    relu = keras.layers.ReLU(name="relu")
+    classifier = keras.layers.Conv2D(1, 1, name="conv2")
+    channel_mean = ChannelMean(name="response")
+    response = atanh(hidden)
+    logits_lowres = classifier(relu(response))
+    outputs = {
+        "logits": _upsample(logits_lowres, model_config, "upsample_logits"),
+        "logits_lowres": logits_lowres,
+        "response_map": _upsample(channel_mean(response), model_config, "upsample_response"),
+    }
+    if word_outputs:
+        size = feature_size(model_config)
+        # A 1x1 conv is pointwise: fold the steps into the rows so the same classifier serves every word.
+        steps_as_rows = keras.layers.Reshape((-1, size, model_config.mlstm_units), name="steps_as_rows")
+        rows_as_steps = keras.layers.Reshape((model_config.max_words, size, size, 1), name="rows_as_steps")
+        step_response = atanh(steps_as_rows(hidden_steps))
+        outputs["word_logits_lowres"] = rows_as_steps(classifier(relu(step_response)))
+        outputs["word_response_maps_lowres"] = keras.layers.Reshape(
+            (model_config.max_words, size, size, 1), name="response_rows_as_steps"
+        )(channel_mean(step_response))
+    return keras.Model({"visual_features": visual_input, "tokens": tokens}, outputs, name="rmi_head")
+
+
+def build_lstm_baseline_head(config: ml_collections.ConfigDict) -> keras.Model:
+    """The language-only baseline head: the last LSTM state tiled over the map, then two 1x1 convs.
+
+    Args:
+        config: a `referring_config("lstm", ...)`; only `config.model` is read.
+
+    Returns:
+        A functional model from `{"visual_features", "tokens"}` to `{"logits", "logits_lowres"}`.
+    """
+    model_config = config.model
+    visual_input, tokens = _head_inputs(model_config)
+    visual = _normalized_visual_features(visual_input, model_config)
+    spatial = SpatialCoordinates(name="spatial_coordinates")(visual)
+    mask, embedded = _embedded_words(tokens, model_config)
+    language = _language_lstm(model_config, return_sequences=False)(embedded, mask=mask)
+    language = L2Normalize(model_config.l2_epsilon, name="language_l2")(language)
+    language = TileToMap(name="tile_language")(language, visual)
+    features = keras.layers.Concatenate(name="multimodal_features")([visual, language, spatial])  # reference order
+    hidden = keras.layers.Conv2D(model_config.hidden_units, 1, activation="relu", name="conv1")(features)
+    logits_lowres = keras.layers.Conv2D(1, 1, name="conv2")(hidden)
+    outputs = {"logits": _upsample(logits_lowres, model_config, "upsample_logits"), "logits_lowres": logits_lowres}
+    return keras.Model({"visual_features": visual_input, "tokens": tokens}, outputs, name="lstm_head")
+
+
+def _check_rank_and_size(name, tensor, expected_shape, expected_kind):
+    shape = tuple(tensor.shape)
+    if len(shape) != len(expected_shape) or any(
+        want is not None and got is not None and got != want for got, want in zip(shape, expected_shape)
+    ):
+        raise ValueError(f"input '{name}' must have shape {expected_shape}, got {shape}")
+    dtype = tf.as_dtype(tensor.dtype)
+    if expected_kind == "integer" and not dtype.is_integer:
+        raise ValueError(f"input '{name}' must have an integer dtype (token ids), got {dtype.name}")
+    if expected_kind == "float" and not dtype.is_floating:
+        raise ValueError(f"input '{name}' must have a float dtype (a preprocessed image or features), got {dtype.name}")
+
+
+def check_referring_inputs(inputs: dict, model_config: ml_collections.ConfigDict, include_backbone: bool) -> tf.Tensor:
+    """Raises ValueError naming the input when `inputs` does not fit the model; returns the int32 tokens.
+
+    Static checks (keys, rank, size, dtype) run whenever the model is called or traced. The token-id range
+    is checked on eager values; inside a traced function it becomes an assertion that the returned tokens
+    depend on, so it fails before the embedding lookup does.
+    """
+    image_key = "image" if include_backbone else "visual_features"
+    if not isinstance(inputs, dict) or "tokens" not in inputs or image_key not in inputs:
+        got = sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__
+        raise ValueError(f"inputs must be a dict with keys '{image_key}' and 'tokens', got {got}")
+    size = model_config.image_size
+    if include_backbone:
+        _check_rank_and_size("image", inputs["image"], (None, size, size, 3), "float")
+    else:
+        side = feature_size(model_config)
+        _check_rank_and_size(
+            "visual_features", inputs["visual_features"], (None, side, side, visual_input_channels(model_config)), "float"
+        )
+    tokens = inputs["tokens"]
+    _check_rank_and_size("tokens", tokens, (None, model_config.max_words), "integer")
+    vocabulary_size = model_config.vocabulary_size
+    message = f"input 'tokens' must hold ids in [0, {vocabulary_size}) (the vocabulary size)"
+    if tf.executing_eagerly():
+        values = np.asarray(tokens)
+        if values.size and (values.min() < 0 or values.max() >= vocabulary_size):
+            raise ValueError(f"{message}, got ids from {values.min()} to {values.max()}")
+        return tf.cast(tokens, tf.int32)
+    checks = [
+        tf.debugging.assert_non_negative(tokens, message=message),
+        tf.debugging.assert_less(tokens, tf.cast(vocabulary_size, tokens.dtype), message=message),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.cast(tokens, tf.int32)
+
+
+@keras.saving.register_keras_serializable(package="tf_recurrent_seg")
+class ReferringSegmentationModel(keras.Model):
+    """A referring segmentation model: optional backbone, then an RMI or LSTM-baseline head.
+
+    Build it with `build_rmi(config)` or `build_lstm_baseline(config)`. Inputs are
+    `{"image": (B, S, S, 3) float32 preprocessed, "tokens": (B, T) int}`, or with
+    `include_backbone=False` `{"visual_features": (B, h, w, C), "tokens": (B, T)}` (cached features).
+
+    Args:
+        config: a `referring_config(...)` ConfigDict or its dict form.
+        include_backbone: whether the model starts from images (True) or from backbone features.
+
+    Example:
+    ```python
+    from tf_recurrent_seg.defaults import referring_config
+    model = build_rmi(referring_config("rmi"))
+    outputs = model({"image": images, "tokens": tokens})  # outputs["logits"]: (B, 320, 320, 1)
+    ```
+    """
+
+    def __init__(self, config, include_backbone: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.config = ml_collections.ConfigDict(config)
+        self.include_backbone = include_backbone
+        model_config = self.config.model
+        if model_config.backbone.variant not in BACKBONE_VARIANTS:
+            raise ValueError(f"model.backbone.variant must be one of {BACKBONE_VARIANTS}, got {model_config.backbone.variant!r}")
+        size = model_config.image_size
+        self.backbone = (
+            build_resnet101(model_config.backbone, input_shape=(size, size, 3), name="backbone") if include_backbone else None
+        )
+        build_head = {"rmi": build_rmi_head, "lstm": build_lstm_baseline_head}[model_config.name]
+        self.head = build_head(self.config)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        tokens = check_referring_inputs(inputs, self.config.model, self.include_backbone)
+        if self.include_backbone:
+            visual_features = self.backbone(inputs["image"], training=training)
+        else:
+            visual_features = inputs["visual_features"]
+        return self.head({"visual_features": visual_features, "tokens": tokens}, training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "config": self.config.to_dict(), "include_backbone": self.include_backbone}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _check_model_name(config, expected):
+    if config.model.name != expected:
+        raise ValueError(f"config.model.name must be {expected!r} for this builder, got {config.model.name!r}")
+
+
+def build_rmi(config: ml_collections.ConfigDict, include_backbone: bool = True) -> ReferringSegmentationModel:
+    """Builds RMI (backbone + RMI head) from a `referring_config("rmi", variant)`."""
+    _check_model_name(config, "rmi")
+    return ReferringSegmentationModel(config, include_backbone=include_backbone, name="rmi")
+
+
+def build_lstm_baseline(config: ml_collections.ConfigDict, include_backbone: bool = True) -> ReferringSegmentationModel:
+    """Builds the LSTM baseline (backbone + language-only head) from a `referring_config("lstm", variant)`."""
+    _check_model_name(config, "lstm")
+    return ReferringSegmentationModel(config, include_backbone=include_backbone, name="lstm_baseline")
