@@ -1,0 +1,23 @@
+"""Custom Keras layers, each registered for `.keras` serialisation under the package "tf_recurrent_seg"."""
+
+from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMean, L2Normalize, TileToMap
+from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM, ConvMultimodalLSTMCell
+from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
+from tf_recurrent_seg.layers.resize import resize_bilinear
+from tf_recurrent_seg.layers.spatial import SpatialCoordinates, spatial_coordinates
+
+__all__ = [
+    "BilinearResize",
+    "BoundedAtanh",
+    "ChannelMean",
+    "ConvMultimodalLSTM",
+    "ConvMultimodalLSTMCell",
+    "L2Normalize",
+    "LeftPadSteps",
+    "PaddingMask",
+    "SpatialCoordinates",
+    "TileToMap",
+    "TrimLeadingPadding",
+    "resize_bilinear",
+    "spatial_coordinates",
+]

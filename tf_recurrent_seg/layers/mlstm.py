@@ -23,8 +23,11 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
 
     States are `[h, c, visual_gates]`: the hidden and memory maps (B, H, W, units) and the per-image
     visual term (B, H, W, 4 * units), which `get_initial_state(visual_features)` computes once and every
-    step passes on unchanged. The step input is the word-level vector (B, word_channels), [w_t; h_t] in
-    RMI. Gates follow TF1 BasicLSTMCell: columns (i, j, f, o), a constant `forget_bias` added to f,
+    step passes on unchanged. The step input is (B, word_channels + 1): the word-level vector ([w_t; h_t]
+    in RMI) followed by a word flag, 1 for a word and 0 for a `<pad>` step, which leaves h and c unchanged
+    (the reference code skips such steps). The cell applies the flag itself, broadcast over the map:
+    Keras's RNN masking would tile the mask to every state's full shape on every step, which costs a
+    tenth of the layer's time at paper size. Gates follow TF1 BasicLSTMCell: columns (i, j, f, o), a constant `forget_bias` added to f,
     c' = sigmoid(f + forget_bias) * c + sigmoid(i) * tanh(j), h' = sigmoid(o) * tanh(c').
 
     Weights: `visual_kernel` (visual_channels, 4u), `word_kernel` (word_channels, 4u),
@@ -40,7 +43,8 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
     cell = ConvMultimodalLSTMCell(units=8)
     visual = keras.random.normal((2, 5, 5, 12))
     states = cell.get_initial_state(visual_features=visual, word_channels=6)
-    output, states = cell(keras.random.normal((2, 6)), states)  # output: (2, 5, 5, 8)
+    step_input = keras.ops.concatenate([keras.random.normal((2, 6)), keras.ops.ones((2, 1))], axis=-1)
+    output, states = cell(step_input, states)  # output: (2, 5, 5, 8)
     ```
     """
 
@@ -52,10 +56,10 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         self.state_size = [units, units, 4 * units]
         self.output_size = units
 
-    def build(self, word_features_shape, visual_features_shape=None):
+    def build(self, step_input_shape, visual_features_shape=None):
         if visual_features_shape is None:
             raise ValueError("ConvMultimodalLSTMCell.build needs visual_features_shape (B, H, W, C)")
-        word_channels = word_features_shape[-1]
+        word_channels = step_input_shape[-1] - 1  # the last channel is the word flag
         visual_channels = visual_features_shape[-1]
         gate_units = 4 * self.units
         # The reference initialises the whole concatenated kernel with Glorot uniform; use that kernel's
@@ -68,27 +72,35 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(gate_units,), initializer="zeros")
 
     def visual_gates(self, visual_features):
-        """The once-per-image term W_v · [v; s] + b, shape (B, H, W, 4u)."""
-        return keras.ops.matmul(visual_features, self.visual_kernel) + self.bias
+        """The once-per-image term W_v · [v; s] + b, shape (B, H, W, 4u), with the forget-bias constant
+        already added to the f block so no step has to add it again."""
+        forget_bias = keras.ops.concatenate(
+            [keras.ops.zeros((2 * self.units,)), keras.ops.full((self.units,), self.forget_bias), keras.ops.zeros((self.units,))]
+        )
+        return keras.ops.matmul(visual_features, self.visual_kernel) + (self.bias + forget_bias)
 
     def get_initial_state(self, visual_features, word_channels: int | None = None):
         """Zero h and c and the visual term for `visual_features` (B, H, W, visual_channels)."""
         if not self.built:
-            self.build((None, word_channels), visual_features.shape)
+            self.build((None, word_channels + 1), visual_features.shape)
         gates = self.visual_gates(visual_features)
         zeros = keras.ops.zeros_like(gates[..., : self.units])
         return [zeros, zeros, gates]
 
-    def call(self, word_features, states):
-        hidden, memory, visual_gates = states
+    def call(self, step_input, states):
+        previous_hidden, previous_memory, visual_gates = states
+        word_features, is_word = step_input[:, :-1], step_input[:, -1] > 0
+        hidden, memory = previous_hidden, previous_memory
         word_gates = keras.ops.matmul(word_features, self.word_kernel)  # once per step per image
         recurrent_gates = keras.ops.matmul(hidden, self.recurrent_kernel)  # the only per-pixel product
-        gates = visual_gates + word_gates[:, None, None, :] + recurrent_gates
+        gates = recurrent_gates + (visual_gates + word_gates[:, None, None, :])
         input_gate, candidate, forget_gate, output_gate = keras.ops.split(gates, 4, axis=-1)
-        memory = keras.ops.sigmoid(forget_gate + self.forget_bias) * memory + keras.ops.sigmoid(
-            input_gate
-        ) * keras.ops.tanh(candidate)
+        # forget_bias is already inside visual_gates.
+        memory = keras.ops.sigmoid(forget_gate) * memory + keras.ops.sigmoid(input_gate) * keras.ops.tanh(candidate)
         hidden = keras.ops.sigmoid(output_gate) * keras.ops.tanh(memory)
+        is_word = is_word[:, None, None, None]
+        hidden = keras.ops.where(is_word, hidden, previous_hidden)
+        memory = keras.ops.where(is_word, memory, previous_memory)
         return hidden, [hidden, memory, visual_gates]
 
     def concatenated_kernel(self):
@@ -144,12 +156,18 @@ class ConvMultimodalLSTM(keras.layers.RNN):
             raise ValueError(f"visual_features must be (B, H, W, C), got shape {visual_features_shape}")
         if len(sequences_shape) != 3:
             raise ValueError(f"word features must be (B, T, C), got shape {sequences_shape}")
-        self.cell.build((sequences_shape[0], sequences_shape[2]), visual_features_shape)
-        super().build(sequences_shape)
+        step_input_shape = (sequences_shape[0], sequences_shape[2] + 1)  # + the word flag
+        self.cell.build(step_input_shape, visual_features_shape)
+        super().build((*sequences_shape[:2], sequences_shape[2] + 1))
 
     def call(self, sequences, visual_features, mask=None, training=False):
         initial_state = self.cell.get_initial_state(visual_features)
-        return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+        if mask is None:
+            mask = keras.ops.ones(keras.ops.shape(sequences)[:2], dtype="bool")
+        word_flag = keras.ops.cast(mask, sequences.dtype)[..., None]
+        step_inputs = keras.ops.concatenate([sequences, word_flag], axis=-1)
+        # The cell applies the word flag; Keras's own masking is not used (see the cell's docstring).
+        return super().call(step_inputs, initial_state=initial_state, mask=None, training=training)
 
     def compute_output_shape(self, sequences_shape, visual_features_shape=None):
         map_shape = tuple(visual_features_shape[1:3]) + (self.units,)

@@ -1,0 +1,1 @@
+"""Data: preprocessing (and, later, TFRecord schemas and tf.data pipelines)."""
