@@ -1,23 +1,14 @@
-"""LSTM baseline (language-only, paper §3.2), resnet backbone, RefCOCO (UNC), paper sizes (§4.2).
+"""LSTM baseline (language only, paper §3.2) with the resnet backbone on RefCOCO (UNC), at paper sizes (§4.2).
 
-Build the model from it:
-
-    python -c "from tf_recurrent_seg.models.referring import build_lstm_baseline; import runpy; \
-        build_lstm_baseline(runpy.run_path('configs/lstm_refcoco_resnet.py')['get_config']())"
-
-Any field can be overridden where the config is read with ml_collections.config_flags
-(`--config=configs/lstm_refcoco_resnet.py --config.train.learning_rate=1e-4`). The variant
-`configs/lstm_refcoco_resnet.py:smoke` shrinks every size so a CPU builds and runs it in seconds.
+Load it with ml_collections.config_flags (`--config=configs/lstm_refcoco_resnet.py`, any field
+overridable as `--config.train.learning_rate=1e-4`) and build with `build_lstm_baseline(config)`;
+`configs/lstm_refcoco_resnet.py:smoke` shrinks every size for a CPU run in seconds.
 """
 
-from tf_recurrent_seg.defaults import referring_config, shrink_referring_config
+from tf_recurrent_seg.defaults import apply_config_variant, referring_config
 
 
-def get_config(arg: str | None = None):
+def get_config(variant: str | None = None):
     config = referring_config("lstm", "resnet")
-    config.model.vocabulary_size = 12112  # vocabulary_Gref.txt, used for Google-Ref, UNC and UNC+
-    if arg == "smoke":
-        shrink_referring_config(config)
-    elif arg:
-        raise ValueError(f"unknown config variant {arg!r}; known: 'smoke'")
-    return config
+    config.model.vocabulary_size = 12112  # vocabulary_Gref.txt: Google-Ref, UNC, UNC+
+    return apply_config_variant(config, variant)

@@ -86,3 +86,15 @@ def shrink_referring_config(config: ml_collections.ConfigDict) -> ml_collections
     model.backbone.base_width = 8
     config.train.num_steps = 20
     return config
+
+
+CONFIG_VARIANTS = {"smoke": shrink_referring_config}
+
+
+def apply_config_variant(config: ml_collections.ConfigDict, variant: str | None) -> ml_collections.ConfigDict:
+    """Applies a `configs/<file>.py:<variant>` suffix ('smoke' shrinks every size); None leaves it as is."""
+    if variant is None or variant == "":
+        return config
+    if variant not in CONFIG_VARIANTS:
+        raise ValueError(f"unknown config variant {variant!r}; known: {sorted(CONFIG_VARIANTS)}")
+    return CONFIG_VARIANTS[variant](config)

@@ -49,11 +49,15 @@ class LastStep(keras.layers.Layer):
         return (input_shape[0], *input_shape[2:])
 
 
-def _head_inputs(model_config):
+def _shared_head_layers(model_config):
+    """The part both heads share: inputs, normalised visual features, spatial map, word mask, embeddings."""
     size = feature_size(model_config)
-    visual_features = keras.Input((size, size, visual_input_channels(model_config)), name="visual_features")
+    visual_input = keras.Input((size, size, visual_input_channels(model_config)), name="visual_features")
     tokens = keras.Input((model_config.max_words,), dtype="int32", name="tokens")
-    return visual_features, tokens
+    visual = _normalized_visual_features(visual_input, model_config)
+    spatial = SpatialCoordinates(name="spatial_coordinates")(visual)
+    mask, embedded = _embedded_words(tokens, model_config)
+    return {"visual_features": visual_input, "tokens": tokens}, visual, spatial, mask, embedded
 
 
 def _normalized_visual_features(visual_features, model_config):
@@ -113,10 +117,7 @@ def build_rmi_head(config: ml_collections.ConfigDict) -> keras.Model:
         aligned with the token positions.
     """
     model_config = config.model
-    visual_input, tokens = _head_inputs(model_config)
-    visual = _normalized_visual_features(visual_input, model_config)
-    spatial = SpatialCoordinates(name="spatial_coordinates")(visual)
-    mask, embedded = _embedded_words(tokens, model_config)
+    inputs, visual, spatial, mask, embedded = _shared_head_layers(model_config)
     language = _language_lstm(model_config, return_sequences=True)(embedded, mask=mask)
     language = L2Normalize(model_config.l2_epsilon, name="language_l2")(language)
     # Reference channel order [visual, word, language, spatial]; the mLSTM splits it as
@@ -158,7 +159,7 @@ def build_rmi_head(config: ml_collections.ConfigDict) -> keras.Model:
         outputs["word_response_maps_lowres"] = keras.layers.Reshape(
             (model_config.max_words, size, size, 1), name="response_rows_as_steps"
         )(channel_mean(step_response))
-    return keras.Model({"visual_features": visual_input, "tokens": tokens}, outputs, name="rmi_head")
+    return keras.Model(inputs, outputs, name="rmi_head")
 
 
 def build_lstm_baseline_head(config: ml_collections.ConfigDict) -> keras.Model:
@@ -171,10 +172,7 @@ def build_lstm_baseline_head(config: ml_collections.ConfigDict) -> keras.Model:
         A functional model from `{"visual_features", "tokens"}` to `{"logits", "logits_lowres"}`.
     """
     model_config = config.model
-    visual_input, tokens = _head_inputs(model_config)
-    visual = _normalized_visual_features(visual_input, model_config)
-    spatial = SpatialCoordinates(name="spatial_coordinates")(visual)
-    mask, embedded = _embedded_words(tokens, model_config)
+    inputs, visual, spatial, mask, embedded = _shared_head_layers(model_config)
     language = _language_lstm(model_config, return_sequences=False)(embedded, mask=mask)
     language = L2Normalize(model_config.l2_epsilon, name="language_l2")(language)
     language = TileToMap(name="tile_language")(language, visual)
@@ -182,7 +180,7 @@ def build_lstm_baseline_head(config: ml_collections.ConfigDict) -> keras.Model:
     hidden = keras.layers.Conv2D(model_config.hidden_units, 1, activation="relu", name="conv1")(features)
     logits_lowres = keras.layers.Conv2D(1, 1, name="conv2")(hidden)
     outputs = {"logits": _upsample(logits_lowres, model_config, "upsample_logits"), "logits_lowres": logits_lowres}
-    return keras.Model({"visual_features": visual_input, "tokens": tokens}, outputs, name="lstm_head")
+    return keras.Model(inputs, outputs, name="lstm_head")
 
 
 def _check_rank_and_size(name, tensor, expected_shape, expected_kind):
@@ -231,7 +229,7 @@ def check_referring_inputs(inputs: dict, model_config: ml_collections.ConfigDict
         tf.debugging.assert_less(tokens, tf.cast(vocabulary_size, tokens.dtype), message=message),
     ]
     with tf.control_dependencies(checks):
-        return tf.cast(tokens, tf.int32)
+        return tf.identity(tf.cast(tokens, tf.int32))  # identity: a cast to the same dtype adds no op to hang the dependency on
 
 
 @keras.saving.register_keras_serializable(package="tf_recurrent_seg")
