@@ -24,12 +24,14 @@ from tf1_checkpoints import (
     random_head_weights,
     random_values,
     reference_forward,
+    sizes_of,
+    small_config,
     tf1_head_names,
     tf1_variable_shapes,
     write_tf1_checkpoint,
 )
 from tf_recurrent_seg.convert_tf1 import convert_checkpoint
-from tf_recurrent_seg.defaults import referring_config, shrink_referring_config
+from tf_recurrent_seg.defaults import referring_config
 from tf_recurrent_seg.models.referring import visual_input_channels
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -43,18 +45,6 @@ TOKENS = np.array(
     ],
     np.int32,
 )
-
-
-def small_config(model_name, variant):
-    """Tiny sizes (backbone blocks (1, 1, 1, 1), width 8, fc1000 = visual_dim = 16), reference resizing."""
-    config = shrink_referring_config(referring_config(model_name, variant))
-    config.model.resize_convention = "reference"
-    return config
-
-
-def sizes_of(model_config):
-    keys = ("vocabulary_size", "embedding_dim", "language_units", "mlstm_units", "hidden_units", "visual_dim")
-    return {**{key: model_config[key] for key in keys}, "backbone_channels": visual_input_channels(model_config)}
 
 
 def backbone_shapes(model_config):
@@ -289,3 +279,10 @@ def test_command_line_rejects_a_vocabulary_without_special_tokens(tmp_path, pape
     assert result.returncode != 0
     assert str(vocabulary) in result.stderr and "<pad>" in result.stderr, result.stderr[-3000:]
     assert not output.exists()
+
+
+def test_config_and_vocabulary_size_must_agree(tmp_path):
+    config = small_config("rmi", "resnet")
+    prefix = head_checkpoint(tmp_path, "rmi", "resnet")[0]
+    with pytest.raises(ValueError, match="config.model.vocabulary_size is 50 but the vocabulary has 7 tokens"):
+        convert_checkpoint(prefix, "rmi", "resnet", 7, head_only=True, config=config)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import numpy_reference as ref
-from tf1_checkpoints import random_head_weights, tf1_head_names, write_tf1_checkpoint
+from tf1_checkpoints import random_head_weights, sizes_of, small_config, tf1_head_names, write_tf1_checkpoint
 from tf_recurrent_seg.convert_tf1 import convert_checkpoint
-from tf_recurrent_seg.defaults import referring_config, shrink_referring_config
+from tf_recurrent_seg.defaults import referring_config
 from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi, feature_size, visual_input_channels
 
 RNG = np.random.default_rng(1)
@@ -24,30 +24,10 @@ TOKENS = np.array(
 )
 
 
-def small_config(model_name, variant, **model_overrides):
-    config = shrink_referring_config(referring_config(model_name, variant))
-    config.model.resize_convention = "reference"
-    config.model.update(model_overrides)
-    return config
-
-
-def sizes_of(config):
-    model = config.model
-    return {
-        "vocabulary_size": model.vocabulary_size,
-        "embedding_dim": model.embedding_dim,
-        "language_units": model.language_units,
-        "mlstm_units": model.mlstm_units,
-        "hidden_units": model.hidden_units,
-        "visual_dim": model.visual_dim,
-        "backbone_channels": visual_input_channels(model),
-    }
-
-
 def imported_head(tmp_path, model_name, variant, **model_overrides):
     """A head-only model loaded from a TF1-layout checkpoint of random weights, and those weights."""
     config = small_config(model_name, variant, **model_overrides)
-    weights = random_head_weights(RNG, model_name, variant, sizes_of(config))
+    weights = random_head_weights(RNG, model_name, variant, sizes_of(config.model))
     prefix = write_tf1_checkpoint(str(tmp_path / "model.tfmodel"), tf1_head_names(weights))
     model = convert_checkpoint(prefix, model_name, variant, config.model.vocabulary_size, head_only=True, config=config)
     return model, weights, config

@@ -236,3 +236,21 @@ def reference_forward(reader, scope, images, atrous, blocks):
         logits = tf.nn.conv2d(res5c, value("fc1000/DW"), strides=1, padding="SAME") + value("fc1000/biases")
         return res5c.numpy(), logits.numpy()
     return res5c.numpy(), None
+
+
+def small_config(model_name, variant, **model_overrides):
+    """A referring config at tiny sizes (shrink_referring_config) with the reference resize convention."""
+    from tf_recurrent_seg.defaults import referring_config, shrink_referring_config
+
+    config = shrink_referring_config(referring_config(model_name, variant))
+    config.model.resize_convention = "reference"
+    config.model.update(model_overrides)
+    return config
+
+
+def sizes_of(model_config):
+    """The sizes `random_head_weights` needs, read from a config's `model` section."""
+    from tf_recurrent_seg.models.referring import visual_input_channels
+
+    keys = ("vocabulary_size", "embedding_dim", "language_units", "mlstm_units", "hidden_units", "visual_dim")
+    return {**{key: model_config[key] for key in keys}, "backbone_channels": visual_input_channels(model_config)}

@@ -145,6 +145,10 @@ def convert_checkpoint(
     if variant not in BACKBONE_SCOPES:
         raise ValueError(f"--backbone must be one of {sorted(BACKBONE_SCOPES)}, got {variant!r}")
     config = config or import_config(model_name, variant, vocabulary_size)
+    if config.model.vocabulary_size != vocabulary_size:
+        raise ValueError(
+            f"config.model.vocabulary_size is {config.model.vocabulary_size} but the vocabulary has {vocabulary_size} tokens"
+        )
     build = {"rmi": build_rmi, "lstm": build_lstm_baseline}.get(model_name)
     if build is None:
         raise ValueError(f"--model must be 'rmi' or 'lstm', got {model_name!r}")
