@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tf_recurrent_seg.data.preprocessing import CAFFE_BGR_MEAN, caffe_preprocess, resize_and_pad, unpad_and_resize
+from tf_recurrent_seg.models.parsing import build_parsing_model
 from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -18,12 +19,15 @@ CONFIG_FILES = sorted((ROOT / "configs").glob("*.py"))
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_config_smoke_variant_builds(path):
     config = runpy.run_path(str(path))["get_config"]("smoke")
-    build = {"rmi": build_rmi, "lstm": build_lstm_baseline}[config.model.name]
-    model = build(config)
     size = config.model.image_size
-    tokens = np.zeros((1, config.model.max_words), np.int32)
-    tokens[0, -2:] = [4, 5]
-    assert model({"image": np.zeros((1, size, size, 3), np.float32), "tokens": tokens})["logits"].shape == (1, size, size, 1)
+    image = np.zeros((1, size, size, 3), np.float32)
+    if config.model.name in ("rmi", "lstm"):
+        model = {"rmi": build_rmi, "lstm": build_lstm_baseline}[config.model.name](config)
+        tokens = np.zeros((1, config.model.max_words), np.int32)
+        tokens[0, -2:] = [4, 5]
+        assert model({"image": image, "tokens": tokens})["logits"].shape == (1, size, size, 1)
+    else:
+        assert build_parsing_model(config)(image)["logits"].shape == (1, size, size, config.model.num_classes)
     with pytest.raises(ValueError, match="unknown config variant"):
         runpy.run_path(str(path))["get_config"]("huge")
 
@@ -55,3 +59,12 @@ def test_demo_writes_its_figures(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rmi forward pass at 320x320" in result.stdout
     assert (tmp_path / "prediction.png").stat().st_size > 0 and (tmp_path / "rmi_steps.png").stat().st_size > 0
+
+
+def test_lg_lstm_config_ablation_variants():
+    get_config = runpy.run_path(str(ROOT / "configs" / "lg_lstm_horse_cow_vgg.py"))["get_config"]
+    assert get_config().model.neighbourhood == 8 and get_config().model.use_global
+    assert get_config("local2,smoke").model.neighbourhood == 2 and get_config("local2,smoke").model.image_size == 64
+    assert get_config("local4").model.neighbourhood == 4 and not get_config("no_global").model.use_global
+    baseline = runpy.run_path(str(ROOT / "configs" / "conv_baseline_horse_cow_vgg.py"))["get_config"]
+    assert baseline().model.extra_convs == 0 and baseline("extra,smoke").model.extra_convs == 5

@@ -289,3 +289,262 @@ def test_model_fit_with_bias_scaled_adam():
     x = np.ones((4, 3), np.float32)
     model.fit(x, np.zeros((4, 2), np.float32), epochs=1, batch_size=2, verbose=0)
     assert int(model.optimizer.iterations) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PretrainedScaledSGD / build_parsing_optimizer / variables_of (LG-LSTM, paper 002 §4.1)
+
+
+def _parsing_train_config(**overrides) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict(
+        dict(learning_rate=1e-3, pretrained_learning_rate=1e-4, momentum=0.9, weight_decay=5e-4)
+    )
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+def _numpy_caffe_sgd(params, grads_per_step, lr, momentum, weight_decay, lr_mult, decayed):
+    """Caffe SGDSolver / Keras SGD (nesterov off): g += wd * w (decayed only); v = mu v - lr_w g; w += v."""
+    params = {k: np.asarray(v, np.float64).copy() for k, v in params.items()}
+    velocity = {k: np.zeros_like(v) for k, v in params.items()}
+    for grads in grads_per_step:
+        for name, g in grads.items():
+            g = np.asarray(g, np.float64)
+            if decayed[name]:
+                g = g + weight_decay * params[name]
+            velocity[name] = momentum * velocity[name] - lr * lr_mult[name] * g
+            params[name] = params[name] + velocity[name]
+    return params
+
+
+def _pretrained_model():
+    """A 'pretrained' conv (kernel + bias) inside a 'backbone' sub-model, then a 'new' conv."""
+    backbone_input = keras.Input((5, 5, 2))
+    backbone = keras.Model(
+        backbone_input, keras.layers.Conv2D(3, 3, padding="same", name="conv")(backbone_input), name="backbone"
+    )
+    inputs = keras.Input((5, 5, 2))
+    outputs = keras.layers.Conv2D(2, 1, name="new_conv")(backbone(inputs))
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(30)
+    for variable in model.trainable_variables:
+        variable.assign(rng.standard_normal(variable.shape).astype(np.float32))
+    return model
+
+
+def _named_variables(model):
+    backbone_conv = model.get_layer("backbone").get_layer("conv")
+    new_conv = model.get_layer("new_conv")
+    return {
+        "pre_kernel": backbone_conv.kernel,
+        "pre_bias": backbone_conv.bias,
+        "new_kernel": new_conv.kernel,
+        "new_bias": new_conv.bias,
+    }
+
+
+@pytest.mark.parametrize("use_tf_function", [False, True])
+@pytest.mark.parametrize("from_scratch", [False, True])
+def test_pretrained_scaled_sgd_matches_numpy(use_tf_function, from_scratch):
+    # Large lr and decay so that the momentum, the decay and the 0.1 multiplier all show.
+    config = _parsing_train_config(learning_rate=0.1, pretrained_learning_rate=0.01, weight_decay=0.2)
+    model = _pretrained_model()
+    named = _named_variables(model)
+    by_key = {id(v): name for name, v in named.items()}
+    order = [by_key[id(v)] for v in model.trainable_variables]
+    initial = {name: np.asarray(v) for name, v in named.items()}
+    is_pretrained = None if from_scratch else optimization.variables_of(model.get_layer("backbone"))
+    optimizer = optimization.build_parsing_optimizer(config, is_pretrained=is_pretrained)
+
+    def step(grads):
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+    if use_tf_function:
+        step = tf.function(step)
+    grads_list = [_random_grads(model, seed) for seed in (31, 32, 33)]
+    pre_mult = 1.0 if from_scratch else 0.1
+    lr_mult = {"pre_kernel": pre_mult, "pre_bias": pre_mult, "new_kernel": 1.0, "new_bias": 1.0}
+    decayed = {"pre_kernel": True, "pre_bias": False, "new_kernel": True, "new_bias": False}
+    for i, grads in enumerate(grads_list, start=1):
+        step([tf.constant(g) for g in grads])
+        assert int(optimizer.iterations) == i
+        per_step = [dict(zip(order, g)) for g in grads_list[:i]]
+        expected = _numpy_caffe_sgd(initial, per_step, 0.1, 0.9, 0.2, lr_mult, decayed)
+        for name, variable in named.items():
+            np.testing.assert_allclose(np.asarray(variable), expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+    per_step = [dict(zip(order, g)) for g in grads_list]
+    # Biases were not decayed; kernels were (each alternative reference misses the result).
+    all_decayed = _numpy_caffe_sgd(initial, per_step, 0.1, 0.9, 0.2, lr_mult, dict.fromkeys(decayed, True))
+    none_decayed = _numpy_caffe_sgd(initial, per_step, 0.1, 0.9, 0.2, lr_mult, dict.fromkeys(decayed, False))
+    assert np.max(np.abs(np.asarray(named["new_bias"]) - all_decayed["new_bias"])) > 1e-3
+    assert np.max(np.abs(np.asarray(named["new_kernel"]) - none_decayed["new_kernel"])) > 1e-3
+    # Pretrained variables at 0.1x unless training from scratch.
+    uniform = _numpy_caffe_sgd(initial, per_step, 0.1, 0.9, 0.2, dict.fromkeys(lr_mult, 1.0), decayed)
+    moved_apart = np.max(np.abs(np.asarray(named["pre_kernel"]) - uniform["pre_kernel"]))
+    assert (moved_apart < 1e-5) if from_scratch else (moved_apart > 1e-3)
+    assert optimizer.is_pretrained(named["pre_kernel"]) is not from_scratch
+    assert not optimizer.is_pretrained(named["new_kernel"])
+    assert optimizer.is_decayed(named["pre_kernel"]) and not optimizer.is_decayed(named["pre_bias"])
+
+
+def test_caffe_decay_differs_from_keras_decoupled_weight_decay():
+    """Keras SGD(weight_decay=...) is decoupled and does not reproduce the Caffe reference; ours does."""
+    model = _pretrained_model()
+    named = _named_variables(model)
+    kernel = named["new_kernel"]
+    start = np.asarray(kernel)
+    grads = [np.zeros(v.shape, np.float32) for v in model.trainable_variables]
+    results = {}
+    for name, optimizer in (
+        ("ours", optimization.PretrainedScaledSGD(0.1, momentum=0.9, weight_decay=0.2)),
+        ("keras", keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.2)),
+    ):
+        kernel.assign(start)
+        for _ in range(3):
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        results[name] = np.asarray(kernel)
+    expected = _numpy_caffe_sgd(
+        {"w": start}, [{"w": np.zeros_like(start)}] * 3, 0.1, 0.9, 0.2, {"w": 1.0}, {"w": True}
+    )["w"]
+    np.testing.assert_allclose(results["ours"], expected, rtol=1e-5)
+    assert np.max(np.abs(results["keras"] - expected)) > 1e-3
+
+
+def test_build_parsing_optimizer_reads_train_config():
+    optimizer = optimization.build_parsing_optimizer(_parsing_train_config())
+    assert isinstance(optimizer, optimization.PretrainedScaledSGD)
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert isinstance(optimizer, optimization.VariableLearningRateMixin)
+    np.testing.assert_allclose(float(optimizer.learning_rate), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(optimizer.pretrained_learning_rate_multiplier, 0.1, rtol=1e-12)
+    assert optimizer.momentum == 0.9 and not optimizer.nesterov
+    assert optimizer.weight_decay == 5e-4
+
+
+def test_build_parsing_optimizer_from_scratch_config_without_pretrained_rate():
+    config = ml_collections.ConfigDict(dict(learning_rate=1e-3, momentum=0.9, weight_decay=5e-4))
+    optimizer = optimization.build_parsing_optimizer(config)
+    assert optimizer.pretrained_learning_rate_multiplier == 1.0
+    with pytest.raises(ValueError, match="pretrained_learning_rate"):
+        optimization.build_parsing_optimizer(config, is_pretrained=lambda variable: True)
+    with pytest.raises(ValueError, match="learning_rate"):
+        optimization.build_parsing_optimizer(_parsing_train_config(learning_rate=0.0))
+
+
+def test_variables_of_matches_by_identity_not_path():
+    """The backbone's conv and a top-level conv share the path 'conv/kernel'; only the backbone's match."""
+    backbone_input = keras.Input((4, 4, 2))
+    backbone = keras.Model(backbone_input, keras.layers.Conv2D(2, 1, name="conv")(backbone_input), name="backbone")
+    inputs = keras.Input((4, 4, 2))
+    top_conv = keras.layers.Conv2D(2, 1, name="conv")
+    model = keras.Model(inputs, top_conv(backbone(inputs)))
+    inner = backbone.get_layer("conv")
+    assert inner.kernel.path == top_conv.kernel.path  # paths are not unique
+    predicate = optimization.variables_of(model.get_layer("backbone"))
+    assert [predicate(v) for v in model.trainable_variables].count(True) == 2
+    assert predicate(inner.kernel) and predicate(inner.bias)
+    assert not predicate(top_conv.kernel) and not predicate(top_conv.bias)
+    assert predicate(inner.kernel.value)  # the backing tf.Variable matches too
+    both = optimization.variables_of([inner, top_conv.kernel])
+    assert both(inner.bias) and both(top_conv.kernel) and not both(top_conv.bias)
+    with pytest.raises(TypeError, match="variables_of"):
+        optimization.variables_of("backbone")
+
+
+def test_variables_of_made_before_the_layer_is_built():
+    layer = keras.layers.Dense(3, name="late")
+    other = keras.layers.Dense(2, name="other")
+    predicate = optimization.variables_of(layer)  # no variables yet
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, other(layer(inputs)))
+    assert [predicate(v) for v in model.trainable_variables] == [True, True, False, False]
+
+
+def test_exclude_from_weight_decay_is_honoured():
+    model = _pretrained_model()
+    named = _named_variables(model)
+    optimizer = optimization.PretrainedScaledSGD(0.1, weight_decay=0.2)
+    optimizer.exclude_from_weight_decay(var_list=[named["new_kernel"]])
+    optimizer.build(model.trainable_variables)
+    assert optimizer.is_decayed(named["pre_kernel"]) and not optimizer.is_decayed(named["new_kernel"])
+    no_decay = optimization.PretrainedScaledSGD(0.1, weight_decay=None)
+    no_decay.build(model.trainable_variables)
+    assert not any(no_decay.is_decayed(v) for v in model.trainable_variables)
+
+
+def test_pretrained_scaled_sgd_serialization_round_trip():
+    optimizer = optimization.PretrainedScaledSGD(2e-3, 0.25, momentum=0.8, weight_decay=1e-3, nesterov=True)
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(clone, optimization.PretrainedScaledSGD)
+    assert clone.pretrained_learning_rate_multiplier == 0.25
+    assert clone.weight_decay == 1e-3 and clone.momentum == 0.8 and clone.nesterov
+    np.testing.assert_allclose(float(clone.learning_rate), 2e-3, rtol=1e-6)
+
+
+def test_pretrained_scaled_sgd_mirrored_strategy_and_checkpoint(tmp_path):
+    config = _parsing_train_config(learning_rate=0.1, pretrained_learning_rate=0.01, weight_decay=0.2)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = _pretrained_model()
+        optimizer = optimization.build_parsing_optimizer(
+            config, optimization.variables_of(model.get_layer("backbone"))
+        )
+        optimizer.build(model.trainable_variables)
+    named = _named_variables(model)
+    by_key = {id(v): name for name, v in named.items()}
+    order = [by_key[id(v)] for v in model.trainable_variables]
+    initial = {name: np.asarray(v) for name, v in named.items()}
+    x = np.random.default_rng(34).standard_normal((2, 5, 5, 2)).astype(np.float32)
+
+    @tf.function
+    def train_step(inputs):
+        def replica_step(inputs):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(inputs) ** 2)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return grads
+
+        return strategy.run(replica_step, args=(inputs,))
+
+    per_step = []
+    for _ in range(2):
+        per_step.append(dict(zip(order, [np.asarray(g) for g in train_step(tf.constant(x))])))
+    lr_mult = {"pre_kernel": 0.1, "pre_bias": 0.1, "new_kernel": 1.0, "new_bias": 1.0}
+    decayed = {"pre_kernel": True, "pre_bias": False, "new_kernel": True, "new_bias": False}
+    expected = _numpy_caffe_sgd(initial, per_step, 0.1, 0.9, 0.2, lr_mult, decayed)
+    for name, variable in named.items():
+        np.testing.assert_allclose(np.asarray(variable), expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+    path = tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "ckpt"))
+    restored_model = _pretrained_model()
+    restored = optimization.build_parsing_optimizer(config)
+    restored.build(restored_model.trainable_variables)
+    tf.train.Checkpoint(model=restored_model, optimizer=restored).read(path).assert_consumed()
+    assert int(restored.iterations) == 2
+    for a, b in zip(optimizer.variables, restored.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_model_fit_with_pretrained_scaled_sgd():
+    model = _pretrained_model()
+    optimizer = optimization.build_parsing_optimizer(
+        _parsing_train_config(), optimization.variables_of(model.get_layer("backbone"))
+    )
+    model.compile(optimizer=optimizer, loss="mse")
+    x = np.ones((4, 5, 5, 2), np.float32)
+    model.fit(x, np.zeros((4, 5, 5, 2), np.float32), epochs=1, batch_size=2, verbose=0)
+    assert int(model.optimizer.iterations) == 2
+    assert optimizer.is_pretrained(model.get_layer("backbone").get_layer("conv").kernel)
+
+
+def test_bias_scaled_adam_uses_the_mixin():
+    model = _tiny_model()
+    kernel, bias = model.trainable_variables
+    optimizer = optimization.build_optimizer(_train_config())
+    assert isinstance(optimizer, optimization.VariableLearningRateMixin)
+    optimizer.build(model.trainable_variables)
+    assert optimizer.is_bias(bias) and not optimizer.is_bias(kernel)
+    assert optimizer.learning_rate_multiplier == optimizer.bias_learning_rate_multiplier == 2.0

@@ -26,6 +26,21 @@ def backbone_config(variant: str = "resnet") -> ml_collections.ConfigDict:
     return config
 
 
+def vgg_backbone_config() -> ml_collections.ConfigDict:
+    """DeepLab-LargeFOV VGG-16, the LG-LSTM base network on Horse-Cow (LG-LSTM paper §4.1)."""
+    config = ml_collections.ConfigDict()
+    config.name = "vgg16_largefov"
+    config.fc_units = 1024  # §4.1: fc6/fc7 narrowed from 4096 to 1024 (DeepLab-LargeFOV)
+    config.fc6_dilation = 12  # §4.1: fc6 is a 3x3 conv with dilation 12 (DeepLab-LargeFOV)
+    config.dropout = 0.5  # DeepLab-LargeFOV drop6/drop7, training only
+    config.kernel_init_stddev = 0.001  # §4.1: every conv Gaussian, std 0.001 (conv1_1..conv5_3 then ImageNet)
+    config.trainable = True  # §4.1: the base is finetuned (lr 1e-4 for pretrained layers)
+    # True: keras.applications.VGG16's 2x2/2 pools and no dilation (output stride 32), to check weight
+    # transfer; False: DeepLab-LargeFOV's Caffe pools (output stride 8, 321 -> 41).
+    config.keras_applications_pooling = False
+    return config
+
+
 def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collections.ConfigDict:
     """Configuration of an RMI or LSTM-baseline referring segmentation model at paper size."""
     if model not in ("rmi", "lstm"):
@@ -88,7 +103,72 @@ def shrink_referring_config(config: ml_collections.ConfigDict) -> ml_collections
     return config
 
 
-CONFIG_VARIANTS = {"smoke": shrink_referring_config}
+PARSING_MODELS = ("lg_lstm", "conv_baseline", "conv_baseline_extra")
+HORSE_COW_CLASSES = ("background", "head", "body", "leg", "tail")
+
+
+def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
+    """Configuration of an LG-LSTM or Table 5 conv-baseline parsing model, Horse-Cow setting (paper §4.1).
+
+    `model`: "lg_lstm", "conv_baseline" (Table 5 "VGG16": one 1x1 prediction conv) or
+    "conv_baseline_extra" ("VGG16 extra conv": five 3x3 convs of 576 filters first). The other Table 5
+    ablations are fields: neighbourhood 4 / 2 ("local 4" / "local 2"), use_global False ("w/o global").
+    """
+    if model not in PARSING_MODELS:
+        raise ValueError(f"model must be one of {PARSING_MODELS}, got {model!r}")
+    config = ml_collections.ConfigDict()
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "lg_lstm" if model == "lg_lstm" else "conv_baseline"
+    config.model.class_names = HORSE_COW_CLASSES
+    config.model.num_classes = len(HORSE_COW_CLASSES)
+    config.model.image_size = 321  # §4.1: 321x321 input, 41x41 features
+    config.model.units = 64  # §4.1: d = 64 hidden cells per LSTM
+    config.model.num_layers = 5  # §4.1: five LG-LSTM layers
+    config.model.neighbourhood = 8  # 8 neighbours; 4 / 2 for Table 5's "local 4" / "local 2"
+    config.model.use_global = True  # False: Table 5's "w/o global"
+    config.model.hidden_form = "grid"  # h = tanh(o * m) as written in eq. 1; "standard": o * tanh(m)
+    config.model.share_lstm_weights = True  # §1: gate weights shared across LG-LSTM layers
+    config.model.distinct_transition_weights = True  # see TransitionLayer (REFERENCE.md ambiguity)
+    config.model.prediction_init_stddev = 0.001  # §4.1: new conv weights N(0, 0.001)
+    config.model.extra_convs = 5 if model == "conv_baseline_extra" else 0  # Table 5 "VGG16 extra conv"
+    config.model.extra_conv_filters = 576  # Table 5
+    config.model.resize_convention = "half_pixel"
+    config.model.backbone = vgg_backbone_config()
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 2  # §4.1
+    config.train.learning_rate = 1e-3  # §4.1: new layers (transition, LG-LSTM, prediction convs)
+    config.train.pretrained_learning_rate = 1e-4  # §4.1: the pretrained base
+    config.train.momentum = 0.9
+    config.train.weight_decay = 5e-4
+    config.train.num_epochs = 60  # §4.1: about 60 epochs on Horse-Cow
+    return config
+
+
+def shrink_parsing_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a parsing config for a CPU run in seconds: tiny ResNet backbone (trainable), small d and N."""
+    model = config.model
+    model.image_size = 64
+    model.units = 4
+    model.num_layers = 2
+    model.extra_conv_filters = 8
+    model.backbone = backbone_config("deeplab")
+    model.backbone.blocks_per_stage = (1, 1, 1, 1)
+    model.backbone.base_width = 4
+    model.backbone.trainable = True
+    config.train.num_epochs = 1
+    return config
+
+
+def shrink_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The smoke variant of any config of the package."""
+    if config.model.name in ("rmi", "lstm"):
+        return shrink_referring_config(config)
+    return shrink_parsing_config(config)
+
+
+CONFIG_VARIANTS = {"smoke": shrink_config}
 
 
 def apply_config_variant(config: ml_collections.ConfigDict, variant: str | None) -> ml_collections.ConfigDict:

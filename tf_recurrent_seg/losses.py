@@ -1,9 +1,11 @@
-"""Training losses of the referring segmentation models (REFERENCE.md "Training (reference code)").
+"""Training losses (REFERENCE.md "Training (reference code)" and "LG-LSTM" -> "Settings (paper §4.1)").
 
 * `referring_loss`: sigmoid cross-entropy between the low-resolution logits (40x40 at paper size) and the
   image-resolution mask bilinearly downsampled to the logits' size (soft targets), summed over positions
   and averaged over the batch.
 * `weight_decay_loss`: the reference's L2 term, ``0.0005 * sum(tf.nn.l2_loss(DW))`` over conv kernels only.
+* `parsing_loss`: the LG-LSTM deep-supervision loss, the sum over the LG-LSTM layers' predictions of the
+  softmax cross-entropy averaged over the non-ignored pixels.
 """
 
 from __future__ import annotations
@@ -124,3 +126,108 @@ def weight_decay_loss(model: keras.Model, rate: float) -> tf.Tensor:
         return tf.constant(0.0, tf.float32)
     l2 = tf.add_n([tf.nn.l2_loss(tf.cast(kernel, tf.float32)) for kernel in kernels])
     return tf.cast(rate, tf.float32) * l2
+
+
+def parsing_loss(layer_logits: tf.Tensor, labels: tf.Tensor, ignore_label: int = 255) -> tf.Tensor:
+    """Deep-supervision softmax cross-entropy of the LG-LSTM parsing network (paper 002, §3.1 and §4.1).
+
+    Every LG-LSTM layer's prediction gets its own pixel-wise softmax cross-entropy ("the individual
+    cross-entropy loss ... after each feed-forward convolutional layer"); the loss is the SUM over the N
+    layers of each layer's cross-entropy averaged over the non-ignored pixels of the batch:
+
+        loss = sum_n  sum_{valid (b, y, x)} -log softmax(layer_logits[b, n, y, x])[labels[b, y, x]] / V
+
+    with V the number of pixels whose label is not `ignore_label`. Since every layer is scored against the
+    same labels, all N means share the denominator V. With no valid pixel at all (V = 0) the loss is 0 (not
+    NaN) and so are its gradients. The loss is computed in float32 whatever the logits' dtype.
+
+    Out-of-range labels: a label that is not `ignore_label` and lies outside [0, C) (C = the logits' last
+    dimension) is an error, never silently clamped or skipped. A `tf.debugging` assertion on the labels
+    raises `tf.errors.InvalidArgumentError` (message naming `labels` and the class count) in eager mode and
+    when a `tf.function` runs. Where assertions are compiled away (XLA / `jit_compile=True`) those labels
+    reach `tf.nn.sparse_softmax_cross_entropy_with_logits` unchanged (they are not replaced like ignored
+    pixels), which makes the loss NaN, so the error still shows rather than being trained on silently.
+
+    Under `tf.distribute` (gradients summed over replicas): ``parsing_loss(...) / num_replicas_in_sync`` on
+    each replica optimises the mean over replicas of the per-replica pixel means (equal to the global pixel
+    mean when every replica has the same number of valid pixels). For the exact global pixel mean, rescale
+    each replica's loss by its share of the valid pixels:
+
+        local = tf.cast(tf.math.count_nonzero(labels != ignore_label), tf.float32)
+        total = tf.distribute.get_replica_context().all_reduce("sum", local)
+        loss = parsing_loss(logits, labels) * local / tf.maximum(total, 1.0)
+
+    (the paper trained with batch 2 on one GPU, i.e. the plain local mean).
+
+    Args:
+        layer_logits: float tensor (B, N, H, W, C): the class logits of each of the N LG-LSTM layers'
+            predictions, already at the labels' resolution.
+        labels: integer tensor (B, H, W) or (B, H, W, 1) of class ids in [0, C), or `ignore_label`.
+        ignore_label: label id of pixels excluded from the loss (255 in PASCAL-style annotations).
+
+    Returns:
+        float32 scalar tensor.
+
+    Raises:
+        ValueError: if `layer_logits` is not rank 5, `labels` not rank 3 or rank 4 with one channel or not
+            of an integer dtype, or their batch/spatial sizes are statically known to differ.
+        tf.errors.InvalidArgumentError: (at run time) for labels outside [0, C) other than `ignore_label`,
+            or batch/spatial sizes that differ at run time.
+
+    Example:
+        >>> logits = tf.zeros([2, 5, 4, 4, 3])  # uniform predictions of 5 layers over 3 classes
+        >>> labels = tf.ones([2, 4, 4], tf.int32)
+        >>> round(float(parsing_loss(logits, labels)), 4)  # 5 * log(3)
+        5.4931
+    """
+    logits = tf.convert_to_tensor(layer_logits)
+    labels = tf.convert_to_tensor(labels)
+    if logits.shape.rank != 5:
+        raise ValueError(f"layer_logits must have shape (B, N, H, W, C), got shape {logits.shape}")
+    if labels.shape.rank == 4 and (labels.shape[-1] is None or labels.shape[-1] == 1):
+        labels = tf.squeeze(labels, axis=-1)
+    elif labels.shape.rank != 3:
+        raise ValueError(f"labels must have shape (B, H, W) or (B, H, W, 1), got shape {labels.shape}")
+    if not labels.dtype.is_integer:
+        raise ValueError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype.name}")
+    logits_bhw = tf.TensorShape([logits.shape[0], logits.shape[2], logits.shape[3]])
+    if not logits_bhw.is_compatible_with(labels.shape):
+        raise ValueError(
+            f"labels (B, H, W) = {labels.shape} do not match layer_logits (B, N, H, W, C) = {logits.shape}"
+        )
+
+    logits = tf.cast(logits, tf.float32)
+    labels = tf.cast(labels, tf.int64)
+    logits_shape = tf.shape(logits, out_type=tf.int64)
+    num_classes = logits_shape[4]
+    valid = tf.not_equal(labels, tf.cast(ignore_label, tf.int64))
+    out_of_range = tf.logical_and(valid, tf.logical_or(labels < 0, labels >= num_classes))
+    static_classes = logits.shape[-1]
+    class_text = f"{static_classes} classes" if static_classes is not None else "the logits' class count"
+    checks = [
+        tf.debugging.assert_equal(
+            tf.shape(labels, out_type=tf.int64),
+            tf.gather(logits_shape, [0, 2, 3]),
+            message="labels (B, H, W) must match layer_logits (B, N, H, W, C)",
+        ),
+        tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(out_of_range)),
+            [
+                f"labels contain class ids outside [0, C) for C = {class_text} of layer_logits that are not "
+                f"ignore_label = {ignore_label}; number of classes:",
+                num_classes,
+                "offending labels:",
+                tf.boolean_mask(labels, out_of_range),
+            ],
+            summarize=10,
+        ),
+    ]
+    with tf.control_dependencies(checks):
+        # Ignored pixels get class 0 (their loss is dropped below); out-of-range ones are kept as they are.
+        safe_labels = tf.where(valid, labels, tf.zeros_like(labels))
+    per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.broadcast_to(safe_labels[:, tf.newaxis], logits_shape[:4]), logits=logits
+    )  # (B, N, H, W)
+    per_pixel = tf.where(valid[:, tf.newaxis], per_pixel, tf.zeros_like(per_pixel))
+    num_valid = tf.cast(tf.math.count_nonzero(valid), tf.float32)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_pixel), num_valid)

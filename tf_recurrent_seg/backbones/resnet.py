@@ -90,25 +90,29 @@ def _validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"backbone config field `bn_epsilon` must be positive, got {config.bn_epsilon!r}")
 
 
-def _validate_input_shape(input_shape: Sequence[int | None], output_stride: int) -> tuple[int | None, ...]:
-    """Checks an (H, W, 3) input shape; returns it as a tuple.
+def validate_input_shape(input_shape: Sequence[int | None], smallest: int, what: str) -> tuple[int | None, ...]:
+    """Checks an (H, W, 3) backbone input shape; returns it as a tuple.
 
-    The smallest usable side is `output_stride`, the keras.applications rule ("no smaller than 32" for
-    ResNet, whose output stride is 32) generalised: one output cell summarises an output_stride x
-    output_stride patch, so a smaller image has no complete cell and its single output cell would be
+    The smallest usable side is the backbone's output stride: the keras.applications rule ("no smaller than
+    32" for its ResNet and VGG, whose output stride is 32) generalised. One output cell summarises an
+    output_stride x output_stride patch, so a smaller image has no complete cell and its output would be
     computed mostly from padding. `None` (a size known only at call time) is not checked.
+
+    Args:
+        input_shape: (height, width, channels).
+        smallest: the smallest height and width accepted.
+        what: names the constraint in the error, e.g. "output_stride 8".
     """
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, 3), got {input_shape!r}")
     height, width, channels = input_shape
     if channels != 3:
-        raise ValueError(f"input_shape must have 3 channels (BGR, Caffe mean subtracted), got {input_shape!r}")
+        raise ValueError(f"input_shape must have 3 channels (BGR, mean subtracted), got {input_shape!r}")
     for side in (height, width):
-        if side is not None and side < output_stride:
+        if side is not None and side < smallest:
             raise ValueError(
-                f"input_shape {input_shape!r} is too small for output_stride {output_stride}: height and width "
-                f"must each be at least {output_stride}"
+                f"input_shape {input_shape!r} is too small for {what}: height and width must each be at least {smallest}"
             )
     return input_shape
 
@@ -194,7 +198,7 @@ def build_resnet101(
     (None, 8, 8, 10)
     """
     _validate_config(config)
-    input_shape = _validate_input_shape(input_shape, config.output_stride)
+    input_shape = validate_input_shape(input_shape, config.output_stride, f"output_stride {config.output_stride}")
 
     images = keras.Input(shape=input_shape, name="images")
     width = config.base_width

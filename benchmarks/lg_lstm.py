@@ -1,0 +1,127 @@
+"""Shared spatial gates vs nine separate LSTM gate computations in one LG-LSTM layer, and the whole model.
+
+    python benchmarks/lg_lstm.py
+
+Prints one JSON line. For one LG-LSTM layer at 41x41, d = 64, batch 1 (the Horse-Cow setting), in this
+process: `naive_ms` computes the gates of the eight spatial LSTMs and the depth LSTM as nine separate
+products (what nine independent LSTMs would do), `shared_gates_ms` is the package's layer (the eight
+spatial LSTMs share W^s and read the same H, so their gates are computed once); targets speedup >= 3,
+max_abs_diff <= 1e-5. Also the neighbour gather by shifting (the package) vs `keras.ops.image.extract_patches`,
+and `backbone_ms` / `lg_lstm_ms` (whole model minus backbone) at 321x321, so the LSTMs' share of the time shows.
+"""
+
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_recurrent_seg.defaults import parsing_config
+from tf_recurrent_seg.layers.lg_lstm import NEIGHBOURHOODS, LGLSTMLayer, assemble_input_state, input_state_channels
+from tf_recurrent_seg.models.parsing import build_lg_lstm
+
+REPEATS = 5  # the minimum over repeats: the least disturbed run on a shared machine
+SIZE, UNITS = 41, 64
+
+
+def min_ms(function, *args):
+    function(*args)  # trace and warm up
+    times = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        keras.tree.map_structure(np.asarray, function(*args))
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.min(times))
+
+
+def naive_layer(layer):
+    """The same layer with nine separate gate products and nine separate memory updates."""
+
+    def lstm(gates, memory):
+        i, f, o, c = tf.split(gates, 4, axis=-1)
+        memory = tf.sigmoid(f) * memory + tf.sigmoid(i) * tf.tanh(c)
+        return tf.tanh(tf.sigmoid(o) * memory), memory  # the default "grid" hidden form
+
+    @tf.function
+    def run(state, spatial_memory, depth_memory):
+        hidden, memories = [], []
+        for direction in range(spatial_memory.shape[3]):
+            gates = tf.matmul(state, layer.spatial_kernel) + layer.spatial_bias
+            h, m = lstm(gates, spatial_memory[..., direction, :])
+            hidden.append(h)
+            memories.append(m)
+        depth_hidden, depth_memory = lstm(tf.matmul(state, layer.depth_kernel) + layer.depth_bias, depth_memory)
+        spatial_hidden = tf.stack(hidden, axis=3)
+        next_state = assemble_input_state(spatial_hidden, depth_hidden, layer.neighbourhood, layer.use_global)
+        return next_state, tf.stack(memories, axis=3), depth_memory
+
+    return run
+
+
+def gather_by_patches(spatial_hidden):
+    """Neighbour slots via 3x3 patches of every direction's map, then picking each slot's patch position."""
+    batch, height, width, directions, units = spatial_hidden.shape
+    patches = keras.ops.image.extract_patches(
+        tf.reshape(spatial_hidden, (batch, height, width, directions * units)), 3, strides=1, padding="same"
+    )
+    patches = tf.reshape(patches, (batch, height, width, 3, 3, directions, units))
+    slots = [patches[:, :, :, dy + 1, dx + 1, n] for n, (dy, dx) in enumerate(NEIGHBOURHOODS[directions])]
+    return tf.concat(slots, axis=-1)
+
+
+def main():
+    rng = np.random.default_rng(0)
+    layer = LGLSTMLayer(UNITS)
+    channels = input_state_channels(UNITS, 8, True)
+    state = rng.normal(size=(1, SIZE, SIZE, channels)).astype(np.float32)
+    spatial_memory = rng.normal(size=(1, SIZE, SIZE, 8, UNITS)).astype(np.float32)
+    depth_memory = rng.normal(size=(1, SIZE, SIZE, UNITS)).astype(np.float32)
+    inputs = [state, spatial_memory, depth_memory]
+    layer(inputs)
+    shared = tf.function(lambda s, m, d: layer([s, m, d]))
+    naive = naive_layer(layer)
+    max_abs_diff = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(shared(*inputs), naive(*inputs))
+    )
+    naive_ms = min_ms(naive, *inputs)
+    shared_ms = min_ms(shared, *inputs)
+
+    spatial_hidden = np.tanh(spatial_memory)
+    by_shift = tf.function(lambda h: assemble_input_state(h, h[..., 0, :], 8, use_global=False)[..., : 8 * UNITS])
+    by_patches = tf.function(gather_by_patches)
+    assert np.allclose(by_shift(spatial_hidden), by_patches(spatial_hidden))
+
+    config = parsing_config("lg_lstm")
+    model = build_lg_lstm(config)
+    backbone = model.get_layer("backbone")
+    image = rng.normal(size=(1, config.model.image_size, config.model.image_size, 3)).astype(np.float32)
+    backbone_ms = min_ms(tf.function(lambda x: backbone(x)), image)
+    model_ms = min_ms(tf.function(lambda x: model(x)), image)
+    print(
+        json.dumps(
+            {
+                "benchmark": "lg_lstm",
+                "naive_ms": round(naive_ms, 2),
+                "shared_gates_ms": round(shared_ms, 2),
+                "speedup": round(naive_ms / shared_ms, 2),
+                "max_abs_diff": max_abs_diff,
+                "gather_shift_ms": round(min_ms(by_shift, spatial_hidden), 2),
+                "gather_extract_patches_ms": round(min_ms(by_patches, spatial_hidden), 2),
+                "model_ms": round(model_ms, 1),
+                "backbone_ms": round(backbone_ms, 1),
+                "lg_lstm_ms": round(model_ms - backbone_ms, 1),  # transition, 5 layers, predictions, upsampling
+                "lg_lstm_share": round((model_ms - backbone_ms) / model_ms, 3),
+                "feature_size": SIZE,
+                "units": UNITS,
+                "batch": 1,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
