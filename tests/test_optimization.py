@@ -27,6 +27,23 @@ def _poly(step, lr0, lr_end, num_steps, power):
     return (lr0 - lr_end) * (1 - step / num_steps) ** power + lr_end
 
 
+def _mirrored_train_step(strategy, model, optimizer):
+    """A custom training step under `strategy` (loss = sum of squared outputs); returns the gradients."""
+
+    @tf.function
+    def train_step(inputs):
+        def replica_step(inputs):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(model(inputs) ** 2)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            return grads
+
+        return strategy.run(replica_step, args=(inputs,))
+
+    return train_step
+
+
 def test_learning_rate_schedule_matches_formula():
     config = _train_config()
     assert (config.learning_rate, config.end_learning_rate, config.num_steps, config.decay_power) == (
@@ -184,16 +201,7 @@ def test_custom_training_step_under_mirrored_strategy_and_checkpoint(tmp_path):
     initial = {"kernel": np.asarray(kernel), "bias": np.asarray(bias)}
     x = np.random.default_rng(11).standard_normal((4, 3)).astype(np.float32)
 
-    @tf.function
-    def train_step(inputs):
-        def replica_step(inputs):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(model(inputs) ** 2)
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return grads
-
-        return strategy.run(replica_step, args=(inputs,))
+    train_step = _mirrored_train_step(strategy, model, optimizer)
 
     grads_list = []
     for _ in range(2):
@@ -498,16 +506,7 @@ def test_pretrained_scaled_sgd_mirrored_strategy_and_checkpoint(tmp_path):
     initial = {name: np.asarray(v) for name, v in named.items()}
     x = np.random.default_rng(34).standard_normal((2, 5, 5, 2)).astype(np.float32)
 
-    @tf.function
-    def train_step(inputs):
-        def replica_step(inputs):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(model(inputs) ** 2)
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return grads
-
-        return strategy.run(replica_step, args=(inputs,))
+    train_step = _mirrored_train_step(strategy, model, optimizer)
 
     per_step = []
     for _ in range(2):

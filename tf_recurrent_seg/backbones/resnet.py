@@ -243,6 +243,16 @@ def build_resnet101(
     return model
 
 
+def check_weight_shapes(layer: keras.layers.Layer, values: list[np.ndarray], source_name: str) -> None:
+    """Raises ValueError naming both layers unless `values` fit `layer`'s weights one for one."""
+    targets = layer.get_weights()
+    if len(values) != len(targets) or any(v.shape != t.shape for v, t in zip(values, targets)):
+        raise ValueError(
+            f"backbone layer {layer.name!r} expects weights of shapes {[t.shape for t in targets]}, "
+            f"source layer {source_name!r} has {[v.shape for v in values]}"
+        )
+
+
 def _weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
     return {layer.name: layer for layer in model.layers if layer.weights}
 
@@ -287,12 +297,7 @@ def transfer_keras_applications_weights(backbone: keras.Model, source: keras.Mod
         if layer_name == "fc1000" and len(values) == 2 and values[0].ndim == 2:
             # Dense (in, out) applied to one vector == 1x1 conv (1, 1, in, out) applied at every position.
             values[0] = values[0].reshape((1, 1) + values[0].shape)
-        targets = layer.get_weights()
-        if len(values) != len(targets) or any(v.shape != t.shape for v, t in zip(values, targets)):
-            raise ValueError(
-                f"backbone layer {layer_name!r} expects weights of shapes {[t.shape for t in targets]}, "
-                f"source layer {source_name!r} has {[v.shape for v in values]}"
-            )
+        check_weight_shapes(layer, values, source_name)
         assignments.append((layer, values))
 
     leftovers = sorted(set(source_layers) - used - {"predictions"})

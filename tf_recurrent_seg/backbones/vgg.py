@@ -33,7 +33,7 @@ import keras
 import ml_collections
 import numpy as np
 
-from tf_recurrent_seg.backbones.resnet import validate_input_shape
+from tf_recurrent_seg.backbones.resnet import check_weight_shapes, validate_input_shape
 
 # VGG-16's convolutional configuration: (block, number of 3x3 convs, filters).
 _VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -219,12 +219,7 @@ def transfer_vgg16_weights(backbone: keras.Model, source: keras.Model) -> None:
         if layer_name not in source_layers:
             raise ValueError(f"backbone layer {layer_name!r} has no counterpart in source model {source.name!r}")
         values = [np.asarray(v) for v in source_layers[layer_name].get_weights()]
-        targets = layer.get_weights()
-        if len(values) != len(targets) or any(v.shape != t.shape for v, t in zip(values, targets)):
-            raise ValueError(
-                f"backbone layer {layer_name!r} expects weights of shapes {[t.shape for t in targets]}, "
-                f"source layer {layer_name!r} has {[v.shape for v in values]}"
-            )
+        check_weight_shapes(layer, values, layer_name)
         assignments.append((layer, values))
 
     leftovers = sorted(set(source_layers) - set(PRETRAINED_LAYER_NAMES) - set(_KERAS_APPLICATIONS_TOP))
