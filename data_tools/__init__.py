@@ -1,0 +1,1 @@
+"""Dataset converters: `python -m data_tools.<name> --help` (run from the repository root)."""

@@ -1,0 +1,77 @@
+"""Reading source images and label maps for the converters, with the bad-input rules of the project.
+
+Handled: grayscale and palette images become RGB, an alpha channel is dropped, 16-bit images are scaled to
+8 bits. Refused with `BadRecord` (the converter skips the record, warns and counts it in the manifest): a
+missing file, a corrupt or truncated file.
+"""
+
+import io
+import os
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class BadRecord(Exception):
+    """A source record that cannot be converted; the message is the reason recorded in the manifest."""
+
+
+def _decode(data: bytes, what: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()  # decodes fully: a truncated file fails here, not later
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise BadRecord(f"corrupt or truncated {what}: {error}") from None
+    return image
+
+
+def _read_bytes(path: str, what: str) -> bytes:
+    if not os.path.exists(path):
+        raise BadRecord(f"missing {what} file {path}")
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def image_to_rgb(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 from any PIL image: gray/palette to RGB, alpha dropped, 16-bit scaled to 8 bits."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(np.round(values * 255.0 / top), 0, 255).astype(np.uint8))
+    return np.asarray(image.convert("RGB"))
+
+
+def decode_image_bytes(data: bytes, what: str = "image") -> tuple[bytes, np.ndarray]:
+    """Decodes image bytes; returns (bytes to store, (H, W, 3) uint8 pixels).
+
+    The original bytes are kept when they are an 8-bit RGB JPEG or PNG; anything converted is stored as PNG,
+    so the stored image decodes to exactly the returned pixels.
+    """
+    image = _decode(data, what)
+    pixels = image_to_rgb(image)
+    if image.format in ("JPEG", "PNG") and image.mode == "RGB":
+        return data, pixels
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue(), pixels
+
+
+def read_image(path: str) -> tuple[bytes, np.ndarray]:
+    """`decode_image_bytes` of a file; BadRecord when it is missing, corrupt or truncated."""
+    return decode_image_bytes(_read_bytes(path, "image"), "image")
+
+
+def decode_label_bytes(data: bytes, what: str = "label map") -> np.ndarray:
+    """(H, W) uint8 class ids from a PNG label map (palette indices or gray values); BadRecord otherwise."""
+    image = _decode(data, what)
+    if image.mode not in ("P", "L", "I;16", "I"):
+        raise BadRecord(f"{what} must be a single-channel PNG of class ids, got mode {image.mode}")
+    labels = np.asarray(image)
+    if labels.max(initial=0) > 255:
+        raise BadRecord(f"{what} holds ids above 255 (max {labels.max()})")
+    return labels.astype(np.uint8)
+
+
+def read_label_map(path: str) -> np.ndarray:
+    """`decode_label_bytes` of a file; BadRecord when it is missing, corrupt or not a label map."""
+    return decode_label_bytes(_read_bytes(path, "label map"), "label map")
