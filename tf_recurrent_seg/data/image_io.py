@@ -35,9 +35,9 @@ def _read_bytes(path: str, what: str) -> bytes:
 def image_to_rgb(image: Image.Image) -> np.ndarray:
     """(H, W, 3) uint8 from any PIL image: gray/palette to RGB, alpha dropped, 16-bit scaled to 8 bits."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # Scale by the type's range, never by the data, so every image of a source scales alike.
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if values.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(np.round(values * 255.0 / top), 0, 255).astype(np.uint8))
+        image = Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8))
     return np.asarray(image.convert("RGB"))
 
 

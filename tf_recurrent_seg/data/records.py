@@ -193,7 +193,8 @@ class ShardedRecordWriter:
 
     def write(self, example: tf.train.Example) -> None:
         shard = sum(self.counts) % self.num_shards
-        self._writers[shard].write(example.SerializeToString())
+        # deterministic: the Example's feature map is otherwise serialised in a per-process order.
+        self._writers[shard].write(example.SerializeToString(deterministic=True))
         self.counts[shard] += 1
 
     def skip(self, record: str, reason: str) -> None:
