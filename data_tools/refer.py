@@ -60,18 +60,6 @@ DATASET_NAMES = {"refcoco": "RefCOCO", "refcoco+": "RefCOCO+", "refcocog": "RefC
 DEFAULT_NUM_SHARDS = 8
 
 
-class SkipRecord(Exception):
-    """A record (or all the sentences of a ref) that cannot be converted.
-
-    `reason` is a short category, counted in the manifest; `detail` (a path, an id, an error) is appended
-    to the record's name in the warning and in the manifest's list of skipped records.
-    """
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason, self.detail = reason, detail
-
-
 def has_tokens(expression: Any) -> bool:
     """Whether an expression is a str with at least one token after the project's tokenizer."""
     return isinstance(expression, str) and bool(tokenize(expression))
@@ -80,11 +68,11 @@ def has_tokens(expression: Any) -> bool:
 def load_image(path: str) -> tuple[bytes, np.ndarray]:
     """`read_image` with the skip categories of the converters: missing file, corrupt or truncated image."""
     if not os.path.isfile(path):
-        raise SkipRecord("missing image file", path)
+        raise BadRecord("missing image file", path)
     try:
         return read_image(path)
     except BadRecord as error:
-        raise SkipRecord("corrupt or truncated image", f"{path}: {error}") from None
+        raise BadRecord("corrupt or truncated image", f"{path}: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,10 +96,10 @@ def _compressed_rle_counts(counts: str) -> list[int]:
         value, shift, more = 0, 0, True
         while more:
             if position >= len(counts):
-                raise SkipRecord("malformed segmentation", "compressed RLE ends inside a count")
+                raise BadRecord("malformed segmentation", "compressed RLE ends inside a count")
             group = ord(counts[position]) - 48
             if not 0 <= group < 64:
-                raise SkipRecord("malformed segmentation", f"invalid character {counts[position]!r} in compressed RLE")
+                raise BadRecord("malformed segmentation", f"invalid character {counts[position]!r} in compressed RLE")
             value |= (group & 0x1F) << shift
             more = bool(group & 0x20)
             position += 1
@@ -126,9 +114,9 @@ def _compressed_rle_counts(counts: str) -> list[int]:
 
 def _check_counts(counts: Sequence[int], height: int, width: int) -> None:
     if any(count < 0 for count in counts):
-        raise SkipRecord("malformed segmentation", "negative run length in RLE")
+        raise BadRecord("malformed segmentation", "negative run length in RLE")
     if sum(counts) != height * width:
-        raise SkipRecord("malformed segmentation", f"RLE covers {sum(counts)} pixels, the image has {height}x{width}")
+        raise BadRecord("malformed segmentation", f"RLE covers {sum(counts)} pixels, the image has {height}x{width}")
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
@@ -139,31 +127,31 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     4-number one as a box); an odd number of coordinates is malformed.
 
     Raises:
-        SkipRecord: malformed or degenerate segmentation, or an RLE whose size differs from the image.
+        BadRecord: malformed or degenerate segmentation, or an RLE whose size differs from the image.
     """
     if isinstance(segmentation, list):
         polygons = []
         for polygon in segmentation:
             if not isinstance(polygon, (list, tuple)) or not all(_is_number(value) for value in polygon):
-                raise SkipRecord("malformed segmentation", "a polygon is not a list of finite numbers")
+                raise BadRecord("malformed segmentation", "a polygon is not a list of finite numbers")
             if len(polygon) % 2:
-                raise SkipRecord("malformed segmentation", f"a polygon has an odd number ({len(polygon)}) of coordinates")
+                raise BadRecord("malformed segmentation", f"a polygon has an odd number ({len(polygon)}) of coordinates")
             if len(polygon) >= 6:
                 polygons.append([float(value) for value in polygon])
         if not polygons:
-            raise SkipRecord("degenerate segmentation", "no polygon with 3 or more points")
+            raise BadRecord("degenerate segmentation", "no polygon with 3 or more points")
         masks = coco_mask.decode(coco_mask.frPyObjects(polygons, height, width))  # (height, width, n)
         return masks.max(axis=2).astype(np.uint8)
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         size = segmentation["size"]
         if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, numbers.Integral) for v in size)):
-            raise SkipRecord("malformed segmentation", f"RLE size {size!r} is not [height, width]")
+            raise BadRecord("malformed segmentation", f"RLE size {size!r} is not [height, width]")
         if list(size) != [height, width]:
-            raise SkipRecord("mask size differs from image", f"RLE is {size[0]}x{size[1]}, the image {height}x{width}")
+            raise BadRecord("mask size differs from image", f"RLE is {size[0]}x{size[1]}, the image {height}x{width}")
         counts = segmentation["counts"]
         if isinstance(counts, (list, tuple)):
             if not all(isinstance(count, numbers.Integral) and not isinstance(count, bool) for count in counts):
-                raise SkipRecord("malformed segmentation", "RLE counts are not integers")
+                raise BadRecord("malformed segmentation", "RLE counts are not integers")
             _check_counts(counts, height, width)
             rle = coco_mask.frPyObjects({"size": [height, width], "counts": [int(c) for c in counts]}, height, width)
         elif isinstance(counts, (str, bytes)):
@@ -171,10 +159,10 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
             _check_counts(_compressed_rle_counts(text), height, width)
             rle = {"size": [height, width], "counts": text.encode("latin1")}
         else:
-            raise SkipRecord("malformed segmentation", f"RLE counts of type {type(counts).__name__}")
+            raise BadRecord("malformed segmentation", f"RLE counts of type {type(counts).__name__}")
         mask = coco_mask.decode(rle)
         return (mask.reshape(height, width) > 0).astype(np.uint8)
-    raise SkipRecord("malformed segmentation", f"neither polygons nor RLE: {type(segmentation).__name__}")
+    raise BadRecord("malformed segmentation", f"neither polygons nor RLE: {type(segmentation).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -225,42 +213,42 @@ class _ImageCache:
 
     def __init__(self):
         self.path: str | None = None
-        self.value: tuple[bytes, np.ndarray] | SkipRecord | None = None
+        self.value: tuple[bytes, np.ndarray] | BadRecord | None = None
 
     def get(self, path: str) -> tuple[bytes, np.ndarray]:
         if path != self.path:
             self.path = path
             try:
                 self.value = load_image(path)
-            except SkipRecord as skip:
+            except BadRecord as skip:
                 self.value = skip
-        if isinstance(self.value, SkipRecord):
+        if isinstance(self.value, BadRecord):
             raise self.value
         return self.value
 
 
 def _prepare_ref(ref: dict, images: dict, annotations: dict, image_dir: str, cache: _ImageCache):
-    """(image bytes, height, width, file name, mask) of a ref; SkipRecord when it cannot be converted."""
+    """(image bytes, height, width, file name, mask) of a ref; BadRecord when it cannot be converted."""
     for key in ("ref_id", "ann_id", "image_id"):
         if key not in ref:
-            raise SkipRecord("malformed ref", f"no '{key}'")
+            raise BadRecord("malformed ref", f"no '{key}'")
     annotation = annotations.get(ref["ann_id"])
     if annotation is None:
-        raise SkipRecord("annotation missing from instances.json", f"ann_id {ref['ann_id']}")
+        raise BadRecord("annotation missing from instances.json", f"ann_id {ref['ann_id']}")
     if annotation.get("image_id") != ref["image_id"]:
-        raise SkipRecord("annotation belongs to another image", f"ann_id {ref['ann_id']} is on image {annotation.get('image_id')}")
+        raise BadRecord("annotation belongs to another image", f"ann_id {ref['ann_id']} is on image {annotation.get('image_id')}")
     image_info = images.get(ref["image_id"])
     if image_info is None:
-        raise SkipRecord("image missing from instances.json", f"image_id {ref['image_id']}")
+        raise BadRecord("image missing from instances.json", f"image_id {ref['image_id']}")
     file_name, height, width = image_info.get("file_name"), image_info.get("height"), image_info.get("width")
     if not isinstance(file_name, str) or not isinstance(height, int) or not isinstance(width, int):
-        raise SkipRecord("malformed image entry in instances.json", f"image_id {ref['image_id']}")
+        raise BadRecord("malformed image entry in instances.json", f"image_id {ref['image_id']}")
     if "segmentation" not in annotation:
-        raise SkipRecord("malformed segmentation", f"ann_id {ref['ann_id']} has no segmentation")
+        raise BadRecord("malformed segmentation", f"ann_id {ref['ann_id']} has no segmentation")
     mask = decode_segmentation(annotation["segmentation"], height, width)
     image_bytes, pixels = cache.get(os.path.join(image_dir, file_name))
     if pixels.shape[:2] != (height, width):
-        raise SkipRecord(
+        raise BadRecord(
             "mask size differs from image",
             f"{file_name} is {pixels.shape[0]}x{pixels.shape[1]}, instances.json says {height}x{width}",
         )
@@ -295,14 +283,14 @@ def convert_split(
         for ref in refs:
             sentences = ref.get("sentences")
             if not isinstance(sentences, list) or not sentences:
-                writer.skip(_record_name(dataset_name, ref), "malformed ref: no sentences")
+                writer.skip(_record_name(dataset_name, ref), "malformed ref", "no sentences")
                 continue
             sentences = sorted(sentences, key=lambda s: _sort_key(s.get("sent_id") if isinstance(s, dict) else None))
             try:
                 image_bytes, height, width, file_name, mask = _prepare_ref(ref, images, annotations, image_dir, cache)
-            except SkipRecord as skip:
+            except BadRecord as skip:
                 for sentence in sentences:
-                    writer.skip(f"{_record_name(dataset_name, ref, sentence)} ({skip.detail})", skip.reason)
+                    writer.skip(_record_name(dataset_name, ref, sentence), skip.reason, skip.detail)
                 continue
             for sentence in sentences:
                 name = _record_name(dataset_name, ref, sentence)
@@ -311,7 +299,7 @@ def convert_split(
                     continue
                 expression = sentence.get(expression_field)
                 if not has_tokens(expression):
-                    writer.skip(f"{name} ({expression_field}={expression!r})", "empty expression")
+                    writer.skip(name, "empty expression", f"{expression_field}={expression!r}")
                     continue
                 example = referring_example(
                     image_bytes, height, width, file_name, mask, expression,

@@ -44,7 +44,7 @@ import numpy as np
 import scipy.io
 from absl import app, flags, logging
 
-from data_tools.refer import DEFAULT_NUM_SHARDS, SkipRecord, has_tokens, load_image
+from data_tools.refer import DEFAULT_NUM_SHARDS, BadRecord, has_tokens, load_image
 from tf_recurrent_seg.data.records import ShardedRecordWriter, referring_example
 
 DATASET = "referit"
@@ -82,14 +82,14 @@ def load_imlist(path: str) -> set[str]:
 def load_mask(path: str) -> np.ndarray:
     """(H, W) uint8 0/1 mask of a text_objseg .mat file: foreground where `segimg_t == 0`."""
     if not os.path.isfile(path):
-        raise SkipRecord("missing mask file", path)
+        raise BadRecord("missing mask file", path)
     try:
         contents = scipy.io.loadmat(path)
     except Exception as error:  # noqa: BLE001 - any parse failure of an untrusted file is a bad record
-        raise SkipRecord("unreadable mask file", f"{path}: {error!r}") from None
+        raise BadRecord("unreadable mask file", f"{path}: {error!r}") from None
     segimg = contents.get("segimg_t")
     if not isinstance(segimg, np.ndarray) or segimg.ndim != 2 or segimg.dtype.kind not in "biuf":
-        raise SkipRecord("malformed mask file", f"{path} has no 2-D numeric segimg_t")
+        raise BadRecord("malformed mask file", f"{path} has no 2-D numeric segimg_t")
     return (segimg == 0).astype(np.uint8)
 
 
@@ -117,7 +117,7 @@ def convert_split(
         def skip_key(key: str, reason: str, detail: str = "") -> None:
             # one skip per expression, so that the counts are in records
             for index, _ in enumerate(_expressions(queries[key])):
-                writer.skip(_record_name(key, index) + (f" ({detail})" if detail else ""), reason)
+                writer.skip(_record_name(key, index), reason, detail)
 
         parsed = []
         for key in queries:
@@ -142,18 +142,18 @@ def convert_split(
                     image_key = image_name
                     try:
                         image_value = load_image(os.path.join(image_dir, filename))
-                    except SkipRecord as skip:
+                    except BadRecord as skip:
                         image_value = skip
-                if isinstance(image_value, SkipRecord):
+                if isinstance(image_value, BadRecord):
                     raise image_value
                 image_bytes, pixels = image_value
                 mask = load_mask(os.path.join(mask_dir, f"{key}.mat"))
                 if mask.shape != pixels.shape[:2]:
-                    raise SkipRecord(
+                    raise BadRecord(
                         "mask size differs from image",
                         f"mask {mask.shape[0]}x{mask.shape[1]}, image {pixels.shape[0]}x{pixels.shape[1]}",
                     )
-            except SkipRecord as skip:
+            except BadRecord as skip:
                 skip_key(key, skip.reason, skip.detail)
                 continue
             if not mask.any():
@@ -162,10 +162,10 @@ def convert_split(
             height, width = mask.shape
             for index, expression in enumerate(queries[key]):
                 if not isinstance(expression, str):
-                    writer.skip(f"{_record_name(key, index)} ({expression!r})", "malformed query entry")
+                    writer.skip(_record_name(key, index), "malformed query entry", repr(expression))
                     continue
                 if not has_tokens(expression):
-                    writer.skip(f"{_record_name(key, index)} ({expression!r})", "empty expression")
+                    writer.skip(_record_name(key, index), "empty expression", repr(expression))
                     continue
                 example = referring_example(
                     image_bytes, height, width, filename, mask, expression,

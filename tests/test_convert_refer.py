@@ -236,9 +236,9 @@ def test_degenerate_polygon_is_dropped_not_read_as_a_box():
     # pycocotools reads a first "polygon" of 4 numbers as a bounding box; a 2-point polygon has no area.
     mask = refer.decode_segmentation([[1.0, 1.0, 30.0, 25.0], POLYGONS[0]], 30, 40)
     np.testing.assert_array_equal(mask, refer.decode_segmentation([POLYGONS[0]], 30, 40))
-    with pytest.raises(refer.SkipRecord, match="degenerate"):
+    with pytest.raises(refer.BadRecord, match="degenerate"):
         refer.decode_segmentation([[1.0, 1.0, 30.0, 25.0]], 30, 40)
-    with pytest.raises(refer.SkipRecord, match="odd number"):
+    with pytest.raises(refer.BadRecord, match="odd number"):
         refer.decode_segmentation([[1.0, 1.0, 30.0, 25.0, 3.0]], 30, 40)
 
 
@@ -247,9 +247,9 @@ def test_rle_whose_counts_do_not_cover_the_image_is_refused():
     good = coco_mask.encode(np.asfortranarray(np.eye(6, 8, dtype=np.uint8)))
     np.testing.assert_array_equal(refer.decode_segmentation({"size": [6, 8], "counts": good["counts"].decode()}, 6, 8), np.eye(6, 8))
     for counts in ([7, 3], [7, 3, 50], good["counts"].decode()[:-2], "7$"):
-        with pytest.raises(refer.SkipRecord, match="malformed segmentation"):
+        with pytest.raises(refer.BadRecord, match="malformed segmentation"):
             refer.decode_segmentation({"size": [6, 8], "counts": counts}, 6, 8)
-    with pytest.raises(refer.SkipRecord, match="mask size differs"):
+    with pytest.raises(refer.BadRecord, match="mask size differs"):
         refer.decode_segmentation({"size": [8, 6], "counts": [48]}, 6, 8)
 
 

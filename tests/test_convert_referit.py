@@ -163,7 +163,7 @@ def test_mask_size_differing_from_image_is_skipped(referit_data, tmp_path):
     save_mat(referit_data["root"] / "mask" / "100_2.mat", segimg(30, 20, seed=0))  # transposed
     manifest = convert(referit_data, tmp_path / "out")["test"]
     assert manifest["skipped"] == {"mask size differs from image": 2} and manifest["num_examples"] == 2
-    assert "mask 30x20, image 20x30" in manifest["skipped_records"][0]["record"]
+    assert "mask 30x20, image 20x30" in manifest["skipped_records"][0]["reason"]
     assert [r["expression/raw"] for r in read_records(tmp_path / "out" / "test")] == ["man on left", "the dog"]
 
 

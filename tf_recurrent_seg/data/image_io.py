@@ -13,21 +13,29 @@ from PIL import Image, UnidentifiedImageError
 
 
 class BadRecord(Exception):
-    """A source record that cannot be converted; the message is the reason recorded in the manifest."""
+    """A source record that cannot be converted; the converter skips it and goes on.
+
+    `reason` is a short category, counted in the manifest; `detail` (a path, an id, the error) is appended to
+    the record's name in the warning and in the manifest's list of skipped records.
+    """
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
 
 
 def _decode(data: bytes, what: str) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
         image.load()  # decodes fully: a truncated file fails here, not later
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise BadRecord(f"corrupt or truncated {what}: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise BadRecord(f"corrupt or truncated {what}", str(error)) from None
     return image
 
 
 def _read_bytes(path: str, what: str) -> bytes:
     if not os.path.exists(path):
-        raise BadRecord(f"missing {what} file {path}")
+        raise BadRecord(f"missing {what} file", path)
     with open(path, "rb") as file:
         return file.read()
 
@@ -64,11 +72,11 @@ def read_image(path: str) -> tuple[bytes, np.ndarray]:
 def decode_label_bytes(data: bytes, what: str = "label map") -> np.ndarray:
     """(H, W) uint8 class ids from a PNG label map (palette indices or gray values); BadRecord otherwise."""
     image = _decode(data, what)
-    if image.mode not in ("P", "L", "I;16", "I"):
-        raise BadRecord(f"{what} must be a single-channel PNG of class ids, got mode {image.mode}")
+    if image.mode not in ("P", "L", "I;16", "I;16B", "I;16L", "I"):
+        raise BadRecord(f"{what} is not a single-channel PNG of class ids", f"mode {image.mode}")
     labels = np.asarray(image)
     if labels.max(initial=0) > 255:
-        raise BadRecord(f"{what} holds ids above 255 (max {labels.max()})")
+        raise BadRecord(f"{what} holds ids above 255", f"max {labels.max()}")
     return labels.astype(np.uint8)
 
 

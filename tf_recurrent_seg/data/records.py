@@ -158,7 +158,8 @@ class ShardedRecordWriter:
     """Writes examples round-robin into `num_shards` shards, then renames them and writes the manifest.
 
     Use it as a context manager; leaving the block with an exception removes the temporary files and writes
-    no manifest. `skip(record, reason)` logs a warning that names the record and counts it in the manifest.
+    no manifest. `skip(record, reason, detail)` logs a warning that names the record and counts it in the
+    manifest under its reason.
 
     Args:
         prefix: output path prefix, e.g. `data/refcoco_unc/train`.
@@ -197,10 +198,12 @@ class ShardedRecordWriter:
         self._writers[shard].write(example.SerializeToString(deterministic=True))
         self.counts[shard] += 1
 
-    def skip(self, record: str, reason: str) -> None:
-        logging.warning("skipping %s: %s", record, reason)
+    def skip(self, record: str, reason: str, detail: str = "") -> None:
+        """Logs and counts a record that is not converted; `reason` is a category, `detail` the specifics."""
+        message = f"{reason}: {detail}" if detail else reason
+        logging.warning("skipping %s: %s", record, message)
         self.skipped[reason] += 1
-        self.skipped_records.append({"record": record, "reason": reason})
+        self.skipped_records.append({"record": record, "reason": message})
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         for writer in self._writers:
