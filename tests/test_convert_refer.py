@@ -353,7 +353,7 @@ def test_mask_size_differing_from_image_is_skipped(refer_data, tmp_path):
     write_refer(refer_data)
     manifest = convert(refer_data, tmp_path / "out")["train"]
     assert manifest["skipped"] == {"mask size differs from image": 3} and manifest["num_examples"] == 0
-    assert "is 30x40, instances.json says 31x40" in manifest["skipped_records"][0]["record"]
+    assert "is 30x40, instances.json says 31x40" in manifest["skipped_records"][0]["reason"]
 
 
 def test_empty_expression_is_skipped(refer_data, tmp_path):
@@ -380,7 +380,7 @@ def test_annotation_missing_from_instances_is_skipped(refer_data, tmp_path):
         "image missing from instances.json": 1,
     }
     assert manifest["num_examples"] == 0
-    assert "ann_id 999" in manifest["skipped_records"][0]["record"]
+    assert "ann_id 999" in manifest["skipped_records"][0]["reason"]
 
 
 def test_rerun_gives_byte_identical_shards_and_cli(refer_data, tmp_path):
