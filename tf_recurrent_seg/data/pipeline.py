@@ -1,0 +1,827 @@
+"""tf.data input pipelines of both tasks: records -> decoded, resized, tokenised, normalised batches.
+
+`referring_dataset` (RMI, 320x320) and `parsing_dataset` (LG-LSTM, 321x321) read the TFRecords of
+`tf_recurrent_seg.data.records`; `undo_resize_and_pad` maps a prediction back to the original resolution.
+
+Order of the stages (training; evaluation has no shuffle/repeat/augmentation and
+reads the shards round-robin, which is the conversion order of `records.ShardedRecordWriter` output):
+    file list (sharded by `tf.distribute.InputContext`, shuffled) -> repeat -> parallel interleave of the
+    shards -> shuffle of the SERIALISED records (a buffer of encoded bytes, not of decoded images) ->
+    guarded parallel decode (+ in-graph tokenisation) -> filter of bad records (logged and counted) ->
+    parallel resize / augmentation on uint8 -> batch (grouped by expression length for referring training)
+    -> normalisation of the whole batch (vectorised) -> prefetch.
+
+Decisions (REFERENCE.md "Image preprocessing", `preprocessing.py`):
+- Resize-and-pad placement is computed exactly as `preprocessing.resize_and_pad` (float64 scale
+  min(S/h, S/w), sizes rounded half-to-even like Python's `round`, pad top/left = floor((S - new) / 2)).
+- Image resize follows Pillow's BILINEAR (what the numpy `resize_and_pad` uses: an antialiased triangle
+  filter, rounded to uint8). Default: one float pass of `tf.image.resize(antialias=True)` (the same filter),
+  rounded half up: within 1 grey level of Pillow. `exact_resize=True`: Pillow's own algorithm (two separable
+  passes with its 22-bit fixed-point weights, each rounded to uint8, in Pillow 13's pass order), bit-exact
+  with `preprocessing.resize_and_pad`, at 0.6-0.9x the default's throughput (benchmarks/pipeline.py).
+- Mask ("masks the same way, then > 0"): resized by the same bilinear filter as a 4th channel of the image
+  (one resize for both), rounded to uint8 like Pillow, then > 0, i.e. interpolated value >= 0.5. Exact mode:
+  equal to `resize_and_pad(mask)[0] > 0`; default: differs on boundary ties only (<= 1.5% of the mask area
+  in the tests, 0.3% on average). Nearest neighbour was not used: it is not what the reference does and
+  differs on more boundary pixels.
+- Label maps (parsing) are resized with nearest neighbour reproducing PIL's NEAREST exactly (PIL steps
+  through source coordinates by repeated float64 addition; `tf.image.resize(method="nearest")` multiplies and
+  picks a different source pixel for ~20% of size pairs). `undo_resize_and_pad` uses the same nearest rule,
+  so it equals `preprocessing.unpad_and_resize`.
+- Padding is 0 in the raw image (so -mean after normalisation, as in the reference), 0 in masks, 255
+  (ignore) in parsing labels. Parsing training crops pad bottom/right (DeepLab convention) with 0 / 255.
+- Normalisation after batching: "caffe" = RGB->BGR minus (104.00698793, 116.66876762, 122.67891434) (the
+  Caffe ResNet/DeepLab mean); "keras_resnet" = `keras.applications.resnet.preprocess_input`, which is also
+  BGR minus a mean but the ImageNet one (103.939, 116.779, 123.68), no scaling; "caffe_vgg" =
+  `keras.applications.vgg16.preprocess_input`, the same BGR ImageNet mean. All three exact in float32.
+- Tokenisation runs in the graph and equals `Vocabulary.encode`: split on `(\\W+)` with ASCII `\\W`
+  (byte classes, so no sentinel character can collide with the text), UTF-8 lowercasing, stripping with
+  Python's full `str.strip()` whitespace set (29 code points, RE2 class), empty pieces dropped, one final
+  "." dropped, first `max_words` ids, left-padded with 0; lookup through a `tf.lookup.StaticHashTable` that
+  resolves duplicate tokens like the Vocabulary ("last" id). `strip_pieces=False` reproduces the authors'
+  unstripped pieces.
+- Bad input never stops the run. Each record is parsed and decoded inside a one-element dataset with
+  `ignore_errors(log_warning=True)` followed by a sentinel, so a record that fails (malformed Example,
+  corrupt/truncated image or mask) is replaced by a sentinel whose status says why; explicit checks flag a
+  mask/label map whose size differs from the image, an expression with no tokens, and (parsing) label ids
+  outside [0, num_classes) and not 255. Flagged records are dropped by a filter that logs a warning naming
+  the shard and record index and counts it per reason in a `SkipCounter` (pass `skip_counter=` to read the
+  counts). Counts are per record READ: with `repeat`, a bad record is counted once per epoch. A shard whose
+  TFRecord framing is broken (truncated file, CRC error: DataLossError) ends early with TensorFlow's logged
+  warning when training, and raises when evaluating (an evaluation must see every example; the manifest's
+  SHA-256 per shard tells which file is damaged). The filter logs and counts through `tf.py_function`, so
+  a pipeline runs in the Python process that built it (no tf.data service); with several replicas, build
+  it per worker through `strategy.distribute_datasets_from_function` and `input_context`.
+
+Element structures (S = image_size, B = batch size, T = max_words):
+    referring, training:   ({"image": (B,S,S,3) float32, "tokens": (B,T) int32}, {"mask": (B,S,S) float32})
+    referring, evaluation: the same plus, in the second dict, "original_mask" (B,Hmax,Wmax) float32 0/1 zero-padded
+        to the largest original in the batch, "original_size" (B,2) int32 (height, width), "placement" (B,4)
+        int32 (top, left, new_h, new_w), "num_tokens" (B,) int32 (tokens before truncation), "ref_id",
+        "sent_id" (B,) int64. Use `original_mask[i, :h, :w]`, or batch_size=1.
+    parsing, training:     ({"image": (B,S,S,3) float32}, {"labels": (B,S,S) int32, 255 = ignore})
+    parsing, evaluation:   plus "original_labels" (B,Hmax,Wmax) int32 padded with 255 (ignored by metrics),
+        "original_size", "placement".
+Training batches have a static batch size (drop_remainder=True); evaluation keeps the last partial batch.
+
+Example:
+```python
+vocab = Vocabulary.load("vocabulary_Gref.txt")
+train = referring_dataset("data/unc/train", vocab, training=True, batch_size=8)  # a records prefix
+val = referring_dataset("data/unc/val", vocab, training=False, batch_size=1)
+
+def dataset_fn(context):  # several replicas: one pipeline per worker, disjoint shards
+    return referring_dataset("data/unc/train", vocab, training=True,
+                             batch_size=context.get_per_replica_batch_size(64), input_context=context)
+distributed = strategy.distribute_datasets_from_function(dataset_fn)
+```
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_recurrent_seg.data import records
+from tf_recurrent_seg.data.preprocessing import CAFFE_BGR_MEAN
+from tf_recurrent_seg.text import DEFAULT_MAX_WORDS, PAD_ID, UNK_ID, Vocabulary
+
+IGNORE_LABEL = records.IGNORE_LABEL
+# keras.applications.{resnet,vgg16}.preprocess_input ("caffe" mode): BGR minus this mean, no scaling.
+IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
+NORMALIZATION_MEANS = {"caffe": CAFFE_BGR_MEAN, "keras_resnet": IMAGENET_BGR_MEAN, "caffe_vgg": IMAGENET_BGR_MEAN}
+
+# Expression-length buckets for training batches: lengths < 3, 3, 4, ..., 10, 11-12, 13-15, 16-20.
+DEFAULT_LENGTH_BOUNDARIES = (3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 16)
+
+# Python's str.strip() whitespace (str.isspace code points), as an RE2 character class.
+_PY_WHITESPACE = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+_WS_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE) + "]"
+_STRIP_PATTERN = f"^{_WS_CLASS}+|{_WS_CLASS}+$"
+
+# Record status codes (0 = keep).
+_OK, _UNDECODABLE, _SIZE_MISMATCH, _EMPTY_EXPRESSION, _INVALID_LABELS = 0, 1, 2, 3, 4
+SKIP_REASONS = {
+    _UNDECODABLE: "undecodable",
+    _SIZE_MISMATCH: "size_mismatch",
+    _EMPTY_EXPRESSION: "empty_expression",
+    _INVALID_LABELS: "invalid_labels",
+}
+_SKIP_DESCRIPTIONS = {
+    _UNDECODABLE: "malformed example or corrupt/truncated image or mask",
+    _SIZE_MISMATCH: "mask/label map size differs from the image size",
+    _EMPTY_EXPRESSION: "expression has no tokens",
+    _INVALID_LABELS: "label ids outside [0, num_classes) and not 255",
+}
+
+
+class SkipCounter:
+    """Thread-safe counts of the records a pipeline dropped, per reason; each drop is also logged.
+
+    Example:
+    ```python
+    counter = SkipCounter()
+    dataset = referring_dataset(paths, vocab, training=False, batch_size=1, skip_counter=counter)
+    for features, targets in dataset: ...
+    counter.counts  # {'undecodable': 1, 'size_mismatch': 0, 'empty_expression': 2, 'invalid_labels': 0}
+    ```
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {reason: self._counts[reason] for reason in SKIP_REASONS.values()}
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(self._counts.values())
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+    def _record(self, status, path, index, detail) -> bool:
+        status = int(status)
+        reason = SKIP_REASONS[status]
+        with self._lock:
+            self._counts[reason] += 1
+            counts = dict(self._counts)
+        detail = detail.numpy().decode("utf-8", "replace")
+        logging.warning(
+            "skipping record %d of %s: %s (%s%s); skipped so far: %s",
+            int(index), path.numpy().decode("utf-8", "replace"), reason, _SKIP_DESCRIPTIONS[status],
+            f"; {detail}" if detail else "", counts,
+        )
+        return False
+
+
+# --- normalisation ----------------------------------------------------------------------------------------
+
+
+def normalize_images(images: tf.Tensor, normalization: str) -> tf.Tensor:
+    """RGB (..., 3) pixels in [0, 255] (any dtype) -> float32 BGR minus the mean of `normalization`.
+
+    "caffe": Caffe ResNet/DeepLab mean (104.00698793, 116.66876762, 122.67891434); "keras_resnet" and
+    "caffe_vgg": ImageNet mean (103.939, 116.779, 123.68), equal to keras.applications.resnet / vgg16
+    `preprocess_input`.
+    """
+    if normalization not in NORMALIZATION_MEANS:
+        raise ValueError(f"normalization must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}")
+    images = tf.cast(images, tf.float32)
+    return tf.reverse(images, axis=[-1]) - tf.constant(NORMALIZATION_MEANS[normalization], tf.float32)
+
+
+# --- resize and pad -----------------------------------------------------------------------------------------
+
+
+def resize_placement(height, width, size: int) -> tf.Tensor:
+    """(top, left, new_h, new_w) int32 of `preprocessing.resize_and_pad` for an image of `height` x `width`."""
+    h = tf.cast(height, tf.float64)
+    w = tf.cast(width, tf.float64)
+    scale = tf.minimum(size / h, size / w)
+    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), 1)  # tf.round: half to even, like round()
+    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), 1)
+    return tf.stack([(size - new_h) // 2, (size - new_w) // 2, new_h, new_w])
+
+
+_PIL_PRECISION_BITS = 22  # Pillow's fixed-point coefficients for 8-bit images (Resample.c, 32 - 8 - 2)
+
+
+def _pil_coefficients(in_size, out_size):
+    """Pillow's bilinear resampling taps along one axis (Resample.c `precompute_coeffs`, box = whole image):
+    source indices (out, K) and fixed-point weights (out, K) int32, K = 2 ceil(support) + 1."""
+    scale = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
+    filterscale = tf.maximum(scale, 1.0)
+    support = filterscale  # the bilinear filter's support is 1
+    ksize = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
+    center = (tf.cast(tf.range(out_size), tf.float64) + 0.5) * scale
+    xmin = tf.maximum(tf.cast(tf.floor(center - support + 0.5), tf.int32), 0)
+    count = tf.minimum(tf.cast(tf.floor(center + support + 0.5), tf.int32), in_size) - xmin
+    taps = tf.range(ksize)[None, :]
+    index = xmin[:, None] + taps
+    t = (tf.cast(index, tf.float64) - center[:, None] + 0.5) * (1.0 / filterscale)
+    weights = tf.maximum(1.0 - tf.abs(t), 0.0) * tf.cast(taps < count[:, None], tf.float64)
+    weights = weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+    fixed = tf.cast(tf.floor(weights * (1 << _PIL_PRECISION_BITS) + 0.5), tf.int32)
+    return tf.minimum(index, in_size - 1), fixed
+
+
+def _pil_resample_rows(x: tf.Tensor, out_size) -> tf.Tensor:
+    """Pillow's 8-bit bilinear pass along axis 0 of an (n, m, C) uint8 tensor: integer weights, round half up."""
+    index, fixed = _pil_coefficients(tf.shape(x)[0], out_size)
+    taps = tf.cast(tf.gather(x, index), tf.int32)  # (out, K, m, C)
+    total = tf.reduce_sum(taps * fixed[:, :, None, None], axis=1) + (1 << (_PIL_PRECISION_BITS - 1))
+    return tf.cast(tf.clip_by_value(tf.bitwise.right_shift(total, _PIL_PRECISION_BITS), 0, 255), tf.uint8)
+
+
+def _pil_bilinear_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
+    """Pillow's BILINEAR resize of an (h, w, C) uint8 image, bit-exact: two separable passes with Pillow's
+    fixed-point weights, each rounded to uint8. Pass order as Pillow 13 (python-pillow/Pillow#9549): vertical
+    first when the height is reduced and by more than twice the width reduction, horizontal first otherwise
+    (older Pillow: always horizontal first; the results differ by 1 grey level on some pixels)."""
+    image = tf.cast(image, tf.uint8)
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+
+    def horizontal(x):
+        return tf.transpose(_pil_resample_rows(tf.transpose(x, [1, 0, 2]), new_w), [1, 0, 2])
+
+    def vertical(x):
+        return _pil_resample_rows(x, new_h)
+
+    vertical_first = tf.logical_and(new_h < height, (height - new_h) > 2 * (width - new_w))
+    out = tf.cond(vertical_first, lambda: horizontal(vertical(image)), lambda: vertical(horizontal(image)))
+    return tf.ensure_shape(out, image.shape[:-3] + [None, None, image.shape[-1]])
+
+
+def _fast_bilinear_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
+    """Antialiased bilinear resize (`tf.image.resize(antialias=True)`, the triangle filter Pillow uses) in
+    one float pass, rounded half up to uint8: within 1 grey level of Pillow's, several times faster than
+    `_pil_bilinear_resize`."""
+    x = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]), method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.floor(x + 0.5), 0.0, 255.0), tf.uint8)
+
+
+def _bilinear_resize(image: tf.Tensor, new_h, new_w, exact: bool) -> tf.Tensor:
+    return (_pil_bilinear_resize if exact else _fast_bilinear_resize)(image, new_h, new_w)
+
+
+def _pil_nearest_indices(in_size, out_size) -> tf.Tensor:
+    """Source indices of PIL's NEAREST resize along one axis: x_k = in/out * (k + 1/2) accumulated by
+    repeated float64 addition (as PIL's ImagingScaleAffine does), truncated, clipped to in - 1."""
+    step = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
+    steps = tf.concat([[step * 0.5], tf.fill([tf.maximum(out_size - 1, 0)], step)], axis=0)[:out_size]
+    coords = tf.math.cumsum(steps)
+    return tf.minimum(tf.cast(tf.floor(coords), tf.int32), in_size - 1)
+
+
+def _nearest_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
+    """PIL NEAREST resize of an (h, w) or (h, w, C) tensor of any dtype."""
+    shape = tf.shape(image)
+    rows = _pil_nearest_indices(shape[0], new_h)
+    cols = _pil_nearest_indices(shape[1], new_w)
+    return tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)
+
+
+def _pad_to(image: tf.Tensor, top, left, size: int, value) -> tf.Tensor:
+    shape = tf.shape(image)
+    paddings = [[top, size - top - shape[0]], [left, size - left - shape[1]]] + [[0, 0]] * (image.shape.rank - 2)
+    padded = tf.pad(image, paddings, constant_values=tf.cast(value, image.dtype))
+    return tf.ensure_shape(padded, [size, size] + image.shape[2:].as_list())
+
+
+def resize_and_pad_image(image: tf.Tensor, size: int, *, exact: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    """TF `preprocessing.resize_and_pad` of an (h, w, C) uint8 image: ((S, S, C) uint8, placement (4,) int32).
+
+    `exact=True` reproduces Pillow's BILINEAR bit for bit (slower); the default is within 1 grey level."""
+    shape = tf.shape(image)
+    placement = resize_placement(shape[0], shape[1], size)
+    resized = _bilinear_resize(image, placement[2], placement[3], exact)
+    return _pad_to(resized, placement[0], placement[1], size, 0), placement
+
+
+def resize_and_pad_mask(mask: tf.Tensor, placement: tf.Tensor, size: int, *, exact: bool = False) -> tf.Tensor:
+    """(h, w) 0/1 mask -> (S, S) float32 0/1: bilinear resize to uint8 as `resize_and_pad_image`, then > 0
+    (i.e. interpolated value >= 0.5), zero-padded at `placement`."""
+    resized = _bilinear_resize(tf.cast(mask > 0, tf.uint8)[..., None], placement[2], placement[3], exact)[..., 0]
+    return _pad_to(tf.cast(resized > 0, tf.float32), placement[0], placement[1], size, 0)
+
+
+def resize_and_pad_image_and_mask(image: tf.Tensor, mask: tf.Tensor, size: int, *, exact: bool = False):
+    """`resize_and_pad_image` and `resize_and_pad_mask` in one resize (the mask as a 4th channel; the same
+    values as the two calls). Returns ((S, S, 3) uint8, (S, S) float32, placement)."""
+    stacked = tf.concat([tf.cast(image, tf.uint8), tf.cast(mask > 0, tf.uint8)[..., None]], axis=-1)
+    resized, placement = resize_and_pad_image(stacked, size, exact=exact)
+    return resized[..., :3], tf.cast(resized[..., 3] > 0, tf.float32), placement
+
+
+def resize_and_pad_labels(
+    labels: tf.Tensor, placement: tf.Tensor, size: int, pad_value: int = IGNORE_LABEL
+) -> tf.Tensor:
+    """(h, w) label map -> (S, S) int32: PIL nearest resize, padded with `pad_value` (255 = ignore)."""
+    resized = _nearest_resize(tf.cast(labels, tf.int32), placement[2], placement[3])
+    return _pad_to(resized, placement[0], placement[1], size, pad_value)
+
+
+def undo_resize_and_pad(prediction: tf.Tensor, placement, original_size, method: str = "nearest") -> tf.Tensor:
+    """Maps one (S, S) or (S, S, C) prediction back to the original (h, w[, C]) resolution.
+
+    Crops the placed region (top, left, new_h, new_w) and resizes it to `original_size` (height, width).
+    "nearest" (label maps, 0/1 masks; any dtype) equals `preprocessing.unpad_and_resize`; "bilinear" (float
+    logits/probabilities, threshold afterwards) uses `tf.image.resize`'s half-pixel bilinear.
+    """
+    prediction = tf.convert_to_tensor(prediction)
+    placement = tf.cast(placement, tf.int32)
+    original_size = tf.cast(original_size, tf.int32)
+    if prediction.shape.rank not in (2, 3):
+        raise ValueError(
+            f"prediction must be (S, S) or (S, S, C), got shape {prediction.shape}; for a batch use "
+            "undo_resize_and_pad_batch"
+        )
+    top, left, new_h, new_w = placement[0], placement[1], placement[2], placement[3]
+    crop = prediction[top : top + new_h, left : left + new_w]
+    if method == "nearest":
+        return _nearest_resize(crop, original_size[0], original_size[1])
+    if method == "bilinear":
+        squeeze = prediction.shape.rank == 2
+        crop = crop[..., None] if squeeze else crop
+        out = tf.image.resize(tf.cast(crop, tf.float32), original_size, method="bilinear")
+        return out[..., 0] if squeeze else out
+    raise ValueError(f"method must be 'nearest' or 'bilinear', got {method!r}")
+
+
+def undo_resize_and_pad_batch(
+    predictions, placements, original_sizes, method: str = "nearest", pad_value=0
+) -> tf.Tensor:
+    """`undo_resize_and_pad` of a (B, S, S[, C]) batch, padded with `pad_value` to (B, Hmax, Wmax[, C]) like the
+    evaluation elements' "original_mask"/"original_labels" (valid region `[:h, :w]`)."""
+    predictions = tf.convert_to_tensor(predictions)
+    placements = tf.cast(placements, tf.int32)
+    original_sizes = tf.cast(original_sizes, tf.int32)
+    max_h, max_w = tf.reduce_max(original_sizes[:, 0]), tf.reduce_max(original_sizes[:, 1])
+
+    def one(args):
+        prediction, placement, size = args
+        out = undo_resize_and_pad(prediction, placement, size, method)
+        paddings = [[0, max_h - size[0]], [0, max_w - size[1]]] + [[0, 0]] * (out.shape.rank - 2)
+        return tf.pad(out, paddings, constant_values=tf.cast(pad_value, out.dtype))
+
+    dtype = tf.float32 if method == "bilinear" else predictions.dtype
+    spec = tf.TensorSpec([None, None] + predictions.shape[3:].as_list(), dtype)
+    return tf.map_fn(one, (predictions, placements, original_sizes), fn_output_signature=spec)
+
+
+# --- tokenisation -------------------------------------------------------------------------------------------
+
+
+def vocabulary_table(vocabulary: Vocabulary) -> tf.lookup.StaticHashTable:
+    """token -> id table with `Vocabulary.token_to_id`'s ids (duplicates resolved the same way), default <unk>."""
+    mapping = {token: vocabulary.token_to_id(token) for token in vocabulary.tokens if token}
+    keys = tf.constant(list(mapping), tf.string)
+    values = tf.constant(list(mapping.values()), tf.int32)
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=UNK_ID)
+
+
+def tokenize_tf(sentence: tf.Tensor, *, strip_pieces: bool = True) -> tf.Tensor:
+    """In-graph `text.tokenize` of a scalar UTF-8 string: a 1-D string tensor of tokens."""
+    sentence = tf.strings.regex_replace(sentence, _STRIP_PATTERN, "")
+    data = tf.io.decode_raw(sentence, tf.uint8)  # bytes; every non-ASCII byte is \W (re.ASCII)
+    is_word = (
+        ((data >= 48) & (data <= 57))  # 0-9
+        | ((data >= 65) & (data <= 90))  # A-Z
+        | ((data >= 97) & (data <= 122))  # a-z
+        | tf.equal(data, 95)  # _
+    )
+    change = tf.concat([tf.ones([tf.minimum(tf.size(data), 1)], tf.bool), tf.not_equal(is_word[1:], is_word[:-1])], 0)
+    starts = tf.cast(tf.where(change)[:, 0], tf.int32)
+    lengths = tf.concat([starts[1:], [tf.size(data)]], 0)[: tf.size(starts)] - starts
+    pieces = tf.strings.lower(tf.strings.substr(sentence, starts, lengths), encoding="utf-8")
+    stripped = tf.strings.regex_replace(pieces, _STRIP_PATTERN, "")
+    tokens = tf.boolean_mask(stripped if strip_pieces else pieces, tf.not_equal(stripped, ""))
+    drop_last = tf.cast(tf.reduce_any(tf.equal(tokens[-1:], ".")), tf.int32)
+    return tokens[: tf.size(tokens) - drop_last]
+
+
+def encode_tf(
+    sentence: tf.Tensor,
+    table: tf.lookup.StaticHashTable,
+    max_words: int = DEFAULT_MAX_WORDS,
+    *,
+    strip_pieces: bool = True,
+):
+    """In-graph `Vocabulary.encode`: ((max_words,) int32 left-padded ids, number of tokens before truncation).
+
+    An expression with no tokens gives all-pad ids and 0 (the pipelines drop it; `encode` raises)."""
+    tokens = tokenize_tf(sentence, strip_pieces=strip_pieces)
+    ids = table.lookup(tokens[:max_words])
+    ids = tf.concat([tf.fill([max_words - tf.size(ids)], tf.constant(PAD_ID, tf.int32)), ids], 0)
+    return tf.ensure_shape(ids, [max_words]), tf.size(tokens)
+
+
+# --- shared pipeline pieces ----------------------------------------------------------------------------------
+
+
+def resolve_files(file_pattern_or_paths) -> list[str]:
+    """Sorted shard paths from a records prefix with a manifest (`<prefix>.manifest.json`), a glob pattern, a
+    path, or a list of those. Raises FileNotFoundError when nothing matches."""
+    single = isinstance(file_pattern_or_paths, (str, os.PathLike))
+    items = [file_pattern_or_paths] if single else list(file_pattern_or_paths)
+    files: list[str] = []
+    for item in items:
+        item = os.fspath(item)
+        if tf.io.gfile.exists(records.manifest_path(item)):
+            manifest = records.read_manifest(item)
+            directory = os.path.dirname(item)
+            files.extend(os.path.join(directory, shard["path"]) for shard in manifest["shards"])
+            continue
+        matched = sorted(tf.io.gfile.glob(item))
+        if not matched:
+            raise FileNotFoundError(
+                f"no TFRecord files match {item!r} (and {records.manifest_path(item)} does not exist)"
+            )
+        files.extend(matched)
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files in {file_pattern_or_paths!r}")
+    return files
+
+
+def _serialized_records(files, *, training, input_context, shuffle_buffer, seed, repeat) -> tf.data.Dataset:
+    """(serialized, shard path, index in shard) for this input pipeline's shards."""
+    if input_context is not None:
+        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+        if len(files) < pipelines:
+            raise ValueError(
+                f"{len(files)} shard files cannot be split between {pipelines} input pipelines; write at least "
+                f"{pipelines} shards"
+            )
+        files = files[pipeline_id::pipelines]
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(files, tf.string))
+    if training:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+
+    def read(path):
+        records_of_file = tf.data.TFRecordDataset(path)
+        if training:  # a truncated/corrupt shard (DataLossError) ends that shard with a logged warning
+            records_of_file = records_of_file.ignore_errors(log_warning=True)
+        return records_of_file.enumerate().map(lambda index, record: (record, path, index))
+
+    # Evaluation reads all shards round-robin, which is the conversion order of ShardedRecordWriter's output
+    # (example i in shard i mod N); training mixes up to 16 shards at a time.
+    dataset = dataset.interleave(
+        read, cycle_length=min(len(files), 16) if training else len(files), block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training,
+    )
+    if training and shuffle_buffer and shuffle_buffer > 1:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return dataset
+
+
+def _guarded_decode(dataset: tf.data.Dataset, decode_fn, sentinel, *, deterministic: bool) -> tf.data.Dataset:
+    """Applies `decode_fn(record, path, index)` in parallel; a record whose decoding raises (malformed example,
+    corrupt image...) yields `sentinel(path, index)` instead (status _UNDECODABLE), with the error logged."""
+
+    def one(record, path, index):
+        element = tf.data.Dataset.from_tensors((record, path, index))
+        decoded = element.map(decode_fn).ignore_errors(log_warning=True)
+        return decoded.concatenate(tf.data.Dataset.from_tensors(sentinel(path, index))).take(1)
+
+    return dataset.interleave(
+        one,
+        cycle_length=tf.data.AUTOTUNE,
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+
+
+def _filter_bad(dataset: tf.data.Dataset, counter: SkipCounter) -> tf.data.Dataset:
+    """Drops elements whose "status" is not 0, logging and counting each in `counter`."""
+
+    def keep(element):
+        status = element["status"]
+        return tf.cond(
+            tf.equal(status, _OK),
+            lambda: tf.constant(True),
+            lambda: tf.reshape(
+                tf.py_function(
+                    counter._record, [status, element["path"], element["index"], element["detail"]], tf.bool
+                ),
+                [],
+            ),
+        )
+
+    return dataset.filter(keep)
+
+
+def _options(training: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = not training
+    options.experimental_optimization.map_parallelization = True
+    return options
+
+
+def _check_common(batch_size: int, image_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+
+
+# --- referring ------------------------------------------------------------------------------------------------
+
+
+def referring_dataset(
+    file_pattern_or_paths,
+    vocabulary: Vocabulary,
+    *,
+    training: bool,
+    batch_size: int,
+    image_size: int = 320,
+    max_words: int = DEFAULT_MAX_WORDS,
+    normalization: str = "caffe",
+    input_context: tf.distribute.InputContext | None = None,
+    shuffle_buffer: int = 256,
+    seed: int | None = None,
+    group_by_length: bool = True,
+    length_boundaries: Sequence[int] = DEFAULT_LENGTH_BOUNDARIES,
+    repeat: bool | None = None,
+    strip_pieces: bool = True,
+    exact_resize: bool = False,
+    skip_counter: SkipCounter | None = None,
+) -> tf.data.Dataset:
+    """Referring-segmentation batches (see the module docstring for the element structure).
+
+    Args:
+        file_pattern_or_paths: a records prefix with a manifest, a glob pattern, a path, or a list of those.
+        vocabulary: the model's vocabulary (tokenisation happens in the graph, equal to `Vocabulary.encode`).
+        training: shuffle (files and a buffer of `shuffle_buffer` serialised records), repeat, length
+            grouping, drop_remainder; False: record order, one pass, evaluation fields.
+        batch_size: batch size of THIS pipeline (per replica with `distribute_datasets_from_function`).
+        image_size: S, the padded square size.
+        max_words: T, the token sequence length.
+        normalization: "caffe" (Caffe ResNet/DeepLab weights) or "keras_resnet" (keras.applications ResNet).
+        input_context: shards the files between input pipelines (disjoint; needs >= num_input_pipelines files).
+        shuffle_buffer: records in the example-level shuffle buffer (encoded bytes; ~100-300 KB each).
+        seed: shuffle seed.
+        group_by_length: (training) batch expressions of similar token count together (buckets
+            `length_boundaries`); ignored with batch_size 1 and in evaluation.
+        repeat: repeat forever; default `training`.
+        strip_pieces: see `text.tokenize` (False reproduces the authors' tokenisation exactly).
+        exact_resize: reproduce Pillow's bilinear resize (`preprocessing.resize_and_pad`) bit for bit, at
+            0.6-0.9x the throughput; default: one antialiased float pass, within 1 grey level of it.
+        skip_counter: receives the counts of dropped records (bad images, size mismatches, empty expressions).
+
+    Returns:
+        A tf.data.Dataset of (features, targets) batches, prefetched.
+    """
+    _check_common(batch_size, image_size)
+    if normalization not in ("caffe", "keras_resnet"):
+        raise ValueError(
+            f"normalization must be 'caffe' or 'keras_resnet' for the referring task, got {normalization!r}"
+        )
+    repeat = training if repeat is None else repeat
+    counter = skip_counter if skip_counter is not None else SkipCounter()
+    files = resolve_files(file_pattern_or_paths)
+    table = vocabulary_table(vocabulary)
+
+    def decode(record, path, index):
+        parsed = records.decode_referring(record)
+        tokens, num_tokens = encode_tf(parsed["expression/raw"], table, max_words, strip_pieces=strip_pieces)
+        image, mask = parsed["image"], parsed["mask"]
+        mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(mask)))
+        status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(tf.equal(num_tokens, 0), _EMPTY_EXPRESSION, _OK))
+        detail = tf.strings.format(
+            "image {} ({}x{}), sent_id {}, mask {}x{}, expression '{}'",
+            [parsed["image/filename"], tf.shape(image)[0], tf.shape(image)[1], parsed["sent_id"],
+             tf.shape(mask)[0], tf.shape(mask)[1], parsed["expression/raw"]],
+        )
+        return {
+            "image": image, "mask": mask, "tokens": tokens, "num_tokens": num_tokens, "ref_id": parsed["ref_id"],
+            "sent_id": parsed["sent_id"], "status": status, "path": path, "index": index, "detail": detail,
+        }
+
+    def sentinel(path, index):
+        return {
+            "image": tf.zeros([0, 0, 3], tf.uint8), "mask": tf.zeros([0, 0], tf.uint8),
+            "tokens": tf.zeros([max_words], tf.int32), "num_tokens": tf.constant(0, tf.int32),
+            "ref_id": tf.constant(-1, tf.int64), "sent_id": tf.constant(-1, tf.int64),
+            "status": tf.constant(_UNDECODABLE), "path": path, "index": index, "detail": tf.constant(""),
+        }
+
+    def prepare(element):
+        image, mask, placement = resize_and_pad_image_and_mask(
+            element["image"], element["mask"], image_size, exact=exact_resize
+        )
+        features = {"image": image, "tokens": element["tokens"]}
+        targets = {"mask": mask}
+        if not training:
+            targets.update(
+                original_mask=tf.cast(element["mask"] > 0, tf.float32),
+                original_size=tf.shape(element["mask"])[:2],
+                placement=placement,
+                num_tokens=element["num_tokens"],
+                ref_id=element["ref_id"],
+                sent_id=element["sent_id"],
+            )
+        if training and group_by_length and batch_size > 1:
+            features["num_tokens"] = element["num_tokens"]  # removed after batching
+        return features, targets
+
+    dataset = _serialized_records(
+        files, training=training, input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat
+    )
+    dataset = _guarded_decode(dataset, decode, sentinel, deterministic=not training)
+    dataset = _filter_bad(dataset, counter)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    if training and group_by_length and batch_size > 1:
+        boundaries = sorted(set(int(b) for b in length_boundaries))
+        dataset = dataset.bucket_by_sequence_length(
+            lambda features, targets: features["num_tokens"],
+            bucket_boundaries=boundaries,
+            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+            no_padding=True,
+            drop_remainder=True,
+        )
+        dataset = dataset.map(
+            lambda features, targets: ({k: v for k, v in features.items() if k != "num_tokens"}, targets)
+        )
+    elif training:
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+    else:
+        padding = (
+            {"image": tf.constant(0, tf.uint8), "tokens": tf.constant(PAD_ID, tf.int32)},
+            {
+                "mask": tf.constant(0, tf.float32), "original_mask": tf.constant(0, tf.float32),
+                "original_size": tf.constant(0, tf.int32), "placement": tf.constant(0, tf.int32),
+                "num_tokens": tf.constant(0, tf.int32),
+                "ref_id": tf.constant(0, tf.int64),
+                "sent_id": tf.constant(0, tf.int64),
+            },
+        )
+        dataset = dataset.padded_batch(batch_size, padding_values=padding)
+    dataset = dataset.map(
+        lambda features, targets: ({**features, "image": normalize_images(features["image"], normalization)}, targets),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(training))
+
+
+# --- parsing ----------------------------------------------------------------------------------------------------
+
+
+def flip_swap_table(left_right_pairs: Sequence[tuple[int, int]], num_classes: int) -> np.ndarray:
+    """(256,) int32 id map of a horizontal flip: each (left, right) pair swapped, other ids (and 255) kept."""
+    table = np.arange(256, dtype=np.int32)
+    seen: set[int] = set()
+    for pair in left_right_pairs:
+        if len(pair) != 2:
+            raise ValueError(f"left_right_pairs must hold (left, right) id pairs, got {pair!r}")
+        left, right = (int(v) for v in pair)
+        for value in (left, right):
+            if not 0 <= value < num_classes:
+                raise ValueError(f"left/right id {value} is outside [0, {num_classes})")
+            if value in seen:
+                raise ValueError(f"id {value} appears in more than one left/right pair")
+            seen.add(value)
+        table[left], table[right] = right, left
+    return table
+
+
+def augment_parsing_example(
+    image, labels, seed, *, image_size: int, scale_range=(0.5, 1.5), swap_table=None, exact: bool = False
+):
+    """Training augmentation of one (h, w, 3) uint8 image and its (h, w) label map, deterministic in `seed` (2,).
+
+    Random scale s ~ U(scale_range) (image bilinear as `resize_and_pad_image`, `exact` as there; labels
+    Pillow-nearest; sizes round(h*s), round(w*s)), pad
+    bottom/right to at least S with 0 (image) / 255 (labels), random S x S crop, and with probability 1/2 a
+    horizontal flip whose label ids are mapped through `swap_table` (flip_swap_table). Returns ((S, S, 3)
+    uint8, (S, S) int32).
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+    shape = tf.shape(image)
+    low, high = float(scale_range[0]), float(scale_range[1])
+    if high > low:
+        scale = tf.random.stateless_uniform([], seeds[0], low, high, dtype=tf.float64)
+    else:
+        scale = tf.constant(low, tf.float64)
+    new_h = tf.maximum(tf.cast(tf.round(tf.cast(shape[0], tf.float64) * scale), tf.int32), 1)
+    new_w = tf.maximum(tf.cast(tf.round(tf.cast(shape[1], tf.float64) * scale), tf.int32), 1)
+    same = tf.logical_and(tf.equal(new_h, shape[0]), tf.equal(new_w, shape[1]))
+    image = tf.cond(same, lambda: tf.cast(image, tf.uint8), lambda: _bilinear_resize(image, new_h, new_w, exact))
+    labels = tf.cast(labels, tf.int32)
+    labels = tf.cond(same, lambda: labels, lambda: _nearest_resize(labels, new_h, new_w))
+    pad_h, pad_w = tf.maximum(image_size - new_h, 0), tf.maximum(image_size - new_w, 0)
+    image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
+    labels = tf.pad(labels, [[0, pad_h], [0, pad_w]], constant_values=IGNORE_LABEL)
+    top = tf.random.stateless_uniform([], seeds[1], 0, new_h + pad_h - image_size + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], seeds[2], 0, new_w + pad_w - image_size + 1, dtype=tf.int32)
+    image = image[top : top + image_size, left : left + image_size]
+    labels = labels[top : top + image_size, left : left + image_size]
+    flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
+    if swap_table is None:
+        swap_table = np.arange(256, dtype=np.int32)
+    swap = tf.constant(swap_table, tf.int32)
+    image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+    labels = tf.cond(flip, lambda: tf.gather(swap, tf.reverse(labels, axis=[1])), lambda: labels)
+    return tf.ensure_shape(image, [image_size, image_size, 3]), tf.ensure_shape(labels, [image_size, image_size])
+
+
+def parsing_dataset(
+    file_pattern_or_paths,
+    *,
+    training: bool,
+    batch_size: int,
+    num_classes: int,
+    image_size: int = 321,
+    left_right_pairs: Sequence[tuple[int, int]] = (),
+    normalization: str = "caffe_vgg",
+    input_context: tf.distribute.InputContext | None = None,
+    shuffle_buffer: int = 256,
+    seed: int | None = None,
+    scale_range: tuple[float, float] = (0.5, 1.5),
+    repeat: bool | None = None,
+    exact_resize: bool = False,
+    skip_counter: SkipCounter | None = None,
+) -> tf.data.Dataset:
+    """Human/animal parsing batches (see the module docstring for the element structure).
+
+    Args:
+        file_pattern_or_paths: a records prefix with a manifest, a glob pattern, a path, or a list of those.
+        training: random scale in `scale_range`, random crop to S (0 / 255 padding), flip swapping the
+            `left_right_pairs` ids, shuffle, repeat, drop_remainder. False: resize-and-pad like the referring
+            task (labels nearest, padded with 255), placement and original labels for evaluation.
+        batch_size: batch size of this pipeline.
+        num_classes: label ids must be < num_classes or 255; other records are skipped and counted.
+        image_size: S (321 for DeepLab-LargeFOV).
+        left_right_pairs: e.g. ATR ((9, 10), (12, 13), (14, 15)); LIP ((14, 15), (16, 17), (18, 19)).
+        normalization: "caffe_vgg" (keras vgg16 preprocess_input), "keras_resnet" or "caffe".
+        input_context, shuffle_buffer, seed, repeat, exact_resize, skip_counter: as in `referring_dataset`.
+    """
+    _check_common(batch_size, image_size)
+    if normalization not in NORMALIZATION_MEANS:
+        raise ValueError(f"normalization must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}")
+    if not 0 < num_classes <= IGNORE_LABEL:
+        raise ValueError(f"num_classes must be in [1, {IGNORE_LABEL}], got {num_classes}")
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range!r}")
+    swap_table = flip_swap_table(left_right_pairs, num_classes)
+    repeat = training if repeat is None else repeat
+    counter = skip_counter if skip_counter is not None else SkipCounter()
+    files = resolve_files(file_pattern_or_paths)
+
+    def decode(record, path, index):
+        parsed = records.decode_parsing(record)
+        image, labels = parsed["image"], parsed["labels"]
+        mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(labels)))
+        invalid = tf.reduce_any((labels >= num_classes) & tf.not_equal(labels, IGNORE_LABEL))
+        status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(invalid, _INVALID_LABELS, _OK))
+        detail = tf.strings.format(
+            "image {} ({}x{}), label map {}x{}, max label {}",
+            [parsed["image/filename"], tf.shape(image)[0], tf.shape(image)[1], tf.shape(labels)[0], tf.shape(labels)[1],
+             tf.reduce_max(tf.cast(labels, tf.int32))],
+        )
+        return {"image": image, "labels": labels, "status": status, "path": path, "index": index, "detail": detail}
+
+    def sentinel(path, index):
+        return {
+            "image": tf.zeros([0, 0, 3], tf.uint8), "labels": tf.zeros([0, 0], tf.uint8),
+            "status": tf.constant(_UNDECODABLE), "path": path, "index": index, "detail": tf.constant(""),
+        }
+
+    def prepare_train(element, seed_pair):
+        image, labels = augment_parsing_example(
+            element["image"], element["labels"], seed_pair, image_size=image_size, scale_range=scale_range,
+            swap_table=swap_table, exact=exact_resize,
+        )
+        return {"image": image}, {"labels": labels}
+
+    def prepare_eval(element):
+        image, placement = resize_and_pad_image(element["image"], image_size, exact=exact_resize)
+        labels = resize_and_pad_labels(element["labels"], placement, image_size)
+        return {"image": image}, {
+            "labels": labels,
+            "original_labels": tf.cast(element["labels"], tf.int32),
+            "original_size": tf.shape(element["labels"])[:2],
+            "placement": placement,
+        }
+
+    dataset = _serialized_records(
+        files, training=training, input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat
+    )
+    dataset = _guarded_decode(dataset, decode, sentinel, deterministic=not training)
+    dataset = _filter_bad(dataset, counter)
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+        dataset = tf.data.Dataset.zip((dataset, seeds))
+        dataset = dataset.map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+    else:
+        dataset = dataset.map(prepare_eval, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        padding = (
+            {"image": tf.constant(0, tf.uint8)},
+            {
+                "labels": tf.constant(IGNORE_LABEL, tf.int32), "original_labels": tf.constant(IGNORE_LABEL, tf.int32),
+                "original_size": tf.constant(0, tf.int32), "placement": tf.constant(0, tf.int32),
+            },
+        )
+        dataset = dataset.padded_batch(batch_size, padding_values=padding)
+    dataset = dataset.map(
+        lambda features, targets: ({"image": normalize_images(features["image"], normalization)}, targets),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(training))
