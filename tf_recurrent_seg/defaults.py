@@ -41,6 +41,40 @@ def vgg_backbone_config() -> ml_collections.ConfigDict:
     return config
 
 
+def referring_data_config() -> ml_collections.ConfigDict:
+    """Where a referring model's records come from (prefixes written by data_tools) and how they are read."""
+    config = ml_collections.ConfigDict()
+    config.train_records = "data/synthetic_referring/train"  # records prefix, glob or list of files
+    config.eval_records = "data/synthetic_referring/test"
+    config.vocabulary = "data/synthetic_referring/vocabulary.txt"
+    config.normalization = "caffe"  # the reference ResNet/DeepLab weights' BGR mean (REFERENCE.md)
+    config.strip_pieces = True  # tokenizer: False reproduces the reference exactly (imported checkpoints)
+    return config
+
+
+def parsing_data_config() -> ml_collections.ConfigDict:
+    """Where a parsing model's records come from and how they are read and augmented."""
+    config = ml_collections.ConfigDict()
+    config.train_records = "data/synthetic_parsing/train"
+    config.eval_records = "data/synthetic_parsing/test"
+    config.left_right_pairs = ()  # label ids a horizontal flip swaps (ATR: (9, 10), (12, 13), (14, 15))
+    config.normalization = "caffe_vgg"
+    config.scale_range = (0.5, 1.5)  # random scale augmentation
+    return config
+
+
+def loop_config() -> ml_collections.ConfigDict:
+    """Training-loop settings shared by both tasks (not paper constants)."""
+    config = ml_collections.ConfigDict()
+    config.checkpoint_every = 1000  # steps; also on SIGTERM
+    config.keep_checkpoints = 3
+    config.log_every = 50  # progress line and TensorBoard scalars
+    config.eval_every = 5000  # IoU on a validation subset
+    config.eval_examples = 200
+    config.seed = 0
+    return config
+
+
 def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collections.ConfigDict:
     """Configuration of an RMI or LSTM-baseline referring segmentation model at paper size."""
     if model not in ("rmi", "lstm"):
@@ -72,6 +106,8 @@ def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collecti
     # The resnet variant's fc1000 output is the visual feature, so its width follows visual_dim.
     config.model.backbone.classifier_units = config.model.get_ref("visual_dim")
 
+    config.data = referring_data_config()
+
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 1  # reference code
     config.train.num_steps = 750_000  # reference code
@@ -83,6 +119,7 @@ def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collecti
     config.train.adam_beta_1 = 0.9  # TF defaults, as the reference code
     config.train.adam_beta_2 = 0.999
     config.train.adam_epsilon = 1e-8
+    config.train.update(loop_config())
     return config
 
 
@@ -100,6 +137,7 @@ def shrink_referring_config(config: ml_collections.ConfigDict) -> ml_collections
     model.backbone.blocks_per_stage = (1, 1, 1, 1)
     model.backbone.base_width = 8
     config.train.num_steps = 20
+    config.train.update({"checkpoint_every": 10, "log_every": 5, "eval_every": 10, "eval_examples": 8})
     return config
 
 
@@ -136,6 +174,8 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
     config.model.resize_convention = "half_pixel"
     config.model.backbone = vgg_backbone_config()
 
+    config.data = parsing_data_config()
+
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 2  # §4.1
     config.train.learning_rate = 1e-3  # §4.1: new layers (transition, LG-LSTM, prediction convs)
@@ -143,6 +183,8 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
     config.train.momentum = 0.9
     config.train.weight_decay = 5e-4
     config.train.num_epochs = 60  # §4.1: about 60 epochs on Horse-Cow
+    config.train.update(loop_config())
+    config.train.num_steps = 9000  # ~60 epochs of 294 Horse-Cow training images at batch 2
     return config
 
 
@@ -158,6 +200,8 @@ def shrink_parsing_config(config: ml_collections.ConfigDict) -> ml_collections.C
     model.backbone.base_width = 4
     model.backbone.trainable = True
     config.train.num_epochs = 1
+    config.train.num_steps = 20
+    config.train.update({"checkpoint_every": 10, "log_every": 5, "eval_every": 10, "eval_examples": 8})
     return config
 
 

@@ -1,0 +1,65 @@
+"""The layout of a training run's directory, shared by train, evaluate, export and predict.
+
+    <workdir>/config.json        the full ConfigDict the run used
+    <workdir>/checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, step)
+    <workdir>/model.keras        the final model, written when training ends
+    <workdir>/tensorboard/       summaries
+    <workdir>/eval/              evaluation tables (text + JSON)
+"""
+
+import json
+import os
+
+import keras
+import ml_collections
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+MODEL_FILE = "model.keras"
+TENSORBOARD_DIR = "tensorboard"
+EVAL_DIR = "eval"
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as file:
+        file.write(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training directory")
+    with open(path) as file:
+        return ml_collections.ConfigDict(json.load(file))
+
+
+def build_model(config: ml_collections.ConfigDict) -> keras.Model:
+    """The model a config describes (referring: rmi / lstm; parsing: lg_lstm / conv_baseline)."""
+    from tf_recurrent_seg.models.parsing import build_parsing_model
+    from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
+
+    builders = {"rmi": build_rmi, "lstm": build_lstm_baseline}
+    if config.model.name in builders:
+        return builders[config.model.name](config)
+    return build_parsing_model(config)
+
+
+def is_referring(config: ml_collections.ConfigDict) -> bool:
+    return config.model.name in ("rmi", "lstm")
+
+
+def load_model(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDict]:
+    """The run's final model (model.keras) or, while it trains, the model at its latest checkpoint."""
+    import tensorflow as tf
+
+    config = load_config(workdir)
+    model_path = os.path.join(workdir, MODEL_FILE)
+    if os.path.exists(model_path):
+        return keras.models.load_model(model_path), config
+    latest = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
+    if latest is None:
+        raise FileNotFoundError(f"{workdir} has neither {MODEL_FILE} nor a checkpoint")
+    model = build_model(config)
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    return model, config
