@@ -1,22 +1,19 @@
-"""LG-LSTM on Horse-Cow with the DeepLab-LargeFOV VGG-16 base, paper settings (§4.1), and Table 5's ablations.
+"""LG-LSTM on Horse-Cow (PASCAL-Part) with the DeepLab-LargeFOV VGG-16 base (paper §4.1), and Table 5's ablations.
 
-Load with ml_collections.config_flags (`--config=configs/lg_lstm_horse_cow_vgg.py`, any field overridable as
-`--config.model.num_layers=3`) and build with `build_lg_lstm(config)`. Variants, comma-separated:
-`local4` / `local2` (4 or 2 neighbours), `no_global` (Table 5 "w/o global"), `smoke` (every size shrunk for
-a CPU run in seconds), e.g. `configs/lg_lstm_horse_cow_vgg.py:local2,smoke`.
-"""
+    python -m data_tools.pascal_part --output_dir data/horse_cow ...   # once
+    python -m tf_recurrent_seg.cli.train --config=configs/lg_lstm_horse_cow_vgg.py --workdir=runs/lg_lstm_horse_cow_vgg
+    python -m tf_recurrent_seg.cli.evaluate --workdir=runs/lg_lstm_horse_cow_vgg
 
-from tf_recurrent_seg.defaults import apply_config_variant, parsing_config
+Variants, comma-separated: `local4` / `local2` (4 or 2 neighbours), `no_global` (Table 5 "w/o global"), `smoke`
+(every size shrunk for a CPU run in seconds), e.g. `configs/lg_lstm_horse_cow_vgg.py:local2,smoke`."""
 
-ABLATIONS = {
-    "local4": {"neighbourhood": 4},
-    "local2": {"neighbourhood": 2},
-    "no_global": {"use_global": False},
-}
+from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_parsing_dataset
+
+ABLATIONS = {"local4": {"neighbourhood": 4}, "local2": {"neighbourhood": 2}, "no_global": {"use_global": False}}
 
 
 def get_config(variants: str | None = None):
-    config = parsing_config("lg_lstm")
+    config = use_parsing_dataset(parsing_config("lg_lstm"), "horse_cow")
     for variant in (variants or "").split(","):
         if variant in ABLATIONS:
             config.model.update(ABLATIONS[variant])

@@ -1,14 +1,16 @@
-"""RMI (paper §3.3) with the deeplab backbone on RefCOCO (UNC), at paper sizes (§4.2).
+"""RMI (paper §3.3) on RefCOCO (UNC), deeplab backbone, paper settings (§4).
 
-Load it with ml_collections.config_flags (`--config=configs/rmi_refcoco_deeplab.py`, any field
-overridable as `--config.train.learning_rate=1e-4`) and build with `build_rmi(config)`;
-`configs/rmi_refcoco_deeplab.py:smoke` shrinks every size for a CPU run in seconds.
+    python -m data_tools.refer --dataset refcoco --split_by unc --output_dir data/refcoco_unc ...   # once; then put the vocabulary in data/.../vocabulary.txt
+    python -m tf_recurrent_seg.cli.train --config=configs/rmi_refcoco_deeplab.py --workdir=runs/rmi_refcoco_deeplab
+    python -m tf_recurrent_seg.cli.evaluate --workdir=runs/rmi_refcoco_deeplab --crf
+
+750k steps at batch 1 (the reference schedule); `--config.train.cache_features=True` trains the head on cached
+backbone features. `configs/rmi_refcoco_deeplab.py:smoke` shrinks every size for a CPU run in seconds.
 """
 
-from tf_recurrent_seg.defaults import apply_config_variant, referring_config
+from tf_recurrent_seg.defaults import apply_config_variant, referring_config, use_referring_dataset
 
 
 def get_config(variant: str | None = None):
-    config = referring_config("rmi", "deeplab")
-    config.model.vocabulary_size = 12112  # vocabulary_Gref.txt: Google-Ref, UNC, UNC+
+    config = use_referring_dataset(referring_config("rmi", "deeplab"), "refcoco")
     return apply_config_variant(config, variant)

@@ -49,6 +49,7 @@ def referring_data_config() -> ml_collections.ConfigDict:
     config.vocabulary = "data/synthetic_referring/vocabulary.txt"
     config.normalization = "caffe"  # the reference ResNet/DeepLab weights' BGR mean (REFERENCE.md)
     config.strip_pieces = True  # tokenizer: False reproduces the reference exactly (imported checkpoints)
+    config.length_bins = "refcoco"  # which paper's length break-down (Tables 2-5) evaluation reports
     return config
 
 
@@ -222,3 +223,95 @@ def apply_config_variant(config: ml_collections.ConfigDict, variant: str | None)
     if variant not in CONFIG_VARIANTS:
         raise ValueError(f"unknown config variant {variant!r}; known: {sorted(CONFIG_VARIANTS)}")
     return CONFIG_VARIANTS[variant](config)
+
+
+# Where `data_tools` writes each dataset (`--output_dir data/<name>`) and the facts its configs need.
+REFERRING_DATASETS = {
+    # vocabulary sizes: the reference code's vocabulary_Gref.txt (Google-Ref, UNC, UNC+) / vocabulary_referit.txt
+    "refcoco": {"records": "data/refcoco_unc", "train": "train", "eval": "val", "vocabulary_size": 12112},
+    "refcoco+": {"records": "data/refcoco+_unc", "train": "train", "eval": "val", "vocabulary_size": 12112},
+    "refcocog": {"records": "data/refcocog_google", "train": "train", "eval": "val", "vocabulary_size": 12112},
+    "referit": {"records": "data/referit", "train": "trainval", "eval": "test", "vocabulary_size": 8803},
+}
+ATR_CLASSES = (
+    "background", "hat", "hair", "sunglass", "upper-clothes", "skirt", "pants", "dress", "belt", "left-shoe",
+    "right-shoe", "face", "left-leg", "right-leg", "left-arm", "right-arm", "bag", "scarf",
+)  # fmt: skip
+LIP_CLASSES = (
+    "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
+    "jumpsuits", "scarf", "skirt", "face", "left-arm", "right-arm", "left-leg", "right-leg", "left-shoe", "right-shoe",
+)  # fmt: skip
+PARSING_DATASETS = {
+    "horse_cow": {"records": "data/horse_cow", "eval": "test", "classes": HORSE_COW_CLASSES, "left_right_pairs": ()},
+    "atr": {"records": "data/atr", "eval": "test", "classes": ATR_CLASSES, "left_right_pairs": ((9, 10), (12, 13), (14, 15))},
+    "fashionista": {"records": "data/fashionista", "eval": "test", "classes": ATR_CLASSES, "left_right_pairs": ((9, 10), (12, 13), (14, 15))},
+    "lip": {"records": "data/lip", "eval": "val", "classes": LIP_CLASSES, "left_right_pairs": ((14, 15), (16, 17), (18, 19))},
+}  # fmt: skip
+
+
+def use_referring_dataset(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """Points a referring config at a converted dataset (`data/<name>`) and sets its vocabulary size."""
+    dataset = REFERRING_DATASETS[name]
+    config.data.train_records = f"{dataset['records']}/{dataset['train']}"
+    config.data.eval_records = f"{dataset['records']}/{dataset['eval']}"
+    config.data.vocabulary = f"{dataset['records']}/vocabulary.txt"
+    config.data.length_bins = name
+    config.model.vocabulary_size = dataset["vocabulary_size"]
+    return config
+
+
+def use_parsing_dataset(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """Points a parsing config at a converted dataset (`data/<name>`) with its classes and flip pairs."""
+    dataset = PARSING_DATASETS[name]
+    config.data.train_records = f"{dataset['records']}/train"
+    config.data.eval_records = f"{dataset['records']}/{dataset['eval']}"
+    config.data.left_right_pairs = dataset["left_right_pairs"]
+    config.model.class_names = dataset["classes"]
+    config.model.num_classes = len(dataset["classes"])
+    return config
+
+
+def use_synthetic_referring(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Sizes a referring config for the built-in synthetic data on a CPU: a small ResNet trained from scratch.
+
+    Not a paper setting: the synthetic scenes are simple (flat shapes, a 30-word vocabulary), so every size is
+    scaled down so that training takes minutes on two cores.
+    """
+    model = config.model
+    model.vocabulary_size = 64  # >= the synthetic vocabulary (about 32 tokens with the specials)
+    model.image_size = 128
+    model.embedding_dim = model.language_units = 64
+    model.mlstm_units = model.hidden_units = 32
+    model.visual_dim = 64
+    model.backbone.blocks_per_stage = (1, 1, 1, 1)
+    model.backbone.base_width = 16
+    model.backbone.trainable = True  # no pretrained weights here: the backbone learns with the head
+    config.data.train_records = "data/synthetic_referring/train"
+    config.data.eval_records = "data/synthetic_referring/test"
+    config.data.vocabulary = "data/synthetic_referring/vocabulary.txt"
+    config.data.length_bins = "synthetic"
+    config.train.batch_size = 8
+    config.train.num_steps = 3000
+    config.train.learning_rate = 1e-3
+    config.train.end_learning_rate = 1e-4
+    config.train.update({"checkpoint_every": 500, "log_every": 50, "eval_every": 500, "eval_examples": 100})
+    return config
+
+
+def use_synthetic_parsing(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Sizes a parsing config for the synthetic animal figures on a CPU (small ResNet from scratch)."""
+    model = config.model
+    model.image_size = 97
+    model.units = 16
+    model.extra_conv_filters = 64
+    model.backbone = backbone_config("deeplab")
+    model.backbone.blocks_per_stage = (1, 1, 1, 1)
+    model.backbone.base_width = 16
+    model.backbone.trainable = True
+    config.data.train_records = "data/synthetic_parsing/train"
+    config.data.eval_records = "data/synthetic_parsing/test"
+    config.train.batch_size = 8
+    config.train.num_steps = 2000
+    config.train.learning_rate = 1e-2
+    config.train.update({"checkpoint_every": 500, "log_every": 50, "eval_every": 500, "eval_examples": 50})
+    return config
