@@ -53,6 +53,10 @@ def load_model(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDict]:
     """The run's final model (model.keras) or, while it trains, the model at its latest checkpoint."""
     import tensorflow as tf
 
+    # The model modules register their custom classes for keras.models.load_model when imported.
+    import tf_recurrent_seg.models.parsing  # noqa: F401
+    import tf_recurrent_seg.models.referring  # noqa: F401
+
     config = load_config(workdir)
     model_path = os.path.join(workdir, MODEL_FILE)
     if os.path.exists(model_path):

@@ -1,0 +1,484 @@
+"""Segment one image with a trained model: a referring expression's mask (RMI / LSTM) or a parsing label map.
+
+    # referring: an overlay PNG at the image's own size
+    python -m tf_recurrent_seg.cli.predict --workdir runs/rmi --image photo.jpg \\
+        --expression "the man on the left" --output out.png [--crf] [--steps]
+    # parsing: a palette PNG (pixel value = class id) and out_legend.png (image | colours | class names)
+    python -m tf_recurrent_seg.cli.predict --workdir runs/lg_lstm --image horse.jpg --output out.png [--crf]
+
+The model comes from a run directory (`--workdir`: model.keras, else the latest checkpoint; config.json) or
+from `--model PATH.keras --config_json PATH` (a referring model carries its config, so `--config_json` may
+be left out for one). Everything else comes from the run's config: the input size (model.image_size), the
+normalisation (data.normalization), the vocabulary (data.vocabulary, or `--vocabulary`) and the tokenizer
+(data.strip_pieces).
+
+Inference follows the evaluation protocol (REFERENCE.md "Evaluation"): resize keeping the aspect ratio and
+centre zero-pad to image_size, normalise, run the model, threshold the upsampled logits at 0 (referring)
+or take the argmax (parsing), then undo the resize-and-pad (nearest) to the original size. `--crf` runs
+the reference DenseCRF (`tf_recurrent_seg.crf`) on the padded image first, as the reference code does.
+
+Outputs, next to `--output` (which must end in .png):
+- referring: OUTPUT (the mask blended in red over the image); with `--steps` (RMI only) also
+  OUTPUT_steps.png (the prediction after each word, paper Figures 1 and 5) and OUTPUT_responses.png (the
+  mLSTM response map after each word, Figure 6). The per-word outputs need the model built with
+  `model.return_word_outputs`; when the run's model was not, it is rebuilt with the flag and the weights
+  are copied (the flag adds outputs, no weights).
+- parsing: OUTPUT (a palette PNG: each pixel's value is its class id, shown in the VOC colours),
+  OUTPUT_legend.png; with `--steps` also OUTPUT_layers.png (the deeply supervised prediction after each
+  LG-LSTM layer).
+
+Bad inputs (missing or unreadable image, empty expression, missing vocabulary, conflicting flags) stop
+with a one-line message naming the flag, before TensorFlow is loaded where possible.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import time
+
+from absl import app, flags
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines the command's flags on `flag_values` (called by `run`, not at import: other entry points
+    define flags with the same names, and importing them together must not clash)."""
+    flags.DEFINE_string("workdir", None, "Training run directory (config.json + model.keras or checkpoints/).", flag_values=flag_values)
+    flags.DEFINE_string("model", None, "A saved .keras model (instead of --workdir).", flag_values=flag_values)
+    flags.DEFINE_string("config_json", None, "The run's config.json, with --model.", flag_values=flag_values)
+    flags.DEFINE_string("vocabulary", None, "Vocabulary file; default: the config's data.vocabulary.", flag_values=flag_values)
+    flags.DEFINE_string("image", None, "The input image (any format Pillow reads).", flag_values=flag_values)
+    flags.DEFINE_string("expression", None, "The referring expression (referring models only).", flag_values=flag_values)
+    flags.DEFINE_string("output", None, "The output PNG.", flag_values=flag_values)
+    flags.DEFINE_bool("crf", False, "Refine the prediction with the reference DenseCRF (needs pydensecrf2).", flag_values=flag_values)
+    flags.DEFINE_bool(
+        "steps", False, "Also write the per-word (RMI: Figures 1/5/6) or per-layer (LG-LSTM) strips.", flag_values=flag_values
+    )
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def read_input_image(path: str) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of `path`; app.UsageError naming --image when it is missing or unreadable."""
+    from tf_recurrent_seg.data.image_io import BadRecord, read_image
+
+    if not path:
+        raise app.UsageError("--image is required")
+    if not os.path.exists(path):
+        raise app.UsageError(f"--image: {path} does not exist")
+    if os.path.isdir(path):
+        raise app.UsageError(f"--image: {path} is a directory, not an image file")
+    try:
+        return read_image(path)[1]
+    except BadRecord as error:
+        raise app.UsageError(f"--image: cannot read {path} as an image ({error.reason})") from None
+    except OSError as error:
+        raise app.UsageError(f"--image: cannot read {path} ({error})") from None
+
+
+def check_expression(expression: str | None, strip_pieces: bool = True) -> list[str]:
+    """The expression's tokens; app.UsageError naming --expression when it has none."""
+    from tf_recurrent_seg.text import tokenize
+
+    if expression is None:
+        raise app.UsageError("--expression is required for a referring model")
+    words = tokenize(expression, strip_pieces=strip_pieces)
+    if not words:
+        raise app.UsageError(f"--expression {expression!r} is empty: it has no words to segment")
+    return words
+
+
+def check_output(path: str | None) -> pathlib.Path:
+    if not path:
+        raise app.UsageError("--output is required")
+    output = pathlib.Path(path)
+    if output.suffix.lower() != ".png":
+        raise app.UsageError(f"--output must be a .png file, got {path}")
+    if output.is_dir():
+        raise app.UsageError(f"--output: {path} is a directory")
+    return output
+
+
+def sibling(output: pathlib.Path, suffix: str) -> pathlib.Path:
+    """out.png -> out_<suffix>.png in the same directory."""
+    return output.with_name(f"{output.stem}_{suffix}.png")
+
+
+def load_config_json(path: str):
+    import json
+
+    import ml_collections
+
+    if not os.path.exists(path):
+        raise app.UsageError(f"--config_json: {path} does not exist")
+    try:
+        with open(path) as file:
+            return ml_collections.ConfigDict(json.load(file))
+    except (OSError, ValueError) as error:
+        raise app.UsageError(f"--config_json: cannot read {path} as a JSON config ({error})") from None
+
+
+def load_predictor(workdir: str | None = None, model_path: str | None = None, config_json: str | None = None):
+    """(model, config) from a run directory or from a .keras file and its config.json."""
+    if bool(workdir) == bool(model_path):
+        raise app.UsageError("give exactly one of --workdir and --model")
+    if workdir:
+        if not os.path.isdir(workdir):
+            raise app.UsageError(f"--workdir: {workdir} is not a directory")
+        if not os.path.exists(os.path.join(workdir, "config.json")):
+            raise app.UsageError(f"--workdir: {workdir} has no config.json, it is not a training directory")
+    elif not os.path.exists(model_path):
+        raise app.UsageError(f"--model: {model_path} does not exist")
+    config = load_config_json(config_json) if config_json else None
+
+    import keras
+
+    # Registers the custom layers and model classes that keras.models.load_model looks up.
+    import tf_recurrent_seg.models.parsing  # noqa: F401
+    import tf_recurrent_seg.models.referring  # noqa: F401
+    from tf_recurrent_seg import workdir as workdir_lib
+
+    if workdir:
+        try:
+            model, run_config = workdir_lib.load_model(workdir)
+        except FileNotFoundError as error:
+            raise app.UsageError(f"--workdir: {error}") from None
+        return model, config or run_config
+    model = keras.models.load_model(model_path)
+    if config is None:
+        carried = getattr(model, "config", None)
+        if carried is None or "model" not in carried:
+            raise app.UsageError(f"--config_json is required with --model {model_path} (the model does not carry its config)")
+        config = carried
+    return model, config
+
+
+def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -> str:
+    if override:
+        if not os.path.exists(override):
+            raise app.UsageError(f"--vocabulary: {override} does not exist")
+        return override
+    path = config.data.get("vocabulary") if "data" in config else None
+    if not path:
+        raise app.UsageError("the config has no data.vocabulary: pass --vocabulary")
+    candidates = [path] if os.path.isabs(path) else [path] + ([os.path.join(workdir, path)] if workdir else [])
+    for candidate in candidates:
+        if os.path.exists(candidate):
+            return candidate
+    raise app.UsageError(f"the run's vocabulary {path} (config data.vocabulary) does not exist here: pass --vocabulary")
+
+
+def normalize_image(padded: np.ndarray, normalization: str) -> np.ndarray:
+    """(S, S, 3) uint8 RGB -> float32 network input, as the config's data.normalization says."""
+    from tf_recurrent_seg.data.preprocessing import caffe_preprocess
+
+    if normalization == "caffe":
+        return caffe_preprocess(padded)
+    from tf_recurrent_seg.data.pipeline import NORMALIZATION_MEANS
+
+    if normalization not in NORMALIZATION_MEANS:
+        raise ValueError(f"config data.normalization must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}")
+    return padded[..., ::-1].astype(np.float32) - np.asarray(NORMALIZATION_MEANS[normalization], np.float32)
+
+
+def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """(padded uint8 (S, S, 3), normalised float32 (1, S, S, 3), placement) for the model."""
+    from tf_recurrent_seg.data.preprocessing import resize_and_pad
+
+    padded, placement = resize_and_pad(image, config.model.image_size)
+    default = "caffe" if config.model.name in ("rmi", "lstm") else "caffe_vgg"
+    normalization = config.data.get("normalization", default) if "data" in config else default
+    return padded, normalize_image(padded, normalization)[None], placement
+
+
+# ----------------------------------------------------------------------------------------------- referring
+
+
+def with_word_outputs(model, config):
+    """The RMI model with per-word outputs: `model` itself when built so, else a rebuild sharing its weights."""
+    from tf_recurrent_seg import workdir as workdir_lib
+
+    if config.model.name != "rmi":
+        raise app.UsageError(f"--steps needs an RMI model (per-word mLSTM states); this run's model is {config.model.name!r}")
+    if config.model.get("return_word_outputs", False):
+        return model
+    word_config = config.copy_and_resolve_references()
+    word_config.model.return_word_outputs = True
+    rebuilt = workdir_lib.build_model(word_config)
+    source, target = model.weights, rebuilt.weights
+    mismatched = [
+        (a.path, b.path) for a, b in zip(source, target) if a.path != b.path or tuple(a.shape) != tuple(b.shape)
+    ]
+    if len(source) != len(target) or mismatched:
+        raise RuntimeError(
+            f"the model rebuilt with return_word_outputs does not match the run's model "
+            f"({len(source)} vs {len(target)} weights, first differences {mismatched[:3]})"
+        )
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _upsample(lowres: np.ndarray, size: int, convention: str) -> np.ndarray:
+    """(N, h, w) -> (N, size, size) with the model's own bilinear convention."""
+    from tf_recurrent_seg.layers import resize_bilinear
+
+    return np.asarray(resize_bilinear(lowres[..., None].astype(np.float32), (size, size), convention))[..., 0]
+
+
+def _unpad_float(values: np.ndarray, placement, original_size) -> np.ndarray:
+    """Crops a padded-size float map to the image region and resizes it bilinearly to the original size."""
+    from PIL import Image
+
+    top, left, new_h, new_w = placement
+    crop = np.ascontiguousarray(values[top : top + new_h, left : left + new_w], np.float32)
+    height, width = original_size
+    return np.asarray(Image.fromarray(crop, mode="F").resize((width, height), Image.BILINEAR))
+
+
+def predict_referring(model, config, image: np.ndarray, expression: str, vocabulary, *, crf: bool = False, steps: bool = False) -> dict:
+    """Segments what `expression` refers to in `image` (uint8 RGB, any size).
+
+    Returns a dict: "mask" bool (H, W) at the image's size; "logits" (S, S) padded-size logits; "words"
+    the tokens the model saw; "crf" whether the mask was refined; with `steps`, "word_masks" (one bool
+    (H, W) mask per word) and "word_responses" (one float (H, W) response map per word); "timings" (s).
+    """
+    from tf_recurrent_seg.data.preprocessing import unpad_and_resize
+
+    timings = {}
+    strip_pieces = config.data.get("strip_pieces", True) if "data" in config else True
+    max_words = config.model.max_words
+    check_expression(expression, strip_pieces)
+    try:
+        tokens = vocabulary.encode(expression, max_words, strip_pieces=strip_pieces)
+    except ValueError as error:
+        raise app.UsageError(f"--expression: {error}") from None
+    words = vocabulary.decode(tokens)
+    if len(vocabulary) > config.model.vocabulary_size:
+        raise app.UsageError(
+            f"the vocabulary has {len(vocabulary)} tokens but the model's embedding has {config.model.vocabulary_size} rows: "
+            f"it is not the vocabulary the run was trained with"
+        )
+    tic = time.perf_counter()
+    padded, inputs, placement = prepare_image(image, config)
+    timings["preprocess"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    if steps:
+        model = with_word_outputs(model, config)
+    outputs = model({"image": inputs, "tokens": tokens[None]}, training=False)
+    logits = np.asarray(outputs["logits"])[0, ..., 0]
+    timings["model"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    if crf:
+        from tf_recurrent_seg.crf import refine_referring
+
+        padded_mask = refine_referring(padded, logits)
+    else:
+        padded_mask = logits >= 0
+    original_size = image.shape[:2]
+    mask = unpad_and_resize(padded_mask, placement, original_size).astype(bool)
+    timings["postprocess"] = time.perf_counter() - tic
+    result = {"mask": mask, "logits": logits, "words": words, "crf": crf, "timings": timings}
+
+    if steps:
+        first = max_words - len(words)  # tokens are left-padded: word k sits at step first + k
+        size, convention = config.model.image_size, config.model.resize_convention
+        word_logits = _upsample(np.asarray(outputs["word_logits_lowres"])[0, first:, ..., 0], size, convention)
+        responses = _upsample(np.asarray(outputs["word_response_maps_lowres"])[0, first:, ..., 0], size, convention)
+        result["word_masks"] = [unpad_and_resize(step >= 0, placement, original_size).astype(bool) for step in word_logits]
+        result["word_responses"] = [_unpad_float(step, placement, original_size) for step in responses]
+    return result
+
+
+def write_referring(result: dict, image: np.ndarray, output: pathlib.Path) -> list[pathlib.Path]:
+    from PIL import Image
+
+    from tf_recurrent_seg.visualize import heat_map, overlay_mask, save_panels
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay_mask(image, result["mask"])).save(output)
+    written = [output]
+    if "word_masks" in result:
+        words = result["words"]
+        panels = [image] + [overlay_mask(image, mask) for mask in result["word_masks"]]
+        titles = ["input"] + [f"after '{word}'" for word in words]
+        if result["crf"]:
+            panels.append(overlay_mask(image, result["mask"]))
+            titles.append("final + DenseCRF")
+        save_panels(panels, titles, str(sibling(output, "steps")), panel_height=160)
+        save_panels(
+            [image] + [heat_map(response) for response in result["word_responses"]],
+            ["input"] + [f"response '{word}'" for word in words],
+            str(sibling(output, "responses")),
+            panel_height=160,
+        )
+        written += [sibling(output, "steps"), sibling(output, "responses")]
+    return written
+
+
+# ----------------------------------------------------------------------------------------------- parsing
+
+
+def class_names_of(config) -> list[str]:
+    names = [str(name) for name in config.model.get("class_names", ())]
+    count = config.model.num_classes
+    if len(names) != count:
+        names = (names + [f"class {index}" for index in range(len(names), count)])[:count]
+    return names
+
+
+def predict_parsing(model, config, image: np.ndarray, *, crf: bool = False, steps: bool = False) -> dict:
+    """Parses `image` (uint8 RGB, any size) into classes.
+
+    Returns a dict: "labels" int32 (H, W) at the image's size; "class_names"; "crf"; with `steps`,
+    "layer_labels" (the argmax of each deeply supervised prediction, (H, W) each); "timings" (s).
+    """
+    from tf_recurrent_seg.data.preprocessing import unpad_and_resize
+
+    timings = {}
+    tic = time.perf_counter()
+    padded, inputs, placement = prepare_image(image, config)
+    timings["preprocess"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    outputs = model(inputs, training=False)
+    logits = np.asarray(outputs["logits"])[0]
+    timings["model"] = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    if crf:
+        from tf_recurrent_seg.crf import refine_parsing
+
+        shifted = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
+        probabilities = shifted / shifted.sum(axis=-1, keepdims=True)  # softmax
+        padded_labels = refine_parsing(padded, probabilities)
+    else:
+        padded_labels = np.argmax(logits, axis=-1)
+    original_size = image.shape[:2]
+    labels = unpad_and_resize(padded_labels.astype(np.uint8), placement, original_size).astype(np.int32)
+    timings["postprocess"] = time.perf_counter() - tic
+    result = {"labels": labels, "class_names": class_names_of(config), "crf": crf, "timings": timings}
+    if steps:
+        layer_logits = np.asarray(outputs["layer_logits"])[0]
+        result["layer_labels"] = [
+            unpad_and_resize(np.argmax(step, axis=-1).astype(np.uint8), placement, original_size).astype(np.int32)
+            for step in layer_logits
+        ]
+    return result
+
+
+def write_parsing(result: dict, image: np.ndarray, output: pathlib.Path) -> list[pathlib.Path]:
+    from PIL import Image
+
+    from tf_recurrent_seg.visualize import colorize_labels, label_palette, save_legend_strip, save_panels
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    names = result["class_names"]
+    palette = label_palette(len(names))
+    label_image = Image.fromarray(result["labels"].astype(np.uint8), mode="P")
+    label_image.putpalette(palette.flatten().tolist())
+    label_image.save(output)
+    save_legend_strip(image, result["labels"], names, str(sibling(output, "legend")), palette=palette)
+    written = [output, sibling(output, "legend")]
+    if "layer_labels" in result:
+        count = len(result["layer_labels"])
+        save_panels(
+            [image] + [colorize_labels(labels, palette) for labels in result["layer_labels"]],
+            ["input"] + [f"layer {index + 1}/{count}" for index in range(count)],
+            str(sibling(output, "layers")),
+            panel_height=160,
+        )
+        written.append(sibling(output, "layers"))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------- command
+
+
+REFERRING_MODELS = ("rmi", "lstm")  # as workdir.is_referring, without importing TensorFlow
+
+
+def check_task_flags(config, options) -> None:
+    """--expression is required by referring models and refused by parsing ones; --steps needs RMI or LG-LSTM."""
+    name = config.model.name
+    if name in REFERRING_MODELS:
+        check_expression(options.expression, config.data.get("strip_pieces", True) if "data" in config else True)
+        if options.steps and name != "rmi":
+            raise app.UsageError(f"--steps needs an RMI model (per-word mLSTM states); this run's model is {name!r}")
+    elif options.expression is not None:
+        raise app.UsageError(f"--expression is for referring models; this run's model is {name!r} (parsing)")
+
+
+def main(argv, flag_values: flags.FlagValues | None = None) -> None:
+    """Runs the command with parsed flags (`FLAGS` under `run`; tests pass their own FlagValues)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    options = flag_values if flag_values is not None else FLAGS
+    start = time.perf_counter()
+    # Everything that can be checked without TensorFlow is checked first.
+    if bool(options.workdir) == bool(options.model):
+        raise app.UsageError("give exactly one of --workdir and --model")
+    output = check_output(options.output)
+    image = read_input_image(options.image)
+    if options.expression is not None:
+        check_expression(options.expression)
+    if options.crf:
+        try:
+            from tf_recurrent_seg.crf import require_pydensecrf
+
+            require_pydensecrf()
+        except ImportError as error:
+            raise app.UsageError(f"--crf: {error}") from None
+
+    # The config says which task this is, so expression mistakes are reported before the model loads.
+    early_config = None
+    if options.config_json:
+        early_config = load_config_json(options.config_json)
+    elif options.workdir and os.path.exists(os.path.join(options.workdir, "config.json")):
+        early_config = load_config_json(os.path.join(options.workdir, "config.json"))
+    if early_config is not None:
+        check_task_flags(early_config, options)
+        if early_config.model.name in REFERRING_MODELS:
+            resolve_vocabulary_path(early_config, options.workdir, options.vocabulary)
+
+    model, config = load_predictor(options.workdir, options.model, options.config_json)
+    loaded = time.perf_counter() - start
+    check_task_flags(config, options)
+    if config.model.name in REFERRING_MODELS:
+        from tf_recurrent_seg.text import Vocabulary
+
+        vocabulary_path = resolve_vocabulary_path(config, options.workdir, options.vocabulary)
+        try:
+            vocabulary = Vocabulary.load(vocabulary_path)
+        except (OSError, ValueError) as error:
+            raise app.UsageError(f"cannot load the vocabulary {vocabulary_path}: {error}") from None
+        result = predict_referring(model, config, image, options.expression, vocabulary, crf=options.crf, steps=options.steps)
+        written = write_referring(result, image, output)
+        summary = f"{' '.join(result['words'])!r}: the mask covers {100 * result['mask'].mean():.1f}% of the image"
+    else:
+        result = predict_parsing(model, config, image, crf=options.crf, steps=options.steps)
+        written = write_parsing(result, image, output)
+        present = [result["class_names"][index] for index in np.unique(result["labels"])]
+        summary = f"classes present: {', '.join(present)}"
+    timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result["timings"].items())
+    print(f"{config.model.name} on {image.shape[1]}x{image.shape[0]} {options.image}{' + DenseCRF' if options.crf else ''}: {summary}")
+    print(f"load {loaded:.2f}s, {timings}, total {time.perf_counter() - start:.2f}s")
+    for path in written:
+        print(f"wrote {path}")
+
+
+def run():
+    """Console-script entry point."""
+    define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
