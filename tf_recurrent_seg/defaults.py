@@ -23,6 +23,10 @@ def backbone_config(variant: str = "resnet") -> ml_collections.ConfigDict:
     config.padding = "same"
     config.bn_epsilon = 1e-3
     config.trainable = False  # frozen, BN in inference mode, as in the reference code
+    # Weights loaded when training starts: None (random), "imagenet" (keras.applications, a download; use
+    # padding "explicit" and bn_epsilon 1.001e-5 with it) or "tf1:<checkpoint prefix>" (the reference
+    # ResNet101_init / DeepLab ResNet101_train checkpoints, the reference code's initialisation).
+    config.pretrained = None
     return config
 
 
@@ -38,6 +42,7 @@ def vgg_backbone_config() -> ml_collections.ConfigDict:
     # True: keras.applications.VGG16's 2x2/2 pools and no dilation (output stride 32), to check weight
     # transfer; False: DeepLab-LargeFOV's Caffe pools (output stride 8, 321 -> 41).
     config.keras_applications_pooling = False
+    config.pretrained = "imagenet"  # §4.1: finetuned from ImageNet (keras.applications VGG16 conv1-conv5, a download)
     return config
 
 
@@ -120,6 +125,8 @@ def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collecti
     config.train.adam_beta_1 = 0.9  # TF defaults, as the reference code
     config.train.adam_beta_2 = 0.999
     config.train.adam_epsilon = 1e-8
+    config.train.cache_features = False  # train the head on backbone features computed once (exact: it is frozen)
+    config.train.feature_dtype = "float32"  # of the cached features; float16 halves the disk at ~5e-4 error
     config.train.update(loop_config())
     return config
 

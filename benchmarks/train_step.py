@@ -1,0 +1,90 @@
+"""RMI training steps per second at paper size, batch 1: head-only from cached features vs the full model.
+
+    python benchmarks/train_step.py [--variant resnet] [--cached_steps 10] [--full_steps 3]
+
+Prints one JSON line. "cached": a step from cached res5c features (random 40x40x2048 float32, what
+`train.cache_features` trains from: fc1000 for the resnet variant, then the RMI head, loss, gradients, Adam);
+"full": the same step through the whole model from a 320x320 image (the frozen ResNet-101 forward included;
+no backbone gradients are needed, but the tape still records its forward). Both take ~10-word expressions
+and a random 320x320 mask, run `training.referring_step_loss` and `optimizer.apply_gradients` in one
+`tf.function`, after `--warmup` untimed steps (tracing). The input pipeline is not part of the timing.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="resnet", choices=["resnet", "deeplab"])
+    parser.add_argument("--words", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--cached_steps", type=int, default=10)
+    parser.add_argument("--full_steps", type=int, default=3)
+    args = parser.parse_args()
+
+    from tf_recurrent_seg import optimization, training
+    from tf_recurrent_seg.defaults import referring_config
+    from tf_recurrent_seg.models.referring import build_rmi, feature_size
+
+    config = referring_config("rmi", args.variant)
+    start = time.perf_counter()
+    model = build_rmi(config)
+    optimizer = optimization.build_optimizer(config.train, is_bias=optimization.conv_bias_predicate(model))
+    optimizer.build(model.trainable_variables)
+    build_seconds = time.perf_counter() - start
+
+    rng = np.random.default_rng(0)
+    size, side = config.model.image_size, feature_size(config.model)
+    tokens = np.zeros((1, config.model.max_words), np.int32)  # left-padded
+    tokens[0, -args.words:] = rng.integers(4, config.model.vocabulary_size, args.words)
+    mask = (rng.random((1, size, size)) > 0.7).astype(np.float32)
+    res5c_channels = training.res5c_extractor(model).output.shape[-1]
+    inputs = {
+        "cached": (
+            {"res5c": rng.random((1, side, side, res5c_channels), np.float32), "tokens": tokens}, {"mask": mask}
+        ),
+        "full": ({"image": rng.normal(0, 50, (1, size, size, 3)).astype(np.float32), "tokens": tokens}, {"mask": mask}),
+    }
+
+    @tf.function
+    def step(features, targets):
+        with tf.GradientTape() as tape:
+            loss = training.referring_step_loss(model, config, features, targets, global_batch_size=1)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    result = {"benchmark": "rmi_train_step", "variant": args.variant, "image_size": size, "feature_size": side,
+              "res5c_channels": int(res5c_channels), "batch_size": 1, "words": args.words,
+              "build_seconds": round(build_seconds, 2)}
+    for name, steps in (("cached", args.cached_steps), ("full", args.full_steps)):
+        features, targets = (tf.nest.map_structure(tf.constant, part) for part in inputs[name])
+        start = time.perf_counter()
+        for _ in range(args.warmup):
+            float(step(features, targets))
+        warmup = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(steps):
+            float(step(features, targets))
+        elapsed = time.perf_counter() - start
+        result[f"{name}_steps_per_second"] = round(steps / elapsed, 3)
+        result[f"{name}_seconds_per_step"] = round(elapsed / steps, 4)
+        result[f"{name}_warmup_seconds"] = round(warmup, 2)
+        result[f"{name}_timed_steps"] = steps
+    result["speedup_cached_over_full"] = round(result["cached_steps_per_second"] / result["full_steps_per_second"], 2)
+    result.update(tensorflow=tf.__version__, cpu_count=os.cpu_count(), machine=platform.machine(),
+                  gpus=len(tf.config.list_physical_devices("GPU")))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,358 @@
+"""The training loop (`tf_recurrent_seg.training`, `tf_recurrent_seg.cli.train`) on tiny synthetic record sets.
+
+Distributed runs, preemption and restarts run in subprocesses: logical CPU devices and
+MultiWorkerMirroredStrategy must be set up before TF initialises, and a killed process must be a real one.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_recurrent_seg import training
+from tf_recurrent_seg import workdir as workdir_lib
+from tf_recurrent_seg.data import pipeline
+from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
+from tf_recurrent_seg.text import Vocabulary
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SUBPROCESS_TIMEOUT = 240
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> pathlib.Path:
+    """Synthetic referring and parsing records at 64x64, two shards per split (two input pipelines)."""
+    from data_tools.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("training_data")
+    write_synthetic("referring", str(root / "ref"), num_train=16, num_test=8, image_size=64, num_shards=2)
+    write_synthetic("parsing", str(root / "par"), num_train=16, num_test=8, image_size=64, num_shards=2)
+    return root
+
+
+def _data_overrides(data_dir: pathlib.Path, task: str) -> dict[str, str]:
+    if task == "referring":
+        return {
+            "data.train_records": str(data_dir / "ref" / "train"),
+            "data.eval_records": str(data_dir / "ref" / "test"),
+            "data.vocabulary": str(data_dir / "ref" / "vocabulary.txt"),
+        }
+    return {"data.train_records": str(data_dir / "par" / "train"), "data.eval_records": str(data_dir / "par" / "test")}
+
+
+def _referring_test_config(data_dir, name="rmi", variant="resnet"):
+    config = shrink_config(referring_config(name, variant))
+    for key, value in _data_overrides(data_dir, "referring").items():
+        section, field = key.split(".")
+        config[section][field] = value
+    return config
+
+
+def _env(**extra) -> dict[str, str]:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO_ROOT))
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _cli_command(data_dir, workdir, overrides=(), flags=(), config="configs/rmi_refcoco_resnet.py:smoke"):
+    settings = {
+        **_data_overrides(data_dir, "referring" if "refcoco" in config else "parsing"),
+        "train.learning_rate": "1e-2",
+        **dict(overrides),
+    }
+    return [
+        sys.executable, "-m", "tf_recurrent_seg.cli.train", f"--config={config}", f"--workdir={workdir}",
+        *(f"--config.{key}={value}" for key, value in settings.items()), *flags,
+    ]
+
+
+def _summary(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def _first_checkpoint(workdir: pathlib.Path, process: subprocess.Popen, timeout: float = SUBPROCESS_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    state = workdir / "checkpoints" / "checkpoint"
+    while not state.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"training ended (status {process.returncode}) before its first checkpoint")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("no checkpoint in time")
+        time.sleep(0.02)
+
+
+def _checkpoint_value(path: str, prefix: str) -> int:
+    reader = tf.train.load_checkpoint(path)
+    names = reader.get_variable_to_shape_map()
+    (key,) = [key for key in names if key.startswith(prefix) and "OPTIMIZER_SLOT" not in key]
+    return int(reader.get_tensor(key))
+
+
+def test_make_strategy_and_roles():
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        training.make_strategy("parameter_server")
+    strategy = training.make_strategy("one_device")
+    assert strategy.num_replicas_in_sync == 1
+    assert training.worker_role(strategy) == (True, 0)
+    assert training.backbone_is_pretrained(parsing_config("lg_lstm"))  # the paper's ImageNet VGG-16
+    assert not training.backbone_is_pretrained(shrink_config(parsing_config("lg_lstm")))  # from scratch
+
+
+_MIRRORED_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import tensorflow as tf
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tf_recurrent_seg import training
+    from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
+
+    data, root = sys.argv[1], sys.argv[2]
+    strategy = training.make_strategy("mirrored")
+    results = {"replicas": strategy.num_replicas_in_sync}
+    for name in ("rmi", "lg_lstm"):
+        if name == "rmi":
+            config = shrink_config(referring_config("rmi"))
+            config.data.train_records, config.data.eval_records = data + "/ref/train", data + "/ref/test"
+            config.data.vocabulary = data + "/ref/vocabulary.txt"
+            config.train.end_learning_rate = 1e-2
+        else:
+            config = shrink_config(parsing_config("lg_lstm"))
+            config.data.train_records, config.data.eval_records = data + "/par/train", data + "/par/test"
+        config.train.update(learning_rate=1e-2, batch_size=2, num_steps=20, log_every=1, eval_every=1000,
+                            checkpoint_every=1000)
+        results[name] = training.train(config, f"{root}/{name}", strategy)
+    print(json.dumps(results))
+    """
+)
+
+
+def test_mirrored_two_replicas_loss_falls(data_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_SCRIPT, str(data_dir), str(tmp_path)], capture_output=True, text=True,
+        env=_env(), cwd=REPO_ROOT, timeout=SUBPROCESS_TIMEOUT,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = _summary(result.stdout)
+    assert report["replicas"] == 2
+    for name in ("rmi", "lg_lstm"):
+        summary = report[name]
+        assert summary["final_step"] == 20 and not summary["preempted"]
+        losses = [loss for _, loss in summary["losses"]]
+        assert len(losses) == 20 and np.all(np.isfinite(losses))
+        assert np.mean(losses[-5:]) < np.mean(losses[:5]), (name, losses)
+        assert (tmp_path / name / "model.keras").exists()
+        assert (tmp_path / name / "config.json").exists()
+    assert set(report["lg_lstm"]["eval"]) == {"pixel_accuracy", "mean_iou"}
+    assert set(report["rmi"]["eval"]) == {"overall_iou"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_multi_worker_two_processes_agree(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    command = _cli_command(
+        data_dir, workdir, {"train.end_learning_rate": "1e-2", "train.batch_size": "2", "train.num_steps": "8",
+                            "train.checkpoint_every": "4", "train.log_every": "1"},
+        flags=["--strategy=multi_worker"],
+    )
+    processes = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+            env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})),
+        )
+        for index in range(2)
+    ]
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=SUBPROCESS_TIMEOUT))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for process, (stdout, stderr) in zip(processes, outputs):
+        assert process.returncode == 0, stderr[-4000:]
+    chief, other = (_summary(stdout) for stdout, _ in outputs)
+    assert chief["is_chief"] and not other["is_chief"]
+    assert chief["final_step"] == other["final_step"] == 8
+    np.testing.assert_allclose([l for _, l in chief["losses"]], [l for _, l in other["losses"]], rtol=1e-6)
+    np.testing.assert_allclose(chief["weights_checksum"], other["weights_checksum"], rtol=1e-9)
+    losses = [loss for _, loss in chief["losses"]]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    # Only the chief writes the run directory; the other worker's checkpoints went to a deleted temp dir.
+    assert (workdir / "model.keras").exists()
+    assert _checkpoint_value(tf.train.latest_checkpoint(str(workdir / "checkpoints")), "step/") == 8
+    assert "2 replicas, global batch 2" in outputs[0][1]
+
+
+def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    num_steps = 80
+    command = _cli_command(
+        data_dir, workdir,
+        {"train.num_steps": num_steps, "train.checkpoint_every": 5, "train.log_every": 10, "train.eval_every": 1000},
+    )
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
+                               env=_env())
+    try:
+        _first_checkpoint(workdir, process)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = _checkpoint_value(tf.train.latest_checkpoint(str(workdir / "checkpoints")), "step/")
+    assert 0 < killed_at < num_steps
+    assert not (workdir / "model.keras").exists()
+
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=_env(),
+                            timeout=SUBPROCESS_TIMEOUT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    summary = _summary(result.stdout)
+    assert summary["start_step"] >= killed_at > 0
+    assert f"resumed from step {summary['start_step']}" in result.stderr
+    assert summary["final_step"] == num_steps
+    final = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    assert final.endswith(f"ckpt-{num_steps}")
+    assert _checkpoint_value(final, "step/") == num_steps
+    assert _checkpoint_value(final, "optimizer/_iterations/") == num_steps  # the schedule position came back
+    assert f"step {num_steps}/{num_steps} loss" in result.stderr  # progress lines: step/num_steps, loss, ETA
+    assert "ETA" in result.stderr and "examples/s" in result.stderr
+    model, config = workdir_lib.load_model(str(workdir))
+    assert config.train.num_steps == num_steps and model.name == "rmi"
+
+    tags = set()
+    for event_file in (workdir / "tensorboard").iterdir():
+        for record in tf.data.TFRecordDataset(str(event_file)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            tags.update(value.tag for value in event.summary.value)
+    assert {"train/loss", "train/learning_rate", "train/examples_per_second", "eval/overall_iou",
+            "eval/input", "eval/prediction"} <= tags
+
+
+def test_sigterm_checkpoints_and_exits_cleanly_with_cached_features(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    num_steps = 1000
+    command = _cli_command(
+        data_dir, workdir, {"train.num_steps": num_steps, "train.checkpoint_every": 5, "train.log_every": 10,
+                            "train.eval_every": 10000},
+        flags=["--cache_features"],
+    )
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                               env=_env())
+    try:
+        _first_checkpoint(workdir, process)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr[-4000:]
+    summary = _summary(stdout)
+    assert summary["preempted"] and 0 < summary["final_step"] < num_steps
+    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    assert _checkpoint_value(latest, "step/") == summary["final_step"]
+    assert "stopped at step" in stderr and "cached backbone features" in stderr
+    assert not (workdir / "model.keras").exists()
+    manifest = json.loads((workdir / "features" / "pipeline-0-of-1" / "manifest.json").read_text())
+    assert manifest["num_images"] == manifest["num_expressions"] == 16 and manifest["dtype"] == "float32"
+
+
+def _records_with_a_shared_image(data_dir: pathlib.Path, path: pathlib.Path) -> list[str]:
+    """Three expressions, two images: records 0 and 2 show the same image (record 2 takes record 1's expression)."""
+    files = pipeline.resolve_files(str(data_dir / "ref" / "train"))
+    raw = [record.numpy() for record in tf.data.TFRecordDataset(files).take(3)]
+    examples = [tf.train.Example.FromString(record) for record in raw]
+    shared = tf.train.Example.FromString(raw[0])
+    shared.features.feature["expression/raw"].CopyFrom(examples[1].features.feature["expression/raw"])
+    shared.features.feature["sent_id"].CopyFrom(examples[2].features.feature["sent_id"])
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for example in (examples[0], examples[1], shared):
+            writer.write(example.SerializeToString())
+    return [str(path)]
+
+
+@pytest.mark.parametrize("name, variant", [("rmi", "resnet"), ("lstm", "deeplab")])
+def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, variant):
+    config = _referring_test_config(data_dir, name, variant)
+    keras.utils.set_random_seed(0)
+    model = workdir_lib.build_model(config)
+    vocabulary = Vocabulary.load(config.data.vocabulary)
+    files = _records_with_a_shared_image(data_dir, tmp_path / "shared.tfrecord")
+    cache_dir = str(tmp_path / "features")
+
+    manifest = training.build_feature_cache(model, config, files, cache_dir, vocabulary)
+    assert manifest["num_images"] == 2 and manifest["num_expressions"] == 3
+    channels = 32 * config.model.backbone.base_width  # res5c, fc1000's input: fc1000 keeps training
+    assert manifest["shape"] == [8, 8, channels] and manifest["dtype"] == "float32"
+    shard = os.path.join(cache_dir, manifest["files"][0])
+    modified = os.path.getmtime(shard)
+    assert training.build_feature_cache(model, config, files, cache_dir, vocabulary) == manifest  # reused
+    assert os.path.getmtime(shard) == modified
+
+    full = list(pipeline.referring_dataset(
+        files, vocabulary, training=False, batch_size=1, image_size=64, normalization=config.data.normalization,
+    ))
+    cached = list(training.cached_referring_dataset(cache_dir, training=False, batch_size=1))
+    assert len(full) == len(cached) == 3
+    # Cache order: image A's two expressions (records 0 and 2), then image B's (record 1).
+    for (cached_features, cached_targets), index in zip(cached, (0, 2, 1)):
+        full_features, full_targets = full[index]
+        np.testing.assert_array_equal(cached_features["tokens"], full_features["tokens"])
+        np.testing.assert_array_equal(cached_targets["mask"], full_targets["mask"])
+        results = []
+        for features in (full_features, cached_features):
+            with tf.GradientTape() as tape:
+                loss = training.referring_step_loss(model, config, features, cached_targets, global_batch_size=1)
+            grads = tape.gradient(loss, model.trainable_variables)
+            results.append((float(loss), [np.asarray(tf.convert_to_tensor(g)) for g in grads]))
+        (full_loss, full_grads), (cached_loss, cached_grads) = results
+        np.testing.assert_allclose(cached_loss, full_loss, rtol=1e-5)
+        assert len(full_grads) == len(model.trainable_variables) and all(g is not None for g in full_grads)
+        for full_grad, cached_grad in zip(full_grads, cached_grads):
+            np.testing.assert_allclose(cached_grad, full_grad, rtol=1e-5, atol=1e-5 * np.abs(full_grad).max() + 1e-12)
+    if variant == "resnet":  # fc1000 is trained from the cache: it has a gradient
+        fc1000 = model.backbone.get_layer("fc1000")
+        assert any(v is fc1000.kernel for v in model.trainable_variables)
+        # float16 storage: half the disk, features rounded to ~5e-4 relative.
+        half = training.build_feature_cache(model, config, files, str(tmp_path / "half"), vocabulary, dtype="float16")
+        assert half["dtype"] == "float16"
+        half_dataset = training.cached_referring_dataset(str(tmp_path / "half"), training=False, batch_size=1)
+        (features, targets), *_ = half_dataset
+        np.testing.assert_allclose(features["res5c"], cached[0][0]["res5c"], rtol=2e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            float(training.referring_step_loss(model, config, features, targets, global_batch_size=1)),
+            float(training.referring_step_loss(model, config, cached[0][0], cached[0][1], global_batch_size=1)),
+            rtol=1e-3,
+        )
+
+
+def test_cache_features_rejects_parsing_and_trainable_backbones(tmp_path):
+    config = shrink_config(parsing_config("lg_lstm"))
+    config.train.cache_features = True
+    with pytest.raises(ValueError, match="referring models"):
+        training.train(config, str(tmp_path), "one_device")
+    config = shrink_config(referring_config("rmi"))
+    config.train.cache_features = True
+    config.model.backbone.trainable = True
+    with pytest.raises(ValueError, match="frozen backbone"):
+        training.train(config, str(tmp_path), "one_device")
