@@ -1,0 +1,141 @@
+"""Exports a training run for serving: a TF Serving SavedModel and, with --tflite, a TFLite flatbuffer.
+
+    python -m tf_recurrent_seg.cli.export --workdir runs/rmi_unc [--export_dir saved_models/rmi_unc]
+        [--version 3] [--tflite] [--quantization float16] [--vocabulary data/vocabulary_Gref.txt]
+
+Writes (docs/serving.md shows how to serve and query them):
+    <export_dir>/<version>/        the SavedModel (signatures `serving_default` and `serve_tensors`);
+                                   TF Serving serves the highest numeric version under <export_dir>
+    <export_dir>/model.tflite      with --tflite: batch 1, builtin ops only (RNNs unrolled for RMI/LSTM)
+
+The model is the run's `model.keras`, or the latest checkpoint while it trains (`workdir.load_model`).
+"""
+
+import os
+
+from absl import app, flags, logging
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Defines the flags on `flag_values` (done by `run`; importing the module defines nothing)."""
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("workdir", None, "The training run's directory (config.json + model.keras or checkpoints/).", **fv)
+    flags.DEFINE_string(
+        "export_dir", None, "Model base directory; default saved_models/<run name> (the workdir's last path component).",
+        **fv,
+    )
+    flags.DEFINE_integer(
+        "version", None, "SavedModel version subdirectory (TF Serving layout); default 1 + the highest existing version.",
+        lower_bound=0, **fv,
+    )
+    flags.DEFINE_bool("tflite", False, "Also write <export_dir>/model.tflite (batch 1, builtin ops only).", **fv)
+    flags.DEFINE_enum(
+        "quantization", "none", ["none", "float16", "dynamic_range"],
+        "TFLite post-training quantization: none (float32), float16 (float16 weights) or dynamic_range (int8 weights).",
+        **fv,
+    )
+    flags.DEFINE_string(
+        "vocabulary", None, "Referring models: the vocabulary file; default the config's data.vocabulary (a path "
+        "relative to where training ran).", **fv,
+    )
+    flags.DEFINE_bool(
+        "exact_resize", True, "Pillow-exact bilinear resize in the serving graph, as the evaluation; False: the faster "
+        "float resize (within 1 grey level).", **fv,
+    )
+    flags.mark_flag_as_required("workdir", flag_values=flag_values)
+
+
+TFLITE_FILE = "model.tflite"
+
+
+def default_export_dir(workdir: str) -> str:
+    """saved_models/<run name>, the run name being the workdir's last path component."""
+    return os.path.join("saved_models", os.path.basename(os.path.normpath(workdir)))
+
+
+def next_version(export_dir: str) -> int:
+    """1 + the highest numeric subdirectory of `export_dir` (1 when there is none)."""
+    if not os.path.isdir(export_dir):
+        return 1
+    versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_run(
+    workdir: str,
+    export_dir: str | None = None,
+    version: int | None = None,
+    tflite: bool = False,
+    quantization: str | None = None,
+    vocabulary: str | None = None,
+    exact_resize: bool = True,
+) -> dict[str, str]:
+    """Exports the run in `workdir`; returns {"saved_model": path[, "tflite": path]}."""
+    from tf_recurrent_seg.export import convert_referring_to_tflite, convert_to_tflite, export_saved_model
+    from tf_recurrent_seg.workdir import is_referring, load_config, load_model
+
+    export_dir = export_dir or default_export_dir(workdir)
+    version = next_version(export_dir) if version is None else version
+    if version < 0:
+        raise ValueError(f"version must be a non-negative integer, got {version}")
+    saved_model_dir = os.path.join(export_dir, str(version))
+    if os.path.exists(saved_model_dir):
+        raise FileExistsError(f"{saved_model_dir} exists: pass another --version (TF Serving serves the highest)")
+    referring = is_referring(load_config(workdir))
+    if referring and vocabulary is None:  # checked before the (slower) model load
+        configured = load_config(workdir).data.get("vocabulary")
+        if not configured or not os.path.exists(configured):
+            raise FileNotFoundError(
+                f"the run's vocabulary {configured!r} (config.data.vocabulary) is not found from {os.getcwd()}; "
+                "pass --vocabulary"
+            )
+    model, config = load_model(workdir)
+    logging.info("Exporting %s (%s) to %s", workdir, config.model.name, saved_model_dir)
+    written = {
+        "saved_model": export_saved_model(
+            model, config, saved_model_dir, vocabulary if referring else None, exact_resize=exact_resize
+        )
+    }
+    if tflite:
+        if referring:
+            content = convert_referring_to_tflite(model, quantization=quantization)
+        else:
+            size = config.model.image_size
+            content = convert_to_tflite(model, (1, size, size, 3), quantization=quantization)
+        path = os.path.join(export_dir, TFLITE_FILE)
+        with open(path, "wb") as file:
+            file.write(content)
+        written["tflite"] = path
+    return written
+
+
+def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, str]:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    values = flag_values
+    quantization = None if values.quantization == "none" else values.quantization
+    written = export_run(
+        values.workdir, values.export_dir, values.version, values.tflite, quantization, values.vocabulary,
+        values.exact_resize,
+    )
+    print(f"Wrote SavedModel {written['saved_model']} (signatures serving_default, serve_tensors)")
+    if "tflite" in written:
+        size = os.path.getsize(written["tflite"])
+        print(f"Wrote TFLite {written['tflite']} ({size / 1e6:.2f} MB, quantization {values.quantization})")
+    return written
+
+
+def _app_main(argv) -> None:
+    main(argv)  # app.run would treat a returned value as an exit status
+
+
+def run() -> None:
+    """Console-script entry point."""
+    define_flags(flags.FLAGS)
+    app.run(_app_main)
+
+
+if __name__ == "__main__":
+    run()
