@@ -1,0 +1,540 @@
+"""Runs a trained model over its evaluation split and writes the papers' tables (markdown) and numbers (JSON).
+
+    results = evaluate(model, config, crf=True)          # a dict (see `evaluate`)
+    write_results(results, "runs/rmi_unc/eval")           # metrics.json + tables.md
+    print(format_tables(results))
+
+Referring segmentation (RMI paper §4.2, REFERENCE.md "Evaluation"): the evaluation pipeline
+(`data.pipeline.referring_dataset(training=False)`) feeds resized-and-padded images; the predicted mask is
+`logits >= 0` on the model's upsampled (S x S) logits, mapped back to the ORIGINAL image size by
+`undo_resize_and_pad_batch` (crop the placed region, nearest resize to the original size) and compared with
+the original ground-truth mask there: overall (cumulative) IoU, precision@0.5..0.9 and mean IoU, overall and
+per expression-length group (paper Tables 2-5; bins from `config.data.length_bins` or the records'
+manifest). With `crf=True` the same numbers for the DenseCRF-refined masks ("+DCRF", Table 1): the
+reference DenseCRF runs on the padded S x S uint8 RGB image (recovered from the normalised batch) and the
+padded logits, and its mask is mapped back the same way.
+
+Object parsing (LG-LSTM paper §4.2): label = argmax of the upsampled logits at S x S, mapped back to the
+original size by the same nearest inverse, compared with the original label map (255 = ignore) in one
+confusion matrix over the split; `metrics.parsing_scores` gives every number of Tables 1-4. With `crf=True`
+also the DenseCRF-refined labels (the LG-LSTM paper uses no CRF; offered for comparison).
+
+Layouts: `format_referring_table` (Table 1 row: precision@X + overall IoU, then the Tables 2-5 length
+break-down, optionally against a baseline run with the relative gain per group) and `format_parsing_table`
+(Horse-Cow Tables 1/5: Bkg, parts, Fg, IOU, Pix.Acc; ATR/Fashionista Tables 2/3: Acc., F.g. acc., Avg.
+prec., Avg. recall, Avg. F-1 with and without background, and Table 4's per-class F-1).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_recurrent_seg import metrics as metrics_lib
+from tf_recurrent_seg.data import pipeline, records
+from tf_recurrent_seg.defaults import HORSE_COW_CLASSES
+
+METRICS_FILE = "metrics.json"
+TABLES_FILE = "tables.md"
+DIRECT, DCRF = "direct", "dcrf"
+
+_BACKBONE_PREFIX = {"resnet": "R", "deeplab": "D"}  # paper Table 1: R = ResNet weights, D = DeepLab weights
+_REFERRING_NAMES = {"rmi": "RMI", "lstm": "LSTM"}
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def denormalize_images(images, normalization: str) -> np.ndarray:
+    """Inverse of `pipeline.normalize_images`: normalised BGR float (..., 3) -> uint8 RGB (the padded network
+    input; padding comes back as 0). Exact: the pipeline normalised uint8 pixels in float32."""
+    if normalization not in pipeline.NORMALIZATION_MEANS:
+        raise ValueError(f"normalization must be one of {sorted(pipeline.NORMALIZATION_MEANS)}, got {normalization!r}")
+    bgr = np.asarray(images, np.float32) + pipeline.NORMALIZATION_MEANS[normalization]
+    return np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
+
+
+def _load_crf():
+    """`tf_recurrent_seg.crf`, imported only when a CRF evaluation runs (it needs pydensecrf)."""
+    return importlib.import_module("tf_recurrent_seg.crf")
+
+
+def method_name(config) -> str:
+    """The paper's row label: "R+RMI", "D+LSTM" (RMI Table 1); "LG-LSTM", "VGG16", "VGG16 extra conv",
+    "LG-LSTM local 4", "LG-LSTM w/o global" (LG-LSTM Table 5)."""
+    model = config.model
+    if model.name in _REFERRING_NAMES:
+        prefix = _BACKBONE_PREFIX.get(model.backbone.get("variant", ""), model.backbone.get("variant", "?"))
+        return f"{prefix}+{_REFERRING_NAMES[model.name]}"
+    if model.name == "conv_baseline":
+        return "VGG16 extra conv" if model.get("extra_convs", 0) else "VGG16"
+    name = "LG-LSTM"
+    if model.get("neighbourhood", 8) != 8:
+        name += f" local {model.neighbourhood}"
+    if not model.get("use_global", True):
+        name += " w/o global"
+    return name
+
+
+def _manifest_source(eval_records) -> str | None:
+    items = [eval_records] if isinstance(eval_records, (str, os.PathLike)) else list(eval_records)
+    for item in items:
+        try:
+            return str(records.read_manifest(os.fspath(item)).get("source") or "") or None
+        except (FileNotFoundError, OSError, ValueError):
+            continue
+    return None
+
+
+def dataset_from_source(source: str | None) -> str | None:
+    """The length-bin dataset a records manifest's free-form `source` names, or None."""
+    if not source:
+        return None
+    text = source.strip().lower()
+    for prefix, name in (("refcocog", "gref"), ("refcoco+", "unc+"), ("refcoco", "unc"), ("referit", "referit"),
+                         ("synthetic", "synthetic")):  # fmt: skip
+        if text.startswith(prefix):
+            return name
+    return None
+
+
+def resolve_length_bins(config, eval_records) -> tuple[str | None, tuple[tuple[int, int], ...] | None]:
+    """(name, bins) of the length break-down: `config.data.length_bins` (a dataset name or a list of
+    (low, high) pairs), else the dataset the records' manifest names; (None, None) when neither is known."""
+    setting = config.data.get("length_bins", None)
+    if setting:
+        if isinstance(setting, str):
+            return setting, metrics_lib.length_bins(setting)
+        bins = tuple((int(low), int(high)) for low, high in setting)
+        return "custom", bins
+    name = dataset_from_source(_manifest_source(eval_records))
+    if name is None:
+        return None, None
+    return name, metrics_lib.length_bins(name)
+
+
+def parsing_layout(class_names, dataset: str | None = None) -> str:
+    """"horse_cow" (Tables 1/5 layout) or "atr" (Tables 2-4 layout) from a dataset name or the class names."""
+    if dataset:
+        text = dataset.lower()
+        if any(key in text for key in ("horse", "cow", "pascal")):
+            return "horse_cow"
+        if any(key in text for key in ("atr", "fashionista", "lip", "cihp", "person", "human")):
+            return "atr"
+    return "horse_cow" if tuple(class_names) == tuple(HORSE_COW_CLASSES) else "atr"
+
+
+def _json_ready(value):
+    """NaN -> None, numpy -> Python, tuples -> lists (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _take(structure, count: int):
+    return tf.nest.map_structure(lambda t: t[:count], structure)
+
+
+# --- evaluation ------------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    model,
+    config,
+    *,
+    crf: bool = False,
+    max_examples: int | None = None,
+    batch_size: int = 8,
+    eval_records=None,
+    out_dir: str | None = None,
+    baseline: Mapping | None = None,
+    log_every: int = 50,
+) -> dict:
+    """Evaluates `model` on `config.data.eval_records` with the papers' metrics.
+
+    Args:
+        model: a referring model (`{"image", "tokens"} -> {"logits": (B, S, S, 1), ...}`) or a parsing model
+            (`image -> {"logits": (B, S, S, C), ...}`), e.g. from `workdir.load_model`.
+        config: its ConfigDict (`config.model.name` says the task; `config.data` the records and preprocessing).
+        crf: also evaluate the DenseCRF-refined predictions (`tf_recurrent_seg.crf`, needs pydensecrf).
+        max_examples: evaluate only the first examples (in record order); None: the whole split.
+        batch_size: evaluation batch size (the numbers do not depend on it).
+        eval_records: records prefix / glob / list instead of `config.data.eval_records`.
+        out_dir: when given, `write_results` writes metrics.json and tables.md there.
+        baseline: another run's results (its metrics.json) for the relative gains of the length table.
+        log_every: progress line every this many batches.
+
+    Returns:
+        A JSON-ready dict. Common keys: task ("referring" / "parsing"), method (paper row label), model,
+        eval_records, num_examples, skipped_records (counts per reason), seconds, examples_per_second,
+        crf_seconds (with crf), results: {"direct": ..., "dcrf": ... (with crf)}.
+        Referring: each result is {"overall_iou", "mean_iou", "precision@0.5".."precision@0.9",
+        "num_examples", "by_length": {"<bin>": {the same}}}, fractions in [0, 1]; plus length_bins_dataset
+        and length_bins. Parsing: each result is `metrics.parsing_scores(...)` plus "confusion_matrix"; plus
+        class_names and layout ("horse_cow" / "atr").
+    """
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples must be positive or None, got {max_examples}")
+    from tf_recurrent_seg.workdir import is_referring
+
+    eval_records = eval_records if eval_records is not None else config.data.eval_records
+    crf_module = _load_crf() if crf else None
+    runner = _evaluate_referring if is_referring(config) else _evaluate_parsing
+    start = time.perf_counter()
+    results = runner(model, config, eval_records, crf_module, max_examples, batch_size, log_every)
+    seconds = time.perf_counter() - start
+    results.update(
+        method=method_name(config), model=config.model.name, eval_records=_json_ready(eval_records),
+        crf=bool(crf), max_examples=max_examples, batch_size=batch_size, seconds=seconds,
+        examples_per_second=results["num_examples"] / seconds if seconds > 0 else None,
+    )
+    results = _json_ready(results)
+    if out_dir is not None:
+        write_results(results, out_dir, baseline=baseline)
+    return results
+
+
+def _referring_dataset(config, eval_records, batch_size, counter):
+    from tf_recurrent_seg.text import Vocabulary
+
+    data = config.data
+    return pipeline.referring_dataset(
+        eval_records, Vocabulary.load(data.vocabulary), training=False, batch_size=batch_size,
+        image_size=config.model.image_size, max_words=config.model.max_words,
+        normalization=data.get("normalization", "caffe"), strip_pieces=data.get("strip_pieces", True),
+        skip_counter=counter,
+    )  # fmt: skip
+
+
+def _evaluate_referring(model, config, eval_records, crf_module, max_examples, batch_size, log_every) -> dict:
+    bins_name, bins = resolve_length_bins(config, eval_records)
+    max_words = config.model.max_words
+    variants = [DIRECT] + ([DCRF] if crf_module is not None else [])
+    overall = {name: metrics_lib.ReferringSegmentationMetrics(name=f"referring_{name}") for name in variants}
+    binned = {
+        name: metrics_lib.LengthBinnedReferringMetrics(bins, max_words=max_words, name=f"length_{name}")
+        for name in variants
+    } if bins else {}  # fmt: skip
+    counter = pipeline.SkipCounter()
+    dataset = _referring_dataset(config, eval_records, batch_size, counter)
+    normalization = config.data.get("normalization", "caffe")
+
+    @tf.function(reduce_retracing=True)
+    def predict(features, targets):
+        logits = model({"image": features["image"], "tokens": features["tokens"]}, training=False)["logits"][..., 0]
+        masks = pipeline.undo_resize_and_pad_batch(
+            tf.cast(logits >= 0, tf.uint8), targets["placement"], targets["original_size"], "nearest"
+        )
+        return logits, masks
+
+    @tf.function(reduce_retracing=True)
+    def unpad(masks, placement, original_size):
+        return pipeline.undo_resize_and_pad_batch(tf.cast(masks, tf.uint8), placement, original_size, "nearest")
+
+    def update(name, targets, masks):
+        overall[name].update_state(targets["original_mask"], masks, original_size=targets["original_size"])
+        if binned:
+            binned[name].update_state(
+                targets["original_mask"], masks, targets["num_tokens"], original_size=targets["original_size"]
+            )
+
+    seen, crf_seconds = 0, 0.0
+    for step, (features, targets) in enumerate(dataset):
+        logits, masks = predict(features, targets)
+        count = int(tf.shape(logits)[0])
+        if max_examples is not None:
+            count = min(count, max_examples - seen)
+        targets = _take(targets, count)
+        update(DIRECT, targets, masks[:count])
+        if crf_module is not None:
+            tic = time.perf_counter()
+            images = denormalize_images(features["image"][:count].numpy(), normalization)
+            logits_np = logits[:count].numpy()
+            refined = np.stack([crf_module.refine_referring(images[i], logits_np[i]) for i in range(count)])
+            crf_seconds += time.perf_counter() - tic
+            update(DCRF, targets, unpad(refined, targets["placement"], targets["original_size"]))
+        seen += count
+        if log_every and (step + 1) % log_every == 0:
+            logging.info("evaluated %d expressions; overall IoU so far %.4f", seen, float(overall[DIRECT].result()["overall_iou"]))
+        if max_examples is not None and seen >= max_examples:
+            break
+
+    results = {}
+    for name in variants:
+        values = metrics_lib.to_python(overall[name].result())
+        values["num_examples"] = int(values["num_examples"])
+        if binned:
+            by_length = binned[name].results_by_bin()
+            for entry in by_length.values():
+                entry["num_examples"] = int(entry["num_examples"])
+            values["by_length"] = by_length
+        results[name] = values
+    output = {
+        "task": "referring", "num_examples": seen, "skipped_records": counter.counts, "results": results,
+        "length_bins_dataset": bins_name, "length_bins": [list(b) for b in bins] if bins else None,
+        "backbone": config.model.backbone.get("variant"),
+    }  # fmt: skip
+    if crf_module is not None:
+        output["crf_seconds"] = crf_seconds
+    return output
+
+
+def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, batch_size, log_every) -> dict:
+    num_classes = int(config.model.num_classes)
+    class_names = list(config.model.get("class_names", None) or [f"class_{i}" for i in range(num_classes)])
+    normalization = config.data.get("normalization", "caffe_vgg")
+    variants = [DIRECT] + ([DCRF] if crf_module is not None else [])
+    confusion = {name: metrics_lib.ConfusionMatrixMetric(num_classes, name=f"confusion_{name}") for name in variants}
+    counter = pipeline.SkipCounter()
+    dataset = pipeline.parsing_dataset(
+        eval_records, training=False, batch_size=batch_size, num_classes=num_classes,
+        image_size=config.model.image_size, normalization=normalization, skip_counter=counter,
+    )  # fmt: skip
+
+    @tf.function(reduce_retracing=True)
+    def predict(features, targets):
+        logits = model(features["image"], training=False)["logits"]
+        labels = pipeline.undo_resize_and_pad_batch(
+            tf.argmax(logits, axis=-1, output_type=tf.int32), targets["placement"], targets["original_size"],
+            "nearest", pad_value=metrics_lib.IGNORE_LABEL,
+        )
+        return logits, labels
+
+    @tf.function(reduce_retracing=True)
+    def unpad(labels, placement, original_size):
+        return pipeline.undo_resize_and_pad_batch(
+            tf.cast(labels, tf.int32), placement, original_size, "nearest", pad_value=metrics_lib.IGNORE_LABEL
+        )
+
+    seen, crf_seconds = 0, 0.0
+    for step, (features, targets) in enumerate(dataset):
+        logits, labels = predict(features, targets)
+        count = int(tf.shape(logits)[0])
+        if max_examples is not None:
+            count = min(count, max_examples - seen)
+        targets = _take(targets, count)
+        confusion[DIRECT].update_state(targets["original_labels"], labels[:count], original_size=targets["original_size"])
+        if crf_module is not None:
+            tic = time.perf_counter()
+            images = denormalize_images(features["image"][:count].numpy(), normalization)
+            probabilities = tf.nn.softmax(tf.cast(logits[:count], tf.float32), axis=-1).numpy()
+            refined = np.stack([crf_module.refine_parsing(images[i], probabilities[i]) for i in range(count)])
+            crf_seconds += time.perf_counter() - tic
+            confusion[DCRF].update_state(
+                targets["original_labels"], unpad(refined, targets["placement"], targets["original_size"]),
+                original_size=targets["original_size"],
+            )
+        seen += count
+        if log_every and (step + 1) % log_every == 0:
+            logging.info("evaluated %d images", seen)
+        if max_examples is not None and seen >= max_examples:
+            break
+
+    results = {}
+    for name in variants:
+        matrix = np.asarray(confusion[name].result())
+        scores = metrics_lib.parsing_scores(matrix, class_names, background=0)
+        scores["confusion_matrix"] = matrix.astype(np.int64).tolist()
+        results[name] = scores
+    output = {
+        "task": "parsing", "num_examples": seen, "skipped_records": counter.counts, "results": results,
+        "class_names": class_names, "layout": parsing_layout(class_names, _manifest_source(eval_records)),
+    }  # fmt: skip
+    if crf_module is not None:
+        output["crf_seconds"] = crf_seconds
+    return output
+
+
+# --- tables -----------------------------------------------------------------------------------------------------
+
+
+def _pct(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{100.0 * float(value):.2f}"
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _referring_rows(results: Mapping, suffix: str = "") -> list[tuple[str, Mapping]]:
+    """(row label, result) for the direct and, when present, the DenseCRF result of one run."""
+    method = results.get("method", "model")
+    rows = [(f"{method}{suffix}", results["results"][DIRECT])]
+    if DCRF in results["results"]:
+        rows.append((f"{method}+DCRF{suffix}", results["results"][DCRF]))
+    return rows
+
+
+def _baseline_suffix(results: Mapping, baseline: Mapping | None) -> str:
+    """" (baseline)" when the baseline's row labels would equal this run's (same method), else ""."""
+    return " (baseline)" if baseline and baseline.get("method") == results.get("method") else ""
+
+
+def _relative_gain(ours, theirs) -> str:
+    if ours is None or theirs is None or not theirs:
+        return "-"
+    return f"{100.0 * (ours - theirs) / theirs:.2f}%"
+
+
+def format_referring_table(results: Mapping, baseline: Mapping | None = None) -> str:
+    """Markdown tables of a referring evaluation (all numbers in %).
+
+    1. Paper Table 1 layout (one row per method; the paper prints the overall IoU and gives precision@X in its
+       supplementary tables): prec@0.5..0.9, overall IoU, and the mean IoU (not in the paper, labelled).
+    2. Paper Tables 2-5 layout: overall IoU per expression-length group; with `baseline` (another run's
+       results, e.g. the LSTM baseline) its row first, then this run's, then "Relative Gain" per group.
+    """
+    thresholds = [key for key in results["results"][DIRECT] if key.startswith("precision@")]
+    header = ["Method"] + [key.replace("precision@", "prec@") for key in thresholds] + ["Overall IoU", "Mean IoU (not in paper)"]
+    rows = []
+    suffix = _baseline_suffix(results, baseline)
+    runs = ([(baseline, suffix)] if baseline else []) + [(results, "")]
+    for run, run_suffix in runs:
+        for label, values in _referring_rows(run, run_suffix):
+            rows.append([label] + [_pct(values.get(key)) for key in thresholds]
+                        + [_pct(values.get("overall_iou")), _pct(values.get("mean_iou"))])  # fmt: skip
+    count = results.get("num_examples")
+    text = [f"Overall IoU and precision@X (RMI paper Table 1 layout; %, {count} expressions)", "", _markdown(header, rows)]
+
+    by_length = results["results"][DIRECT].get("by_length")
+    if by_length:
+        labels = list(by_length)
+        base_ok = bool(baseline) and list(baseline["results"][DIRECT].get("by_length") or {}) == labels
+        rows = []
+        if base_ok:
+            rows += [[label] + [_pct(values["by_length"][b]["overall_iou"]) for b in labels]
+                     for label, values in _referring_rows(baseline, suffix)]  # fmt: skip
+        ours = _referring_rows(results)
+        rows += [[label] + [_pct(values["by_length"][b]["overall_iou"]) for b in labels] for label, values in ours]
+        if base_ok:
+            base_rows = [values for _, values in _referring_rows(baseline)]
+            for index, (label, values) in enumerate(ours):
+                if index >= len(base_rows):
+                    break
+                suffix = "" if index == 0 else " (DCRF)"
+                rows.append([f"Relative Gain{suffix}"] + [
+                    _relative_gain(values["by_length"][b]["overall_iou"], base_rows[index]["by_length"][b]["overall_iou"])
+                    for b in labels
+                ])  # fmt: skip
+        rows.append(["Expressions"] + [str(int(by_length[b]["num_examples"])) for b in labels])
+        dataset = results.get("length_bins_dataset") or "custom"
+        text += ["", f"Overall IoU by expression length in words (RMI paper Tables 2-5 layout; bins of {dataset}; %)", "",
+                 _markdown(["Length"] + labels, rows)]  # fmt: skip
+        if baseline and not base_ok:
+            text += ["", "(the baseline's length bins differ from this run's: baseline not shown)"]
+    return "\n".join(text) + "\n"
+
+
+def _parsing_rows(scores, method: str) -> dict:
+    if "pixel_accuracy" in scores:
+        return {method: scores}
+    return dict(scores)
+
+
+def format_parsing_table(scores: Mapping, dataset: str | None = None, *, method: str = "LG-LSTM") -> str:
+    """Markdown tables of parsing scores (all numbers in %).
+
+    Args:
+        scores: one `metrics.parsing_scores` dict, or {row label: scores} for several rows (e.g. direct and
+            +DCRF, or several methods).
+        dataset: "horse_cow" / "horse" / "cow" (LG-LSTM Tables 1 and 5: per-class IoU Bkg, head, body, leg,
+            tail, then Fg IoU, mean IOU, Pix.Acc) or "atr" / "fashionista" / "lip" (Tables 2/3: Acc., F.g. acc.,
+            Avg. prec., Avg. recall, Avg. F-1 score, a row with and one without the background class, then
+            Table 4: per-class F-1 of the non-background classes). None: chosen from the class names.
+        method: the row label of a single scores dict.
+    """
+    rows = _parsing_rows(scores, method)
+    first = next(iter(rows.values()))
+    names = list(first["class_names"])
+    background = first.get("background")
+    layout = parsing_layout(names, dataset)
+    if layout == "horse_cow":
+        columns = ["Bkg" if name == background else name for name in names]
+        header = ["Method"] + columns + ["Fg", "IOU", "Pix.Acc"]
+        body = [[label] + [_pct(s["per_class"][n]["iou"]) for n in names]
+                + [_pct(s["foreground_iou"]), _pct(s["mean_iou"]), _pct(s["pixel_accuracy"])]
+                for label, s in rows.items()]  # fmt: skip
+        title = "Per-class IoU, foreground IoU, mean IoU and pixel accuracy (LG-LSTM paper Table 1 layout; %)"
+        return f"{title}\n\n{_markdown(header, body)}\n"
+
+    header = ["Method", "Acc.", "F.g. acc.", "Avg. prec.", "Avg. recall", "Avg. F-1 score"]
+    body = []
+    for label, s in rows.items():
+        for suffix, key in (("with background", ""), ("without background", "_without_background")):
+            body.append([f"{label} ({suffix})", _pct(s["pixel_accuracy"]), _pct(s["foreground_accuracy"]),
+                         _pct(s[f"average_precision{key}"]), _pct(s[f"average_recall{key}"]),
+                         _pct(s[f"average_f1{key}"])])  # fmt: skip
+    foreground = [n for n in names if n != background]
+    per_class = [[label] + [_pct(s["per_class"][n]["f1"]) for n in foreground] for label, s in rows.items()]
+    return (
+        "Pixel accuracy, foreground accuracy and class averages (LG-LSTM paper Tables 2/3 layout; %; averages of "
+        "per-class values from the summed confusion matrix, with and without the background class)\n\n"
+        f"{_markdown(header, body)}\n\n"
+        "Per-class F-1 (LG-LSTM paper Table 4 layout; %)\n\n"
+        f"{_markdown(['Method'] + foreground, per_class)}\n"
+    )
+
+
+def format_tables(results: Mapping, baseline: Mapping | None = None) -> str:
+    """The whole markdown report of an `evaluate` result: a header line, then the task's tables."""
+    lines = [
+        f"# Evaluation: {results.get('method')} on {results.get('eval_records')}",
+        "",
+        f"{results.get('num_examples')} examples in {results.get('seconds', 0.0):.1f} s"
+        + (f" (DenseCRF {results['crf_seconds']:.1f} s)" if results.get("crf_seconds") is not None else "")
+        + f"; skipped records: {results.get('skipped_records')}",
+        "",
+    ]
+    if results["task"] == "referring":
+        lines.append(format_referring_table(results, baseline))
+    else:
+        rows = {results.get("method", "model"): results["results"][DIRECT]}
+        if DCRF in results["results"]:
+            rows[f"{results.get('method', 'model')}+DCRF"] = results["results"][DCRF]
+        lines.append(format_parsing_table(rows, results.get("layout")))
+    return "\n".join(lines)
+
+
+def write_results(results: Mapping, out_dir: str, baseline: Mapping | None = None) -> dict[str, str]:
+    """Writes `<out_dir>/metrics.json` (strict JSON, NaN as null) and `<out_dir>/tables.md`; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"metrics": os.path.join(out_dir, METRICS_FILE), "tables": os.path.join(out_dir, TABLES_FILE)}
+    with open(paths["metrics"], "w") as file:
+        json.dump(_json_ready(results), file, indent=2, allow_nan=False)
+    with open(paths["tables"], "w") as file:
+        file.write(format_tables(results, baseline))
+    return paths
+
+
+def load_results(path: str) -> dict:
+    """A `metrics.json` written by `write_results` (a file, an eval directory, or a workdir with eval/)."""
+    from tf_recurrent_seg.workdir import EVAL_DIR
+
+    for candidate in (path, os.path.join(path, METRICS_FILE), os.path.join(path, EVAL_DIR, METRICS_FILE)):
+        if os.path.isfile(candidate):
+            with open(candidate) as file:
+                return json.load(file)
+    raise FileNotFoundError(f"no {METRICS_FILE} at {path} (nor in it, nor in its {EVAL_DIR}/)")
