@@ -10,9 +10,4 @@ from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_
 
 
 def get_config(variants: str | None = None):
-    names = [name for name in (variants or "").split(",") if name]
-    config = use_parsing_dataset(parsing_config("conv_baseline_extra" if "extra" in names else "conv_baseline"), "horse_cow")
-    for variant in names:
-        if variant != "extra":
-            apply_config_variant(config, variant)
-    return config
+    return apply_config_variant(use_parsing_dataset(parsing_config("conv_baseline"), "horse_cow"), variants)

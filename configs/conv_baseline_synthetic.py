@@ -9,9 +9,4 @@ from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_
 
 
 def get_config(variants: str | None = None):
-    names = [name for name in (variants or "").split(",") if name]
-    config = use_synthetic_parsing(parsing_config("conv_baseline_extra" if "extra" in names else "conv_baseline"))
-    for variant in names:
-        if variant != "extra":
-            apply_config_variant(config, variant)
-    return config
+    return apply_config_variant(use_synthetic_parsing(parsing_config("conv_baseline")), variants)

@@ -12,14 +12,6 @@ VGG-16 base at 321x321 (the Horse-Cow setting) instead.
 
 from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_parsing_dataset
 
-ABLATIONS = {"local4": {"neighbourhood": 4}, "local2": {"neighbourhood": 2}, "no_global": {"use_global": False}}
-
 
 def get_config(variants: str | None = None):
-    config = use_parsing_dataset(parsing_config("lg_lstm"), "lip")
-    for variant in (variants or "").split(","):
-        if variant in ABLATIONS:
-            config.model.update(ABLATIONS[variant])
-        else:
-            apply_config_variant(config, variant)
-    return config
+    return apply_config_variant(use_parsing_dataset(parsing_config("lg_lstm"), "lip"), variants)

@@ -8,14 +8,6 @@ Variants, comma-separated: `local4`, `local2`, `no_global` (Table 5), `smoke`.
 
 from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_synthetic_parsing
 
-ABLATIONS = {"local4": {"neighbourhood": 4}, "local2": {"neighbourhood": 2}, "no_global": {"use_global": False}}
-
 
 def get_config(variants: str | None = None):
-    config = use_synthetic_parsing(parsing_config("lg_lstm"))
-    for variant in (variants or "").split(","):
-        if variant in ABLATIONS:
-            config.model.update(ABLATIONS[variant])
-        else:
-            apply_config_variant(config, variant)
-    return config
+    return apply_config_variant(use_synthetic_parsing(parsing_config("lg_lstm")), variants)

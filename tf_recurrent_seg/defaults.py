@@ -221,15 +221,28 @@ def shrink_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 
 CONFIG_VARIANTS = {"smoke": shrink_config}
+# Table 5's ablations as `configs/<file>.py:<variant>` suffixes of the parsing configs.
+MODEL_VARIANTS = {
+    "local4": {"neighbourhood": 4},  # top, left, top-left, top-right
+    "local2": {"neighbourhood": 2},  # top, left
+    "no_global": {"use_global": False},  # "w/o global"
+    "extra": {"extra_convs": 5},  # "VGG16 extra conv" (conv baselines)
+}
 
 
-def apply_config_variant(config: ml_collections.ConfigDict, variant: str | None) -> ml_collections.ConfigDict:
-    """Applies a `configs/<file>.py:<variant>` suffix ('smoke' shrinks every size); None leaves it as is."""
-    if variant is None or variant == "":
-        return config
-    if variant not in CONFIG_VARIANTS:
-        raise ValueError(f"unknown config variant {variant!r}; known: {sorted(CONFIG_VARIANTS)}")
-    return CONFIG_VARIANTS[variant](config)
+def apply_config_variant(config: ml_collections.ConfigDict, variants: str | None) -> ml_collections.ConfigDict:
+    """Applies a `configs/<file>.py:<variants>` suffix: comma-separated names from CONFIG_VARIANTS ('smoke'
+    shrinks every size) or MODEL_VARIANTS (the ablations); None or '' leaves the config as it is."""
+    for variant in (variants or "").split(","):
+        if not variant:
+            continue
+        if variant in MODEL_VARIANTS:
+            config.model.update(MODEL_VARIANTS[variant])
+        elif variant in CONFIG_VARIANTS:
+            CONFIG_VARIANTS[variant](config)
+        else:
+            raise ValueError(f"unknown config variant {variant!r}; known: {sorted(CONFIG_VARIANTS) + sorted(MODEL_VARIANTS)}")
+    return config
 
 
 # Where `data_tools` writes each dataset (`--output_dir data/<name>`) and the facts its configs need.
