@@ -4,7 +4,7 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-large bench clean
+.PHONY: demo main-job test test-large bench clean
 
 $(VENV_PYTHON):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(INSTALLED): $(VENV_PYTHON) setup.cfg pyproject.toml
 demo: $(INSTALLED)
 	$(VENV_PYTHON) -m tf_recurrent_seg.demo $(DEMO_FLAGS)
 
+main-job: $(INSTALLED)
+	$(VENV_PYTHON) -m tf_recurrent_seg.main_job $(MAIN_JOB_FLAGS)
+
 test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -q --durations=10 $(PYTEST_FLAGS)
 
@@ -24,7 +27,7 @@ test-large: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -q -m large --durations=10 $(PYTEST_FLAGS)
 
 bench: $(INSTALLED)
-	for script in benchmarks/*.py; do $(VENV_PYTHON) $$script || exit 1; done
+	$(VENV_PYTHON) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -68,3 +68,20 @@ def test_lg_lstm_config_ablation_variants():
     assert get_config("local4").model.neighbourhood == 4 and not get_config("no_global").model.use_global
     baseline = runpy.run_path(str(ROOT / "configs" / "conv_baseline_horse_cow_vgg.py"))["get_config"]
     assert baseline().model.extra_convs == 0 and baseline("extra,smoke").model.extra_convs == 5
+
+
+def test_main_job_quick_budget_runs_every_step(tmp_path):
+    """Data, 7 trainings, evaluations with DenseCRF, exports, predictions and the report, on tiny budgets."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_recurrent_seg.main_job", "--budget=quick", f"--report_dir={tmp_path}/report",
+         f"--data_dir={tmp_path}/data", f"--runs_dir={tmp_path}/runs", f"--export_dir={tmp_path}/saved"],
+        capture_output=True, text=True, cwd=ROOT, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = (tmp_path / "report" / "REPORT.md").read_text()
+    for heading in ("RMI paper Table 1 layout", "Tables 2-5 layout", "LG-LSTM paper Table 5 layout", "## Commands"):
+        assert heading in report
+    assert "| Relative gain |" in report and "| lg_lstm_no_global |" in report
+    for figure in ("rmi_0_steps.png", "rmi_0_responses.png", "parsing_lg_lstm_legend.png"):
+        assert (tmp_path / "report" / figure).stat().st_size > 0
+    assert (tmp_path / "saved" / "demo_rmi" / "model.tflite").exists() and (tmp_path / "saved" / "demo_lg_lstm" / "1").is_dir()

@@ -1,0 +1,332 @@
+"""Achieved GFLOP/s of the RMI and LG-LSTM forward passes, as a fraction of a large float32 matmul's.
+
+    python benchmarks/roofline.py [--repeats 5] [--matmul_sizes 2048,4096]
+
+Prints one JSON line. In one process:
+- `matmul_gflops_per_s`: the best rate of a square float32 `tf.matmul` (2 * n**3 FLOPs) over the sizes in
+  `--matmul_sizes`, measured before the models and again (largest size) after them, best of all kept: the
+  rate this machine reaches on the friendliest dense kernel while the process runs.
+- `rmi`: `build_rmi(referring_config("rmi", "resnet"))` forward, 320x320 image, batch 1, 20 real words.
+- `lg_lstm`: `build_lg_lstm(parsing_config("lg_lstm"))` forward, 321x321 image, batch 1 (random weights:
+  building reads no ImageNet weights, only training does).
+For each model: `gflops` (work of one forward pass), `ms` (minimum over `--repeats` timed calls of a
+`tf.function` after one warm-up call), `achieved_gflops_per_s`, `fraction_of_matmul` (target >= 0.5), and
+`parts`: the same numbers for the backbone and for the rest (head), so the share of each shows.
+
+How FLOPs are counted. A multiply-add is 2 FLOPs. The count is TensorFlow's own: the model's forward is
+traced as a concrete function with fully static input shapes, its variables are frozen into constants
+(`convert_variables_to_constants_v2`), and `tf.compat.v1.profiler.profile(graph,
+options=ProfileOptionBuilder.float_operation())` sums the op statistics TensorFlow registers: Conv2D
+2 * output elements * kh * kw * C_in, MatMul / BatchMatMul 2 * output elements * K, elementwise ops
+(Add, Mul, BiasAdd, Maximum, ...) 1 per output element; transcendental ops (Sigmoid, Tanh, Relu) and data
+movement (Pad, Slice, Concat, SpaceToBatchND) count 0. The profiler reads only the top-level graph, so a
+`tf.while_loop` body would be counted once: `count_flops` refuses graphs with control flow, and the RMI
+count is taken on the same model built with `fixed_steps=True` (the mLSTM and language LSTM unrolled over
+20 steps; with 20 real words that is exactly the work the looped model does, since trimming removes no
+step). Dilated convolutions run as SpaceToBatchND -> Conv2D -> BatchToSpaceND, so the count includes the
+zero padding those convolutions really compute.
+
+Cross-check (`gflops_analytic`): the dominant terms from the layer shapes alone, every Conv2D layer of
+the Keras model (2 * out_h * out_w * C_out * kh * kw * C_in), plus
+- RMI mLSTM (u = 500, 40x40 = 1600 pixels): visual term 1600 x 1008 x 2000 x 2 once, recurrent term
+  1600 x 500 x 2000 x 2 per word, word term 2000 x 2000 x 2 per word; language LSTM 2000 x 4000 x 2 per word;
+- LG-LSTM (d = 64, 41x41 = 1681 positions, D_H = 1152): transition 1681 x 1024 x (8 + 1) x 256 x 2,
+  then 5 layers of 1681 x 1152 x 512 x 2 (the shared spatial gates and the depth gates in one product).
+At paper size: the ResNet-101 convolutions (output stride 8, fc1000's 6.6 included) ~145 GFLOPs at 320x320,
+the mLSTM + language LSTM ~71 (6.5 visual term + 20 x 3.2 recurrent term); the DeepLab-LargeFOV VGG-16
+~102 GFLOPs at 321x321 (15.9 of them fc6, the dilation-12 3x3 conv), the LG-LSTM part ~18 (transition
+7.9 + 5 x 1.98). `profiler_over_analytic` is the ratio of the two counts: the rest is elementwise work and,
+for LG-LSTM (~1.06), the padding the SpaceToBatchND form of fc6 and conv5_x computes.
+"""
+
+import argparse
+import collections
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework import ops as framework_ops
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+FRACTION_TARGET = 0.5
+WORDS = 20
+# Ops that mean the graph holds (lowered) control flow, whose bodies the profiler would count once.
+CONTROL_FLOW_OPS = frozenset(
+    {"While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase",
+     "Enter", "Exit", "NextIteration", "LoopCond", "Switch", "Merge"}
+)
+
+
+# ---------------------------------------------------------------------------------------------- counting
+
+
+def frozen_graph(function, input_signature) -> tf.Graph:
+    """The graph of `function` traced on `input_signature` (TensorSpecs), variables frozen into constants."""
+    concrete = tf.function(function).get_concrete_function(*input_signature)
+    return convert_variables_to_constants_v2(concrete).graph
+
+
+def count_flops(function, input_signature) -> dict:
+    """FLOPs of one call of `function`, counted by TensorFlow's profiler on the frozen graph.
+
+    Args:
+        function: a Python callable of TensorFlow ops / Keras models (traced with `tf.function`).
+        input_signature: a list of `tf.TensorSpec` (or nested structures of them), every shape static.
+
+    Returns:
+        `{"flops": profiler total (int), "by_op": {op type: FLOPs}, "missing_shape": [op names]}`; `by_op`
+        comes from the same registered statistics walked op by op, `missing_shape` lists ops with a
+        registered count that could not be computed (incomplete shapes; the profiler skips them).
+
+    Raises:
+        ValueError: the graph has control flow (while loops, conds), which the profiler would count once
+            per body however many times it runs; unroll the loop (e.g. `fixed_steps=True`) to count it.
+    """
+    graph = frozen_graph(function, input_signature)
+    control_flow = sorted({op.type for op in graph.get_operations()} & CONTROL_FLOW_OPS)
+    if control_flow:
+        raise ValueError(f"the graph has control flow ops {control_flow}; the profiler would count their bodies once")
+    options = (
+        tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
+        .with_empty_output()
+        .build()
+    )
+    total = int(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
+    by_op, missing = collections.Counter(), []
+    for op in graph.get_operations():
+        try:
+            value = framework_ops.get_stats_for_node_def(graph, op.node_def, "flops").value
+        except ValueError:  # a registered count needing a shape the graph does not know
+            missing.append(op.name)
+            continue
+        if value:
+            by_op[op.type] += int(value)
+    return {"flops": total, "by_op": dict(by_op.most_common()), "missing_shape": missing}
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def conv_layer_flops(model) -> int:
+    """2 * out_h * out_w * C_out * kh * kw * C_in summed over every Conv2D layer of `model` (nested models
+    included), from the layers' own output shapes: the analytic count of the convolutions, batch 1."""
+    total = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, out_channels = layer.output.shape
+            kernel_height, kernel_width, in_channels, _ = layer.kernel.shape
+            total += 2 * height * width * out_channels * kernel_height * kernel_width * in_channels
+    return int(total)
+
+
+def rmi_recurrent_flops(model_config, words: int) -> int:
+    """Analytic multiply-add work (x2) of the RMI head's language LSTM and factorized mLSTM, batch 1."""
+    from tf_recurrent_seg.models.referring import feature_size, visual_input_channels
+
+    pixels = feature_size(model_config) ** 2
+    gates = 4 * model_config.mlstm_units
+    visual_channels = model_config.visual_dim + 8  # + the 8 spatial-coordinate channels
+    word_channels = model_config.embedding_dim + model_config.language_units
+    assert visual_input_channels(model_config) == model_config.visual_dim  # the resnet variant
+    visual_term = 2 * pixels * visual_channels * gates
+    recurrent_term = 2 * pixels * model_config.mlstm_units * gates
+    word_term = 2 * word_channels * gates
+    language = 2 * (model_config.embedding_dim + model_config.language_units) * 4 * model_config.language_units
+    return visual_term + words * (recurrent_term + word_term + language)
+
+
+def lg_lstm_recurrent_flops(model_config, feature_side: int, feature_channels: int) -> int:
+    """Analytic multiply-add work (x2) of the transition layer and the LG-LSTM layers, batch 1."""
+    from tf_recurrent_seg.layers.lg_lstm import input_state_channels
+
+    positions = feature_side**2
+    gates = 4 * model_config.units
+    directions = model_config.neighbourhood if model_config.distinct_transition_weights else 1
+    transition = 2 * positions * feature_channels * (directions + 1) * gates
+    state_channels = input_state_channels(model_config.units, model_config.neighbourhood, model_config.use_global)
+    layer = 2 * positions * state_channels * 2 * gates  # shared spatial gates + depth gates, one product
+    return transition + model_config.num_layers * layer
+
+
+# ------------------------------------------------------------------------------------------------ timing
+
+
+def min_ms(function, *args, repeats: int) -> float:
+    """The fastest of `repeats` calls after one untimed warm-up (tracing) call, in milliseconds."""
+    keras.tree.map_structure(np.asarray, function(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.tree.map_structure(np.asarray, function(*args))
+        times.append((time.perf_counter() - start) * 1000)
+    return float(min(times))
+
+
+def matmul_gflops_per_s(size: int, repeats: int) -> float:
+    """GFLOP/s of a (size x size) @ (size x size) float32 matmul, 2 * size**3 FLOPs."""
+    a = tf.random.normal((size, size), seed=1)
+    b = tf.random.normal((size, size), seed=2)
+    matmul = tf.function(tf.matmul)
+    return 2 * size**3 / (min_ms(matmul, a, b, repeats=repeats) * 1e-3) / 1e9
+
+
+def _rates(flops: int, ms: float, matmul_rate: float) -> dict:
+    rate = flops / (ms * 1e-3) / 1e9
+    return {
+        "gflops": round(flops / 1e9, 2),
+        "ms": round(ms, 1),
+        "achieved_gflops_per_s": round(rate, 1),
+        "fraction_of_matmul": round(rate / matmul_rate, 3),
+    }
+
+
+def _gflops_by_op(by_op: dict, top: int = 6) -> dict:
+    return {name: round(value / 1e9, 2) for name, value in list(by_op.items())[:top]}
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+def measure_rmi(repeats: int, rng) -> dict:
+    """FLOPs and time of the RMI forward (and of its backbone and head) at paper size, 20 real words."""
+    from tf_recurrent_seg.defaults import referring_config
+    from tf_recurrent_seg.models.referring import build_rmi, feature_size
+
+    config = referring_config("rmi", "resnet")
+    model_config = config.model
+    size, side = model_config.image_size, feature_size(model_config)
+    image = rng.normal(0, 50, (1, size, size, 3)).astype(np.float32)
+    tokens = np.zeros((1, model_config.max_words), np.int32)
+    tokens[0, -WORDS:] = rng.integers(4, model_config.vocabulary_size, WORDS)
+    image_spec = tf.TensorSpec(image.shape, tf.float32)
+    tokens_spec = tf.TensorSpec(tokens.shape, tf.int32)
+    features_spec = tf.TensorSpec((1, side, side, model_config.backbone.classifier_units), tf.float32)
+
+    # Counted on the unrolled twin (same layers and shapes; the looped model's while loop hides its body).
+    unrolled_config = referring_config("rmi", "resnet")
+    unrolled_config.model.fixed_steps = True
+    unrolled = build_rmi(unrolled_config)
+    total = count_flops(lambda x, t: unrolled({"image": x, "tokens": t}), [image_spec, tokens_spec])
+    backbone_count = count_flops(lambda x: unrolled.backbone(x), [image_spec])
+    head_count = count_flops(
+        lambda f, t: unrolled.head({"visual_features": f, "tokens": t}), [features_spec, tokens_spec]
+    )
+    analytic = conv_layer_flops(unrolled) + rmi_recurrent_flops(model_config, WORDS)
+    backbone_convs = conv_layer_flops(unrolled.backbone)
+    del unrolled
+
+    model = build_rmi(config)  # what is timed: the package's model as configured (trimmed, looped)
+    forward = tf.function(lambda x, t: model({"image": x, "tokens": t}))
+    backbone = tf.function(lambda x: model.backbone(x))
+    head = tf.function(lambda f, t: model.head({"visual_features": f, "tokens": t}))
+    features = np.asarray(backbone(image))
+    return {
+        "flops": total,
+        "analytic": analytic,
+        "backbone_conv_flops": backbone_convs,
+        "ms": min_ms(forward, image, tokens, repeats=repeats),
+        "parts": {
+            "backbone": (backbone_count["flops"], min_ms(backbone, image, repeats=repeats)),
+            "head": (head_count["flops"], min_ms(head, features, tokens, repeats=repeats)),
+        },
+    }
+
+
+def measure_lg_lstm(repeats: int, rng) -> dict:
+    """FLOPs and time of the LG-LSTM forward (and of its backbone and the rest) at paper size."""
+    from tf_recurrent_seg.defaults import parsing_config
+    from tf_recurrent_seg.models.parsing import build_lg_lstm
+
+    config = parsing_config("lg_lstm")
+    model_config = config.model
+    model = build_lg_lstm(config)
+    backbone_layer = model.get_layer("backbone")
+    size = model_config.image_size
+    image = rng.normal(0, 50, (1, size, size, 3)).astype(np.float32)
+    image_spec = tf.TensorSpec(image.shape, tf.float32)
+    _, side, _, channels = backbone_layer.output.shape
+
+    total = count_flops(lambda x: model(x), [image_spec])
+    backbone_count = count_flops(lambda x: backbone_layer(x), [image_spec])
+    analytic = conv_layer_flops(model) + lg_lstm_recurrent_flops(model_config, side, channels)
+
+    forward = tf.function(lambda x: model(x))
+    backbone = tf.function(lambda x: backbone_layer(x))
+    model_ms = min_ms(forward, image, repeats=repeats)
+    backbone_ms = min_ms(backbone, image, repeats=repeats)
+    return {
+        "flops": total,
+        "analytic": analytic,
+        "backbone_conv_flops": conv_layer_flops(backbone_layer),
+        "ms": model_ms,
+        "parts": {
+            "backbone": (backbone_count["flops"], backbone_ms),
+            # The rest (transition, 5 LG-LSTM layers, predictions, upsampling): whole minus backbone.
+            "head": (total["flops"] - backbone_count["flops"], max(model_ms - backbone_ms, 1e-3)),
+        },
+    }
+
+
+def summarize(measured: dict, matmul_rate: float) -> dict:
+    count = measured["flops"]
+    result = _rates(count["flops"], measured["ms"], matmul_rate)
+    result.update(
+        gflops_analytic=round(measured["analytic"] / 1e9, 2),
+        profiler_over_analytic=round(count["flops"] / measured["analytic"], 3),
+        backbone_conv_gflops=round(measured["backbone_conv_flops"] / 1e9, 2),
+        gflops_by_op=_gflops_by_op(count["by_op"]),
+        ops_missing_shape=len(count["missing_shape"]),
+        parts={
+            name: _rates(part_flops, ms, matmul_rate) for name, (part_flops, ms) in measured["parts"].items()
+        },
+    )
+    return result
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--matmul_sizes", default="2048,4096")
+    parser.add_argument("--matmul_repeats", type=int, default=5)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.matmul_sizes.split(",")]
+    rng = np.random.default_rng(0)
+
+    matmul_runs = {f"{size}_before": matmul_gflops_per_s(size, args.matmul_repeats) for size in sizes}
+    rmi = measure_rmi(args.repeats, rng)
+    lg_lstm = measure_lg_lstm(args.repeats, rng)
+    matmul_runs[f"{max(sizes)}_after"] = matmul_gflops_per_s(max(sizes), args.matmul_repeats)
+    matmul_rate = max(matmul_runs.values())
+
+    print(
+        json.dumps(
+            {
+                "benchmark": "roofline",
+                "matmul_gflops_per_s": round(matmul_rate, 1),
+                "matmul_runs_gflops_per_s": {name: round(rate, 1) for name, rate in matmul_runs.items()},
+                "rmi": summarize(rmi, matmul_rate),
+                "lg_lstm": summarize(lg_lstm, matmul_rate),
+                "targets": {"fraction_of_matmul": FRACTION_TARGET},
+                "words": WORDS,
+                "batch": 1,
+                "repeats": args.repeats,
+                "cpu_count": os.cpu_count(),
+                "tensorflow": tf.__version__,
+                "machine": platform.machine(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""benchmarks/run_all.py's reports on fake results, and benchmarks/roofline.py's FLOP counting on tiny models."""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+BENCHMARKS_DIR = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run_all():
+    return _load("run_all")
+
+
+@pytest.fixture(scope="module")
+def roofline():
+    return _load("roofline")
+
+
+FAKE_RESULTS = {
+    "lg_lstm": {"benchmark": "lg_lstm", "naive_ms": 30.0, "shared_gates_ms": 6.0, "speedup": 5.0, "max_abs_diff": 2e-6,
+                "model_ms": 900.0, "backbone_ms": 700.0, "lg_lstm_share": 0.22},
+    "mlstm": {"benchmark": "mlstm", "naive_ms": 900.0, "factorized_ms": 300.0, "speedup": 3.0, "max_abs_diff": 1e-5,
+              "ms_3_words": 60.0, "ms_20_words": 300.0, "ratio_20_to_3_words": 5.0},
+    "roofline": {"benchmark": "roofline", "matmul_gflops_per_s": 100.0,
+                 "rmi": {"gflops": 216.0, "ms": 2000.0, "achieved_gflops_per_s": 108.0, "fraction_of_matmul": 0.8},
+                 "lg_lstm": {"gflops": 127.0, "ms": 1200.0, "achieved_gflops_per_s": 40.0, "fraction_of_matmul": 0.4}},
+    "train_step": {"benchmark": "rmi_train_step", "cached_steps_per_second": 2.0, "full_steps_per_second": 0.2,
+                   "speedup_cached_over_full": 10.0},
+}
+
+
+def test_discover_skips_the_runner(run_all):
+    names = [path.stem for path in run_all.discover()]
+    assert "run_all" not in names
+    assert {"mlstm", "lg_lstm", "pipeline", "train_step", "roofline"} <= set(names)
+
+
+def test_last_json_object(run_all):
+    assert run_all.last_json_object('noise\n{"a": 1}\n[1, 2]\n{bad json\n') == {"a": 1}
+    assert run_all.last_json_object("no json here\n") is None
+
+
+def test_reports_on_fake_results_with_a_failed_script(run_all, tmp_path):
+    def fake_runner(path, timeout):
+        assert timeout == 12
+        if path.stem == "pipeline":
+            return {"error": "exited with status 1", "returncode": 1, "stderr_tail": "Traceback\nValueError: boom"}
+        if path.stem == "broken":
+            raise RuntimeError("runner crashed")
+        return FAKE_RESULTS[path.stem]
+
+    scripts = [pathlib.Path(f"{name}.py") for name in ("lg_lstm", "mlstm", "pipeline", "roofline", "train_step", "broken")]
+    results, (json_path, markdown_path) = run_all.run_all(scripts, 12, tmp_path, runner=fake_runner, log=sys.stdout)
+
+    document = json.loads(json_path.read_text())
+    assert set(document["results"]) == {path.stem for path in scripts} == set(results)
+    assert document["results"]["mlstm"] == FAKE_RESULTS["mlstm"]
+    assert document["results"]["pipeline"]["error"] == "exited with status 1"
+    assert "RuntimeError: runner crashed" in document["results"]["broken"]["error"]
+    machine = document["machine"]
+    assert machine["cpu_count"] >= 1 and machine["tensorflow"] == tf.__version__ and machine["date"]
+    met = {name: [check["met"] for check in checks] for name, checks in document["targets"].items()}
+    assert met == {"lg_lstm": [True, True], "mlstm": [False, True, True], "roofline": [True, False], "train_step": []}
+
+    rows = {line.split("|")[1].strip(): line for line in markdown_path.read_text().splitlines() if line.startswith("| ")}
+    assert set(rows) == {"benchmark", "lg_lstm", "mlstm", "pipeline", "roofline", "train_step", "broken"}
+    assert rows["lg_lstm"].split("|")[4].strip() == "yes"
+    assert "**no**: speedup 3" in rows["mlstm"] and "speedup >= 5" in rows["mlstm"]
+    assert "**no**: lg_lstm.fraction_of_matmul 0.4" in rows["roofline"] and "rmi.fraction_of_matmul=0.8" in rows["roofline"]
+    assert "no target" in rows["train_step"] and "speedup_cached_over_full=10" in rows["train_step"]
+    assert "**FAILED**" in rows["pipeline"] and "ValueError: boom" in rows["pipeline"]
+    assert "rmi_examples_per_s >= 100" in rows["pipeline"]
+    assert "**FAILED**" in rows["broken"]
+
+
+def test_missing_target_value_is_not_met(run_all):
+    checks = run_all.check_targets("pipeline", {"rmi_examples_per_s": 150.0})
+    assert [check["met"] for check in checks] == [True, None]
+
+
+def test_run_script_reports_failures(run_all, tmp_path):
+    good = tmp_path / "good.py"
+    good.write_text('import json\nprint("hello")\nprint(json.dumps({"x": 1}))\n')
+    bad = tmp_path / "bad.py"
+    bad.write_text('raise SystemExit("nope")\n')
+    silent = tmp_path / "silent.py"
+    silent.write_text("print('no json')\n")
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\ntime.sleep(30)\n")
+    assert run_all.run_script(good, 30) == {"x": 1}
+    assert run_all.run_script(bad, 30)["returncode"] == 1 and "nope" in run_all.run_script(bad, 30)["stderr_tail"]
+    assert run_all.run_script(silent, 30)["error"] == "printed no JSON object"
+    assert run_all.run_script(slow, 0.5)["error"].startswith("timed out")
+
+
+def test_profiler_count_of_a_conv2d_equals_the_hand_count(roofline):
+    height, width, channels, filters, kernel = 9, 7, 3, 5, 3
+    conv = keras.layers.Conv2D(filters, kernel, padding="same", use_bias=False)
+    count = roofline.count_flops(conv, [tf.TensorSpec((1, height, width, channels))])
+    hand = 2 * height * width * filters * kernel * kernel * channels  # a multiply-add per kernel tap
+    assert count["flops"] == count["by_op"]["Conv2D"] == hand
+    assert count["missing_shape"] == []
+    model = keras.Sequential([keras.Input((height, width, channels)), conv])
+    assert roofline.conv_layer_flops(model) == hand
+
+
+def test_profiler_count_of_a_dense_layer_equals_the_hand_count(roofline):
+    batch, inputs, units = 4, 6, 10
+    dense = keras.layers.Dense(units)
+    count = roofline.count_flops(dense, [tf.TensorSpec((batch, inputs))])
+    assert count["by_op"] == {"MatMul": 2 * batch * inputs * units, "BiasAdd": batch * units}
+    assert count["flops"] == 2 * batch * inputs * units + batch * units
+
+
+def test_count_flops_refuses_a_while_loop(roofline):
+    def loop(x):
+        return tf.while_loop(lambda i, y: i < 3, lambda i, y: (i + 1, tf.matmul(y, y)), (0, x))[1]
+
+    with pytest.raises(ValueError, match="control flow"):
+        roofline.count_flops(loop, [tf.TensorSpec((4, 4))])
+
+
+def test_matmul_rate_is_positive(roofline):
+    assert roofline.matmul_gflops_per_s(64, repeats=2) > 0
+    assert roofline.min_ms(tf.function(lambda x: x + 1), np.zeros(3, np.float32), repeats=2) >= 0
