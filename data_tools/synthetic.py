@@ -26,6 +26,8 @@ from collections.abc import Mapping
 
 from absl import app, flags, logging
 
+from tf_recurrent_seg.cli.common import run_app
+
 TASKS = ("referring", "parsing")
 DATASET = "synthetic"
 DEFAULT_IMAGE_SIZE = {"referring": 320, "parsing": 321}
@@ -174,14 +176,9 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     )
 
 
-def _app_main(argv) -> None:
-    main(argv)  # app.run would treat a returned value as an exit status
-
-
 def run() -> None:
     """Command-line entry point."""
-    define_flags(flags.FLAGS)
-    app.run(_app_main)
+    run_app(define_flags, main)
 
 
 if __name__ == "__main__":

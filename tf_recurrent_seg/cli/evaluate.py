@@ -16,6 +16,8 @@ import os
 
 from absl import app, flags
 
+from tf_recurrent_seg.cli.common import run_app
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -50,14 +52,9 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     return results
 
 
-def _app_main(argv) -> None:
-    main(argv)  # app.run would treat a returned value as an exit status
-
-
 def run() -> None:
     """Console-script entry point."""
-    define_flags(flags.FLAGS)
-    app.run(_app_main)
+    run_app(define_flags, main)
 
 
 if __name__ == "__main__":

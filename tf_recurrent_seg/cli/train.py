@@ -19,6 +19,8 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from tf_recurrent_seg.cli.common import run_app
+
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")  # = training.STRATEGIES (kept TF-free here)
 
 
@@ -61,14 +63,9 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     return summary
 
 
-def _app_main(argv) -> None:
-    main(argv)  # app.run would treat a returned value as an exit status
-
-
 def run() -> None:
     """Console-script entry point."""
-    define_flags(flags.FLAGS)
-    app.run(_app_main)
+    run_app(define_flags, main)
 
 
 if __name__ == "__main__":
