@@ -4,7 +4,7 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo main-job test test-large bench clean
+.PHONY: demo showcase test test-large bench clean
 
 $(VENV_PYTHON):
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,8 @@ $(INSTALLED): $(VENV_PYTHON) setup.cfg pyproject.toml
 demo: $(INSTALLED)
 	$(VENV_PYTHON) -m tf_recurrent_seg.demo $(DEMO_FLAGS)
 
-main-job: $(INSTALLED)
-	$(VENV_PYTHON) -m tf_recurrent_seg.main_job $(MAIN_JOB_FLAGS)
+showcase: $(INSTALLED)
+	$(VENV_PYTHON) -m tf_recurrent_seg.showcase $(SHOWCASE_FLAGS)
 
 test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -q --durations=10 $(PYTEST_FLAGS)

@@ -51,9 +51,9 @@ def test_resize_and_pad_places_centred_and_inverts():
     np.testing.assert_array_equal(unpad_and_resize(mask, placement, (100, 50)), np.ones((100, 50)))
 
 
-def test_demo_writes_its_figures(tmp_path):
+def test_showcase_writes_its_figures(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "tf_recurrent_seg.demo", f"--output_dir={tmp_path}", "--expression=the blue square"],
+        [sys.executable, "-m", "tf_recurrent_seg.showcase", f"--output_dir={tmp_path}", "--expression=the blue square"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -70,10 +70,10 @@ def test_lg_lstm_config_ablation_variants():
     assert baseline().model.extra_convs == 0 and baseline("extra,smoke").model.extra_convs == 5
 
 
-def test_main_job_quick_budget_runs_every_step(tmp_path):
+def test_demo_quick_budget_runs_every_step(tmp_path):
     """Data, 7 trainings, evaluations with DenseCRF, exports, predictions and the report, on tiny budgets."""
     result = subprocess.run(
-        [sys.executable, "-m", "tf_recurrent_seg.main_job", "--budget=quick", f"--report_dir={tmp_path}/report",
+        [sys.executable, "-m", "tf_recurrent_seg.demo", "--budget=quick", f"--report_dir={tmp_path}/report",
          f"--data_dir={tmp_path}/data", f"--runs_dir={tmp_path}/runs", f"--export_dir={tmp_path}/saved"],
         capture_output=True, text=True, cwd=ROOT, timeout=900,
     )  # fmt: skip

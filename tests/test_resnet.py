@@ -54,7 +54,7 @@ def test_matches_keras_applications_resnet101_at_output_stride_32():
 
 
 @pytest.mark.parametrize(
-    "output_stride, input_size, expected_size", [(8, 320, 40), (16, 320, 20), (32, 320, 10), (8, 97, 13)]
+    "output_stride, input_size, expected_size", [(8, 320, 40), (16, 320, 20), (32, 320, 10), (8, 97, 13), (4, 128, 32)]
 )
 @pytest.mark.parametrize("padding", ["same", "explicit"])
 def test_output_shapes(output_stride, input_size, expected_size, padding):
@@ -91,7 +91,7 @@ def test_atrous_outputs_subsample_to_the_plain_network():
     x = images((1, 97, 97, 3))
     expected = np.asarray(plain(x))
     assert expected.shape == (1, 4, 4, 10)
-    for output_stride in (8, 16):
+    for output_stride in (4, 8, 16):
         atrous = build_resnet101(tiny_config(output_stride=output_stride), input_shape=(None, None, 3))
         atrous.set_weights(plain.get_weights())
         step = 32 // output_stride

@@ -1,115 +1,287 @@
-"""`make demo`: build RMI and the LSTM baseline at paper size and segment a generated scene.
+"""`make demo`: the main job on the built-in synthetic data, on a CPU, end to end.
 
-    python -m tf_recurrent_seg.demo [--expression "the blue square on the right"] [--output_dir reports/demo]
+    python -m tf_recurrent_seg.demo [--budget=full|quick] [--report_dir=reports/demo]
 
-What it shows today: the whole inference path at the paper's sizes (ResNet-101 atrous backbone, 320x320
-input, 40x40 features, 1000-d words, 500-unit mLSTM) on a scene it draws itself, with the prediction after
-every word and the mLSTM response maps. The weights are random unless `--imagenet_backbone` loads the
-keras.applications ImageNet weights (a download), so the masks show the mechanics, not a trained model;
-training on synthetic data comes with the training issue.
+Generates the synthetic referring and parsing datasets, trains the LSTM baseline and RMI (a small ResNet
+trained from scratch, `configs/*_synthetic.py`) and LG-LSTM with the Table 5 ablations that fit the time,
+evaluates each with and without DenseCRF, exports SavedModels and TFLite models into `saved_models/`, draws
+the papers' figures, and writes `reports/demo/REPORT.md`. Every step runs as the command line the report
+quotes, so each number can be reproduced with the command printed next to it. The report states what was
+measured, whatever it shows.
 """
 
+import json
 import os
 import pathlib
+import shlex
+import subprocess
+import sys
 import time
 
 from absl import app, flags
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np
-
-EXPRESSION = "the red circle on the left"
-SCENE_OBJECTS = [  # (shape, colour, centre x, centre y, radius) on a 320 x 320 canvas
-    ("circle", (220, 40, 40), 80, 170, 45),
-    ("square", (40, 70, 220), 230, 120, 40),
-    ("square", (220, 40, 40), 240, 250, 30),
-    ("circle", (40, 170, 60), 150, 60, 25),
+# (name, config, variants) of the parsing runs, in the order Table 5 lists them; the first ones matter most.
+PARSING_RUNS = [
+    ("conv_baseline", "configs/conv_baseline_synthetic.py", ""),
+    ("conv_baseline_extra", "configs/conv_baseline_synthetic.py", "extra"),
+    ("lg_lstm", "configs/lg_lstm_synthetic.py", ""),
+    ("lg_lstm_local2", "configs/lg_lstm_synthetic.py", "local2"),
+    ("lg_lstm_no_global", "configs/lg_lstm_synthetic.py", "no_global"),
 ]
-# The words the demo's vocabulary knows; anything else in --expression maps to <unk>.
-DEMO_CORPUS = [
-    "the red circle on the left",
-    "the blue square on the right",
-    "the small red square at the bottom right",
-    "the green circle at the top",
-    "big small left right top bottom middle of above below next to",
-]
+BUDGETS = {
+    # Sized so that `make demo` (install included) stays under 30 minutes on a 2-core CPU.
+    "full": {"referring_train": 6000, "referring_test": 600, "referring_steps": 3500,
+             "parsing_train": 1200, "parsing_test": 120, "parsing_steps": 800, "figures": 4},
+    # For the tests: every step runs, on tiny data, in a couple of minutes.
+    "quick": {"referring_train": 64, "referring_test": 16, "referring_steps": 6,
+              "parsing_train": 16, "parsing_test": 8, "parsing_steps": 4, "figures": 1},
+}  # fmt: skip
+SEED = 0
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("expression", EXPRESSION, "The referring expression to segment.")
-flags.DEFINE_string("output_dir", "reports/demo", "Where the PNGs are written.")
-flags.DEFINE_enum("backbone", "resnet", ["resnet", "deeplab"], "Backbone variant (REFERENCE.md).")
-flags.DEFINE_bool("imagenet_backbone", False, "Load keras.applications ResNet101 ImageNet weights (downloads them).")
-flags.DEFINE_integer("seed", 0, "Seed of the random initialisation.")
+flags.DEFINE_enum("budget", "full", sorted(BUDGETS), "How much data and how many steps.")
+flags.DEFINE_string("report_dir", "reports/demo", "Where REPORT.md and the figures go.")
+flags.DEFINE_string("data_dir", "data", "Where the synthetic datasets are written.")
+flags.DEFINE_string("runs_dir", "runs/demo", "Where the training runs live.")
+flags.DEFINE_string("export_dir", "saved_models", "Where SavedModels and TFLite models are exported.")
 
 
-def draw_scene(size: int = 320) -> np.ndarray:
-    """A grey canvas with a few coloured circles and squares (uint8 RGB)."""
-    rows, columns = np.mgrid[0:size, 0:size]
-    image = np.full((size, size, 3), 150, np.uint8)
-    for shape, colour, x, y, radius in SCENE_OBJECTS:
-        if shape == "circle":
-            inside = (columns - x) ** 2 + (rows - y) ** 2 <= radius**2
-        else:
-            inside = (np.abs(columns - x) <= radius) & (np.abs(rows - y) <= radius)
-        image[inside] = colour
-    return image
+class Steps:
+    """Runs commands, streams their output with a timestamp, and remembers them for the report."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.commands: list[tuple[str, str, float]] = []  # (what, command, seconds)
+
+    def log(self, message: str) -> None:
+        print(f"[demo {time.perf_counter() - self.start:7.1f}s] {message}", flush=True)
+
+    def run(self, what: str, arguments: list[str]) -> None:
+        command = [sys.executable, *arguments]
+        shown = " ".join(shlex.quote(part) for part in ["python", *arguments])
+        self.log(f"{what}: {shown}")
+        tic = time.perf_counter()
+        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+        for line in process.stdout:
+            # Progress lines only: absl's own prefix noise and TF's start-up chatter are dropped.
+            if any(key in line for key in ("step ", "wrote", "examples", "overall_iou", "Wrote", "mean_iou")):
+                print(f"    {line.rstrip()[-160:]}", flush=True)
+        if process.wait() != 0:
+            raise RuntimeError(f"{what} failed (exit {process.returncode}): {shown}")
+        self.commands.append((what, shown, time.perf_counter() - tic))
 
 
-def log(message: str, start: float) -> None:
-    print(f"[{time.perf_counter() - start:6.1f}s] {message}", flush=True)
+def referring_override(data_dir: str) -> list[str]:
+    root = f"{data_dir}/synthetic_referring"
+    return [f"--config.data.train_records={root}/train", f"--config.data.eval_records={root}/test",
+            f"--config.data.vocabulary={root}/vocabulary.txt"]  # fmt: skip
+
+
+def parsing_override(data_dir: str) -> list[str]:
+    root = f"{data_dir}/synthetic_parsing"
+    return [f"--config.data.train_records={root}/train", f"--config.data.eval_records={root}/test"]
+
+
+def load_metrics(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, "eval", "metrics.json")) as file:
+        return json.load(file)
+
+
+def write_example_inputs(report_dir: pathlib.Path, count: int) -> list[tuple[pathlib.Path, str]]:
+    """Test-split scenes (same seed stream as the test records) saved as PNGs, with their expressions."""
+    from PIL import Image
+
+    from tf_recurrent_seg.data import synthetic
+
+    inputs = []
+    for example in synthetic.referring_examples((SEED, 1), count, image_size=128):
+        path = report_dir / f"input_{len(inputs)}.png"
+        Image.fromarray(example["image"]).save(path)
+        inputs.append((path, example["expression"]))
+    return inputs
+
+
+def pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def referring_section(lstm: dict, rmi: dict) -> list[str]:
+    """Table 1 and the Tables 2-5 length break-down with RMI's relative gain over LSTM."""
+    lines = ["## Referring segmentation (RMI paper Table 1 layout; %)", "",
+             "| Method | prec@0.5 | prec@0.6 | prec@0.7 | prec@0.8 | prec@0.9 | overall IoU | mean IoU (not in paper) |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, metrics in (("LSTM", lstm), ("RMI", rmi)):
+        for mode, label in (("direct", name), ("dcrf", f"{name} + DCRF")):
+            result = metrics["results"].get(mode)
+            if result:
+                precision = [pct(result[f"precision@{x}"]) for x in ("0.5", "0.6", "0.7", "0.8", "0.9")]
+                lines.append(f"| {label} | " + " | ".join(precision) + f" | {pct(result['overall_iou'])} | {pct(result['mean_iou'])} |")
+    bins = list(rmi["results"]["direct"].get("by_length", {}))
+    if bins:
+        lines += ["", "## Overall IoU by expression length (RMI paper Tables 2-5 layout; %)", "",
+                  "| Method | " + " | ".join(f"{b} words" for b in bins) + " |", "|---" * (len(bins) + 1) + "|"]  # fmt: skip
+        rows = {name: metrics["results"]["direct"]["by_length"] for name, metrics in (("LSTM", lstm), ("RMI", rmi))}
+        for name, by_length in rows.items():
+            lines.append(f"| {name} | " + " | ".join(pct(by_length[b]["overall_iou"]) for b in bins) + " |")
+        gains = []
+        for b in bins:
+            base, ours = rows["LSTM"][b]["overall_iou"], rows["RMI"][b]["overall_iou"]
+            gains.append(f"{100 * (ours - base) / base:+.1f}%" if base else "—")
+        lines.append("| Relative gain | " + " | ".join(gains) + " |")
+        counts = " | ".join(str(rows["RMI"][b]["num_examples"]) for b in bins)
+        lines.append(f"| Expressions | {counts} |")
+    return lines
+
+
+def parsing_section(results: dict[str, dict]) -> list[str]:
+    """Table 5-style ablation: per-class IoU, mean IoU and pixel accuracy of every parsing run."""
+    first = next(iter(results.values()))
+    names = first["class_names"]
+    lines = ["## Object parsing ablation (LG-LSTM paper Table 5 layout; %)", "",
+             "| Method | " + " | ".join(names) + " | mean IoU | Pix.Acc |", "|---" * (len(names) + 3) + "|"]  # fmt: skip
+    for run, metrics in results.items():
+        for mode, suffix in (("direct", ""), ("dcrf", " + DCRF")):
+            scores = metrics["results"].get(mode)
+            if scores:
+                per_class = " | ".join(pct(scores["per_class"][n]["iou"]) for n in names)
+                lines.append(f"| {run}{suffix} | {per_class} | {pct(scores['mean_iou'])} | {pct(scores['pixel_accuracy'])} |")
+    return lines
+
+
+def trivial_referring_iou(count: int) -> float:
+    """Overall IoU of predicting the whole image on the first `count` test scenes (all background scores 0)."""
+    from tf_recurrent_seg.data import synthetic
+
+    target = total = 0
+    for example in synthetic.referring_examples((SEED, 1), count, image_size=128):
+        target, total = target + int(example["mask"].sum()), total + example["mask"].size
+    return target / total
+
+
+def findings_section(lstm: dict, rmi: dict, parsing: dict[str, dict], whole_image_iou: float) -> list[str]:
+    """The papers' claims checked on this run's numbers, stated whichever way they come out."""
+    lstm_iou, rmi_iou = (m["results"]["direct"]["overall_iou"] for m in (lstm, rmi))
+    lines = ["## What this run shows", "",
+             f"- Trivial predictions on the same test scenes: all background 0.00, the whole image "
+             f"{pct(whole_image_iou)} overall IoU.",
+             f"- RMI {'beats' if rmi_iou > lstm_iou else 'does not beat'} the LSTM baseline: overall IoU "
+             f"{pct(rmi_iou)} vs {pct(lstm_iou)} (RMI paper Table 1: RMI above LSTM on every dataset)."]  # fmt: skip
+    by_length = {name: m["results"]["direct"].get("by_length", {}) for name, m in (("LSTM", lstm), ("RMI", rmi))}
+    gains = [(b, (by_length["RMI"][b]["overall_iou"] - by_length["LSTM"][b]["overall_iou"]) / by_length["LSTM"][b]["overall_iou"])
+             for b in by_length["RMI"] if by_length["LSTM"].get(b, {}).get("overall_iou")]  # fmt: skip
+    if len(gains) > 1:
+        grows = all(later >= earlier for (_, earlier), (_, later) in zip(gains, gains[1:]))
+        listed = ", ".join(f"{b} words {100 * g:+.1f}%" for b, g in gains)
+        lines.append(f"- The relative gain of RMI over LSTM {'grows' if grows else 'does not grow steadily'} with the "
+                     f"expression length ({listed}; RMI paper Tables 2-5: larger gains on longer expressions).")  # fmt: skip
+    mean_iou = {name: m["results"]["direct"]["mean_iou"] for name, m in parsing.items()}
+    baselines = {name: value for name, value in mean_iou.items() if name.startswith("conv_baseline")}
+    if "lg_lstm" in mean_iou and baselines:
+        best = max(baselines, key=baselines.get)
+        verdict = "beats" if mean_iou["lg_lstm"] > baselines[best] else "does not beat"
+        lines.append(f"- LG-LSTM {verdict} the best conv baseline ({best}): mean IoU {pct(mean_iou['lg_lstm'])} vs "
+                     f"{pct(baselines[best])} (LG-LSTM paper Table 5: LG-LSTM above both conv baselines).")  # fmt: skip
+    return lines
 
 
 def main(argv):
     del argv
-    import keras
+    budget = BUDGETS[FLAGS.budget]
+    steps = Steps()
+    report_dir = pathlib.Path(FLAGS.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    runs, data = FLAGS.runs_dir, FLAGS.data_dir
 
-    from tf_recurrent_seg.backbones import load_imagenet_weights
-    from tf_recurrent_seg.data.preprocessing import caffe_preprocess
-    from tf_recurrent_seg.defaults import referring_config
-    from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
-    from tf_recurrent_seg.text import build_vocabulary
-    from tf_recurrent_seg.visualize import heat_map, overlay_mask, save_strip
+    steps.run("generate the synthetic referring data", [
+        "-m", "data_tools.synthetic", "--task=referring", f"--output_dir={data}/synthetic_referring",
+        f"--num_train={budget['referring_train']}", f"--num_test={budget['referring_test']}", f"--seed={SEED}",
+        "--image_size=128"])  # fmt: skip
+    steps.run("generate the synthetic parsing data", [
+        "-m", "data_tools.synthetic", "--task=parsing", f"--output_dir={data}/synthetic_parsing", "--parsing_kind=animal",
+        f"--num_train={budget['parsing_train']}", f"--num_test={budget['parsing_test']}", f"--seed={SEED}",
+        "--image_size=97"])  # fmt: skip
 
-    start = time.perf_counter()
-    keras.utils.set_random_seed(FLAGS.seed)
-    output_dir = pathlib.Path(FLAGS.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    for model in ("lstm", "rmi"):
+        steps.run(f"train {model.upper()}", [
+            "-m", "tf_recurrent_seg.cli.train", f"--config=configs/{model}_synthetic.py", f"--workdir={runs}/{model}",
+            f"--config.train.num_steps={budget['referring_steps']}", f"--config.train.seed={SEED}",
+            *referring_override(data)])  # fmt: skip
+    steps.run("evaluate LSTM (with and without DenseCRF)", [
+        "-m", "tf_recurrent_seg.cli.evaluate", f"--workdir={runs}/lstm", "--crf"])  # fmt: skip
+    steps.run("evaluate RMI (with and without DenseCRF; relative gain over LSTM)", [
+        "-m", "tf_recurrent_seg.cli.evaluate", f"--workdir={runs}/rmi", "--crf", f"--baseline={runs}/lstm"])  # fmt: skip
 
-    vocabulary = build_vocabulary(DEMO_CORPUS)
-    tokens = vocabulary.encode(FLAGS.expression)[None]
-    words = vocabulary.decode(tokens[0])
-    log(f"expression {FLAGS.expression!r} -> {len(words)} tokens {words}", start)
-    image = draw_scene()
-    inputs = {"image": caffe_preprocess(image)[None], "tokens": tokens}
+    for name, config, variants in PARSING_RUNS:
+        suffix = f":{variants}" if variants else ""
+        steps.run(f"train {name}", [
+            "-m", "tf_recurrent_seg.cli.train", f"--config={config}{suffix}", f"--workdir={runs}/{name}",
+            f"--config.train.num_steps={budget['parsing_steps']}", f"--config.train.seed={SEED}",
+            *parsing_override(data)])  # fmt: skip
+        steps.run(f"evaluate {name}", ["-m", "tf_recurrent_seg.cli.evaluate", f"--workdir={runs}/{name}"]
+                  + (["--crf"] if name == "lg_lstm" else []))  # fmt: skip
 
-    results = {}
-    for name, build in (("lstm", build_lstm_baseline), ("rmi", build_rmi)):
-        config = referring_config(name, FLAGS.backbone)
-        config.model.vocabulary_size = len(vocabulary)
-        config.model.return_word_outputs = name == "rmi"
-        model = build(config)
-        if FLAGS.imagenet_backbone:
-            load_imagenet_weights(model.backbone)
-        log(f"built {name} ({FLAGS.backbone} backbone): {model.count_params():,} parameters", start)
-        tic = time.perf_counter()
-        results[name] = {key: np.asarray(value) for key, value in model(inputs).items()}
-        log(f"{name} forward pass at 320x320: {time.perf_counter() - tic:.1f}s", start)
+    for name in ("rmi", "lg_lstm"):
+        steps.run(f"export {name} (SavedModel + TFLite)", [
+            "-m", "tf_recurrent_seg.cli.export", f"--workdir={runs}/{name}", f"--export_dir={FLAGS.export_dir}/demo_{name}",
+            "--tflite"])  # fmt: skip
 
-    weights_note = "ImageNet backbone" if FLAGS.imagenet_backbone else "random weights"
-    panels = [image] + [overlay_mask(image, results[name]["logits"][0, ..., 0] >= 0) for name in ("lstm", "rmi")]
-    panels.append(heat_map(results["rmi"]["response_map"][0, ..., 0]))
-    prediction_path = output_dir / "prediction.png"
-    save_strip(panels, ["input", f"LSTM ({weights_note})", f"RMI ({weights_note})", "RMI response map"], str(prediction_path))
-    log(f"wrote {prediction_path}", start)
+    figures = []
+    for index, (image, expression) in enumerate(write_example_inputs(report_dir, budget["figures"])):
+        for model in ("lstm", "rmi"):
+            output = report_dir / f"{model}_{index}.png"
+            steps.run(f"predict with {model.upper()} on test scene {index}", [
+                "-m", "tf_recurrent_seg.cli.predict", f"--workdir={runs}/{model}", f"--image={image}",
+                f"--expression={expression}", f"--output={output}"] + (["--steps"] if model == "rmi" else []))  # fmt: skip
+        figures.append((index, expression))
+    parsing_image = report_dir / "parsing_input.png"
+    from PIL import Image
 
-    first_word = tokens.shape[1] - len(words)
-    word_logits = results["rmi"]["word_logits_lowres"][0, first_word:, ..., 0]
-    word_responses = results["rmi"]["word_response_maps_lowres"][0, first_word:, ..., 0]
-    steps_path = output_dir / "rmi_steps.png"
-    save_strip([heat_map(logits) for logits in word_logits] + [heat_map(r) for r in word_responses],
-               [f"after '{w}'" for w in words] + [f"response '{w}'" for w in words], str(steps_path), panel_size=120)
-    log(f"wrote {steps_path} (prediction and response map after each word, paper Figures 1, 5, 6)", start)
+    from tf_recurrent_seg.data import synthetic
+
+    Image.fromarray(next(iter(synthetic.parsing_examples((SEED, 1), 1, image_size=97)))["image"]).save(parsing_image)
+    for name in ("lg_lstm", "conv_baseline"):
+        steps.run(f"predict with {name} on a test figure", [
+            "-m", "tf_recurrent_seg.cli.predict", f"--workdir={runs}/{name}", f"--image={parsing_image}",
+            f"--output={report_dir}/parsing_{name}.png"])  # fmt: skip
+
+    lstm, rmi = load_metrics(f"{runs}/lstm"), load_metrics(f"{runs}/rmi")
+    parsing = {name: load_metrics(f"{runs}/{name}") for name, _, _ in PARSING_RUNS}
+    lines = [
+        "# tf_recurrent_seg demo report",
+        "",
+        f"Budget `{FLAGS.budget}`, seed {SEED}, {os.cpu_count()} CPU cores, "
+        f"{time.perf_counter() - steps.start:.0f} s in all. Synthetic data only (`tf_recurrent_seg.data.synthetic`):",
+        "referring scenes at 128x128 whose expressions of 1-12 words each need their words to single out the target;",
+        "parsing figures (a four-legged animal: head, body, leg, tail in one coat colour) at 97x97. The models are",
+        "the papers' architectures with every size scaled down for a CPU (`configs/*_synthetic.py`), backbones",
+        "trained from scratch. These are not the papers' numbers and are not comparable to them.",
+        "",
+        f"Seeds: data `--seed={SEED}` (train scenes from the stream ({SEED}, 0), test scenes ({SEED}, 1)); every "
+        f"training run `--config.train.seed={SEED}`.",
+        "",
+        *findings_section(lstm, rmi, parsing, trivial_referring_iou(budget["referring_test"])),
+        "",
+        *referring_section(lstm, rmi),
+        "",
+        *parsing_section(parsing),
+        "",
+        "## Figures",
+        "",
+    ]
+    for index, expression in figures:
+        lines += [f"Test scene {index}, \"{expression}\": LSTM `lstm_{index}.png`, RMI `rmi_{index}.png`; RMI after "
+                  f"each word (Figures 1, 5) `rmi_{index}_steps.png`, mLSTM response maps (Figure 6) "
+                  f"`rmi_{index}_responses.png`.", "",
+                  f"![LSTM](lstm_{index}.png) ![RMI](rmi_{index}.png)", "",
+                  f"![after each word](rmi_{index}_steps.png)", "", f"![response maps](rmi_{index}_responses.png)", ""]  # fmt: skip
+    lines += ["Parsing: `parsing_lg_lstm_legend.png`, `parsing_conv_baseline_legend.png`.", "",
+              "![LG-LSTM](parsing_lg_lstm_legend.png)", "", "![conv baseline](parsing_conv_baseline_legend.png)", "",
+              "## Commands (run from the repository root, in this order)", "",
+              "| Step | Command | Seconds |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {what} | `{command}` | {seconds:.0f} |" for what, command, seconds in steps.commands]
+    (report_dir / "REPORT.md").write_text("\n".join(lines) + "\n")
+    steps.log(f"wrote {report_dir / 'REPORT.md'}")
 
 
 def run():

@@ -3,7 +3,7 @@
 The network is `keras.applications.ResNet101` rebuilt with three options the reference backbones need
 (REFERENCE.md "Backbone variants", TF1_CHECKPOINTS.md §1.2 and §2.2):
 
-- `output_stride` 8 or 16 replaces the stride 2 of the last stages by dilated 3x3 convolutions;
+- `output_stride` 4, 8 or 16 replaces the stride 2 of the last stages by dilated 3x3 convolutions;
 - `padding` "same" uses TF 'SAME' padding on the 7x7/2 stem conv and the 3x3/2 max-pool, as the authors'
   TF1 backbones do; "explicit" pads with zeros first, as keras.applications (and Caffe) do. The two
   differ at stride 2, so each set of weights reproduces its source only under its own padding;
@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 VARIANTS = ("resnet", "deeplab")
-OUTPUT_STRIDES = (8, 16, 32)
+OUTPUT_STRIDES = (4, 8, 16, 32)
 PADDINGS = ("same", "explicit")
 
 # keras.applications' ResNet constants: what its ImageNet weights were built with.
@@ -39,6 +39,7 @@ _STAGE_SCHEDULE = {
     32: ((1, 1), (2, 1), (2, 1), (2, 1)),
     16: ((1, 1), (2, 1), (2, 1), (1, 2)),
     8: ((1, 1), (2, 1), (1, 2), (1, 4)),
+    4: ((1, 1), (1, 2), (1, 4), (1, 8)),  # not a paper setting: small CPU models on small images
 }
 
 
@@ -172,7 +173,7 @@ def build_resnet101(
     Args:
         config: a `defaults.backbone_config()` dict. Fields used: `variant` ("resnet": output is the
             1x1-conv classifier map `fc1000`; "deeplab": output is res5c, `conv5_block3_out`),
-            `output_stride` (8, 16 or 32), `blocks_per_stage` (units in conv2_x..conv5_x), `base_width`
+            `output_stride` (4, 8, 16 or 32), `blocks_per_stage` (units in conv2_x..conv5_x), `base_width`
             (bottleneck width of conv2_x; doubles each stage; the output of stage s has 4 * width * 2**s
             channels), `classifier_units` (fc1000 width), `padding` ("same" or "explicit" for the stem
             conv and max-pool), `bn_epsilon`, `trainable` (False: every layer frozen and batch norm on its
