@@ -79,7 +79,8 @@ def test_demo_quick_budget_runs_every_step(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (tmp_path / "report" / "REPORT.md").read_text()
-    for heading in ("RMI paper Table 1 layout", "Tables 2-5 layout", "LG-LSTM paper Table 5 layout", "## Commands"):
+    for heading in ("## What this run shows", "RMI paper Table 1 layout", "Tables 2-5 layout", "LG-LSTM paper Table 5 layout",
+                    "## Commands"):
         assert heading in report
     assert "| Relative gain |" in report and "| lg_lstm_no_global |" in report
     for figure in ("rmi_0_steps.png", "rmi_0_responses.png", "parsing_lg_lstm_legend.png"):

@@ -13,12 +13,15 @@ measured, whatever it shows.
 import json
 import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
+
+from tf_recurrent_seg.cli.common import run_app
 
 # (name, config, variants) of the parsing runs, in the order Table 5 lists them; the first ones matter most.
 PARSING_RUNS = [
@@ -37,13 +40,19 @@ BUDGETS = {
               "parsing_train": 16, "parsing_test": 8, "parsing_steps": 4, "figures": 1},
 }  # fmt: skip
 SEED = 0
+ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ")  # "I1121 15:26:26.066 1405 train.py:602] "
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("budget", "full", sorted(BUDGETS), "How much data and how many steps.")
-flags.DEFINE_string("report_dir", "reports/demo", "Where REPORT.md and the figures go.")
-flags.DEFINE_string("data_dir", "data", "Where the synthetic datasets are written.")
-flags.DEFINE_string("runs_dir", "runs/demo", "Where the training runs live.")
-flags.DEFINE_string("export_dir", "saved_models", "Where SavedModels and TFLite models are exported.")
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    flags.DEFINE_enum("budget", "full", sorted(BUDGETS), "How much data and how many steps.", flag_values=flag_values)
+    flags.DEFINE_string("report_dir", "reports/demo", "Where REPORT.md and the figures go.", flag_values=flag_values)
+    flags.DEFINE_string("data_dir", "data", "Where the synthetic datasets are written.", flag_values=flag_values)
+    flags.DEFINE_string("runs_dir", "runs/demo", "Where the training runs live.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "export_dir", "saved_models", "Where SavedModels and TFLite models are exported.", flag_values=flag_values
+    )
 
 
 class Steps:
@@ -66,7 +75,7 @@ class Steps:
         for line in process.stdout:
             # Progress lines only: absl's own prefix noise and TF's start-up chatter are dropped.
             if any(key in line for key in ("step ", "wrote", "examples", "overall_iou", "Wrote", "mean_iou")):
-                print(f"    {line.rstrip()[-160:]}", flush=True)
+                print(f"    {ABSL_PREFIX.sub('', line.rstrip())[-160:]}", flush=True)
         if process.wait() != 0:
             raise RuntimeError(f"{what} failed (exit {process.returncode}): {shown}")
         self.commands.append((what, shown, time.perf_counter() - tic))
@@ -247,6 +256,7 @@ def main(argv):
 
     lstm, rmi = load_metrics(f"{runs}/lstm"), load_metrics(f"{runs}/rmi")
     parsing = {name: load_metrics(f"{runs}/{name}") for name, _, _ in PARSING_RUNS}
+    findings = findings_section(lstm, rmi, parsing, trivial_referring_iou(budget["referring_test"]))
     lines = [
         "# tf_recurrent_seg demo report",
         "",
@@ -260,7 +270,7 @@ def main(argv):
         f"Seeds: data `--seed={SEED}` (train scenes from the stream ({SEED}, 0), test scenes ({SEED}, 1)); every "
         f"training run `--config.train.seed={SEED}`.",
         "",
-        *findings_section(lstm, rmi, parsing, trivial_referring_iou(budget["referring_test"])),
+        *findings,
         "",
         *referring_section(lstm, rmi),
         "",
@@ -282,11 +292,12 @@ def main(argv):
     lines += [f"| {what} | `{command}` | {seconds:.0f} |" for what, command, seconds in steps.commands]
     (report_dir / "REPORT.md").write_text("\n".join(lines) + "\n")
     steps.log(f"wrote {report_dir / 'REPORT.md'}")
+    print("\n".join(line for line in findings if line.startswith("- ")), flush=True)
 
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    run_app(define_flags, main)
 
 
 if __name__ == "__main__":
