@@ -151,7 +151,7 @@ def test_dynamic_input_size():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("output_stride", 4, r"output_stride.*\(8, 16, 32\)"),
+        ("output_stride", 2, r"output_stride.*\(4, 8, 16, 32\)"),
         ("padding", "valid", r"padding.*\('same', 'explicit'\)"),
         ("variant", "vgg", r"variant.*\('resnet', 'deeplab'\)"),
         ("blocks_per_stage", (1, 1, 1), "blocks_per_stage"),
