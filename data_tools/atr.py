@@ -143,8 +143,7 @@ def main(argv: Sequence[str]) -> None:
         [int(size) for size in flag_values.split_sizes],
         flag_values.write_extra,
     )
-    for split, result in results.items():
-        print(f"{split}: {result['written']} written, {result['skipped']} skipped ({result['manifest']})")
+    common.print_split_results(results)
 
 
 def run() -> None:

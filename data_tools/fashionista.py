@@ -391,8 +391,7 @@ def main(argv: Sequence[str]) -> None:
     del argv
     flag_values = flags.FLAGS
     results = convert_fashionista(flag_values.mat_path, flag_values.output_dir, flag_values.num_shards, flag_values.sides)
-    for split, result in results.items():
-        print(f"{split}: {result['written']} written, {result['skipped']} skipped ({result['manifest']})")
+    common.print_split_results(results)
 
 
 def run() -> None:

@@ -142,8 +142,7 @@ def main(argv: Sequence[str]) -> None:
     del argv
     flag_values = flags.FLAGS
     results = convert_lip(flag_values.data_dir, flag_values.output_dir, flag_values.dataset, flag_values.num_shards)
-    for split, result in results.items():
-        print(f"{split}: {result['written']} written, {result['skipped']} skipped ({result['manifest']})")
+    common.print_split_results(results)
 
 
 def run() -> None:

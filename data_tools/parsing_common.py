@@ -243,3 +243,9 @@ def image_label_record(record_id: str, image_path: str, label_path: str) -> Pars
         return image_bytes, pixels, labels
 
     return ParsingRecord(name=record_id, filename=os.path.basename(image_path), load=load)
+
+
+def print_split_results(results: dict) -> None:
+    """One line per split of a parsing converter's `convert_*` result (what its command line prints)."""
+    for split, result in results.items():
+        print(f"{split}: {result['written']} written, {result['skipped']} skipped ({result['manifest']})")

@@ -241,8 +241,7 @@ def main(argv: Sequence[str]) -> None:
         flag_values.num_shards,
         flag_values.unlabelled_silhouette,
     )
-    for split, result in results.items():
-        print(f"{split}: {result['written']} written, {result['skipped']} skipped ({result['manifest']})")
+    common.print_split_results(results)
 
 
 def run() -> None:

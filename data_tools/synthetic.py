@@ -31,7 +31,6 @@ from tf_recurrent_seg.cli.common import run_app
 TASKS = ("referring", "parsing")
 DATASET = "synthetic"
 DEFAULT_IMAGE_SIZE = {"referring": 320, "parsing": 321}
-SPLIT_STREAMS = {"train": 0, "test": 1}  # seed stream per split: examples come from default_rng([seed, stream, i])
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -116,7 +115,7 @@ def write_synthetic(
     summary: dict = {"output_dir": output_dir, "vocabulary_size": None}
     train_expressions: list[str] = []
     for split, count in (("train", num_train), ("test", num_test)):
-        stream = (seed, SPLIT_STREAMS[split])
+        stream = (seed, synthetic.SPLIT_STREAMS[split])
         if task == "referring":
             # Test ids follow the train ids, so ref_id and sent_id are unique over the whole data set.
             offset = 0 if split == "train" else num_train

@@ -10,7 +10,6 @@ quotes, so each number can be reproduced with the command printed next to it. Th
 measured, whatever it shows.
 """
 
-import json
 import os
 import pathlib
 import re
@@ -92,11 +91,6 @@ def parsing_override(data_dir: str) -> list[str]:
     return [f"--config.data.train_records={root}/train", f"--config.data.eval_records={root}/test"]
 
 
-def load_metrics(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, "eval", "metrics.json")) as file:
-        return json.load(file)
-
-
 def write_example_inputs(report_dir: pathlib.Path, count: int) -> list[tuple[pathlib.Path, str]]:
     """Test-split scenes (same seed stream as the test records) saved as PNGs, with their expressions."""
     from PIL import Image
@@ -104,7 +98,7 @@ def write_example_inputs(report_dir: pathlib.Path, count: int) -> list[tuple[pat
     from tf_recurrent_seg.data import synthetic
 
     inputs = []
-    for example in synthetic.referring_examples((SEED, 1), count, image_size=128):
+    for example in synthetic.referring_examples((SEED, synthetic.SPLIT_STREAMS["test"]), count, image_size=128):
         path = report_dir / f"input_{len(inputs)}.png"
         Image.fromarray(example["image"]).save(path)
         inputs.append((path, example["expression"]))
@@ -113,6 +107,13 @@ def write_example_inputs(report_dir: pathlib.Path, count: int) -> list[tuple[pat
 
 def pct(value) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
+
+
+def relative_gains(lstm: dict, rmi: dict) -> dict[str, float | None]:
+    """RMI's relative overall-IoU gain over LSTM per length bin (None where LSTM scores 0)."""
+    base, ours = (m["results"]["direct"].get("by_length", {}) for m in (lstm, rmi))
+    return {b: (ours[b]["overall_iou"] - base[b]["overall_iou"]) / base[b]["overall_iou"] if base.get(b, {}).get("overall_iou") else None
+            for b in ours}  # fmt: skip
 
 
 def referring_section(lstm: dict, rmi: dict) -> list[str]:
@@ -133,11 +134,8 @@ def referring_section(lstm: dict, rmi: dict) -> list[str]:
         rows = {name: metrics["results"]["direct"]["by_length"] for name, metrics in (("LSTM", lstm), ("RMI", rmi))}
         for name, by_length in rows.items():
             lines.append(f"| {name} | " + " | ".join(pct(by_length[b]["overall_iou"]) for b in bins) + " |")
-        gains = []
-        for b in bins:
-            base, ours = rows["LSTM"][b]["overall_iou"], rows["RMI"][b]["overall_iou"]
-            gains.append(f"{100 * (ours - base) / base:+.1f}%" if base else "—")
-        lines.append("| Relative gain | " + " | ".join(gains) + " |")
+        gains = relative_gains(lstm, rmi)
+        lines.append("| Relative gain | " + " | ".join("—" if gains[b] is None else f"{100 * gains[b]:+.1f}%" for b in bins) + " |")
         counts = " | ".join(str(rows["RMI"][b]["num_examples"]) for b in bins)
         lines.append(f"| Expressions | {counts} |")
     return lines
@@ -163,7 +161,7 @@ def trivial_referring_iou(count: int) -> float:
     from tf_recurrent_seg.data import synthetic
 
     target = total = 0
-    for example in synthetic.referring_examples((SEED, 1), count, image_size=128):
+    for example in synthetic.referring_examples((SEED, synthetic.SPLIT_STREAMS["test"]), count, image_size=128):
         target, total = target + int(example["mask"].sum()), total + example["mask"].size
     return target / total
 
@@ -176,9 +174,7 @@ def findings_section(lstm: dict, rmi: dict, parsing: dict[str, dict], whole_imag
              f"{pct(whole_image_iou)} overall IoU.",
              f"- RMI {'beats' if rmi_iou > lstm_iou else 'does not beat'} the LSTM baseline: overall IoU "
              f"{pct(rmi_iou)} vs {pct(lstm_iou)} (RMI paper Table 1: RMI above LSTM on every dataset)."]  # fmt: skip
-    by_length = {name: m["results"]["direct"].get("by_length", {}) for name, m in (("LSTM", lstm), ("RMI", rmi))}
-    gains = [(b, (by_length["RMI"][b]["overall_iou"] - by_length["LSTM"][b]["overall_iou"]) / by_length["LSTM"][b]["overall_iou"])
-             for b in by_length["RMI"] if by_length["LSTM"].get(b, {}).get("overall_iou")]  # fmt: skip
+    gains = [(b, gain) for b, gain in relative_gains(lstm, rmi).items() if gain is not None]
     if len(gains) > 1:
         grows = all(later >= earlier for (_, earlier), (_, later) in zip(gains, gains[1:]))
         listed = ", ".join(f"{b} words {100 * g:+.1f}%" for b, g in gains)
@@ -248,14 +244,17 @@ def main(argv):
 
     from tf_recurrent_seg.data import synthetic
 
-    Image.fromarray(next(iter(synthetic.parsing_examples((SEED, 1), 1, image_size=97)))["image"]).save(parsing_image)
+    first_test_figure = next(iter(synthetic.parsing_examples((SEED, synthetic.SPLIT_STREAMS["test"]), 1, image_size=97)))
+    Image.fromarray(first_test_figure["image"]).save(parsing_image)
     for name in ("lg_lstm", "conv_baseline"):
         steps.run(f"predict with {name} on a test figure", [
             "-m", "tf_recurrent_seg.cli.predict", f"--workdir={runs}/{name}", f"--image={parsing_image}",
             f"--output={report_dir}/parsing_{name}.png"])  # fmt: skip
 
-    lstm, rmi = load_metrics(f"{runs}/lstm"), load_metrics(f"{runs}/rmi")
-    parsing = {name: load_metrics(f"{runs}/{name}") for name, _, _ in PARSING_RUNS}
+    from tf_recurrent_seg.evaluation import load_results
+
+    lstm, rmi = load_results(f"{runs}/lstm"), load_results(f"{runs}/rmi")
+    parsing = {name: load_results(f"{runs}/{name}") for name, _, _ in PARSING_RUNS}
     findings = findings_section(lstm, rmi, parsing, trivial_referring_iou(budget["referring_test"]))
     lines = [
         "# tf_recurrent_seg demo report",

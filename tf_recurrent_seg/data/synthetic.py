@@ -199,6 +199,9 @@ class Description:
         raise ValueError(f"unknown part {part!r}; known: {OPTIONAL_PARTS}")
 
 
+# Seed stream per split: the examples of a split come from default_rng([seed, stream, index]).
+SPLIT_STREAMS = {"train": 0, "test": 1}
+
 def parse_expression(expression: str) -> Description:
     """Parses an expression of the grammar back into its Description (inverse of `Description.text`).
 
