@@ -47,10 +47,10 @@ def main() -> None:
     tokens = np.zeros((1, config.model.max_words), np.int32)  # left-padded
     tokens[0, -args.words:] = rng.integers(4, config.model.vocabulary_size, args.words)
     mask = (rng.random((1, size, size)) > 0.7).astype(np.float32)
-    res5c_channels = training.res5c_extractor(model).output.shape[-1]
+    res5c_channels = training.cached_feature_extractor(model).output.shape[-1]
     inputs = {
         "cached": (
-            {"res5c": rng.random((1, side, side, res5c_channels), np.float32), "tokens": tokens}, {"mask": mask}
+            {"backbone_features": rng.random((1, side, side, res5c_channels), np.float32), "tokens": tokens}, {"mask": mask}
         ),
         "full": ({"image": rng.normal(0, 50, (1, size, size, 3)).astype(np.float32), "tokens": tokens}, {"mask": mask}),
     }

@@ -11,6 +11,7 @@ import pytest
 from tf_recurrent_seg.data.preprocessing import CAFFE_BGR_MEAN, caffe_preprocess, resize_and_pad, unpad_and_resize
 from tf_recurrent_seg.models.parsing import build_parsing_model
 from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
+from tf_recurrent_seg.pretraining import build_pretraining_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted((ROOT / "configs").glob("*.py"))
@@ -21,7 +22,10 @@ def test_config_smoke_variant_builds(path):
     config = runpy.run_path(str(path))["get_config"]("smoke")
     size = config.model.image_size
     image = np.zeros((1, size, size, 3), np.float32)
-    if config.model.name in ("rmi", "lstm"):
+    if config.model.name == "backbone_pretraining":
+        outputs = build_pretraining_model(config)(image)
+        assert [outputs[name].shape[-1] for name in ("shape", "colour", "size")] == [7, 7, 3]
+    elif config.model.name in ("rmi", "lstm"):
         model = {"rmi": build_rmi, "lstm": build_lstm_baseline}[config.model.name](config)
         tokens = np.zeros((1, config.model.max_words), np.int32)
         tokens[0, -2:] = [4, 5]

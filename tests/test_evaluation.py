@@ -217,6 +217,51 @@ def test_referring_numbers_at_original_resolution(referring_data, crf_stub, tmp_
     assert "R+RMI+DCRF" in tables and "| Length | 1 | 2 | 3-4 | 5-20 |" in tables
 
 
+class WordParityReferringModel:
+    """Stand-in referring model that reads the expression: the left half when it has an even number of tokens,
+    nothing when odd."""
+
+    def __call__(self, inputs, training=False):
+        image = inputs["image"]
+        even = tf.equal(tf.reduce_sum(tf.cast(inputs["tokens"] > 0, tf.int32), axis=1) % 2, 0)
+        left = tf.cast(tf.range(S) < S // 2, tf.float32)
+        logits = tf.where(even[:, None, None, None], left[None, None, :, None] * 4.0 - 2.0, -2.0)
+        return {"logits": logits + tf.zeros_like(image[..., :1])}
+
+
+def test_deranged_expressions_give_every_example_another_ones():
+    batches = [({"tokens": tf.constant([[i, i]] * 2)}, {"num_tokens": tf.constant([i, i + 100])}) for i in range(5)]
+    tokens, num_tokens = evaluation._deranged_expressions(batches, seed=3)
+    original = np.repeat(np.arange(5), 2)
+    assert sorted(tokens[:, 0].tolist()) == sorted(original.tolist())  # a permutation of the split's expressions
+    order = np.array([[i, i + 100] for i in range(5)]).reshape(-1)
+    assert all(num_tokens[k] != order[k] for k in range(10))  # nobody keeps its own
+
+
+def test_shuffled_expressions_row_scores_the_images_with_other_expressions(referring_data):
+    config = _referring_config(referring_data)
+    results = evaluation.evaluate(WordParityReferringModel(), config, batch_size=3, shuffle_expressions=0)
+    examples = referring_data["examples"]
+    direct, shuffled = results["results"]["direct"], results["results"]["shuffled"]
+    assert results["shuffle_expressions"] == 0 and direct["num_examples"] == shuffled["num_examples"] == 7
+    # With the real expressions: the left half for even word counts, nothing for odd ones (numpy reference).
+    for index, example in enumerate(examples):
+        gt = example["mask"] > 0
+        placement = resize_and_pad(np.zeros(gt.shape, np.uint8), S)[1]
+        even = min(example["words"], 20) % 2 == 0  # tokens after truncation to 20
+        predicted = unpad_and_resize(_left_half(), placement, gt.shape) > 0 if even else np.zeros_like(gt)
+        assert direct["per_example"]["intersection"][index] == np.logical_and(gt, predicted).sum()
+        assert direct["per_example"]["union"][index] == np.logical_or(gt, predicted).sum()
+    assert direct["per_example"]["sent_id"] == list(range(7))
+    # Shuffled: each image gets another example's expression, so exactly as many images as there are even-length
+    # expressions get the left half (a prediction enlarges the union past the target), and the words differ.
+    predicted_something = np.array(shuffled["per_example"]["union"]) > np.array([e["mask"].sum() for e in examples])
+    assert predicted_something.sum() == sum(min(example["words"], 20) % 2 == 0 for example in examples)
+    assert shuffled["overall_iou"] == pytest.approx(
+        sum(shuffled["per_example"]["intersection"]) / sum(shuffled["per_example"]["union"]), abs=1e-12
+    )
+
+
 def test_referring_max_examples_and_batch_size(referring_data):
     config = _referring_config(referring_data)
     config.data.length_bins = "unc"

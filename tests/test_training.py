@@ -338,7 +338,7 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
         assert half["dtype"] == "float16"
         half_dataset = training.cached_referring_dataset(str(tmp_path / "half"), training=False, batch_size=1)
         (features, targets), *_ = half_dataset
-        np.testing.assert_allclose(features["res5c"], cached[0][0]["res5c"], rtol=2e-3, atol=1e-3)
+        np.testing.assert_allclose(features["backbone_features"], cached[0][0]["backbone_features"], rtol=2e-3, atol=1e-3)
         np.testing.assert_allclose(
             float(training.referring_step_loss(model, config, features, targets, global_batch_size=1)),
             float(training.referring_step_loss(model, config, cached[0][0], cached[0][1], global_batch_size=1)),

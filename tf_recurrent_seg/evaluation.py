@@ -44,7 +44,7 @@ from tf_recurrent_seg.defaults import HORSE_COW_CLASSES
 
 METRICS_FILE = "metrics.json"
 TABLES_FILE = "tables.md"
-DIRECT, DCRF = "direct", "dcrf"
+DIRECT, DCRF, SHUFFLED = "direct", "dcrf", "shuffled"
 
 _BACKBONE_PREFIX = {"resnet": "R", "deeplab": "D"}  # paper Table 1: R = ResNet weights, D = DeepLab weights
 _REFERRING_NAMES = {"rmi": "RMI", "lstm": "LSTM"}
@@ -168,6 +168,7 @@ def evaluate(
     out_dir: str | None = None,
     baseline: Mapping | None = None,
     log_every: int = 50,
+    shuffle_expressions: int | None = None,
 ) -> dict:
     """Evaluates `model` on `config.data.eval_records` with the papers' metrics.
 
@@ -182,14 +183,18 @@ def evaluate(
         out_dir: when given, `write_results` writes metrics.json and tables.md there.
         baseline: another run's results (its metrics.json) for the relative gains of the length table.
         log_every: progress line every this many batches.
+        shuffle_expressions: (referring) a seed: adds the result "shuffled", every image scored with ANOTHER
+            example's expression (a random derangement drawn with this seed) against its own target: what the
+            model gets without the right words, its blind-to-language score.
 
     Returns:
         A JSON-ready dict. Common keys: task ("referring" / "parsing"), method (paper row label), model,
         eval_records, num_examples, skipped_records (counts per reason), seconds, examples_per_second,
         crf_seconds (with crf), results: {"direct": ..., "dcrf": ... (with crf)}.
-        Referring: each result is {"overall_iou", "mean_iou", "precision@0.5".."precision@0.9",
-        "num_examples", "by_length": {"<bin>": {the same}}}, fractions in [0, 1]; plus length_bins_dataset
-        and length_bins. Parsing: each result is `metrics.parsing_scores(...)` plus "confusion_matrix"; plus
+        Referring: "shuffled" too with shuffle_expressions. Each result is {"overall_iou", "mean_iou", "precision@0.5".."precision@0.9",
+        "num_examples", "by_length": {"<bin>": {the same}}, "per_example": {"sent_id", "intersection",
+        "union"} (lists in record order)}, fractions in [0, 1]; plus length_bins_dataset, length_bins and
+        shuffle_expressions. Parsing: each result is `metrics.parsing_scores(...)` plus "confusion_matrix"; plus
         class_names and layout ("horse_cow" / "atr").
     """
     if max_examples is not None and max_examples < 1:
@@ -198,9 +203,15 @@ def evaluate(
 
     eval_records = eval_records if eval_records is not None else config.data.eval_records
     crf_module = _load_crf() if crf else None
-    runner = _evaluate_referring if is_referring(config) else _evaluate_parsing
     start = time.perf_counter()
-    results = runner(model, config, eval_records, crf_module, max_examples, batch_size, log_every)
+    if is_referring(config):
+        results = _evaluate_referring(
+            model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions
+        )
+    elif shuffle_expressions is not None:
+        raise ValueError("shuffle_expressions applies to referring models only")
+    else:
+        results = _evaluate_parsing(model, config, eval_records, crf_module, max_examples, batch_size, log_every)
     seconds = time.perf_counter() - start
     results.update(
         method=method_name(config), model=config.model.name, eval_records=_json_ready(eval_records),
@@ -225,10 +236,26 @@ def _referring_dataset(config, eval_records, batch_size, counter):
     )  # fmt: skip
 
 
-def _evaluate_referring(model, config, eval_records, crf_module, max_examples, batch_size, log_every) -> dict:
+def _deranged_expressions(dataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The split's (tokens, num_tokens) in record order, permuted so that no example keeps its own."""
+    tokens, num_tokens = [], []
+    for features, targets in dataset:
+        tokens.append(features["tokens"].numpy())
+        num_tokens.append(targets["num_tokens"].numpy())
+    tokens, num_tokens = np.concatenate(tokens), np.concatenate(num_tokens)
+    order = np.random.default_rng(seed).permutation(len(tokens))
+    source = np.empty_like(order)
+    source[order] = np.roll(order, -1)  # a cycle through a random order: nobody keeps their own
+    return tokens[source], num_tokens[source]
+
+
+def _evaluate_referring(
+    model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions=None
+) -> dict:
     bins_name, bins = resolve_length_bins(config, eval_records)
     max_words = config.model.max_words
-    variants = [DIRECT] + ([DCRF] if crf_module is not None else [])
+    shuffled = shuffle_expressions is not None
+    variants = [DIRECT] + ([DCRF] if crf_module is not None else []) + ([SHUFFLED] if shuffled else [])
     overall = {name: metrics_lib.ReferringSegmentationMetrics(name=f"referring_{name}") for name in variants}
     binned = {
         name: metrics_lib.LengthBinnedReferringMetrics(bins, max_words=max_words, name=f"length_{name}")
@@ -252,17 +279,31 @@ def _evaluate_referring(model, config, eval_records, crf_module, max_examples, b
 
     def update(name, targets, masks):
         overall[name].update_state(targets["original_mask"], masks, original_size=targets["original_size"])
+        intersection, union = metrics_lib.intersection_and_union(
+            targets["original_mask"], masks, original_size=targets["original_size"]
+        )
+        per_example[name]["sent_id"] += targets["sent_id"].numpy().tolist()
+        per_example[name]["intersection"] += intersection.numpy().astype(np.int64).tolist()
+        per_example[name]["union"] += union.numpy().astype(np.int64).tolist()
         if binned:
             binned[name].update_state(
                 targets["original_mask"], masks, targets["num_tokens"], original_size=targets["original_size"]
             )
 
+    if shuffled:
+        other_tokens, other_num_tokens = _deranged_expressions(dataset, shuffle_expressions)
+    per_example = {name: {"sent_id": [], "intersection": [], "union": []} for name in variants}
     seen, crf_seconds = 0, 0.0
     for step, (features, targets) in enumerate(dataset):
         logits, masks = predict(features, targets)
         count = int(tf.shape(logits)[0])
         if max_examples is not None:
             count = min(count, max_examples - seen)
+        if shuffled:  # the same images and targets, each with another example's expression
+            rows = slice(seen, seen + int(tf.shape(logits)[0]))
+            _, other_masks = predict({**features, "tokens": tf.constant(other_tokens[rows])}, targets)
+            other_targets = _take({**targets, "num_tokens": tf.constant(other_num_tokens[rows])}, count)
+            update(SHUFFLED, other_targets, other_masks[:count])
         targets = _take(targets, count)
         update(DIRECT, targets, masks[:count])
         if crf_module is not None:
@@ -287,11 +328,12 @@ def _evaluate_referring(model, config, eval_records, crf_module, max_examples, b
             for entry in by_length.values():
                 entry["num_examples"] = int(entry["num_examples"])
             values["by_length"] = by_length
+        values["per_example"] = per_example[name]
         results[name] = values
     output = {
         "task": "referring", "num_examples": seen, "skipped_records": counter.counts, "results": results,
         "length_bins_dataset": bins_name, "length_bins": [list(b) for b in bins] if bins else None,
-        "backbone": config.model.backbone.get("variant"),
+        "backbone": config.model.backbone.get("variant"), "shuffle_expressions": shuffle_expressions,
     }  # fmt: skip
     if crf_module is not None:
         output["crf_seconds"] = crf_seconds
@@ -385,6 +427,8 @@ def _referring_rows(results: Mapping, suffix: str = "") -> list[tuple[str, Mappi
     rows = [(f"{method}{suffix}", results["results"][DIRECT])]
     if DCRF in results["results"]:
         rows.append((f"{method}+DCRF{suffix}", results["results"][DCRF]))
+    if SHUFFLED in results["results"]:
+        rows.append((f"{method}, shuffled expressions{suffix}", results["results"][SHUFFLED]))
     return rows
 
 

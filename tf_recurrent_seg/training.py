@@ -7,6 +7,7 @@ TensorBoard, progress lines and `model.keras` at the end). The layout of the run
 `tf_recurrent_seg.workdir`'s:
 
     <workdir>/config.json     <workdir>/checkpoints/     <workdir>/tensorboard/     <workdir>/model.keras
+    <workdir>/validation.json (the validation scores at every evaluation step, for the learning curves)
     <workdir>/features/       (RMI with train.cache_features only: cached backbone features)
 
 Why a custom loop and not `model.fit`: Keras 3's `fit` fails under MultiWorkerMirroredStrategy
@@ -44,9 +45,10 @@ of `logits >= 0` against the padded SxS mask; parsing pixel accuracy and mean Io
 labelled 255 ignored). Scalars and images (input, prediction, ground truth) go to `<workdir>/tensorboard`.
 
 Cached backbone features (`train.cache_features`, RMI / LSTM baseline only): the backbone is frozen (BN on
-stored statistics), so its features are computed once per training IMAGE. What is cached is res5c, the
-2048-channel input of the resnet variant's fc1000 (the deeplab variant's backbone output is res5c too), NOT
-fc1000's output: fc1000 is trainable in the reference code, so caching its output would silently freeze it.
+stored statistics), so its features are computed once per training IMAGE. What is cached is everything frozen:
+res5c, the 2048-channel input of the resnet variant's fc1000 (the deeplab variant's backbone output is res5c too), NOT
+fc1000's output: fc1000 is trainable in the reference code, so caching its output would silently freeze it. Only a
+config that freezes fc1000 too (`model.backbone.train_classifier=False`, the synthetic configs) caches its output.
 Training then runs fc1000 (resnet variant) + the head on the cached res5c with the FULL model's variables,
 so checkpoints and model.keras are the full model's, and a step from cached features equals a step through
 the full model (tests/test_training.py checks loss and gradients to 1e-5; on CPU they are bit-identical).
@@ -91,14 +93,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg import losses, optimization, workdir as workdir_lib
+from tf_recurrent_seg import allocator, losses, optimization, workdir as workdir_lib
 from tf_recurrent_seg.data import pipeline
 from tf_recurrent_seg.text import Vocabulary
 
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 FEATURES_DIR = "features"
 FEATURES_MANIFEST = "manifest.json"
-FEATURE_CACHE_VERSION = 1
+FEATURE_CACHE_VERSION = 2  # 2: the record key "features" (was "res5c"); fc1000 output when it is frozen
 CACHED_SHUFFLE_BUFFER = 32  # expressions; each holds a whole feature map (13 MB at paper size)
 
 
@@ -160,7 +162,8 @@ def backbone_is_pretrained(config: ml_collections.ConfigDict) -> bool:
 
 def load_pretrained_backbone(model: keras.Model, config: ml_collections.ConfigDict) -> None:
     """Loads `model.backbone.pretrained` into a fresh run's backbone: "imagenet" (keras.applications weights,
-    a download) or "tf1:<prefix>" (a checkpoint of the reference TF-resnet / TF-deeplab code)."""
+    a download), "tf1:<prefix>" (a checkpoint of the reference TF-resnet / TF-deeplab code) or
+    "keras:<path>" (a backbone saved by `tf_recurrent_seg.pretraining`, e.g. the synthetic pretraining)."""
     source = config.model.backbone.get("pretrained")
     if not source:
         return
@@ -171,32 +174,46 @@ def load_pretrained_backbone(model: keras.Model, config: ml_collections.ConfigDi
     if source == "imagenet":
         load = {"resnet101": backbones.load_imagenet_weights, "vgg16_largefov": backbones.load_vgg16_imagenet_weights}[name]
         load(backbone)
+    elif source.startswith("keras:"):
+        from tf_recurrent_seg.pretraining import load_keras_backbone
+
+        load_keras_backbone(backbone, source[len("keras:") :])
     elif source.startswith("tf1:") and name == "resnet101":
         scope = {"resnet": "ResNet", "deeplab": "DeepLab"}[config.model.backbone.variant]
         tf1_backbone.load_tf1_backbone_weights(backbone, tf.train.load_checkpoint(source[len("tf1:") :]), scope)
     else:
-        raise ValueError(f"model.backbone.pretrained must be None, 'imagenet' or 'tf1:<checkpoint prefix>' (resnet101), got {source!r}")
+        raise ValueError(
+            "model.backbone.pretrained must be None, 'imagenet', 'keras:<path>' or 'tf1:<checkpoint prefix>' "
+            f"(resnet101), got {source!r}"
+        )
     logging.info("loaded %s backbone weights from %s", name, source)
 
 
-def res5c_extractor(model: keras.Model) -> keras.Model:
-    """image -> res5c (the cached features): the backbone up to fc1000's input (resnet) or the backbone (deeplab)."""
+def classifier_trains(model_config: ml_collections.ConfigDict) -> bool:
+    """Whether the backbone's fc1000 trains with the head (resnet variant, `backbone.train_classifier`)."""
+    backbone = model_config.backbone
+    return backbone.variant == "resnet" and bool(backbone.get("train_classifier", True))
+
+
+def cached_feature_extractor(model: keras.Model) -> keras.Model:
+    """image -> the features `train.cache_features` caches: everything frozen in the backbone. That is res5c,
+    fc1000's input, when fc1000 trains (the resnet variant, as in the reference code), else the backbone's output."""
     backbone = model.backbone
-    if model.config.model.backbone.variant == "resnet":
-        return keras.Model(backbone.inputs, backbone.get_layer("fc1000").input, name="res5c_extractor")
+    if classifier_trains(model.config.model):
+        return keras.Model(backbone.inputs, backbone.get_layer("fc1000").input, name="cached_feature_extractor")
     return backbone
 
 
-def cached_forward(model: keras.Model, res5c: tf.Tensor, tokens: tf.Tensor, training: bool = True) -> dict:
-    """The referring model's outputs from cached res5c features: fc1000 (resnet variant) + the head.
+def cached_forward(model: keras.Model, backbone_features: tf.Tensor, tokens: tf.Tensor, training: bool = True) -> dict:
+    """The referring model's outputs from cached backbone features: fc1000 (when it trains) + the head.
 
     Uses the full model's own layers and variables, so it equals `model({"image", "tokens"})` for the image
-    whose res5c it is given (the frozen part of the backbone is the only thing skipped)."""
+    whose features it is given (the frozen part of the backbone is the only thing skipped)."""
     from tf_recurrent_seg.models.referring import check_referring_inputs
 
-    visual = res5c
-    if model.config.model.backbone.variant == "resnet":
-        visual = model.backbone.get_layer("fc1000")(res5c)
+    visual = backbone_features
+    if classifier_trains(model.config.model):
+        visual = model.backbone.get_layer("fc1000")(backbone_features)
     inputs = {"visual_features": visual, "tokens": tokens}
     tokens = check_referring_inputs(inputs, model.config.model, include_backbone=False)
     return model.head({"visual_features": visual, "tokens": tokens}, training=training)
@@ -212,10 +229,10 @@ def referring_step_loss(
 ) -> tf.Tensor:
     """One replica's RMI / LSTM-baseline training loss, scaled for a global batch.
 
-    `features` holds "image" (full model) or "res5c" (cached features) and "tokens"; `targets` "mask" (B, S, S).
+    `features` holds "image" (full model) or "backbone_features" (cached) and "tokens"; `targets` "mask" (B, S, S).
     """
-    if "res5c" in features:
-        outputs = cached_forward(model, features["res5c"], features["tokens"], training=True)
+    if "backbone_features" in features:
+        outputs = cached_forward(model, features["backbone_features"], features["tokens"], training=True)
     else:
         outputs = model({"image": features["image"], "tokens": features["tokens"]}, training=True)
     data_loss = losses.referring_loss(
@@ -264,14 +281,14 @@ def build_feature_cache(
     max_shards: int = 16,
     images_per_shard: int = 64,
 ) -> dict:
-    """Writes the res5c features of every image of the referring records `files` (see the module docstring).
+    """Writes the frozen backbone features (`cached_feature_extractor`) of every image of the referring records `files` (see the module docstring).
 
     Reuses `output_dir` when its manifest matches (same files, sizes, dtype and backbone weights). Returns
     the manifest: {"num_images", "num_expressions", "shape", "dtype", "files": [shard paths], ...}.
     """
     if dtype not in ("float32", "float16"):
         raise ValueError(f"feature dtype must be 'float32' or 'float16', got {dtype!r}")
-    extractor = res5c_extractor(model)
+    extractor = cached_feature_extractor(model)
     options = _referring_pipeline_options(config)
     expected = {
         "version": FEATURE_CACHE_VERSION,
@@ -324,11 +341,11 @@ def build_feature_cache(
             entries = expressions.pop(key, None)
             if entries is None:  # already written (another expression of the same image)
                 continue
-            res5c = predict(image)[0].numpy().astype(dtype)
-            shape = list(res5c.shape)
+            cached = predict(image)[0].numpy().astype(dtype)
+            shape = list(cached.shape)
             example = tf.train.Example(features=tf.train.Features(feature={
-                "res5c": _bytes_feature([res5c.tobytes()]),
-                "res5c/shape": tf.train.Feature(int64_list=tf.train.Int64List(value=shape)),
+                "features": _bytes_feature([cached.tobytes()]),
+                "features/shape": tf.train.Feature(int64_list=tf.train.Int64List(value=shape)),
                 "tokens": tf.train.Feature(int64_list=tf.train.Int64List(
                     value=np.concatenate([tokens for tokens, _ in entries]).tolist())),
                 "masks": _bytes_feature([mask for _, mask in entries]),
@@ -353,7 +370,7 @@ def build_feature_cache(
         json.dump(manifest, file, indent=2)
     tf.io.gfile.rename(temporary, manifest_file, overwrite=True)  # last: a killed build is rebuilt
     logging.info(
-        "cached %s res5c features %s of %d images (%d expressions) in %s (%.1f s)",
+        "cached %s backbone features %s of %d images (%d expressions) in %s (%.1f s)",
         dtype, shape, written, manifest["num_expressions"], output_dir, manifest["seconds"],
     )
     return manifest
@@ -367,7 +384,7 @@ def cached_referring_dataset(
     seed: int | None = None,
     shuffle_buffer: int = CACHED_SHUFFLE_BUFFER,
 ) -> tf.data.Dataset:
-    """Batches ({"res5c": (B, h, w, C) float32, "tokens": (B, T) int32}, {"mask": (B, S, S) float32}) from a
+    """Batches ({"backbone_features": (B, h, w, C) float32, "tokens": (B, T) int32}, {"mask": (B, S, S) float32}) from a
     feature cache. training: shuffled shards and expressions, repeated, drop_remainder; otherwise the cache
     order (images in first-seen order of the records, each image's expressions in record order), one pass."""
     with tf.io.gfile.GFile(os.path.join(cache_dir, FEATURES_MANIFEST)) as file:
@@ -375,20 +392,20 @@ def cached_referring_dataset(
     files = [os.path.join(cache_dir, name) for name in manifest["files"]]
     shape, max_words, dtype = manifest["shape"], manifest["max_words"], tf.as_dtype(manifest["dtype"])
     spec = {
-        "res5c": tf.io.FixedLenFeature([], tf.string),
+        "features": tf.io.FixedLenFeature([], tf.string),
         "tokens": tf.io.VarLenFeature(tf.int64),
         "masks": tf.io.VarLenFeature(tf.string),
     }
 
     def expressions_of(serialized):
         parsed = tf.io.parse_single_example(serialized, spec)
-        res5c = tf.cast(tf.reshape(tf.io.decode_raw(parsed["res5c"], dtype), shape), tf.float32)
+        features = tf.cast(tf.reshape(tf.io.decode_raw(parsed["features"], dtype), shape), tf.float32)
         tokens = tf.cast(tf.reshape(tf.sparse.to_dense(parsed["tokens"]), [-1, max_words]), tf.int32)
         masks = tf.sparse.to_dense(parsed["masks"], default_value="")
 
         def expression(tokens_i, mask_png):
             mask = tf.cast(tf.io.decode_png(mask_png, channels=1)[..., 0], tf.float32)
-            return {"res5c": res5c, "tokens": tokens_i}, {"mask": mask}
+            return {"backbone_features": features, "tokens": tokens_i}, {"mask": mask}
 
         return tf.data.Dataset.from_tensor_slices((tokens, masks)).map(expression)
 
@@ -629,7 +646,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
             batch = context.get_per_replica_batch_size(global_batch)
             if cache_features:
                 pipelines, index = context.num_input_pipelines, context.input_pipeline_id
-                cache_dir = os.path.join(workdir, FEATURES_DIR, f"pipeline-{index}-of-{pipelines}")
+                # Runs that share a frozen backbone and records may share one cache (train.feature_cache_dir);
+                # the manifest check rebuilds it whenever the backbone or the records differ.
+                cache_root = train_config.get("feature_cache_dir") or os.path.join(workdir, FEATURES_DIR)
+                cache_dir = os.path.join(cache_root, f"pipeline-{index}-of-{pipelines}")
                 build_feature_cache(
                     model, config, train_files[index::pipelines], cache_dir, vocabulary,
                     dtype=train_config.get("feature_dtype", "float32"),
@@ -650,6 +670,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
             )
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    allocator.keep_large_allocations()  # after tf.data's malloc change (see tf_recurrent_seg.allocator)
 
     @tf.function
     def train_step(iterator, stop_requested):
@@ -681,6 +702,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
         logging.warning("train() is not running in the main thread: SIGTERM will not checkpoint")
 
     losses_log: list[list[float]] = []
+    validation_log = [entry for entry in workdir_lib.load_validation_log(workdir) if entry["step"] <= start_step]
     scores: dict[str, float] = {}
     preempted = False
     log_every = max(int(train_config.log_every), 1)
@@ -718,6 +740,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
                 last_step, last_time = current, now
             if is_chief and (current % eval_every == 0 or current == num_steps):
                 scores = evaluate(current, writer)
+                validation_log.append({"step": current, **scores})
+                workdir_lib.save_validation_log(validation_log, workdir)
                 logging.info("step %d validation (%d examples): %s", current, int(train_config.eval_examples),
                              ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
                 last_time = time.perf_counter()  # evaluation time is not training throughput
@@ -747,6 +771,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
         "preempted": preempted,
         "losses": losses_log,
         "eval": scores,
+        "validation": validation_log,
         "seconds": round(time.perf_counter() - started, 3),
         "is_chief": is_chief,
         "weights_checksum": float(sum(np.abs(np.asarray(v).astype(np.float64)).sum() for v in model.trainable_weights)),

@@ -4,6 +4,7 @@
     <workdir>/checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, step)
     <workdir>/model.keras        the final model, written when training ends
     <workdir>/tensorboard/       summaries
+    <workdir>/validation.json    validation scores logged during training ([{"step", <score>: ...}])
     <workdir>/eval/              evaluation tables (text + JSON)
 """
 
@@ -18,6 +19,7 @@ CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.keras"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_DIR = "eval"
+VALIDATION_FILE = "validation.json"
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -32,6 +34,20 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training directory")
     with open(path) as file:
         return ml_collections.ConfigDict(json.load(file))
+
+
+def save_validation_log(entries: list[dict], workdir: str) -> None:
+    with open(os.path.join(workdir, VALIDATION_FILE), "w") as file:
+        json.dump(entries, file, indent=1)
+
+
+def load_validation_log(workdir: str) -> list[dict]:
+    """The validation scores logged so far ([] for a run that has none yet)."""
+    path = os.path.join(workdir, VALIDATION_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as file:
+        return json.load(file)
 
 
 def build_model(config: ml_collections.ConfigDict) -> keras.Model:

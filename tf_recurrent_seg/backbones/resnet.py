@@ -177,7 +177,8 @@ def build_resnet101(
             (bottleneck width of conv2_x; doubles each stage; the output of stage s has 4 * width * 2**s
             channels), `classifier_units` (fc1000 width), `padding` ("same" or "explicit" for the stem
             conv and max-pool), `bn_epsilon`, `trainable` (False: every layer frozen and batch norm on its
-            moving statistics, except `fc1000`, which trains as in the reference code).
+            moving statistics, except `fc1000`, which trains as in the reference code unless
+            `train_classifier` is False).
         input_shape: (height, width, 3); a side may be None for images sized at call time. The input is
             float32 BGR with the Caffe mean subtracted (REFERENCE.md "Image preprocessing").
         name: the model's name.
@@ -240,7 +241,7 @@ def build_resnet101(
     model = keras.Model(images, x, name=name)
     if not config.trainable:
         for layer in model.layers:
-            layer.trainable = layer.name == "fc1000"
+            layer.trainable = layer.name == "fc1000" and bool(config.get("train_classifier", True))
     return model
 
 

@@ -31,6 +31,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_integer("batch_size", 8, "Evaluation batch size (does not change the numbers).", lower_bound=1, **fv)
     flags.DEFINE_string("eval_records", None, "Records prefix or glob instead of the config's data.eval_records.", **fv)
     flags.DEFINE_string("baseline", None, "Another run's workdir / eval dir / metrics.json to compare with.", **fv)
+    flags.DEFINE_integer(
+        "shuffle_expressions", None, "Referring: also score every image with another example's expression (a "
+        "derangement drawn with this seed), the 'shuffled' row: the model's blind-to-language score.", **fv,
+    )
     flags.mark_flag_as_required("workdir", flag_values=flag_values)
 
 
@@ -46,6 +50,7 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     results = evaluation.evaluate(
         model, config, crf=values.crf, max_examples=values.max_examples, batch_size=values.batch_size,
         eval_records=values.eval_records, out_dir=out_dir, baseline=baseline,
+        shuffle_expressions=values.shuffle_expressions,
     )  # fmt: skip
     print(evaluation.format_tables(results, baseline), flush=True)
     print(f"wrote {os.path.join(out_dir, evaluation.METRICS_FILE)} and {os.path.join(out_dir, evaluation.TABLES_FILE)}")

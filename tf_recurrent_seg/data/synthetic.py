@@ -199,8 +199,9 @@ class Description:
         raise ValueError(f"unknown part {part!r}; known: {OPTIONAL_PARTS}")
 
 
-# Seed stream per split: the examples of a split come from default_rng([seed, stream, index]).
-SPLIT_STREAMS = {"train": 0, "test": 1}
+# Seed stream per split: the examples of a split come from default_rng([seed, stream, index]). "pretrain" holds
+# the backbone-pretraining scenes (`pretraining_examples`), disjoint from the referring and parsing splits.
+SPLIT_STREAMS = {"train": 0, "test": 1, "validation": 2, "pretrain": 3}
 
 def parse_expression(expression: str) -> Description:
     """Parses an expression of the grammar back into its Description (inverse of `Description.text`).
@@ -725,6 +726,40 @@ def referring_examples(
             "objects": objects,
             "target": 0,
         }
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Backbone pretraining: per-pixel attributes of every object (the synthetic stand-in for ImageNet / PASCAL)
+# ------------------------------------------------------------------------------------------------------------
+
+# Per-pixel label maps of a pretraining scene: 0 is background, k + 1 the k-th value of the attribute.
+PRETRAINING_ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "colour": tuple(COLOURS), "size": SIZES}
+
+
+def pretraining_examples(
+    seed: int | Sequence[int], count: int, image_size: int = 128, *, start: int = 0
+) -> Iterator[dict[str, Any]]:
+    """Yields `count` pretraining scenes {image (S, S, 3) uint8, shape, colour, size (S, S) uint8, index}.
+
+    The scenes are drawn like referring scenes (3-6 shapes on a textured background) but carry no expression
+    and no target: each label map gives every object pixel its attribute (`PRETRAINING_ATTRIBUTES`, 0 for
+    background). Draw them from their own seed stream, `(seed, SPLIT_STREAMS["pretrain"])`, so that a
+    pretrained backbone never sees a referring or parsing scene.
+    """
+    for index in range(start, start + count):
+        rng = _example_rng(seed, index)
+        while True:
+            try:
+                image, objects = referring_scene(rng, image_size)
+                break
+            except PlacementError:
+                continue
+        labels = {name: np.zeros((image_size, image_size), np.uint8) for name in PRETRAINING_ATTRIBUTES}
+        for obj in objects:
+            pixels = obj.mask(image_size).astype(bool)
+            for name, values in PRETRAINING_ATTRIBUTES.items():
+                labels[name][pixels] = values.index(getattr(obj, name)) + 1
+        yield {"image": image, **labels, "index": index}
 
 
 # ------------------------------------------------------------------------------------------------------------

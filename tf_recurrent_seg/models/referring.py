@@ -98,6 +98,14 @@ def _language_lstm(model_config, return_sequences):
     )
 
 
+def _classifier(model_config):
+    """conv2, the 1x1 mask classifier. Its bias starts at `classifier_bias_init` (0 in the reference code); a
+    negative start, the log-odds of the target's share of the map, skips the steps a rare-positive loss
+    otherwise spends moving the bias before the mask can appear."""
+    bias = keras.initializers.Constant(float(model_config.get("classifier_bias_init", 0.0)))
+    return keras.layers.Conv2D(1, 1, bias_initializer=bias, name="conv2")
+
+
 def _upsample(logits_lowres, model_config, name):
     size = model_config.image_size
     return BilinearResize(size, size, model_config.resize_convention, name=name)(logits_lowres)
@@ -140,7 +148,7 @@ def build_rmi_head(config: ml_collections.ConfigDict) -> keras.Model:
 
     atanh = BoundedAtanh(model_config.atanh_epsilon, name="atanh")
     relu = keras.layers.ReLU(name="relu")
-    classifier = keras.layers.Conv2D(1, 1, name="conv2")
+    classifier = _classifier(model_config)
     channel_mean = ChannelMean(name="response")
     response = atanh(hidden)
     logits_lowres = classifier(relu(response))
@@ -178,7 +186,7 @@ def build_lstm_baseline_head(config: ml_collections.ConfigDict) -> keras.Model:
     language = TileToMap(name="tile_language")(language, visual)
     features = keras.layers.Concatenate(name="multimodal_features")([visual, language, spatial])  # reference order
     hidden = keras.layers.Conv2D(model_config.hidden_units, 1, activation="relu", name="conv1")(features)
-    logits_lowres = keras.layers.Conv2D(1, 1, name="conv2")(hidden)
+    logits_lowres = _classifier(model_config)(hidden)
     outputs = {"logits": _upsample(logits_lowres, model_config, "upsample_logits"), "logits_lowres": logits_lowres}
     return keras.Model(inputs, outputs, name="lstm_head")
 

@@ -1,0 +1,197 @@
+"""Blind rules of `tf_recurrent_seg.baselines`, checked against numpy written here from the rules' definitions."""
+
+import numpy as np
+import pytest
+
+from tf_recurrent_seg import baselines
+from tf_recurrent_seg.data import synthetic
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return list(synthetic.referring_examples((0, synthetic.SPLIT_STREAMS["test"]), 20, image_size=SIZE))
+
+
+def _reference_masks(example):
+    """Each rule from its definition, object by object."""
+    parts, objects = example["parts"], example["objects"]
+    masks = [obj.mask(SIZE) == 1 for obj in objects]
+    empty = np.zeros((SIZE, SIZE), bool)
+    named_shape, named_attributes, every_object = empty.copy(), empty.copy(), empty.copy()
+    for obj, mask in zip(objects, masks):
+        every_object |= mask
+        if obj.shape == parts.shape:
+            named_shape |= mask
+            colour_ok = parts.colour is None or obj.colour == parts.colour
+            size_ok = parts.size is None or obj.size == parts.size
+            if colour_ok and size_ok:
+                named_attributes |= mask
+    return {
+        "all_background": empty,
+        "whole_image": np.ones((SIZE, SIZE), bool),
+        "every_object": every_object,
+        "named_shape": named_shape,
+        "named_attributes": named_attributes,
+    }
+
+
+def test_rule_names_and_types():
+    assert list(baselines.REFERRING_RULES) == [
+        "all_background", "whole_image", "every_object", "named_shape", "named_attributes"
+    ]
+    assert baselines.EXPRESSION_TYPES == ("attributes", "location", "relation")
+    parse = synthetic.parse_expression
+    assert baselines.expression_type(parse("the red circle left of the blue square")) == "relation"
+    assert baselines.expression_type(parse("the circle on the left")) == "location"
+    assert baselines.expression_type(parse("the left circle")) == "location"
+    assert baselines.expression_type(parse("the small circle")) == "attributes"
+    assert baselines.expression_type(parse("circle")) == "attributes"
+
+
+def test_rule_masks_match_definitions(examples):
+    for example in examples:
+        masks = baselines.referring_rule_masks(example, SIZE)
+        reference = _reference_masks(example)
+        assert list(masks) == list(baselines.REFERRING_RULES)
+        for rule, mask in masks.items():
+            assert mask.shape == (SIZE, SIZE) and mask.dtype == bool, rule
+            np.testing.assert_array_equal(mask, reference[rule], err_msg=f"{rule}: {example['expression']}")
+
+
+def test_named_attributes_ignores_landmark_attributes():
+    # A scene whose landmark has a colour: the landmark's colour must not select the target's objects.
+    example = next(
+        e for e in synthetic.referring_examples(7, 200, image_size=SIZE)
+        if e["parts"].relation is not None and e["parts"].landmark.colour is not None and e["parts"].colour is None
+    )
+    parts = example["parts"]
+    mask = baselines.referring_rule_masks(example, SIZE, rules=["named_attributes"])["named_attributes"]
+    expected = np.zeros((SIZE, SIZE), bool)
+    for obj in example["objects"]:
+        if obj.shape == parts.shape and (parts.size is None or obj.size == parts.size):
+            expected |= obj.mask(SIZE) == 1
+    np.testing.assert_array_equal(mask, expected)
+    assert mask[example["mask"] == 1].all()  # the target always matches its own description
+
+
+def test_rule_scores(examples):
+    scores = baselines.referring_rule_scores(examples, SIZE)
+    assert scores["num_examples"] == len(examples)
+    assert scores["types"] == [baselines.expression_type(e["parts"]) for e in examples]
+    assert scores["num_words"] == [len(e["expression"].split()) for e in examples]
+    for index, example in enumerate(examples):
+        target = example["mask"] == 1
+        for rule, mask in _reference_masks(example).items():
+            assert scores[rule]["intersection"].dtype == np.int64
+            assert scores[rule]["intersection"][index] == np.count_nonzero(mask & target), rule
+            assert scores[rule]["union"][index] == np.count_nonzero(mask | target), rule
+    targets = np.array([np.count_nonzero(e["mask"]) for e in examples])
+    np.testing.assert_array_equal(scores["whole_image"]["intersection"], targets)
+    np.testing.assert_array_equal(scores["whole_image"]["union"], np.full(len(examples), SIZE * SIZE))
+    np.testing.assert_array_equal(scores["all_background"]["intersection"], 0)
+    np.testing.assert_array_equal(scores["all_background"]["union"], targets)
+
+    def iou(rule):
+        return baselines.overall_iou(scores[rule]["intersection"], scores[rule]["union"])
+
+    assert iou("all_background") == 0.0
+    assert iou("named_attributes") >= iou("named_shape") > iou("every_object") > iou("whole_image") > 0
+    # Attribute-only expressions are unique by construction: every object with their attributes is the target.
+    attributes = np.array(scores["types"]) == "attributes"
+    if attributes.any():
+        selected = baselines.overall_iou(
+            scores["named_attributes"]["intersection"], scores["named_attributes"]["union"], attributes
+        )
+        assert selected == pytest.approx(1.0)
+
+
+def test_rule_selection_and_errors(examples):
+    scores = baselines.referring_rule_scores(examples[:2], SIZE, rules=["named_shape"])
+    assert set(scores) == {"num_examples", "types", "num_words", "named_shape"}
+    with pytest.raises(ValueError, match="unknown referring rule.*'nearest_object'"):
+        baselines.referring_rule_masks(examples[0], SIZE, rules=["nearest_object"])
+    with pytest.raises(ValueError, match="mask shape"):
+        baselines.referring_rule_scores(examples[:1], SIZE * 2)
+
+
+def test_overall_iou():
+    assert baselines.overall_iou([1, 2], [4, 4]) == pytest.approx(3 / 8)
+    assert baselines.overall_iou(np.array([1, 2, 5]), np.array([4, 4, 5]), np.array([False, True, True])) == (
+        pytest.approx(7 / 9)
+    )
+    assert baselines.overall_iou([0, 0], [0, 0]) == 0.0
+    assert baselines.overall_iou([1, 2], [4, 4], np.array([False, False])) == 0.0
+    assert baselines.overall_iou([], []) == 0.0
+    with pytest.raises(ValueError, match="differ"):
+        baselines.overall_iou([1, 2], [4])
+    with pytest.raises(ValueError, match="select"):
+        baselines.overall_iou([1, 2], [4, 4], np.array([1, 0]))
+
+
+def test_most_frequent_part_and_silhouette():
+    first = np.array([[0, 1, 1], [2, 255, 255], [0, 0, 255]], np.uint8)  # 255 is ignored, not a part
+    second = np.array([[2, 2, 0], [2, 0, 0], [0, 3, 0]], np.uint8)
+    assert baselines.most_frequent_part([first, second]) == 2  # part 1: 2 pixels, part 2: 4, part 3: 1
+    assert baselines.most_frequent_part(iter([first])) == 1  # a generator works
+    assert baselines.most_frequent_part([np.array([[0, 1], [2, 0]])]) == 1  # tie: smaller id
+    with pytest.raises(ValueError, match="no foreground"):
+        baselines.most_frequent_part([np.zeros((2, 2), np.uint8), np.full((2, 2), 255, np.uint8)])
+
+    predicted = baselines.silhouette_rule(first, 3)
+    np.testing.assert_array_equal(predicted, [[0, 3, 3], [3, 255, 255], [0, 0, 255]])
+    assert predicted.dtype == first.dtype
+    with pytest.raises(ValueError, match="part"):
+        baselines.silhouette_rule(first, 0)
+
+
+def test_parsing_scores_by_hand():
+    # Classes background, a, b. Ground truth (one 3x3 map, one ignored pixel):
+    labels = np.array([[0, 0, 1], [1, 1, 2], [0, 2, 255]], np.uint8)
+    names = ["background", "a", "b"]
+    scores = baselines.parsing_rule_scores([labels], 3, names, part=1)
+    # Silhouette with part 1: truth 0 -> 0 (3 px), truth 1 -> 1 (3 px), truth 2 -> 1 (2 px).
+    # Confusion rows truth, columns prediction: [[3, 0, 0], [0, 3, 0], [0, 2, 0]].
+    silhouette = scores["silhouette"]
+    assert silhouette["confusion_matrix"] == [[3, 0, 0], [0, 3, 0], [0, 2, 0]]
+    # IoU = tp / (tp + fp + fn): background 3/3, a 3/(3+2+0), b 0/(0+0+2).
+    assert silhouette["mean_iou"] == pytest.approx((1.0 + 0.6 + 0.0) / 3)
+    assert silhouette["per_class"]["a"]["iou"] == pytest.approx(0.6)
+    assert silhouette["pixel_accuracy"] == pytest.approx(6 / 8)
+    # All background: confusion [[3, 0, 0], [3, 0, 0], [2, 0, 0]]; background IoU 3/8, a and b 0.
+    background = scores["all_background"]
+    assert background["confusion_matrix"] == [[3, 0, 0], [3, 0, 0], [2, 0, 0]]
+    assert background["mean_iou"] == pytest.approx((3 / 8 + 0 + 0) / 3)
+    assert background["pixel_accuracy"] == pytest.approx(3 / 8)
+
+
+def test_parsing_scores_equal_the_evaluation_metric():
+    """Same mean IoU as evaluation's ConfusionMatrixMetric, including a class absent from truth and prediction."""
+    from tf_recurrent_seg import metrics
+
+    assert baselines.IGNORE_LABEL == metrics.IGNORE_LABEL
+    names = list(synthetic.ANIMAL_CLASSES) + ["absent"]  # class 5 appears nowhere: NaN IoU, out of the mean
+    train = [e["labels"] for e in synthetic.parsing_examples((0, synthetic.SPLIT_STREAMS["train"]), 4, 48)]
+    test = [e["labels"].copy() for e in synthetic.parsing_examples((0, synthetic.SPLIT_STREAMS["test"]), 3, 48)]
+    test[0][:4, :4] = 255  # some ignored pixels
+    part = baselines.most_frequent_part(train)
+    scores = baselines.parsing_rule_scores(test, len(names), names, part)
+    rules = {"all_background": np.zeros_like, "silhouette": lambda labels: baselines.silhouette_rule(labels, part)}
+    for rule, predict in rules.items():
+        metric = metrics.ConfusionMatrixMetric(len(names))
+        for labels in test:
+            metric.update_state(labels[None], predict(labels)[None])
+        expected = metric.scores(names)
+        assert np.isnan(expected["per_class"]["absent"]["iou"])
+        assert scores[rule]["mean_iou"] == pytest.approx(expected["mean_iou"]), rule
+        assert scores[rule]["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"]), rule
+        np.testing.assert_array_equal(scores[rule]["confusion_matrix"], np.asarray(metric.result()))
+
+
+def test_parsing_argument_errors():
+    labels = np.zeros((2, 2), np.uint8)
+    with pytest.raises(ValueError, match="class_names"):
+        baselines.parsing_rule_scores([labels], 3, ["background", "a"], part=1)
+    with pytest.raises(ValueError, match="part"):
+        baselines.parsing_rule_scores([labels], 3, ["background", "a", "b"], part=3)

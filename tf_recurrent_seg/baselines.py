@@ -1,0 +1,248 @@
+"""Blind rules on the synthetic data: how far a prediction gets without looking at the image content.
+
+The synthetic demo report compares trained models with rules that need no model, to show how much of a score
+is earned by reading the image (and, for referring segmentation, the expression) rather than by a shortcut
+the data allows. The referring rules read the scene's object list, i.e. they know the object masks exactly:
+they are an upper bound for "segment objects, then pick by a partial reading of the expression", not a
+pixel-free baseline.
+
+Referring segmentation (`referring_examples` of `tf_recurrent_seg.data.synthetic`), rules `REFERRING_RULES`:
+- all_background: predict nothing (intersection 0 everywhere, overall IoU 0).
+- whole_image: predict every pixel.
+- every_object: the union of all objects' masks.
+- named_shape: every object of the shape the expression names (`parts.shape`).
+- named_attributes: every object with the expression's own shape and, when the expression names them, its
+  colour and size (the landmark's attributes, the location and the relation are ignored).
+Scores are kept per example (`referring_rule_scores`) so that a caller can group them by expression type
+(`expression_type`) or length; `overall_iou` then gives the RMI paper's cumulative IoU of a group.
+
+Parsing (`parsing_examples`):
+- all_background: every pixel background.
+- silhouette: every ground-truth foreground pixel labelled with the one part most frequent in the training
+  labels (`most_frequent_part`): perfect figure/ground, no part distinctions.
+Scores are those of evaluation (`metrics.parsing_scores` of a confusion matrix summed over the set, ignoring
+pixels labelled `metrics.IGNORE_LABEL`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tf_recurrent_seg.data.synthetic import Description
+
+# Kept equal to metrics.IGNORE_LABEL (test_baselines checks it): importing metrics here would import TensorFlow,
+# which the referring rules do not need.
+IGNORE_LABEL = 255
+
+EXPRESSION_TYPES = ("attributes", "location", "relation")
+
+REFERRING_RULES: dict[str, str] = {
+    "all_background": "predict no pixel",
+    "whole_image": "predict every pixel",
+    "every_object": "the union of all objects in the scene",
+    "named_shape": "every object of the shape the expression names",
+    "named_attributes": "every object with the expression's shape, and its colour and size when named",
+}
+
+PARSING_RULES: dict[str, str] = {
+    "all_background": "every pixel background",
+    "silhouette": "every ground-truth foreground pixel labelled with the most frequent training part",
+}
+
+
+def expression_type(parts: Description) -> str:
+    """The expression's type: "relation" if it has a relation, "location" if it has a location, else "attributes"."""
+    if parts.relation is not None:
+        return "relation"
+    if parts.location is not None:
+        return "location"
+    return "attributes"
+
+
+def _check_rules(rules: Sequence[str] | None) -> tuple[str, ...]:
+    if rules is None:
+        return tuple(REFERRING_RULES)
+    if isinstance(rules, str):
+        rules = (rules,)
+    unknown = [rule for rule in rules if rule not in REFERRING_RULES]
+    if unknown:
+        raise ValueError(f"unknown referring rule(s) {unknown}; known: {list(REFERRING_RULES)}")
+    return tuple(rules)
+
+
+def _object_matches(obj: Any, parts: Description, use_attributes: bool) -> bool:
+    if obj.shape != parts.shape:
+        return False
+    if not use_attributes:
+        return True
+    return (parts.colour is None or obj.colour == parts.colour) and (parts.size is None or obj.size == parts.size)
+
+
+def referring_rule_masks(
+    example: Mapping[str, Any], image_size: int, *, rules: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Each rule's prediction for one referring example.
+
+    Args:
+        example: a dict of `synthetic.referring_examples` (uses "objects" and "parts").
+        image_size: the image side S the example was drawn at.
+        rules: names of `REFERRING_RULES` to compute (default: all, in that order).
+
+    Returns:
+        {rule: (S, S) bool mask}.
+    """
+    rules = _check_rules(rules)
+    objects, parts = example["objects"], example["parts"]
+    object_masks = [obj.mask(image_size).astype(bool) for obj in objects]
+
+    def union_of(selected: list[bool]) -> np.ndarray:
+        masks = [mask for mask, keep in zip(object_masks, selected) if keep]
+        return np.logical_or.reduce(masks) if masks else np.zeros((image_size, image_size), bool)
+
+    builders = {
+        "all_background": lambda: np.zeros((image_size, image_size), bool),
+        "whole_image": lambda: np.ones((image_size, image_size), bool),
+        "every_object": lambda: union_of([True] * len(objects)),
+        "named_shape": lambda: union_of([_object_matches(obj, parts, False) for obj in objects]),
+        "named_attributes": lambda: union_of([_object_matches(obj, parts, True) for obj in objects]),
+    }
+    return {rule: builders[rule]() for rule in rules}
+
+
+def referring_rule_scores(
+    examples: Iterable[Mapping[str, Any]], image_size: int, *, rules: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Per-example intersection and union of each rule's mask with the target mask (one pass over examples).
+
+    Args:
+        examples: dicts of `synthetic.referring_examples` (uses "mask", "expression", "parts", "objects").
+        image_size: the image side S of the examples.
+        rules: names of `REFERRING_RULES` to score (default: all).
+
+    Returns:
+        {"num_examples": int, "types": [expression_type per example], "num_words": [word count per example],
+        rule: {"intersection": int64 (N,), "union": int64 (N,)} for each rule}. Group with e.g.
+        `overall_iou(scores[rule]["intersection"], scores[rule]["union"], np.array(scores["types"]) == "relation")`.
+    """
+    rules = _check_rules(rules)
+    types: list[str] = []
+    num_words: list[int] = []
+    counts: dict[str, tuple[list[int], list[int]]] = {rule: ([], []) for rule in rules}
+    for index, example in enumerate(examples):
+        target = np.asarray(example["mask"]).astype(bool)
+        if target.shape != (image_size, image_size):
+            raise ValueError(f"example {index}: mask shape {target.shape} is not ({image_size}, {image_size})")
+        types.append(expression_type(example["parts"]))
+        num_words.append(len(example["expression"].split()))
+        for rule, mask in referring_rule_masks(example, image_size, rules=rules).items():
+            counts[rule][0].append(int(np.count_nonzero(mask & target)))
+            counts[rule][1].append(int(np.count_nonzero(mask | target)))
+    scores: dict[str, Any] = {"num_examples": len(types), "types": types, "num_words": num_words}
+    for rule, (intersection, union) in counts.items():
+        scores[rule] = {"intersection": np.asarray(intersection, np.int64), "union": np.asarray(union, np.int64)}
+    return scores
+
+
+def overall_iou(intersection: np.ndarray, union: np.ndarray, select: np.ndarray | None = None) -> float:
+    """The cumulative IoU sum(I) / sum(U) over the selected examples (RMI paper's overall IoU).
+
+    Args:
+        intersection, union: (N,) per-example counts.
+        select: (N,) bool, the examples to count (None: all).
+
+    Returns:
+        The ratio, 0.0 when the selected union is 0 (as `metrics.ReferringSegmentationMetrics`).
+    """
+    intersection = np.asarray(intersection, np.float64).reshape(-1)
+    union = np.asarray(union, np.float64).reshape(-1)
+    if intersection.shape != union.shape:
+        raise ValueError(f"intersection {intersection.shape} and union {union.shape} differ in length")
+    if select is not None:
+        select = np.asarray(select)
+        if select.dtype != bool or select.shape != intersection.shape:
+            raise ValueError(f"select must be a bool array of shape {intersection.shape}, got {select.dtype} "
+                             f"{select.shape}")
+        intersection, union = intersection[select], union[select]
+    total = union.sum()
+    return float(intersection.sum() / total) if total > 0 else 0.0
+
+
+def most_frequent_part(label_maps: Iterable[np.ndarray]) -> int:
+    """The non-background class id with the most pixels over the label maps (0 and ignored pixels excluded).
+
+    Pass TRAINING labels: choosing the part on the evaluated set would let the rule peek at it. Ties go to
+    the smaller id.
+    """
+    totals = np.zeros(0, np.int64)
+    for labels in label_maps:
+        values = np.asarray(labels).reshape(-1).astype(np.int64)
+        if values.size and values.min() < 0:
+            raise ValueError(f"label maps must hold non-negative class ids, got {values.min()}")
+        counts = np.bincount(values[values != IGNORE_LABEL], minlength=totals.size)
+        totals = np.pad(totals, (0, counts.size - totals.size)) + counts
+    if totals.size < 2 or totals[1:].sum() == 0:
+        raise ValueError("label_maps hold no foreground pixel (or are empty): no part is most frequent")
+    return int(np.argmax(totals[1:]) + 1)
+
+
+def silhouette_rule(labels: np.ndarray, part: int) -> np.ndarray:
+    """The ground truth's foreground all labelled `part`: 0 where the labels are 0, IGNORE_LABEL where they are
+    IGNORE_LABEL (still ignored by the metric), `part` elsewhere. Same shape and dtype as `labels`."""
+    labels = np.asarray(labels)
+    if isinstance(part, bool) or not 0 < int(part) < IGNORE_LABEL:
+        raise ValueError(f"part must be a foreground class id in [1, {IGNORE_LABEL}), got {part!r}")
+    predicted = np.where(labels == 0, 0, int(part))
+    predicted = np.where(labels == IGNORE_LABEL, IGNORE_LABEL, predicted)
+    return predicted.astype(labels.dtype)
+
+
+def _confusion(labels_true: np.ndarray, labels_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts, rows truth, columns prediction, over pixels whose truth is a class in [0, C) (as
+    `metrics.ConfusionMatrixMetric`, which also drops IGNORE_LABEL pixels that way)."""
+    truth = np.asarray(labels_true).reshape(-1).astype(np.int64)
+    pred = np.asarray(labels_pred).reshape(-1).astype(np.int64)
+    keep = (truth >= 0) & (truth < num_classes) & (truth != IGNORE_LABEL)
+    truth, pred = truth[keep], pred[keep]
+    if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
+        raise ValueError(f"predicted labels must lie in [0, {num_classes}) where the truth counts")
+    counts = np.bincount(truth * num_classes + pred, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def parsing_rule_scores(
+    label_maps: Iterable[np.ndarray], num_classes: int, class_names: Sequence[str], part: int
+) -> dict[str, dict[str, Any]]:
+    """Scores of the parsing rules over a set, computed as evaluation does (`evaluation._evaluate_parsing`).
+
+    Args:
+        label_maps: the ground-truth label maps of the evaluated set (IGNORE_LABEL pixels are not counted).
+        num_classes: C, the number of classes including background 0.
+        class_names: C names, in id order.
+        part: the silhouette rule's part id (from `most_frequent_part` of the TRAINING labels).
+
+    Returns:
+        {"all_background": scores, "silhouette": scores}, each `metrics.parsing_scores(confusion, class_names,
+        background=0)` (mean_iou, pixel_accuracy, per_class, ...) plus "confusion_matrix" (C x C nested lists).
+    """
+    # Imported here: metrics imports TensorFlow, which the referring rules above never need.
+    from tf_recurrent_seg import metrics
+
+    num_classes = int(num_classes)
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
+    if not 0 < int(part) < num_classes:
+        raise ValueError(f"part must be a foreground class id in [1, {num_classes}), got {part!r}")
+    confusion = {rule: np.zeros((num_classes, num_classes), np.int64) for rule in PARSING_RULES}
+    for labels in label_maps:
+        labels = np.asarray(labels)
+        confusion["all_background"] += _confusion(labels, np.zeros_like(labels), num_classes)
+        confusion["silhouette"] += _confusion(labels, silhouette_rule(labels, part), num_classes)
+    results = {}
+    for rule, matrix in confusion.items():
+        scores = metrics.parsing_scores(matrix, class_names, background=0)
+        scores["confusion_matrix"] = matrix.tolist()
+        results[rule] = scores
+    return results
