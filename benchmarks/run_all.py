@@ -54,7 +54,8 @@ KEY_NUMBERS = {
         "lg_lstm.ms",
         "lg_lstm.achieved_gflops_per_s",
     ],
-    "train_step": ["cached_steps_per_second", "full_steps_per_second", "speedup_cached_over_full"],
+    "train_step": ["cached_steps_per_second", "full_steps_per_second", "speedup_cached_over_full", "demo_lstm_ms",
+                   "demo_rmi_ms", "demo_rmi_over_lstm", "demo_rmi_speedup_from_allocator"],
 }
 COMPARISONS = {">=": lambda value, threshold: value >= threshold, "<=": lambda value, threshold: value <= threshold}
 

@@ -1,6 +1,7 @@
-"""RMI training steps per second at paper size, batch 1: head-only from cached features vs the full model.
+"""RMI training steps per second at paper size, batch 1: head-only from cached features vs the full model; and
+at the demo's size, the RMI head's step against the LSTM baseline's, with and without the allocator fix.
 
-    python benchmarks/train_step.py [--variant resnet] [--cached_steps 10] [--full_steps 3]
+    python benchmarks/train_step.py [--variant resnet] [--cached_steps 10] [--full_steps 3] [--demo_steps 20]
 
 Prints one JSON line. "cached": a step from cached res5c features (random 40x40x2048 float32, what
 `train.cache_features` trains from: fc1000 for the resnet variant, then the RMI head, loss, gradients, Adam);
@@ -8,6 +9,10 @@ Prints one JSON line. "cached": a step from cached res5c features (random 40x40x
 no backbone gradients are needed, but the tape still records its forward). Both take ~10-word expressions
 and a random 320x320 mask, run `training.referring_step_loss` and `optimizer.apply_gradients` in one
 `tf.function`, after `--warmup` untimed steps (tracing). The input pipeline is not part of the timing.
+
+Demo size (`configs/{lstm,rmi}_synthetic.py`: 32x32x17 cached features, batch 16, 11-word expressions):
+`demo_lstm_ms`, `demo_rmi_ms` and `demo_rmi_over_lstm`, first after tf.data's malloc change (what a training
+loop gets from a distributed dataset: `*_ms_tfdata_malloc`), then after `allocator.keep_large_allocations`.
 """
 
 import argparse
@@ -29,6 +34,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--cached_steps", type=int, default=10)
     parser.add_argument("--full_steps", type=int, default=3)
+    parser.add_argument("--demo_steps", type=int, default=20)
     args = parser.parse_args()
 
     from tf_recurrent_seg import optimization, training
@@ -81,9 +87,57 @@ def main() -> None:
         result[f"{name}_warmup_seconds"] = round(warmup, 2)
         result[f"{name}_timed_steps"] = steps
     result["speedup_cached_over_full"] = round(result["cached_steps_per_second"] / result["full_steps_per_second"], 2)
+    result.update(demo_head_steps(args.demo_steps, args.warmup))
     result.update(tensorflow=tf.__version__, cpu_count=os.cpu_count(), machine=platform.machine(),
                   gpus=len(tf.config.list_physical_devices("GPU")))
     print(json.dumps(result))
+
+
+def demo_head_steps(steps: int, warmup: int) -> dict:
+    """ms per cached training step of the demo's LSTM and RMI heads, before and after the allocator fix."""
+    import runpy
+
+    from tf_recurrent_seg import allocator, optimization, training, workdir
+
+    rng = np.random.default_rng(0)
+    timings = {}
+    for malloc in ("tfdata_malloc", "fixed"):
+        if malloc == "tfdata_malloc":  # what a distributed dataset's GeneratorDataset does to glibc on first use
+            list(tf.data.Dataset.from_generator(lambda: iter([0]), output_signature=tf.TensorSpec((), tf.int32)))
+        else:
+            allocator.keep_large_allocations()
+        for name in ("lstm", "rmi"):
+            config = runpy.run_path(f"configs/{name}_synthetic.py")["get_config"]()
+            config.model.backbone.pretrained = None
+            model = workdir.build_model(config)
+            optimizer = optimization.build_optimizer(config.train, is_bias=optimization.conv_bias_predicate(model))
+            optimizer.build(model.trainable_variables)
+            batch, side, channels = 16, 32, int(config.model.backbone.classifier_units)
+            tokens = np.zeros((batch, config.model.max_words), np.int32)
+            tokens[:, -11:] = rng.integers(4, 30, (batch, 11))
+            features = {"backbone_features": tf.constant(rng.normal(0, 3, (batch, side, side, channels)), tf.float32),
+                        "tokens": tf.constant(tokens)}  # fmt: skip
+            targets = {"mask": tf.constant((rng.random((batch, 128, 128)) > 0.985).astype(np.float32))}
+
+            @tf.function
+            def step(features, targets):
+                with tf.GradientTape() as tape:
+                    loss = training.referring_step_loss(model, config, features, targets, global_batch_size=batch)
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables))
+                return loss
+
+            for _ in range(warmup):
+                float(step(features, targets))
+            start = time.perf_counter()
+            for _ in range(steps):
+                float(step(features, targets))
+            timings[f"demo_{name}_ms" + ("_tfdata_malloc" if malloc == "tfdata_malloc" else "")] = round(
+                1000 * (time.perf_counter() - start) / steps, 1
+            )
+    timings["demo_rmi_over_lstm"] = round(timings["demo_rmi_ms"] / timings["demo_lstm_ms"], 2)
+    timings["demo_rmi_speedup_from_allocator"] = round(timings["demo_rmi_ms_tfdata_malloc"] / timings["demo_rmi_ms"], 2)
+    return timings
 
 
 if __name__ == "__main__":

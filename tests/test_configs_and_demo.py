@@ -75,18 +75,26 @@ def test_lg_lstm_config_ablation_variants():
 
 
 def test_demo_quick_budget_runs_every_step(tmp_path):
-    """Data, 7 trainings, evaluations with DenseCRF, exports, predictions and the report, on tiny budgets."""
+    """Data (3 splits), pretraining, referring heads over 2 seeds, 5 parsing models, test evaluations (DenseCRF,
+    shuffled expressions), exports, predictions, figures and the report, on tiny budgets."""
     result = subprocess.run(
         [sys.executable, "-m", "tf_recurrent_seg.demo", "--budget=quick", f"--report_dir={tmp_path}/report",
          f"--data_dir={tmp_path}/data", f"--runs_dir={tmp_path}/runs", f"--export_dir={tmp_path}/saved"],
-        capture_output=True, text=True, cwd=ROOT, timeout=900,
+        capture_output=True, text=True, cwd=ROOT, timeout=1200,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (tmp_path / "report" / "REPORT.md").read_text()
-    for heading in ("## What this run shows", "RMI paper Table 1 layout", "Tables 2-5 layout", "LG-LSTM paper Table 5 layout",
-                    "## Commands"):
-        assert heading in report
-    assert "| Relative gain |" in report and "| lg_lstm_no_global |" in report
-    for figure in ("rmi_0_steps.png", "rmi_0_responses.png", "parsing_lg_lstm_legend.png"):
-        assert (tmp_path / "report" / figure).stat().st_size > 0
+    for heading in ("## What this run shows", "## Blind rules and models on the test split", "## Backbone pretraining",
+                    "RMI paper Table 1 layout", "Tables 2-5 layout", "LG-LSTM paper Table 5 layout", "## Figures",
+                    "## Commands"):  # fmt: skip
+        assert heading in report, heading
+    assert report.index("## Blind rules") < report.index("RMI paper Table 1 layout")  # the blind rules come first
+    for row in ("| rule: every object of the named shape |", "| LSTM, expressions shuffled across scenes |",
+                "| rule: silhouette as", "| Relative gain of RMI |", "| lg_lstm_no_global |"):  # fmt: skip
+        assert row in report, row
+    assert "test split is scored once" in report and "2 training seeds each" in report
+    for figure in ("rmi_0_steps.png", "rmi_0_responses.png", "parsing_lg_lstm_legend.png", "validation_referring.png",
+                   "validation_parsing.png", "iou_by_length.png", "per_class_iou.png", "blind_rules.png"):  # fmt: skip
+        assert (tmp_path / "report" / figure).stat().st_size > 0, figure
+    assert (tmp_path / "runs" / "backbone" / "backbone.keras").exists()
     assert (tmp_path / "saved" / "demo_rmi" / "model.tflite").exists() and (tmp_path / "saved" / "demo_lg_lstm" / "1").is_dir()

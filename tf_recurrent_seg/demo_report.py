@@ -264,7 +264,7 @@ def figures_section(report_dir: pathlib.Path, referring: Mapping[str, list], par
     for model, runs in referring.items():
         values[f"{REFERRING_NAMES[model]}, shuffled expressions"] = float(np.mean(result_values(runs, "overall_iou", "shuffled")))
         values[REFERRING_NAMES[model]] = float(np.mean(result_values(runs, "overall_iou")))
-    report_figures.plot_baselines(values, str(report_dir / "blind_rules.png"), "Test overall IoU: blind rules and models")
+    report_figures.plot_baselines(values, str(report_dir / "blind_rules.png"), "Test overall IoU")
     return ["## Figures", "",
             "![validation curves, referring](validation_referring.png)", "",
             "![validation curves, parsing](validation_parsing.png)", "",
