@@ -75,8 +75,8 @@ def test_lg_lstm_config_ablation_variants():
 
 
 def test_demo_quick_budget_runs_every_step(tmp_path):
-    """Data (3 splits), pretraining, referring heads over 2 seeds, 5 parsing models, test evaluations (DenseCRF,
-    shuffled expressions), exports, predictions, figures and the report, on tiny budgets."""
+    """Data (3 splits), pretraining, both referring heads, two parsing models, test evaluations (DenseCRF,
+    shuffled expressions), SavedModel exports, predictions, figures and the report, on tiny budgets."""
     result = subprocess.run(
         [sys.executable, "-m", "tf_recurrent_seg.demo", "--budget=quick", f"--report_dir={tmp_path}/report",
          f"--data_dir={tmp_path}/data", f"--runs_dir={tmp_path}/runs", f"--export_dir={tmp_path}/saved"],
@@ -90,11 +90,24 @@ def test_demo_quick_budget_runs_every_step(tmp_path):
         assert heading in report, heading
     assert report.index("## Blind rules") < report.index("RMI paper Table 1 layout")  # the blind rules come first
     for row in ("| rule: every object of the named shape |", "| LSTM, expressions shuffled across scenes |",
-                "| rule: silhouette as", "| Relative gain of RMI |", "| lg_lstm_no_global |"):  # fmt: skip
+                "| rule: silhouette as", "| Relative gain of RMI |", "| lg_lstm |", "| conv_baseline |"):  # fmt: skip
         assert row in report, row
-    assert "test split is scored once" in report and "2 training seeds each" in report
+    assert "test split is scored once" in report and "Training seeds: 0 for each referring head" in report
     for figure in ("rmi_0_steps.png", "rmi_0_responses.png", "parsing_lg_lstm_legend.png", "validation_referring.png",
                    "validation_parsing.png", "iou_by_length.png", "per_class_iou.png", "blind_rules.png"):  # fmt: skip
         assert (tmp_path / "report" / figure).stat().st_size > 0, figure
     assert (tmp_path / "runs" / "backbone" / "backbone.keras").exists()
-    assert (tmp_path / "saved" / "demo_rmi" / "model.tflite").exists() and (tmp_path / "saved" / "demo_lg_lstm" / "1").is_dir()
+    assert (tmp_path / "saved" / "demo_rmi" / "1").is_dir() and (tmp_path / "saved" / "demo_lg_lstm" / "1").is_dir()
+
+
+def test_demo_report_states_a_claim_only_beyond_twice_the_standard_error():
+    from tf_recurrent_seg.demo_report import mean_sd, pct, verdict
+
+    assert mean_sd([0.3, 0.5]) == pytest.approx((0.4, np.sqrt(0.02)))
+    # difference 0.1; SE = sqrt(0.01^2/3 + 0.01^2/3) = 0.00816 -> 2 SE = 0.0163 < 0.1: holds
+    assert verdict([0.49, 0.50, 0.51], [0.39, 0.40, 0.41])[0] == "holds"
+    assert verdict([0.39, 0.40, 0.41], [0.49, 0.50, 0.51])[0].startswith("does not hold")
+    # difference 0.02 against 2 SE = 2 * sqrt(2 * 0.1^2 / 3) = 0.163: not distinguishable
+    assert verdict([0.4, 0.5, 0.6], [0.38, 0.48, 0.58])[0] == "not distinguishable at this budget"
+    assert verdict([0.9], [0.1])[0].startswith("not distinguishable (one seed")
+    assert pct([0.4, 0.5]) == "45.00 ± 7.07" and pct(0.123) == "12.30" and pct(None) == "—"

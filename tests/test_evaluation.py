@@ -274,9 +274,11 @@ def test_referring_max_examples_and_batch_size(referring_data):
     assert [v["num_examples"] for v in results["results"]["direct"]["by_length"].values()] == [2, 1, 2, 0]
     one_batch = evaluation.evaluate(LeftHalfReferringModel(), config, max_examples=5, batch_size=8)
     direct, single = results["results"]["direct"], one_batch["results"]["direct"]
-    assert {k: v for k, v in single.items() if k != "by_length"} == pytest.approx(
-        {k: v for k, v in direct.items() if k != "by_length"}, abs=1e-12
+    nested = ("by_length", "per_example")
+    assert {k: v for k, v in single.items() if k not in nested} == pytest.approx(
+        {k: v for k, v in direct.items() if k not in nested}, abs=1e-12
     )
+    assert single["per_example"] == direct["per_example"]
     for label, values in direct["by_length"].items():
         assert single["by_length"][label] == pytest.approx(values, abs=1e-12)
 

@@ -296,21 +296,22 @@ def test_cli_writes_referring_records_that_decode_to_the_generated_data(tmp_path
     caplog.set_level(logging.INFO, logger="absl")
     out = str(tmp_path / "ref")
     summary = _run_cli(
-        ["--task=referring", f"--output_dir={out}", "--num_train=9", "--num_test=4", "--seed=5", "--num_shards=2"]
-        + ["--log_every=4"]
+        ["--task=referring", f"--output_dir={out}", "--num_train=9", "--num_validation=3", "--num_test=4", "--seed=5"]
+        + ["--num_shards=2", "--log_every=4"]
     )
-    assert summary["train"] == 9 and summary["test"] == 4
+    assert summary["train"] == 9 and summary["validation"] == 3 and summary["test"] == 4
+    splits = ("train", "validation", "test")
     assert sorted(os.listdir(out)) == sorted(
-        [f"{s}-0000{k}-of-00002.tfrecord" for s in ("train", "test") for k in (0, 1)]
-        + ["train.manifest.json", "test.manifest.json", "vocabulary.txt"]
+        [f"{s}-0000{k}-of-00002.tfrecord" for s in splits for k in (0, 1)]
+        + [f"{s}.manifest.json" for s in splits] + ["vocabulary.txt"]
     )
     assert any("referring train: 8/9 examples" in message for message in caplog.messages)
     train_expressions = []
-    for split, count, stream in (("train", 9, 0), ("test", 4, 1)):
+    # Each split from its own seed stream; ids run on from split to split.
+    for split, count, stream, offset in (("train", 9, 0, 0), ("validation", 3, 2, 9), ("test", 4, 1, 12)):
         manifest, decoded = _read_split(out, split, records.decode_referring)
         assert (manifest["num_examples"], manifest["task"], manifest["source"]) == (count, "referring", "synthetic")
         assert sorted(decoded) == list(range(count))
-        offset = 0 if split == "train" else 9
         for index, example in enumerate(synthetic.referring_examples((5, stream), count, id_offset=offset)):
             record = decoded[index]
             np.testing.assert_array_equal(record["image"], example["image"])
