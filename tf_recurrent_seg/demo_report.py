@@ -256,8 +256,8 @@ def figures_section(report_dir: pathlib.Path, referring: Mapping[str, list], par
                  for m, runs in referring.items()}  # fmt: skip
     report_figures.plot_iou_by_length(by_length, str(report_dir / "iou_by_length.png"), "Test overall IoU by expression length (words)")
     names = list(next(iter(parsing.values()))[0]["class_names"])
-    per_class = {name: [run["results"]["direct"]["per_class"] and {n: run["results"]["direct"]["per_class"][n]["iou"] for n in names}
-                        for run in runs] for name, runs in parsing.items()}  # fmt: skip
+    per_class = {name: [{n: run["results"]["direct"]["per_class"][n]["iou"] for n in names} for run in runs]
+                 for name, runs in parsing.items()}  # fmt: skip
     report_figures.plot_per_class_iou(per_class, names, str(report_dir / "per_class_iou.png"), "Test IoU per part (Table 5 models)")
     values = {f"rule: {label}": baselines.overall_iou(rules[rule]["intersection"], rules[rule]["union"])
               for rule, label in RULE_LABELS.items()}  # fmt: skip
