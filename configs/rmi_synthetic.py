@@ -1,10 +1,13 @@
 """RMI on the built-in synthetic referring data, sized for a CPU (not a paper setting).
 
-    python -m data_tools.synthetic --task referring --output_dir data/synthetic_referring --num_train 4000 --num_test 500
+    python -m data_tools.synthetic --task referring --output_dir data/synthetic_referring --image_size 128 --num_train 3000 --num_test 600
+    python -m tf_recurrent_seg.cli.pretrain --config=configs/backbone_synthetic.py --workdir=runs/backbone_synthetic
     python -m tf_recurrent_seg.cli.train --config=configs/rmi_synthetic.py --workdir=runs/rmi_synthetic
-    python -m tf_recurrent_seg.cli.evaluate --workdir=runs/rmi_synthetic
+    python -m tf_recurrent_seg.cli.evaluate --workdir=runs/rmi_synthetic --eval_records=data/synthetic_referring/test
 
-A small ResNet (one unit per stage, width 16) trained from scratch at 128x128. `:smoke` shrinks it further.
+As in the paper, the head trains alone on the cached features of a frozen pretrained backbone: the small ResNet
+of `configs/backbone_synthetic.py` (one unit per stage, width 8, output stride 4), whose 17 attribute logits are
+the visual feature (see docs/synthetic_demo.md). `:smoke` shrinks it for tests.
 """
 
 from tf_recurrent_seg.defaults import apply_config_variant, referring_config, use_synthetic_referring

@@ -27,9 +27,10 @@ with their reasons), `<output_dir>/classes.json`, `<output_dir>/<split>_ids.txt`
 import os
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from data_tools import parsing_common as common
+from tf_recurrent_seg.cli.common import run_main
 
 DATASET = "atr"
 CLASS_NAMES = common.ATR_CLASSES
@@ -148,7 +149,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

@@ -69,11 +69,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import scipy.io
-from absl import app, flags, logging
+from absl import flags, logging
 from PIL import Image, UnidentifiedImageError
 
 from data_tools import parsing_common as common
-from tf_recurrent_seg.data.image_io import BadRecord, decode_image_bytes
+from tf_recurrent_seg.cli.common import run_main
+from tf_recurrent_seg.data.image_io import BadRecord, decode_image_bytes, error_text
 from tf_recurrent_seg.data.records import IGNORE_LABEL
 
 DATASET = "fashionista"
@@ -238,7 +239,7 @@ def decode_superpixel_map(data: bytes) -> np.ndarray:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise BadRecord("corrupt or truncated superpixel map", str(error)) from None
+        raise BadRecord("corrupt or truncated superpixel map", error_text(error)) from None
     if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
         raise BadRecord(f"superpixel map must be a single-channel PNG, got mode {image.mode}")
     return np.asarray(image).astype(np.int64)
@@ -396,7 +397,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

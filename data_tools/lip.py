@@ -30,9 +30,10 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from data_tools import parsing_common as common
+from tf_recurrent_seg.cli.common import run_main
 
 CLASS_NAMES = common.LIP_CLASSES
 LEFT_RIGHT_PAIRS = common.LIP_LEFT_RIGHT_PAIRS
@@ -147,7 +148,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import scipy.io
 from absl import app, flags, logging
 
 from data_tools import parsing_common as common
+from tf_recurrent_seg.cli.common import run_main
 from tf_recurrent_seg.data.image_io import BadRecord, read_image
 from tf_recurrent_seg.data.records import IGNORE_LABEL
 
@@ -246,7 +247,7 @@ def main(argv: Sequence[str]) -> None:
 
 def run() -> None:
     _define_flags()
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

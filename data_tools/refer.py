@@ -50,6 +50,7 @@ from absl import app, flags, logging
 from pycocotools import mask as coco_mask
 
 from data_tools.restricted_pickle import load_restricted_pickle
+from tf_recurrent_seg.cli.common import run_main
 from tf_recurrent_seg.data.image_io import BadRecord, read_image
 from tf_recurrent_seg.data.records import ShardedRecordWriter, referring_example
 from tf_recurrent_seg.text import tokenize
@@ -72,7 +73,7 @@ def load_image(path: str) -> tuple[bytes, np.ndarray]:
     try:
         return read_image(path)
     except BadRecord as error:
-        raise BadRecord("corrupt or truncated image", f"{path}: {error}") from None
+        raise BadRecord(error.reason, f"{path}: {error.detail}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -401,7 +402,7 @@ def main(argv: Sequence[str]) -> None:
 def run() -> None:
     """Console-script entry point."""
     _define_flags()
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import scipy.io
 from absl import app, flags, logging
 
 from data_tools.refer import DEFAULT_NUM_SHARDS, BadRecord, has_tokens, load_image
+from tf_recurrent_seg.cli.common import run_main
 from tf_recurrent_seg.data.records import ShardedRecordWriter, referring_example
 
 DATASET = "referit"
@@ -247,7 +248,7 @@ def main(argv: Sequence[str]) -> None:
 def run() -> None:
     """Console-script entry point."""
     _define_flags()
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

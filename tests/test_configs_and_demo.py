@@ -100,6 +100,19 @@ def test_demo_quick_budget_runs_every_step(tmp_path):
     assert (tmp_path / "saved" / "demo_rmi" / "1").is_dir() and (tmp_path / "saved" / "demo_lg_lstm" / "1").is_dir()
 
 
+def test_demo_starts_every_run_afresh(tmp_path, capsys):
+    """A second `make demo` (other budget, new backbone) must not resume the first one's checkpoints."""
+    from tf_recurrent_seg.demo import Steps
+
+    stale = tmp_path / "rmi_seed0" / "checkpoints"
+    stale.mkdir(parents=True)
+    (stale / "ckpt-1500.index").write_text("from an earlier run")
+    assert Steps().fresh(str(tmp_path / "rmi_seed0")) == str(tmp_path / "rmi_seed0")
+    assert not (tmp_path / "rmi_seed0").exists()
+    assert "removing the previous run" in capsys.readouterr().out
+    assert Steps().fresh(str(tmp_path / "never_made")) == str(tmp_path / "never_made")  # nothing to remove: no error
+
+
 def test_demo_report_states_a_claim_only_beyond_twice_the_standard_error():
     from tf_recurrent_seg.demo_report import mean_sd, pct, verdict
 

@@ -293,6 +293,23 @@ def test_raw_expression_field_and_split_selection(refer_data, tmp_path):
     assert not (tmp_path / "out2").exists()
 
 
+def test_skip_reasons_are_the_same_on_every_run(refer_data, tmp_path):
+    """A file that is no image at all: PIL's message names a BytesIO object by address; the manifest must not,
+    nor repeat its category, so a re-run writes the same manifest (the command line aside)."""
+    path = refer_data["image_dir"] / refer_data["names"][1]
+    path.write_bytes(b"this is not an image")
+    texts = []
+    for run in ("a", "b"):
+        convert(refer_data, tmp_path / run)
+        manifest = json.loads((tmp_path / run / "train.manifest.json").read_text())
+        manifest.pop("command", None)
+        texts.append(json.dumps(manifest, sort_keys=True).replace(str(tmp_path / run), "OUT"))
+    assert texts[0] == texts[1]
+    reason = json.loads(texts[0])["skipped_records"][0]["reason"]
+    assert " at 0x" not in reason and reason.count("corrupt or truncated") == 1, reason
+    assert reason == f"corrupt or truncated image: {path}: cannot identify image file", reason
+
+
 def test_corrupt_image_is_skipped(refer_data, tmp_path):
     path = refer_data["image_dir"] / refer_data["names"][1]
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncated JPEG
@@ -398,6 +415,21 @@ def test_rerun_gives_byte_identical_shards_and_cli(refer_data, tmp_path):
         assert [s["sha256"] for s in second["shards"]] == [s["sha256"] for s in first[split]["shards"]]
         for shard in second["shards"]:
             assert (tmp_path / "a" / shard["path"]).read_bytes() == (tmp_path / "b" / shard["path"]).read_bytes()
+
+
+def test_cli_refused_pickle_is_one_line_naming_the_file(refer_data, tmp_path):
+    refs = refer_data["root"] / "refcoco" / "refs(unc).p"
+    with open(refs, "wb") as file:
+        pickle.dump([_Exploit(f"touch {tmp_path / 'pwned'}")], file, protocol=2)
+    completed = subprocess.run(
+        [sys.executable, "-m", "data_tools.refer", f"--refer_root={refer_data['root']}", f"--image_dir={refer_data['image_dir']}",
+         f"--output_dir={tmp_path / 'out'}", "--dataset=refcoco", "--split_by=unc"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr[-3000:]
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(refs) in last and "refused" in last, last
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_cli_help_says_where_to_download():

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -200,10 +201,32 @@ def test_one_instance_per_request(rmi, images, expressions, name):
         serve(rmi, [png_bytes(make_image())] * images, ["the man"] * expressions)
 
 
+def test_decompression_bomb_is_refused_before_decoding(rmi):
+    """A 20000 x 20000 PNG of a few dozen bytes: refused from its header in well under a second (decoding it
+    would take gigabytes)."""
+    from test_image_header import png_header_only
+
+    start = time.perf_counter()
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"the image is 20000x20000 pixels, over the limit of 64000000 pixels"):
+        serve(rmi, png_header_only(20000, 20000), "the man")
+    assert time.perf_counter() - start < 1.0
+
+
 @pytest.mark.parametrize("expression", ["", "   ", "."])
 def test_empty_expression_names_the_input(rmi, expression):
     with pytest.raises(tf.errors.InvalidArgumentError, match="expression has no words"):
         serve(rmi, png_bytes(make_image()), expression)
+
+
+@pytest.mark.parametrize("expression", [b"the m\xe4n on the left", b"\xff\xfe", b"caf\xc3"])
+def test_expression_not_utf8_names_the_input(rmi, expression):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="expression is not valid UTF-8"):
+        serve(rmi, png_bytes(make_image()), expression)
+
+
+def test_expression_in_utf8_is_answered(rmi):
+    outputs = serve(rmi, png_bytes(make_image()), "the caf\u00e9 sign \u2014 on the left")
+    assert np.isfinite(outputs["probabilities"]).all()
 
 
 def saved_model_cli(*args):
@@ -241,7 +264,7 @@ def test_parsing_saved_model_labels_at_the_image_size(tmp_path):
     keras.utils.set_random_seed(1)
     config = shrink_config(parsing_config("lg_lstm"))
     model = build_model(config)
-    export_saved_model(model, config, str(tmp_path / "1"))
+    export_saved_model(model, config, str(tmp_path / "1"), max_image_pixels=50 * 33)
     serving = tf.saved_model.load(str(tmp_path / "1")).signatures
     image = make_image(50, 33, seed=3)
     outputs = {k: v.numpy() for k, v in serving["serving_default"](image_bytes=tf.constant([png_bytes(image)])).items()}
@@ -266,6 +289,9 @@ def test_parsing_saved_model_labels_at_the_image_size(tmp_path):
     np.testing.assert_allclose(tensors[0], logits, atol=1e-6)
     with pytest.raises(tf.errors.InvalidArgumentError, match="image_bytes is empty"):
         serving["serving_default"](image_bytes=tf.constant([b""]))
+    # The export's pixel limit (here exactly the image above): one row more is refused.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"the image is 51x33 pixels, over the limit of 1650 pixels"):
+        serving["serving_default"](image_bytes=tf.constant([png_bytes(make_image(51, 33))]))
 
 
 # --- export CLI ------------------------------------------------------------------------------------------------

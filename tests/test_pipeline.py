@@ -437,7 +437,8 @@ def test_bad_records_are_skipped_and_counted(tmp_path, caplog):
         dataset = pipeline.referring_dataset(path, VOCAB, training=False, batch_size=2, image_size=16, skip_counter=counter)
         sent_ids = [int(s) for _, t in dataset for s in t["sent_id"].numpy()]
     assert sent_ids == [0, 1, 2]
-    assert counter.counts == {"undecodable": 3, "size_mismatch": 1, "empty_expression": 2, "invalid_labels": 0}
+    assert counter.counts == {"undecodable": 3, "size_mismatch": 1, "empty_expression": 2, "invalid_labels": 0,
+                              "too_large": 0, "invalid_mask": 0}  # fmt: skip
     assert counter.total == 6
     assert caplog.text.count("skipping record") == 6 and "bad.tfrecord" in caplog.text and "size_mismatch" in caplog.text
     counter.reset()
@@ -445,6 +446,66 @@ def test_bad_records_are_skipped_and_counted(tmp_path, caplog):
         path, VOCAB, training=True, repeat=False, batch_size=1, image_size=16, skip_counter=counter, seed=0
     )
     assert len(list(training)) == 3 and counter.total == 6
+
+
+def _mask_png(array: np.ndarray, mode: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_oversized_images_and_invalid_masks_are_skipped_without_decoding(tmp_path, caplog):
+    """A decompression bomb (a 20000 x 20000 PNG header) is refused from its header (no multi-GB decode); a
+    referring mask that is not one 8-bit channel of 0/1 or 0/255 is refused instead of being misread."""
+    from test_image_header import png_header_only
+
+    image = _smooth_image(np.random.default_rng(6), 30, 40)
+    mask = _ellipse_mask(30, 40)  # 0/1
+    png = _png(image)
+
+    def raw(image_bytes, mask_bytes, sent_id):
+        return _raw_example({
+            "image/encoded": image_bytes, "image/height": 30, "image/width": 40, "image/filename": f"{sent_id}.png",
+            "mask/encoded": mask_bytes, "expression/raw": "the man", "ref_id": sent_id, "sent_id": sent_id,
+            "dataset": "test", "split": "val",
+        })
+
+    sixteen_bit = Image.fromarray(mask.astype(np.uint16))  # 0/1 in 16 bits: decode_png would make it all 0
+    buffer = io.BytesIO()
+    sixteen_bit.save(buffer, format="PNG")
+    palette = Image.fromarray(mask).convert("P")
+    palette_buffer = io.BytesIO()
+    palette.save(palette_buffer, format="PNG")
+    rgb = np.stack([mask * 255, np.zeros_like(mask), np.zeros_like(mask)], axis=-1).astype(np.uint8)
+    records_ = [
+        raw(png, records.encode_png(mask), 0),  # kept
+        raw(png, records.encode_png(mask * 255), 1),  # 0/255: kept, read as 0/1
+        raw(png_header_only(20000, 20000), records.encode_png(mask), 2),  # too_large
+        raw(png, buffer.getvalue(), 3),  # 16-bit mask
+        raw(png, _mask_png(rgb, "RGB"), 4),  # an RGB image as a mask
+        raw(png, palette_buffer.getvalue(), 5),  # palette PNG
+        raw(png, records.encode_png((mask + 1).astype(np.uint8)), 6),  # values 1/2: not 0/1 nor 0/255
+        raw(png, png, 7),  # the image itself as a mask
+    ]
+    path = _write(tmp_path / "hostile.tfrecord", records_)
+    counter = pipeline.SkipCounter()
+    with caplog.at_level("WARNING"):
+        dataset = pipeline.referring_dataset(path, VOCAB, training=False, batch_size=1, image_size=16, skip_counter=counter)
+        kept = [(int(t["sent_id"][0]), t["original_mask"][0].numpy()) for _, t in dataset]
+    assert [sent_id for sent_id, _ in kept] == [0, 1]
+    for _, original in kept:
+        np.testing.assert_array_equal(original[:30, :40], mask)
+    assert counter.counts["too_large"] == 1 and counter.counts["invalid_mask"] == 5 and counter.total == 6, counter.counts
+    assert "header 20000x20000" in caplog.text and "bit depth 16" in caplog.text and "colour type 2" in caplog.text
+
+    parsing_path = _write(tmp_path / "hostile_parsing.tfrecord", [_raw_example({
+        "image/encoded": png_header_only(20000, 20000), "image/height": 20000, "image/width": 20000,
+        "image/filename": "bomb.png", "label/encoded": records.encode_png(mask), "dataset": "test", "split": "val",
+    })])  # fmt: skip
+    counter = pipeline.SkipCounter()
+    assert list(pipeline.parsing_dataset(parsing_path, training=False, batch_size=1, num_classes=5, image_size=16,
+                                         skip_counter=counter)) == []  # fmt: skip
+    assert counter.counts["too_large"] == 1
 
 
 def test_truncated_shard_ends_early_in_training_and_raises_in_evaluation(tmp_path, referring_shards):
@@ -482,7 +543,8 @@ def test_parsing_bad_records_are_skipped_and_counted(tmp_path):
     )
     batches = list(dataset)
     assert sum(b[0]["image"].shape[0] for b in batches) == 2
-    assert counter.counts == {"undecodable": 1, "size_mismatch": 1, "empty_expression": 0, "invalid_labels": 1}
+    assert counter.counts == {"undecodable": 1, "size_mismatch": 1, "empty_expression": 0, "invalid_labels": 1,
+                              "too_large": 0, "invalid_mask": 0}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

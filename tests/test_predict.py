@@ -295,6 +295,9 @@ def test_command_line_errors_have_no_traceback(runs, tmp_path):
     result = run_module(f"--workdir={runs['rmi']}", f"--image={missing}", "--expression=a dog", f"--output={tmp_path / 'o.png'}")
     assert result.returncode != 0
     assert f"--image: {missing} does not exist" in result.stderr and "Traceback" not in result.stderr
+    # The error alone, as its own last line: not after the module's whole help text.
+    assert result.stderr.strip().splitlines()[-1] == f"error: --image: {missing} does not exist", result.stderr[-2000:]
+    assert "--expression" not in result.stderr.replace("--expression=", "") and "Usage" not in result.stderr
 
     result = run_module(f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", "--expression= ", f"--output={tmp_path / 'o.png'}")
     assert result.returncode != 0
@@ -349,3 +352,27 @@ def test_save_legend_strip(tmp_path):
     assert np.any(np.all(legend == visualize.label_palette(3)[2], axis=-1))
     # An already coloured map is used as it is.
     visualize.save_legend_strip(image, visualize.colorize_labels(labels, visualize.label_palette(3)), ["a", "b", "c"], str(path))
+
+
+def test_expression_not_utf8_is_refused():
+    assert predict.check_expression("the red sign") == ["the", "red", "sign"]
+    not_utf8 = b"the m\xe4n".decode("utf-8", "surrogateescape")  # how Python passes such bytes in sys.argv
+    with pytest.raises(app.UsageError, match="--expression is not valid UTF-8"):
+        predict.check_expression(not_utf8)
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path):
+    from test_image_header import png_header_only
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header_only(20000, 20000))
+    with pytest.raises(app.UsageError, match=r"image is 20000x20000 = 400000000 pixels, over the limit of 64000000"):
+        predict.read_input_image(str(bomb))
+    with pytest.raises(app.UsageError, match=r"over the limit of 100 pixels"):
+        predict.read_input_image(str(_small_png(tmp_path)), max_pixels=100)
+
+
+def _small_png(tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
+    return path

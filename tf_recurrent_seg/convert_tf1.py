@@ -10,15 +10,15 @@ or mis-shaped variable is a ValueError that names it.
 """
 
 import re
-import sys
 from collections.abc import Callable
 
 import keras
 import ml_collections
 import numpy as np
 import tensorflow as tf
-from absl import app, flags, logging
+from absl import flags, logging
 
+from tf_recurrent_seg.cli.common import run_main
 from tf_recurrent_seg.defaults import referring_config
 from tf_recurrent_seg.models.referring import ReferringSegmentationModel, build_lstm_baseline, build_rmi
 from tf_recurrent_seg.text import Vocabulary
@@ -190,7 +190,7 @@ def main(argv):
 def run():
     """Console-script entry point."""
     flags.mark_flags_as_required(["checkpoint", "vocabulary", "output"])
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import os
 import pathlib
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -40,7 +41,7 @@ BUDGETS = {
     # What fits a 2-core CPU in about half an hour (install included); step counts chosen on the validation split.
     "full": {"referring_train": 3000, "referring_validation": 300, "referring_test": 600,
              "parsing_train": 1200, "parsing_validation": 120, "parsing_test": 120,
-             "pretrain_steps": 600, "lstm_steps": 1500, "rmi_steps": 1500, "parsing_steps": 1000,
+             "pretrain_steps": 600, "lstm_steps": 5000, "rmi_steps": 5000, "parsing_steps": 3000,
              "referring_seeds": 3, "parsing_seeds": 1, "figures": 1,
              "parsing_runs": [name for name, _, _ in PARSING_RUNS], "tflite": True},
     # For the tests: every kind of step runs, on tiny data, in a few minutes.
@@ -75,6 +76,14 @@ class Steps:
 
     def log(self, message: str) -> None:
         print(f"[demo {time.perf_counter() - self.start:7.1f}s] {message}", flush=True)
+
+    def fresh(self, workdir: str) -> str:
+        """Removes a previous demo's run in `workdir`: a leftover checkpoint would otherwise be resumed, trained on
+        another backbone or for another number of steps."""
+        if os.path.isdir(workdir):
+            self.log(f"removing the previous run in {workdir}")
+            shutil.rmtree(workdir)
+        return workdir
 
     def run(self, what: str, arguments: list[str]) -> None:
         command = [sys.executable, *arguments]
@@ -131,7 +140,7 @@ def train_referring(steps: Steps, budget: dict, data: str, runs: str, pretrained
     workdirs = {model: [] for model in REFERRING_MODELS}
     for seed in range(budget["referring_seeds"]):
         for model in REFERRING_MODELS:
-            workdir = f"{runs}/{model}_seed{seed}"
+            workdir = steps.fresh(f"{runs}/{model}_seed{seed}")
             steps.run(f"train {model.upper()} (seed {seed}) on cached features", [
                 "-m", "tf_recurrent_seg.cli.train", f"--config=configs/{model}_synthetic.py", f"--workdir={workdir}",
                 f"--config.train.num_steps={budget[f'{model}_steps']}", f"--config.train.seed={seed}",
@@ -147,7 +156,7 @@ def train_parsing(steps: Steps, budget: dict, data: str, runs: str, pretrained: 
     workdirs = {name: [] for name, _, _ in runs_to_train}
     for seed in range(budget["parsing_seeds"]):
         for name, config, variants in runs_to_train:
-            workdir = f"{runs}/{name}_seed{seed}"
+            workdir = steps.fresh(f"{runs}/{name}_seed{seed}")
             steps.run(f"train {name} (seed {seed})", [
                 "-m", "tf_recurrent_seg.cli.train", f"--config={config}" + (f":{variants}" if variants else ""),
                 f"--workdir={workdir}", f"--config.train.num_steps={budget['parsing_steps']}",
@@ -255,6 +264,7 @@ def main(argv):
     runs, data = FLAGS.runs_dir, FLAGS.data_dir
 
     generate_data(steps, budget, data)
+    steps.fresh(f"{runs}/backbone")
     steps.run("pretrain the backbone on synthetic scenes (stand-in for ImageNet / PASCAL)", [
         "-m", "tf_recurrent_seg.cli.pretrain", "--config=configs/backbone_synthetic.py", f"--workdir={runs}/backbone",
         f"--config.train.num_steps={budget['pretrain_steps']}"]

@@ -16,8 +16,9 @@ SavedModel (`export_saved_model`), two signatures:
   equal to `preprocessing.unpad_and_resize`). `probabilities` are cropped and resized back bilinearly
   (smooth maps), so at a few boundary pixels `probabilities >= 0.5` can differ from `mask`.
   Bad requests fail with InvalidArgumentError whose message names the input: more than one image or
-  expression, empty or non-image `image_bytes`, an expression with no words. Bytes that start like an image
-  but are corrupt or truncated fail inside the decoder with TensorFlow's own message.
+  expression, empty or non-image `image_bytes`, an image whose header declares more than `max_image_pixels`
+  pixels (refused before decoding, `data.image_header`), an expression with no words or not in UTF-8. Bytes
+  that start like an image but are corrupt or truncated fail inside the decoder with TensorFlow's own message.
 - `serve_tensors`: the model on preprocessed tensors: `image` (B, S, S, 3) float32 (normalised, padded)
   [+ `tokens` (B, T) int32, left-padded ids] -> `logits` (B, S, S, 1) or (B, S, S, C).
 
@@ -47,6 +48,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from tf_recurrent_seg.data import image_header
 from tf_recurrent_seg.data.pipeline import (
     encode_tf,
     normalize_images,
@@ -270,8 +272,9 @@ def _single(tensor: tf.Tensor, name: str, what: str) -> tf.Tensor:
         return tf.concat([tensor, [""]], axis=0)[0]
 
 
-def _decode_image_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
-    """(1,) encoded image -> (h, w, 3) uint8; clear errors for empty or non-image bytes."""
+def _decode_image_bytes(image_bytes: tf.Tensor, max_pixels: int) -> tf.Tensor:
+    """(1,) encoded image -> (h, w, 3) uint8; clear errors for empty or non-image bytes, and for an image whose
+    header declares more than `max_pixels` pixels (refused before decoding: `image_header`)."""
     contents = _single(image_bytes, "image_bytes", "encoded image")
     not_empty = tf.debugging.Assert(
         tf.strings.length(contents) > 0,
@@ -288,6 +291,13 @@ def _decode_image_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
          'once as {"b64": ...} in a JSON request); first bytes:', tf.strings.substr(contents, 0, 16)],
     )
     with tf.control_dependencies([is_image]):
+        height, width = tf.unstack(image_header.header_size_tf(contents))
+    message = tf.strings.format(
+        "image_bytes: the image is {}x{} pixels, over the limit of " + str(max_pixels) + " pixels (refused before "
+        "decoding; the export flag --max_image_pixels sets the limit)", [height, width],
+    )
+    within_limit = tf.debugging.Assert(height * width <= max_pixels, [message])
+    with tf.control_dependencies([within_limit]):
         contents = tf.identity(contents)
     return tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
 
@@ -295,6 +305,15 @@ def _decode_image_bytes(image_bytes: tf.Tensor) -> tf.Tensor:
 def _encode_expression(expression: tf.Tensor, table, config) -> tf.Tensor:
     """(1,) expression -> (1, T) int32 left-padded ids; error naming `expression` when it has no words."""
     sentence = _single(expression, "expression", "referring expression")
+    # Invalid bytes would otherwise tokenize to <unk> and be answered; valid text transcodes to itself.
+    # The message shows the text with U+FFFD for the bad bytes: the raw bytes would make the message undecodable.
+    replaced = tf.strings.unicode_transcode(sentence, "UTF-8", "UTF-8", errors="replace")
+    is_utf8 = tf.debugging.Assert(
+        tf.equal(replaced, sentence),
+        ["expression is not valid UTF-8 text: send the expression encoded as UTF-8; got (bad bytes as U+FFFD)", replaced],
+    )
+    with tf.control_dependencies([is_utf8]):
+        sentence = tf.identity(sentence)
     strip_pieces = config.data.get("strip_pieces", True) if "data" in config else True
     ids, num_tokens = encode_tf(sentence, table, config.model.max_words, strip_pieces=strip_pieces)
     has_words = tf.debugging.Assert(
@@ -321,6 +340,7 @@ def export_saved_model(
     vocabulary: Vocabulary | str | os.PathLike | None = None,
     *,
     exact_resize: bool = True,
+    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
 ) -> str:
     """Writes a SavedModel for TF Serving with `serving_default` and `serve_tensors` (see the module docstring).
 
@@ -335,6 +355,8 @@ def export_saved_model(
             `config.data.vocabulary`. Its tokens are baked into the SavedModel (no file needed at serving).
         exact_resize: True: Pillow's bilinear resize bit for bit (what `preprocessing.resize_and_pad` and
             the evaluation reference do); False: the faster float resize (within 1 grey level).
+        max_image_pixels: `serving_default` refuses (INVALID_ARGUMENT) an image whose header declares more
+            pixels, before decoding it: a small file can declare a huge image (a decompression bomb).
 
     Returns:
         `export_dir`.
@@ -351,7 +373,7 @@ def export_saved_model(
     archive = keras.export.ExportArchive()
 
     def preprocess(image_bytes):
-        image = _decode_image_bytes(image_bytes)
+        image = _decode_image_bytes(image_bytes, int(max_image_pixels))
         padded, placement = resize_and_pad_image(image, size, exact=exact_resize)
         return normalize_images(padded[None], normalization), placement, tf.shape(image)[:2]
 

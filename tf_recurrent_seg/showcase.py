@@ -13,7 +13,9 @@ import os
 import pathlib
 import time
 
-from absl import app, flags
+from absl import flags
+
+from tf_recurrent_seg.cli.common import run_main
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -114,7 +116,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import os
 from absl import app, flags, logging
 
 from tf_recurrent_seg.cli.common import run_app
+from tf_recurrent_seg.data.image_header import DEFAULT_MAX_PIXELS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -46,6 +47,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "exact_resize", True, "Pillow-exact bilinear resize in the serving graph, as the evaluation; False: the faster "
         "float resize (within 1 grey level).", **fv,
     )
+    flags.DEFINE_integer(
+        "max_image_pixels", DEFAULT_MAX_PIXELS, "serving_default refuses images whose header declares "
+        "more pixels, before decoding them (decompression bombs).", lower_bound=1, **fv,
+    )
     flags.mark_flag_as_required("workdir", flag_values=flag_values)
 
 
@@ -73,6 +78,7 @@ def export_run(
     quantization: str | None = None,
     vocabulary: str | None = None,
     exact_resize: bool = True,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict[str, str]:
     """Exports the run in `workdir`; returns {"saved_model": path[, "tflite": path]}."""
     from tf_recurrent_seg.export import convert_referring_to_tflite, convert_to_tflite, export_saved_model
@@ -97,7 +103,8 @@ def export_run(
     logging.info("Exporting %s (%s) to %s", workdir, config.model.name, saved_model_dir)
     written = {
         "saved_model": export_saved_model(
-            model, config, saved_model_dir, vocabulary if referring else None, exact_resize=exact_resize
+            model, config, saved_model_dir, vocabulary if referring else None, exact_resize=exact_resize,
+            max_image_pixels=max_image_pixels,
         )
     }
     if tflite:
@@ -120,7 +127,7 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, str]:
     quantization = None if values.quantization == "none" else values.quantization
     written = export_run(
         values.workdir, values.export_dir, values.version, values.tflite, quantization, values.vocabulary,
-        values.exact_resize,
+        values.exact_resize, values.max_image_pixels,
     )
     print(f"Wrote SavedModel {written['saved_model']} (signatures serving_default, serve_tensors)")
     if "tflite" in written:

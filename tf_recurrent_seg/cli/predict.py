@@ -39,9 +39,13 @@ import time
 
 from absl import app, flags
 
+from tf_recurrent_seg.cli.common import run_main
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+from tf_recurrent_seg.data.image_header import DEFAULT_MAX_PIXELS
 
 FLAGS = flags.FLAGS
 
@@ -54,6 +58,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("config_json", None, "The run's config.json, with --model.", flag_values=flag_values)
     flags.DEFINE_string("vocabulary", None, "Vocabulary file; default: the config's data.vocabulary.", flag_values=flag_values)
     flags.DEFINE_string("image", None, "The input image (any format Pillow reads).", flag_values=flag_values)
+    flags.DEFINE_integer(
+        "max_image_pixels", DEFAULT_MAX_PIXELS, "Refuse an image whose header declares more pixels (decompression "
+        "bombs), before decoding it.", lower_bound=1, flag_values=flag_values,
+    )
     flags.DEFINE_string("expression", None, "The referring expression (referring models only).", flag_values=flag_values)
     flags.DEFINE_string("output", None, "The output PNG.", flag_values=flag_values)
     flags.DEFINE_bool("crf", False, "Refine the prediction with the reference DenseCRF (needs pydensecrf2).", flag_values=flag_values)
@@ -65,8 +73,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 # ----------------------------------------------------------------------------------------------- inputs
 
 
-def read_input_image(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB of `path`; app.UsageError naming --image when it is missing or unreadable."""
+def read_input_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of `path`; app.UsageError naming --image when it is missing, unreadable or declares
+    more than `max_pixels` pixels (refused from its header, not decoded)."""
     from tf_recurrent_seg.data.image_io import BadRecord, read_image
 
     if not path:
@@ -76,8 +85,10 @@ def read_input_image(path: str) -> np.ndarray:
     if os.path.isdir(path):
         raise app.UsageError(f"--image: {path} is a directory, not an image file")
     try:
-        return read_image(path)[1]
+        return read_image(path, max_pixels)[1]
     except BadRecord as error:
+        if error.reason.endswith("too large"):
+            raise app.UsageError(f"--image: {path}: {error.detail} (--max_image_pixels)") from None
         raise app.UsageError(f"--image: cannot read {path} as an image ({error.reason})") from None
     except OSError as error:
         raise app.UsageError(f"--image: cannot read {path} ({error})") from None
@@ -89,6 +100,10 @@ def check_expression(expression: str | None, strip_pieces: bool = True) -> list[
 
     if expression is None:
         raise app.UsageError("--expression is required for a referring model")
+    try:
+        expression.encode("utf-8")  # bytes that are not UTF-8 arrive as lone surrogates
+    except UnicodeEncodeError:
+        raise app.UsageError(f"--expression is not valid UTF-8 text: {expression!r}") from None
     words = tokenize(expression, strip_pieces=strip_pieces)
     if not words:
         raise app.UsageError(f"--expression {expression!r} is empty: it has no words to segment")
@@ -426,7 +441,7 @@ def main(argv, flag_values: flags.FlagValues | None = None) -> None:
     if bool(options.workdir) == bool(options.model):
         raise app.UsageError("give exactly one of --workdir and --model")
     output = check_output(options.output)
-    image = read_input_image(options.image)
+    image = read_input_image(options.image, options.max_image_pixels)
     if options.expression is not None:
         check_expression(options.expression)
     if options.crf:
@@ -477,7 +492,7 @@ def main(argv, flag_values: flags.FlagValues | None = None) -> None:
 def run():
     """Console-script entry point."""
     define_flags()
-    app.run(main)
+    run_main(main)
 
 
 if __name__ == "__main__":

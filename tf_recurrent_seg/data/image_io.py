@@ -2,14 +2,18 @@
 
 Handled: grayscale and palette images become RGB, an alpha channel is dropped, 16-bit images are scaled to
 8 bits. Refused with `BadRecord` (the converter skips the record, warns and counts it in the manifest): a
-missing file, a corrupt or truncated file.
+missing file, a corrupt or truncated file, an image whose header declares more pixels than the limit
+(`image_header`; it is not decoded).
 """
 
 import io
 import os
+import re
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from tf_recurrent_seg.data.image_header import DEFAULT_MAX_PIXELS, header_size, too_large_message
 
 
 class BadRecord(Exception):
@@ -24,12 +28,24 @@ class BadRecord(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _decode(data: bytes, what: str) -> Image.Image:
+# An object's repr with its address, e.g. PIL's "cannot identify image file <_io.BytesIO object at 0x7f...>".
+_OBJECT_ADDRESS = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def error_text(error: BaseException) -> str:
+    """`str(error)` without object addresses, so that a re-run writes the same manifest byte for byte."""
+    return _OBJECT_ADDRESS.sub("", str(error)).strip() or type(error).__name__
+
+
+def _decode(data: bytes, what: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    height, width = header_size(data)
+    if height * width > max_pixels:  # a decompression bomb: refused from its header, never decoded
+        raise BadRecord(f"{what} too large", too_large_message(height, width, max_pixels, what))
     try:
         image = Image.open(io.BytesIO(data))
         image.load()  # decodes fully: a truncated file fails here, not later
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
-        raise BadRecord(f"corrupt or truncated {what}", str(error)) from None
+        raise BadRecord(f"corrupt or truncated {what}", error_text(error)) from None
     return image
 
 
@@ -49,13 +65,14 @@ def image_to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def decode_image_bytes(data: bytes, what: str = "image") -> tuple[bytes, np.ndarray]:
+def decode_image_bytes(data: bytes, what: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, np.ndarray]:
     """Decodes image bytes; returns (bytes to store, (H, W, 3) uint8 pixels).
 
     The original bytes are kept when they are an 8-bit RGB JPEG or PNG; anything converted is stored as PNG,
-    so the stored image decodes to exactly the returned pixels.
+    so the stored image decodes to exactly the returned pixels. An image whose header declares more than
+    `max_pixels` pixels is refused (`BadRecord` "image too large") without being decoded.
     """
-    image = _decode(data, what)
+    image = _decode(data, what, max_pixels)
     pixels = image_to_rgb(image)
     if image.format in ("JPEG", "PNG") and image.mode == "RGB":
         return data, pixels
@@ -64,9 +81,9 @@ def decode_image_bytes(data: bytes, what: str = "image") -> tuple[bytes, np.ndar
     return buffer.getvalue(), pixels
 
 
-def read_image(path: str) -> tuple[bytes, np.ndarray]:
-    """`decode_image_bytes` of a file; BadRecord when it is missing, corrupt or truncated."""
-    return decode_image_bytes(_read_bytes(path, "image"), "image")
+def read_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, np.ndarray]:
+    """`decode_image_bytes` of a file; BadRecord when it is missing, too large, corrupt or truncated."""
+    return decode_image_bytes(_read_bytes(path, "image"), "image", max_pixels)
 
 
 def decode_label_bytes(data: bytes, what: str = "label map") -> np.ndarray:

@@ -88,7 +88,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg.data import records
+from tf_recurrent_seg.data import image_header, records
 from tf_recurrent_seg.data.preprocessing import CAFFE_BGR_MEAN
 from tf_recurrent_seg.text import DEFAULT_MAX_WORDS, PAD_ID, UNK_ID, Vocabulary
 
@@ -106,18 +106,22 @@ _WS_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_WHITESPACE) + "]"
 _STRIP_PATTERN = f"^{_WS_CLASS}+|{_WS_CLASS}+$"
 
 # Record status codes (0 = keep).
-_OK, _UNDECODABLE, _SIZE_MISMATCH, _EMPTY_EXPRESSION, _INVALID_LABELS = 0, 1, 2, 3, 4
+_OK, _UNDECODABLE, _SIZE_MISMATCH, _EMPTY_EXPRESSION, _INVALID_LABELS, _TOO_LARGE, _INVALID_MASK = range(7)
 SKIP_REASONS = {
     _UNDECODABLE: "undecodable",
     _SIZE_MISMATCH: "size_mismatch",
     _EMPTY_EXPRESSION: "empty_expression",
     _INVALID_LABELS: "invalid_labels",
+    _TOO_LARGE: "too_large",
+    _INVALID_MASK: "invalid_mask",
 }
 _SKIP_DESCRIPTIONS = {
     _UNDECODABLE: "malformed example or corrupt/truncated image or mask",
     _SIZE_MISMATCH: "mask/label map size differs from the image size",
     _EMPTY_EXPRESSION: "expression has no tokens",
     _INVALID_LABELS: "label ids outside [0, num_classes) and not 255",
+    _TOO_LARGE: "the image header declares more pixels than max_image_pixels; not decoded",
+    _INVALID_MASK: "a referring mask must be one 8-bit channel (grey PNG) holding 0/1 or 0/255",
 }
 
 
@@ -469,6 +473,35 @@ def _serialized_records(files, *, training, input_context, shuffle_buffer, seed,
     return dataset
 
 
+def _decode_image_unless(skip: tf.Tensor, encoded: tf.Tensor) -> tf.Tensor:
+    """(H, W, 3) uint8 of `encoded`, or an empty image when `skip` (over the pixel limit: never decoded)."""
+    return tf.cond(
+        skip,
+        lambda: tf.zeros([0, 0, 3], tf.uint8),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False),
+    )
+
+
+def _png_depth_and_colour(encoded: tf.Tensor) -> list[tf.Tensor]:
+    """[bit depth, colour type] from a PNG's IHDR (bytes 24 and 25); zeros for bytes too short."""
+    header = tf.io.decode_raw(tf.strings.substr(tf.strings.join([encoded, b"\x00" * 26]), 24, 2), tf.uint8)
+    return [tf.cast(header[0], tf.int32), tf.cast(header[1], tf.int32)]
+
+
+def _decode_referring_mask(encoded: tf.Tensor, skip: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(mask (H, W) uint8 as stored, whether it is an 8-bit grey PNG). A 16-bit, RGB or palette PNG would be
+    converted by `decode_png(channels=1)` into something that looks valid (16-bit 0/1 becomes all 0; RGB
+    becomes grey levels), so its header is checked first and it is not decoded."""
+    bit_depth, colour_type = _png_depth_and_colour(encoded)
+    is_grey_png = tf.equal(tf.strings.substr(encoded, 0, 8), b"\x89PNG\r\n\x1a\n") & (bit_depth == 8) & (colour_type == 0)
+    mask = tf.cond(
+        is_grey_png & ~skip,
+        lambda: tf.io.decode_png(encoded, channels=1)[..., 0],
+        lambda: tf.zeros([0, 0], tf.uint8),
+    )
+    return mask, is_grey_png
+
+
 def _guarded_decode(dataset: tf.data.Dataset, decode_fn, sentinel, *, deterministic: bool) -> tf.data.Dataset:
     """Applies `decode_fn(record, path, index)` in parallel; a record whose decoding raises (malformed example,
     corrupt image...) yields `sentinel(path, index)` instead (status _UNDECODABLE), with the error logged."""
@@ -541,6 +574,7 @@ def referring_dataset(
     strip_pieces: bool = True,
     exact_resize: bool = False,
     skip_counter: SkipCounter | None = None,
+    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
 ) -> tf.data.Dataset:
     """Referring-segmentation batches (see the module docstring for the element structure).
 
@@ -563,6 +597,8 @@ def referring_dataset(
         exact_resize: reproduce Pillow's bilinear resize (`preprocessing.resize_and_pad`) bit for bit, at
             0.6-0.9x the throughput; default: one antialiased float pass, within 1 grey level of it.
         skip_counter: receives the counts of dropped records (bad images, size mismatches, empty expressions).
+        max_image_pixels: a record whose image header declares more pixels is skipped (`too_large`) without
+            being decoded (decompression bombs).
 
     Returns:
         A tf.data.Dataset of (features, targets) batches, prefetched.
@@ -578,18 +614,27 @@ def referring_dataset(
     table = vocabulary_table(vocabulary)
 
     def decode(record, path, index):
-        parsed = records.decode_referring(record)
+        parsed = tf.io.parse_single_example(record, records.REFERRING_FEATURES)
         tokens, num_tokens = encode_tf(parsed["expression/raw"], table, max_words, strip_pieces=strip_pieces)
-        image, mask = parsed["image"], parsed["mask"]
+        declared = image_header.header_size_tf(parsed["image/encoded"])
+        too_large = declared[0] * declared[1] > max_image_pixels
+        image = _decode_image_unless(too_large, parsed["image/encoded"])
+        mask, mask_format_ok = _decode_referring_mask(parsed["mask/encoded"], skip=too_large)
+        mask_values_ok = tf.reduce_all((mask == 0) | (mask == 1)) | tf.reduce_all((mask == 0) | (mask == 255))
         mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(mask)))
         status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(tf.equal(num_tokens, 0), _EMPTY_EXPRESSION, _OK))
+        status = tf.where(mask_format_ok & mask_values_ok, status, _INVALID_MASK)
+        status = tf.where(too_large, _TOO_LARGE, status)
         detail = tf.strings.format(
-            "image {} ({}x{}), sent_id {}, mask {}x{}, expression '{}'",
-            [parsed["image/filename"], tf.shape(image)[0], tf.shape(image)[1], parsed["sent_id"],
-             tf.shape(mask)[0], tf.shape(mask)[1], parsed["expression/raw"]],
+            "image {} ({}x{}, header {}x{}), sent_id {}, mask {}x{} (PNG bit depth {}, colour type {}, values {}..{}), "
+            "expression '{}'",
+            [parsed["image/filename"], tf.shape(image)[0], tf.shape(image)[1], declared[0], declared[1],
+             parsed["sent_id"], tf.shape(mask)[0], tf.shape(mask)[1], *_png_depth_and_colour(parsed["mask/encoded"]),
+             tf.reduce_min(tf.cast(mask, tf.int32)), tf.reduce_max(tf.cast(mask, tf.int32)), parsed["expression/raw"]],
         )
         return {
-            "image": image, "mask": mask, "tokens": tokens, "num_tokens": num_tokens, "ref_id": parsed["ref_id"],
+            "image": image, "mask": tf.cast(mask > 0, tf.uint8), "tokens": tokens, "num_tokens": num_tokens,
+            "ref_id": parsed["ref_id"],
             "sent_id": parsed["sent_id"], "status": status, "path": path, "index": index, "detail": detail,
         }
 
@@ -736,6 +781,7 @@ def parsing_dataset(
     repeat: bool | None = None,
     exact_resize: bool = False,
     skip_counter: SkipCounter | None = None,
+    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
 ) -> tf.data.Dataset:
     """Human/animal parsing batches (see the module docstring for the element structure).
 
@@ -749,7 +795,8 @@ def parsing_dataset(
         image_size: S (321 for DeepLab-LargeFOV).
         left_right_pairs: e.g. ATR ((9, 10), (12, 13), (14, 15)); LIP ((14, 15), (16, 17), (18, 19)).
         normalization: "caffe_vgg" (keras vgg16 preprocess_input), "keras_resnet" or "caffe".
-        input_context, shuffle_buffer, seed, repeat, exact_resize, skip_counter: as in `referring_dataset`.
+        input_context, shuffle_buffer, seed, repeat, exact_resize, skip_counter, max_image_pixels: as in
+            `referring_dataset`.
     """
     _check_common(batch_size, image_size)
     if normalization not in NORMALIZATION_MEANS:
@@ -765,15 +812,21 @@ def parsing_dataset(
     files = resolve_files(file_pattern_or_paths)
 
     def decode(record, path, index):
-        parsed = records.decode_parsing(record)
-        image, labels = parsed["image"], parsed["labels"]
+        parsed = tf.io.parse_single_example(record, records.PARSING_FEATURES)
+        declared = image_header.header_size_tf(parsed["image/encoded"])
+        too_large = declared[0] * declared[1] > max_image_pixels
+        image = _decode_image_unless(too_large, parsed["image/encoded"])
+        labels = tf.cond(
+            too_large, lambda: tf.zeros([0, 0], tf.uint8), lambda: tf.io.decode_png(parsed["label/encoded"], channels=1)[..., 0]
+        )
         mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(labels)))
         invalid = tf.reduce_any((labels >= num_classes) & tf.not_equal(labels, IGNORE_LABEL))
         status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(invalid, _INVALID_LABELS, _OK))
+        status = tf.where(too_large, _TOO_LARGE, status)
         detail = tf.strings.format(
-            "image {} ({}x{}), label map {}x{}, max label {}",
-            [parsed["image/filename"], tf.shape(image)[0], tf.shape(image)[1], tf.shape(labels)[0], tf.shape(labels)[1],
-             tf.reduce_max(tf.cast(labels, tf.int32))],
+            "image {} ({}x{}, header {}x{}), label map {}x{}, max label {}",
+            [parsed["image/filename"], tf.shape(image)[0], tf.shape(image)[1], declared[0], declared[1],
+             tf.shape(labels)[0], tf.shape(labels)[1], tf.reduce_max(tf.cast(labels, tf.int32))],
         )
         return {"image": image, "labels": labels, "status": status, "path": path, "index": index, "detail": detail}
 
