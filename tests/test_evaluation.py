@@ -283,6 +283,17 @@ def test_referring_max_examples_and_batch_size(referring_data):
         assert single["by_length"][label] == pytest.approx(values, abs=1e-12)
 
 
+def test_data_config_pixel_limit_skips_larger_images(referring_data):
+    """`data.max_image_pixels` reaches the pipeline: images over it are counted as too_large, the rest scored."""
+    config = _referring_config(referring_data)
+    areas = sorted(height * width for height, width in REFERRING_SHAPES)
+    config.data.max_image_pixels = areas[len(areas) // 2]
+    results = evaluation.evaluate(LeftHalfReferringModel(), config, batch_size=2)
+    too_large = sum(area > config.data.max_image_pixels for area in areas)
+    assert too_large > 0 and results["skipped_records"]["too_large"] == too_large
+    assert results["num_examples"] == len(areas) - too_large
+
+
 def _expected_confusion(examples, padded_labels):
     confusion = np.zeros((NUM_PARTS, NUM_PARTS), np.int64)
     for example in examples:

@@ -6,6 +6,10 @@ only the `model` section, the training code the `train` section.
 
 import ml_collections
 
+# Images whose header declares more pixels are refused before decoding (decompression bombs): tens of megapixels,
+# far above any dataset image (COCO and ReferIt are under 1 MP; a 50-megapixel photo is 8688 x 5792).
+MAX_IMAGE_PIXELS = 64_000_000
+
 
 def backbone_config(variant: str = "resnet") -> ml_collections.ConfigDict:
     """ResNet-101 with atrous convolution at output stride 8 (RMI paper §4.2, reference code)."""
@@ -56,6 +60,7 @@ def referring_data_config() -> ml_collections.ConfigDict:
     config.normalization = "caffe"  # the reference ResNet/DeepLab weights' BGR mean (REFERENCE.md)
     config.strip_pieces = True  # tokenizer: False reproduces the reference exactly (imported checkpoints)
     config.length_bins = "refcoco"  # which paper's length break-down (Tables 2-5) evaluation reports
+    config.max_image_pixels = MAX_IMAGE_PIXELS  # larger images are skipped (`too_large`) without decoding
     return config
 
 
@@ -67,6 +72,7 @@ def parsing_data_config() -> ml_collections.ConfigDict:
     config.left_right_pairs = ()  # label ids a horizontal flip swaps (ATR: (9, 10), (12, 13), (14, 15))
     config.normalization = "caffe_vgg"
     config.scale_range = (0.5, 1.5)  # random scale augmentation
+    config.max_image_pixels = MAX_IMAGE_PIXELS  # larger images are skipped (`too_large`) without decoding
     return config
 
 

@@ -40,6 +40,7 @@ from absl import logging
 
 from tf_recurrent_seg import metrics as metrics_lib
 from tf_recurrent_seg.data import pipeline, records
+from tf_recurrent_seg.data.image_header import configured_limit as max_image_pixels
 from tf_recurrent_seg.defaults import HORSE_COW_CLASSES
 
 METRICS_FILE = "metrics.json"
@@ -232,7 +233,7 @@ def _referring_dataset(config, eval_records, batch_size, counter):
         eval_records, Vocabulary.load(data.vocabulary), training=False, batch_size=batch_size,
         image_size=config.model.image_size, max_words=config.model.max_words,
         normalization=data.get("normalization", "caffe"), strip_pieces=data.get("strip_pieces", True),
-        skip_counter=counter,
+        skip_counter=counter, max_image_pixels=max_image_pixels(config),
     )  # fmt: skip
 
 
@@ -350,6 +351,7 @@ def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, bat
     dataset = pipeline.parsing_dataset(
         eval_records, training=False, batch_size=batch_size, num_classes=num_classes,
         image_size=config.model.image_size, normalization=normalization, skip_counter=counter,
+        max_image_pixels=max_image_pixels(config),
     )  # fmt: skip
 
     @tf.function(reduce_retracing=True)

@@ -93,8 +93,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg import allocator, losses, optimization, workdir as workdir_lib
+from tf_recurrent_seg import allocator, losses, optimization
+from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.data import pipeline
+from tf_recurrent_seg.data.image_header import configured_limit as max_image_pixels
 from tf_recurrent_seg.text import Vocabulary
 
 STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
@@ -264,6 +266,7 @@ def _referring_pipeline_options(config: ml_collections.ConfigDict) -> dict:
         "max_words": int(config.model.max_words),
         "normalization": config.data.normalization,
         "strip_pieces": bool(config.data.strip_pieces),
+        "max_image_pixels": max_image_pixels(config),
     }
 
 
@@ -483,6 +486,7 @@ def make_evaluator(model: keras.Model, config: ml_collections.ConfigDict):
         dataset = pipeline.parsing_dataset(
             config.data.eval_records, training=False, batch_size=1, num_classes=int(config.model.num_classes),
             image_size=int(config.model.image_size), normalization=config.data.normalization,
+            max_image_pixels=max_image_pixels(config),
         )
     dataset = dataset.take(count)
 
@@ -666,7 +670,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
                 num_classes=int(config.model.num_classes), image_size=int(config.model.image_size),
                 left_right_pairs=tuple(tuple(pair) for pair in config.data.left_right_pairs),
                 normalization=config.data.normalization, scale_range=tuple(config.data.scale_range),
-                input_context=context, seed=data_seed,
+                input_context=context, seed=data_seed, max_image_pixels=max_image_pixels(config),
             )
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))

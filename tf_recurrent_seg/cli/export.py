@@ -16,7 +16,7 @@ import os
 from absl import app, flags, logging
 
 from tf_recurrent_seg.cli.common import run_app
-from tf_recurrent_seg.data.image_header import DEFAULT_MAX_PIXELS
+from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -48,7 +48,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         "float resize (within 1 grey level).", **fv,
     )
     flags.DEFINE_integer(
-        "max_image_pixels", DEFAULT_MAX_PIXELS, "serving_default refuses images whose header declares "
+        "max_image_pixels", MAX_IMAGE_PIXELS, "serving_default refuses images whose header declares "
         "more pixels, before decoding them (decompression bombs).", lower_bound=1, **fv,
     )
     flags.mark_flag_as_required("workdir", flag_values=flag_values)
@@ -78,7 +78,7 @@ def export_run(
     quantization: str | None = None,
     vocabulary: str | None = None,
     exact_resize: bool = True,
-    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> dict[str, str]:
     """Exports the run in `workdir`; returns {"saved_model": path[, "tflite": path]}."""
     from tf_recurrent_seg.export import convert_referring_to_tflite, convert_to_tflite, export_saved_model

@@ -45,7 +45,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from tf_recurrent_seg.data.image_header import DEFAULT_MAX_PIXELS
+from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS
 
 FLAGS = flags.FLAGS
 
@@ -59,7 +59,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("vocabulary", None, "Vocabulary file; default: the config's data.vocabulary.", flag_values=flag_values)
     flags.DEFINE_string("image", None, "The input image (any format Pillow reads).", flag_values=flag_values)
     flags.DEFINE_integer(
-        "max_image_pixels", DEFAULT_MAX_PIXELS, "Refuse an image whose header declares more pixels (decompression "
+        "max_image_pixels", MAX_IMAGE_PIXELS, "Refuse an image whose header declares more pixels (decompression "
         "bombs), before decoding it.", lower_bound=1, flag_values=flag_values,
     )
     flags.DEFINE_string("expression", None, "The referring expression (referring models only).", flag_values=flag_values)
@@ -73,7 +73,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 # ----------------------------------------------------------------------------------------------- inputs
 
 
-def read_input_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_input_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 RGB of `path`; app.UsageError naming --image when it is missing, unreadable or declares
     more than `max_pixels` pixels (refused from its header, not decoded)."""
     from tf_recurrent_seg.data.image_io import BadRecord, read_image

@@ -25,9 +25,9 @@ import struct
 
 import tensorflow as tf
 
-# Default pixel limit: tens of megapixels, far above any dataset image (COCO and ReferIt are under 1 MP,
-# a 50-megapixel camera's photo is 8688 x 5792) and far below a bomb.
-DEFAULT_MAX_PIXELS = 64_000_000
+from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS
+
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
 UNKNOWN = (-1, -1)
 
 _JPEG_SOF = {0xC0 + i for i in range(16)} - {0xC4, 0xC8, 0xCC}
@@ -83,6 +83,11 @@ def header_size(data: bytes) -> tuple[int, int]:
     if data[:3] == b"\xff\xd8\xff":
         return _jpeg_size(data)
     return UNKNOWN
+
+
+def configured_limit(config) -> int:
+    """A run config's `data.max_image_pixels` (`DEFAULT_MAX_PIXELS` for configs written before the field)."""
+    return int(config.data.get("max_image_pixels", DEFAULT_MAX_PIXELS))
 
 
 def too_large_message(height: int, width: int, max_pixels: int, what: str = "image") -> str:
