@@ -386,6 +386,7 @@ def cached_referring_dataset(
     batch_size: int,
     seed: int | None = None,
     shuffle_buffer: int = CACHED_SHUFFLE_BUFFER,
+    deterministic: bool = True,
 ) -> tf.data.Dataset:
     """Batches ({"backbone_features": (B, h, w, C) float32, "tokens": (B, T) int32}, {"mask": (B, S, S) float32}) from a
     feature cache. training: shuffled shards and expressions, repeated, drop_remainder; otherwise the cache
@@ -417,7 +418,7 @@ def cached_referring_dataset(
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
         dataset = dataset.interleave(
             tf.data.TFRecordDataset, cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=False,
+            deterministic=deterministic,
         )
         dataset = dataset.flat_map(expressions_of).shuffle(shuffle_buffer, seed=seed)
         dataset = dataset.batch(batch_size, drop_remainder=True)
@@ -600,6 +601,11 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
     if is_chief:
         workdir_lib.save_config(config, workdir)
     keras.utils.set_random_seed(seed)
+    # Same seed, same run (`train.deterministic`, default True): deterministic kernels and input order. Off, the
+    # input pipelines may reorder elements by thread timing and accelerators may pick faster kernels.
+    deterministic = bool(train_config.get("deterministic", True))
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     # Model, optimiser (built here: a lazy build inside strategy.run fails with several replicas), checkpoint.
     with strategy.scope():
@@ -658,10 +664,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
                     model, config, train_files[index::pipelines], cache_dir, vocabulary,
                     dtype=train_config.get("feature_dtype", "float32"),
                 )
-                return cached_referring_dataset(cache_dir, training=True, batch_size=batch, seed=data_seed)
+                return cached_referring_dataset(
+                    cache_dir, training=True, batch_size=batch, seed=data_seed, deterministic=deterministic
+                )
             return pipeline.referring_dataset(
                 train_files, vocabulary, training=True, batch_size=batch, input_context=context, seed=data_seed,
-                **_referring_pipeline_options(config),
+                deterministic=deterministic, **_referring_pipeline_options(config),
             )
     else:
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
@@ -671,6 +679,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
                 left_right_pairs=tuple(tuple(pair) for pair in config.data.left_right_pairs),
                 normalization=config.data.normalization, scale_range=tuple(config.data.scale_range),
                 input_context=context, seed=data_seed, max_image_pixels=max_image_pixels(config),
+                deterministic=deterministic,
             )
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))

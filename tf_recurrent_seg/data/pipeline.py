@@ -440,7 +440,7 @@ def resolve_files(file_pattern_or_paths) -> list[str]:
     return files
 
 
-def _serialized_records(files, *, training, input_context, shuffle_buffer, seed, repeat) -> tf.data.Dataset:
+def _serialized_records(files, *, training, input_context, shuffle_buffer, seed, repeat, deterministic) -> tf.data.Dataset:
     """(serialized, shard path, index in shard) for this input pipeline's shards."""
     if input_context is not None:
         pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -466,7 +466,7 @@ def _serialized_records(files, *, training, input_context, shuffle_buffer, seed,
     # (example i in shard i mod N); training mixes up to 16 shards at a time.
     dataset = dataset.interleave(
         read, cycle_length=min(len(files), 16) if training else len(files), block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
     )
     if training and shuffle_buffer and shuffle_buffer > 1:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -539,9 +539,9 @@ def _filter_bad(dataset: tf.data.Dataset, counter: SkipCounter) -> tf.data.Datas
     return dataset.filter(keep)
 
 
-def _options(training: bool) -> tf.data.Options:
+def _options(deterministic: bool) -> tf.data.Options:
     options = tf.data.Options()
-    options.deterministic = not training
+    options.deterministic = deterministic
     options.experimental_optimization.map_parallelization = True
     return options
 
@@ -575,6 +575,7 @@ def referring_dataset(
     exact_resize: bool = False,
     skip_counter: SkipCounter | None = None,
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
+    deterministic: bool | None = None,
 ) -> tf.data.Dataset:
     """Referring-segmentation batches (see the module docstring for the element structure).
 
@@ -599,6 +600,8 @@ def referring_dataset(
         skip_counter: receives the counts of dropped records (bad images, size mismatches, empty expressions).
         max_image_pixels: a record whose image header declares more pixels is skipped (`too_large`) without
             being decoded (decompression bombs).
+        deterministic: element order independent of thread timing (with `seed`, the same batches on every run);
+            default: True for evaluation, False for training (faster). Training passes `train.deterministic`.
 
     Returns:
         A tf.data.Dataset of (features, targets) batches, prefetched.
@@ -609,6 +612,7 @@ def referring_dataset(
             f"normalization must be 'caffe' or 'keras_resnet' for the referring task, got {normalization!r}"
         )
     repeat = training if repeat is None else repeat
+    deterministic = not training if deterministic is None else bool(deterministic)
     counter = skip_counter if skip_counter is not None else SkipCounter()
     files = resolve_files(file_pattern_or_paths)
     table = vocabulary_table(vocabulary)
@@ -666,11 +670,12 @@ def referring_dataset(
         return features, targets
 
     dataset = _serialized_records(
-        files, training=training, input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat
+        files, training=training, input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat,
+        deterministic=deterministic,
     )
-    dataset = _guarded_decode(dataset, decode, sentinel, deterministic=not training)
+    dataset = _guarded_decode(dataset, decode, sentinel, deterministic=deterministic)
     dataset = _filter_bad(dataset, counter)
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if training and group_by_length and batch_size > 1:
         boundaries = sorted(set(int(b) for b in length_boundaries))
         dataset = dataset.bucket_by_sequence_length(
@@ -701,7 +706,7 @@ def referring_dataset(
         lambda features, targets: ({**features, "image": normalize_images(features["image"], normalization)}, targets),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(training))
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
 
 
 # --- parsing ----------------------------------------------------------------------------------------------------
@@ -782,6 +787,7 @@ def parsing_dataset(
     exact_resize: bool = False,
     skip_counter: SkipCounter | None = None,
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
+    deterministic: bool | None = None,
 ) -> tf.data.Dataset:
     """Human/animal parsing batches (see the module docstring for the element structure).
 
@@ -795,8 +801,8 @@ def parsing_dataset(
         image_size: S (321 for DeepLab-LargeFOV).
         left_right_pairs: e.g. ATR ((9, 10), (12, 13), (14, 15)); LIP ((14, 15), (16, 17), (18, 19)).
         normalization: "caffe_vgg" (keras vgg16 preprocess_input), "keras_resnet" or "caffe".
-        input_context, shuffle_buffer, seed, repeat, exact_resize, skip_counter, max_image_pixels: as in
-            `referring_dataset`.
+        input_context, shuffle_buffer, seed, repeat, exact_resize, skip_counter, max_image_pixels, deterministic:
+            as in `referring_dataset`.
     """
     _check_common(batch_size, image_size)
     if normalization not in NORMALIZATION_MEANS:
@@ -808,6 +814,7 @@ def parsing_dataset(
         raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range!r}")
     swap_table = flip_swap_table(left_right_pairs, num_classes)
     repeat = training if repeat is None else repeat
+    deterministic = not training if deterministic is None else bool(deterministic)
     counter = skip_counter if skip_counter is not None else SkipCounter()
     files = resolve_files(file_pattern_or_paths)
 
@@ -854,14 +861,15 @@ def parsing_dataset(
         }
 
     dataset = _serialized_records(
-        files, training=training, input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat
+        files, training=training, input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat,
+        deterministic=deterministic,
     )
-    dataset = _guarded_decode(dataset, decode, sentinel, deterministic=not training)
+    dataset = _guarded_decode(dataset, decode, sentinel, deterministic=deterministic)
     dataset = _filter_bad(dataset, counter)
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
         dataset = tf.data.Dataset.zip((dataset, seeds))
-        dataset = dataset.map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        dataset = dataset.map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
         dataset = dataset.batch(batch_size, drop_remainder=True)
     else:
         dataset = dataset.map(prepare_eval, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -877,4 +885,4 @@ def parsing_dataset(
         lambda features, targets: ({"image": normalize_images(features["image"], normalization)}, targets),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(training))
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
