@@ -139,6 +139,88 @@ _MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+_GRADIENT_SCALE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import keras, numpy as np, tensorflow as tf
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    from tf_recurrent_seg import training, workdir
+    from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config, vgg_backbone_config
+
+    rng = np.random.default_rng(0)
+    differences = {}
+    for name in sys.argv[1:]:
+        config = shrink_config(referring_config("rmi") if name == "rmi" else parsing_config("lg_lstm"))
+        # No batch statistics (1 example per replica would normalise otherwise than 2 on one device): RMI's
+        # backbone frozen as in the paper, LG-LSTM on the paper's VGG-16 (no batch norm), slimmed.
+        if name == "rmi":
+            config.model.backbone.trainable = False
+        else:
+            config.model.backbone = vgg_backbone_config()
+            config.model.backbone.update(fc_units=32, pretrained=None)
+        size = config.model.image_size
+        features = {"image": rng.normal(0, 50, (2, size, size, 3)).astype(np.float32)}
+        if name == "rmi":
+            features["tokens"] = rng.integers(1, config.model.vocabulary_size, (2, config.model.max_words)).astype(np.int32)
+            targets = {"mask": (rng.random((2, size, size)) > 0.7).astype(np.float32)}
+        else:
+            targets = {"labels": rng.integers(0, config.model.num_classes, (2, size, size)).astype(np.int32)}
+        weights = {}
+        for strategy_name in ("one_device", "mirrored"):
+            strategy = training.make_strategy(strategy_name)
+            replicas = strategy.num_replicas_in_sync
+            keras.utils.set_random_seed(0)
+            with strategy.scope():
+                model = workdir.build_model(config)
+                optimizer = keras.optimizers.SGD(0.1)
+                optimizer.build(model.trainable_variables)
+            initial = [np.asarray(v) for v in model.trainable_variables]
+
+            def replica_step(features, targets):
+                with tf.GradientTape() as tape:
+                    if name == "rmi":
+                        loss = training.referring_step_loss(model, config, features, targets, 2, replicas)
+                    else:
+                        loss = training.parsing_step_loss(model, features, targets, replicas)
+                grads = tape.gradient(loss, model.trainable_variables)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables))
+
+            def split(context):
+                share = 2 // context.num_replicas_in_sync
+                start = context.replica_id_in_sync_group * share
+                return tuple({k: tf.constant(v[start : start + share]) for k, v in part.items()} for part in (features, targets))
+
+            values = strategy.experimental_distribute_values_from_function(split)
+            tf.function(lambda values: strategy.run(replica_step, args=values))(values)
+            weights[strategy_name] = [np.asarray(v) for v in model.trainable_variables], replicas
+        (one, r1), (mirrored, r2) = weights["one_device"], weights["mirrored"]
+        differences[name] = {
+            "replicas": [r1, r2],
+            "max_difference": max(float(np.abs(a - b).max()) for a, b in zip(one, mirrored)),
+            "max_update": max(float(np.abs(a - c).max()) for a, c in zip(one, initial)),
+        }
+    print(json.dumps(differences))
+    """
+)
+
+
+@pytest.mark.parametrize("name", ["rmi", "lg_lstm"])
+def test_one_sgd_step_is_the_same_on_one_and_two_replicas(name):
+    """Gradient scale across replicas: the same global batch, one SGD step under `one_device` and under
+    `mirrored` with 2 replicas, must give the same weights (a loss scaled per replica instead of per global batch
+    would double or halve the step; Adam's first step would hide it). One model per process: two mirrored
+    strategies in one process would share collective instance keys."""
+    result = subprocess.run([sys.executable, "-c", _GRADIENT_SCALE_SCRIPT, name], capture_output=True, text=True,
+                            env=_env(), cwd=REPO_ROOT, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = _summary(result.stdout)[name]
+    assert report["replicas"] == [1, 2] and report["max_update"] > 1e-4, report
+    # Sums in another order differ by float32 rounding of the weights (~1e-7); a wrong scale is off by a whole
+    # update in the variables that moved most.
+    assert report["max_difference"] < 1e-3 * report["max_update"], report
+
+
 def test_mirrored_two_replicas_loss_falls(data_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", _MIRRORED_SCRIPT, str(data_dir), str(tmp_path)], capture_output=True, text=True,
