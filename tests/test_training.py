@@ -220,6 +220,7 @@ def test_one_sgd_step_is_the_same_on_one_and_two_replicas():
         assert report["max_difference"] < 1e-3 * report["max_update"], (name, report)
 
 
+@pytest.mark.large  # default suite: the gradient-scale test above checks the mirrored step exactly
 def test_mirrored_two_replicas_loss_falls(data_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", _MIRRORED_SCRIPT, str(data_dir), str(tmp_path)], capture_output=True, text=True,
