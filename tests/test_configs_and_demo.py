@@ -55,6 +55,7 @@ def test_resize_and_pad_places_centred_and_inverts():
     np.testing.assert_array_equal(unpad_and_resize(mask, placement, (100, 50)), np.ones((100, 50)))
 
 
+@pytest.mark.large  # paper-size models: make test-large (the default suite is at its 20-minute limit)
 def test_showcase_writes_its_figures(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tf_recurrent_seg.showcase", f"--output_dir={tmp_path}", "--expression=the blue square"],

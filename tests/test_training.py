@@ -206,6 +206,7 @@ _GRADIENT_SCALE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.large  # a subprocess with two logical devices: make test-large (the default suite is at its limit)
 def test_one_sgd_step_is_the_same_on_one_and_two_replicas():
     """Gradient scale across replicas: the same global batch, one SGD step under `one_device` and under
     `mirrored` with 2 replicas, must give the same weights (a loss scaled per replica instead of per global batch
@@ -220,7 +221,7 @@ def test_one_sgd_step_is_the_same_on_one_and_two_replicas():
         assert report["max_difference"] < 1e-3 * report["max_update"], (name, report)
 
 
-@pytest.mark.large  # default suite: the gradient-scale test above checks the mirrored step exactly
+@pytest.mark.large  # the default suite trains distributed in the multi-worker test below
 def test_mirrored_two_replicas_loss_falls(data_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", _MIRRORED_SCRIPT, str(data_dir), str(tmp_path)], capture_output=True, text=True,
@@ -293,6 +294,7 @@ def _trainable_weights(checkpoint: str) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.large  # two trainings in subprocesses: make test-large (the default suite is at its 20-minute limit)
 def test_same_seed_gives_the_same_run(data_dir, tmp_path):
     """Two runs with one seed end with the same weights (`train.deterministic`, the default): the order of the
     input, its augmentation and every kernel are fixed."""
