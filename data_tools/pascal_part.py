@@ -14,7 +14,7 @@ Usage:
     python -m data_tools.pascal_part --pascal_part_dir /data/pascal_part --voc_dir /data/VOCdevkit/VOC2010 \\
         --classes horse --train_ids horse_train.txt --test_ids horse_test.txt --output_dir data/horse
 
-Labels (5 classes): background 0, head 1, body 2, leg 3, tail 4. Part merge (REFERENCE.md): head = head, leye,
+Labels (5 classes): background 0, head 1, body 2, leg 3, tail 4. Part merge (as in LG-LSTM paper §4.1's Horse-Cow set-up): head = head, leye,
 reye, lear, rear, muzzle, lhorn, rhorn; body = torso, neck; leg = lfuleg, lflleg, rfuleg, rflleg, lbuleg,
 lblleg, rbuleg, rblleg, lfho, rfho, lbho, rbho; tail = tail. Choices made here:
 - Pixels of an object of a `--classes` class (its silhouette `mask`) that no part covers: background by default

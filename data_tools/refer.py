@@ -11,7 +11,7 @@ Download (the converter reads them as they come, nothing to preprocess):
   - COCO train2014 images, https://cocodataset.org/#download
     (http://images.cocodataset.org/zips/train2014.zip): --image_dir is the unzipped `train2014/` folder.
 
-Datasets (REFERENCE.md "Datasets"): `--dataset refcoco --split_by unc` (UNC: train, val, testA, testB),
+Datasets (RMI paper §4.1): `--dataset refcoco --split_by unc` (UNC: train, val, testA, testB),
 `refcoco+ unc` (UNC+), `refcocog google` (Google-Ref: train, val; the paper's) and `refcocog umd` (train,
 val, test; what later work reports). `refcoco google` is accepted too.
 

@@ -16,7 +16,7 @@ Download (used as distributed, nothing to preprocess):
     When present, queries of images outside the list are skipped and counted; the reference code reads
     only the query file.
 
-The reference trains on trainval and evaluates on test (REFERENCE.md "Datasets"), the default --splits.
+The reference trains on trainval and evaluates on test (RMI paper §4.1), the default --splits.
 
 Output: `OUT/<split>-0000i-of-0000N.tfrecord` and `OUT/<split>.manifest.json`, one record per expression
 (schema: `tf_recurrent_seg.data.records.referring_example`), dataset "referit". The mask is

@@ -1,7 +1,7 @@
 """ResNet-101 ("v1", Caffe/MSRA stride placement) with atrous convolution, as used by RMI.
 
 The network is `keras.applications.ResNet101` rebuilt with three options the reference backbones need
-(REFERENCE.md "Backbone variants", TF1_CHECKPOINTS.md §1.2 and §2.2):
+(the authors' public TF1 code and checkpoints; RMI paper §4.2):
 
 - `output_stride` 4, 8 or 16 replaces the stride 2 of the last stages by dilated 3x3 convolutions;
 - `padding` "same" uses TF 'SAME' padding on the 7x7/2 stem conv and the 3x3/2 max-pool, as the authors'
@@ -48,7 +48,7 @@ class FrozenBatchNormalization(keras.layers.BatchNormalization):
     """Batch normalisation that always normalises with its stored moving statistics.
 
     The reference code freezes the backbone and normalises with the stored mean and variance even while
-    the head trains (REFERENCE.md "Backbone variants"); that is also what makes precomputing backbone
+    the head trains (RMI paper §4.2); that is also what makes precomputing backbone
     features valid. A plain `BatchNormalization` switches to batch statistics whenever it is called with
     `training=True` and is trainable, and a functional model forwards its own `training` argument to every
     layer (overriding a `training=False` given when the graph was built), so the guarantee has to live in
@@ -137,7 +137,7 @@ def _bottleneck_unit(
 
     The stride sits in the first 1x1 conv and in the 1x1 projection (Caffe/MSRA placement, as
     keras.applications' `residual_block_v1` and TF-resnet's `block_1`/`block_add`). A 1x1 conv gets no
-    dilation: a dilated 1x1 kernel is the same operation (TF1_CHECKPOINTS.md §1.2, verified bit-identical).
+    dilation: a dilated 1x1 kernel is the same operation (verified bit-identical against the authors' checkpoints).
     The 1x1 convs use 'valid' padding, which for a 1x1 kernel equals TF 'SAME' at any stride.
     """
     if projection:
@@ -180,7 +180,7 @@ def build_resnet101(
             moving statistics, except `fc1000`, which trains as in the reference code unless
             `train_classifier` is False).
         input_shape: (height, width, 3); a side may be None for images sized at call time. The input is
-            float32 BGR with the Caffe mean subtracted (REFERENCE.md "Image preprocessing").
+            float32 BGR with the Caffe mean subtracted (the authors' preprocessing).
         name: the model's name.
 
     Returns:
@@ -205,7 +205,7 @@ def build_resnet101(
     images = keras.Input(shape=input_shape, name="images")
     width = config.base_width
     if config.padding == "same":
-        # TF 'SAME' pads conv1 2 before / 3 after on even sides and the pool 0 / 1 (TF1_CHECKPOINTS.md §1.2).
+        # TF 'SAME' pads conv1 2 before / 3 after on even sides and the pool 0 / 1, as the authors' TF1 graph does.
         x = keras.layers.Conv2D(width, 7, strides=2, padding="same", name="conv1_conv")(images)
     else:
         x = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(images)
