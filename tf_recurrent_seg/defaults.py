@@ -85,8 +85,9 @@ def loop_config() -> ml_collections.ConfigDict:
     config.eval_every = 5000  # IoU on a validation subset
     config.eval_examples = 200
     config.seed = 0
-    # Same seed, same run: deterministic kernels and input order. False lets accelerators pick faster kernels and
-    # the input pipeline deliver elements as they are ready (a few percent more throughput, runs differ).
+    # Same seed, same run: deterministic kernels and input order, and a resumed run replays the input of its
+    # finished steps to continue in the same order. False lets accelerators pick faster kernels and the input
+    # pipeline deliver elements as they are ready (a few percent more throughput, runs differ, no replay).
     config.deterministic = True
     return config
 

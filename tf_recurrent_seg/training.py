@@ -32,9 +32,12 @@ SIGTERM: a signal handler only sets a flag; the flag is all-reduced (SUM, > 0 = 
 so under MultiWorkerMirroredStrategy every worker learns that one of them was told to stop, all checkpoint
 after the same step and `train` returns normally (exit status 0) without writing model.keras. A restarted
 run restores the latest checkpoint (weights, optimiser slots and iterations, hence the learning-rate
-schedule position, and `step`) and continues to `train.num_steps`; its input pipelines are reseeded with
-`train.seed + step`, so a resumed run does not replay the examples of its first steps (the tf.data iterator
-position itself is not checkpointed). Multi-worker checkpointing follows TF's recipe: saving may involve
+schedule position, and `step`) and continues to `train.num_steps`. With `train.deterministic` (the default)
+its input pipelines are built with the same seed and fast-forwarded past the batches of the steps already taken
+(`resume_input`), so the resumed run sees the batches the uninterrupted run saw and ends with its weights;
+the price is reading and decoding those examples once more at restart. A tf.data iterator checkpoint would
+avoid that, but it stores the shuffle buffers (a whole feature map per cached expression). With
+`train.deterministic=False` the pipelines are reseeded with `train.seed + step` instead (no replay). Multi-worker checkpointing follows TF's recipe: saving may involve
 collectives, so EVERY worker saves, the chief into `<workdir>/checkpoints` and the others into a private
 temporary directory that is deleted right after; every worker restores from the chief's directory (the
 workdir must be on a filesystem all workers see, e.g. GCS or NFS).
@@ -564,6 +567,21 @@ class _StopFlag:
         self.requested = True
 
 
+def resume_input(
+    dataset: tf.data.Dataset, context: tf.distribute.InputContext, start_step: int, num_replicas: int
+) -> tf.data.Dataset:
+    """`dataset` (one input pipeline's per-replica batches) past the batches of `start_step` steps.
+
+    Each step takes one batch per replica, and a pipeline feeds `num_replicas / num_input_pipelines` replicas.
+    Skipping whole batches (not records) keeps the order exact even when bad records were dropped before
+    batching.
+    """
+    if not start_step:
+        return dataset
+    replicas_per_pipeline = num_replicas // context.num_input_pipelines
+    return dataset.skip(start_step * replicas_per_pipeline)
+
+
 def _format_eta(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(max(seconds, 0))))
 
@@ -642,7 +660,9 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
             tf.io.gfile.makedirs(save_dir)
 
     # Input: one pipeline per worker (disjoint shards), per-replica batch.
-    data_seed = seed + start_step
+    data_seed = seed if deterministic else seed + start_step
+    if deterministic and start_step:
+        logging.info("replaying the input of steps 1-%d so that the resumed run sees the same batches", start_step)
     if referring:
         vocabulary = Vocabulary.load(config.data.vocabulary)
         if len(vocabulary) > int(config.model.vocabulary_size):
@@ -682,7 +702,10 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
                 deterministic=deterministic,
             )
 
-    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    def resumed_dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return resume_input(dataset_fn(context), context, start_step if deterministic else 0, num_replicas)
+
+    iterator = iter(strategy.distribute_datasets_from_function(resumed_dataset_fn))
     allocator.keep_large_allocations()  # after tf.data's malloc change (see tf_recurrent_seg.allocator)
 
     @tf.function
