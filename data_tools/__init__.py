@@ -1,1 +1,2 @@
-"""Dataset converters: `python -m data_tools.<name> --help` (run from the repository root)."""
+"""Dataset converters, installed with tf_recurrent_seg: `python -m data_tools.<name> --help` from any directory, or
+the console scripts `tf-recurrent-seg-convert-<name>` and `tf-recurrent-seg-synthetic` (data_tools/README.md)."""

@@ -1,4 +1,5 @@
-"""Numpy (float64) LG-LSTM reference written from paper 002 §3 (eq. 1-4, global hidden cells) and REFERENCE.md.
+"""Numpy (float64) LG-LSTM reference written from LG-LSTM paper §3 (eq. 1-4, global hidden cells) and
+docs/equations.md.
 
 Deliberately naive: explicit Python loops over batch, positions, the k spatial LSTMs and the depth LSTM,
 explicit neighbour indexing and the literal 3x3 grid max. Nothing here calls the package.

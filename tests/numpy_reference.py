@@ -1,4 +1,4 @@
-"""Numpy (float64) re-implementations written from REFERENCE.md and TF1_CHECKPOINTS.md §3, for tests.
+"""Numpy (float64) re-implementations written from docs/equations.md and docs/tf1_checkpoints.md, for tests.
 
 Weights come in the TF1 checkpoint layout (names relative to `text_objseg/`), so the same arrays feed the
 importer and this reference. Nothing here calls the package.

@@ -1,4 +1,5 @@
-"""Every config file loads and builds in its smoke variant; preprocessing follows REFERENCE.md; the demo runs."""
+"""Every config file loads and builds in its smoke variant; preprocessing follows
+docs/reference_conventions.md#image-preprocessing; the demo runs."""
 
 import pathlib
 import runpy

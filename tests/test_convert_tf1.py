@@ -3,8 +3,8 @@
 
 Checkpoints are written the way the authors' code writes them (`tf1_checkpoints.write_tf1_checkpoint`).
 Expected outputs come from independent references only: the backbone in raw `tf.nn` ops on the checkpoint
-values (`tf1_checkpoints.reference_forward`, TF1_CHECKPOINTS.md §1.2 / §2.2) and the heads in numpy
-(`numpy_reference`, REFERENCE.md "TF1 checkpoints"), never from the importer itself.
+values (`tf1_checkpoints.reference_forward`, docs/tf1_checkpoints.md#backbone-forward-pass) and the heads in
+numpy (`numpy_reference`, docs/tf1_checkpoints.md#head-variables), never from the importer itself.
 """
 
 import os
@@ -173,7 +173,7 @@ def test_misshaped_variable_names_it_and_both_shapes(tmp_path, model_name, name,
 
 @pytest.mark.parametrize("model_name, variant", [("rmi", "resnet"), ("rmi", "deeplab"), ("lstm", "resnet")])
 def test_legacy_lstm_names_are_accepted(tmp_path, model_name, variant):
-    """TF 1.0-1.1 named the BasicLSTMCell variables `weights` / `biases` (TF1_CHECKPOINTS.md §3.3)."""
+    """TF 1.0-1.1 named the BasicLSTMCell variables `weights` / `biases` (docs/tf1_checkpoints.md#lstm-cell-layout)."""
     renamed = []
 
     def edit(arrays):

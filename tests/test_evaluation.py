@@ -20,6 +20,7 @@ from absl import flags
 from PIL import Image
 
 from tf_recurrent_seg import evaluation, workdir
+from tf_recurrent_seg import metrics as metrics_lib
 from tf_recurrent_seg.data import pipeline, records
 from tf_recurrent_seg.data.preprocessing import resize_and_pad, unpad_and_resize
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
@@ -215,6 +216,23 @@ def test_referring_numbers_at_original_resolution(referring_data, crf_stub, tmp_
     assert saved["results"]["direct"]["overall_iou"] == results["results"]["direct"]["overall_iou"]
     tables = (tmp_path / "tables.md").read_text()
     assert "R+RMI+DCRF" in tables and "| Length | 1 | 2 | 3-4 | 5-20 |" in tables
+
+
+def test_length_bins_count_tokens_with_punctuation_and_possessives():
+    """Expressions are binned by their tokens (docs/decisions.md#length-bins). By hand, split on runs of
+    non-word characters: "man's hat, left" -> man | ' | s | hat | , | left, 6 tokens (3 words): ReferIt
+    bin 5-20, not 3-4; "left, man" -> left | , | man, 3 tokens (2 words): bin 3-4, not 2."""
+    expressions = ["man's hat, left", "left, man"]
+    table = pipeline.vocabulary_table(build_vocabulary(expressions))
+    num_tokens = [int(pipeline.encode_tf(tf.constant(e), table)[1]) for e in expressions]  # what evaluation bins by
+    assert num_tokens == [6, 3]
+    truth = np.array([[[1, 1], [0, 0]], [[1, 1], [0, 0]]], np.float32)
+    predicted = np.array([[[1, 1], [0, 0]], [[1, 1], [1, 1]]], np.float32)  # IoU 2/2 = 1 and 2/4 = 0.5
+    metric = metrics_lib.LengthBinnedReferringMetrics(metrics_lib.length_bins("referit"))
+    metric.update_state(truth, predicted, num_tokens)
+    by_length = metric.results_by_bin()
+    assert {label: by_length[label]["num_examples"] for label in by_length} == {"1": 0, "2": 0, "3-4": 1, "5-20": 1}
+    assert by_length["5-20"]["overall_iou"] == 1.0 and by_length["3-4"]["overall_iou"] == 0.5
 
 
 class WordParityReferringModel:
@@ -442,6 +460,7 @@ def test_referring_table_layout_and_relative_gain():
     assert "| Method | prec@0.5 | Overall IoU | Mean IoU (not in paper) |" in lines
     assert "| R+LSTM | 50.00 | 35.00 | 35.00 |" in lines
     assert "| R+RMI | 50.00 | 40.00 | 40.00 |" in lines and "| R+RMI+DCRF | 50.00 | 45.00 | 45.00 |" in lines
+    assert "Overall IoU by expression length in tokens (RMI paper Tables 2-5 layout; bins of unc; %)" in lines
     assert "| Length | 1-2 | 3 | 4-5 | 6-20 |" in lines
     assert "| R+LSTM | 25.00 | 40.00 | 30.00 | 8.00 |" in lines
     # (30 - 25) / 25 = 20%, (50 - 40) / 40 = 25%, (24 - 30) / 30 = -20%, (10 - 8) / 8 = 25%

@@ -9,6 +9,7 @@ called eagerly, and PIL-nearest / numpy-bilinear maps back to the image's size.
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from tf_recurrent_seg.export import (
     fixed_steps_referring_model,
 )
 from tf_recurrent_seg.text import SPECIAL_TOKENS, Vocabulary
-from tf_recurrent_seg.workdir import MODEL_FILE, build_model, save_config
+from tf_recurrent_seg.workdir import MODEL_FILE, VOCABULARY_FILE, build_model, save_config, save_vocabulary
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ["the", "man", "on", "left", "right", "dog", "red", "shirt", "with", "a", "of", "in", ","]
@@ -41,6 +42,21 @@ def png_bytes(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def decoded_jpeg(content: bytes) -> np.ndarray:
+    """The pixels TensorFlow decodes from a JPEG (libjpeg's fast integer DCT, as the records pipeline trains on);
+    checked to be Pillow's decode of the same bytes to a few grey levels."""
+    decoded = tf.io.decode_jpeg(content, channels=3).numpy()
+    pillow = np.asarray(Image.open(io.BytesIO(content)).convert("RGB"))
+    assert np.abs(decoded.astype(int) - pillow).max() <= 4
+    return decoded
 
 
 def make_image(height=45, width=71, seed=0) -> np.ndarray:
@@ -159,6 +175,27 @@ def test_serving_default_tall_and_grayscale_images(rmi):
     as_rgb = np.repeat(gray[..., None], 3, axis=-1)
     np.testing.assert_array_equal(
         serve(rmi, png_bytes(gray), "the dog")["probabilities"], serve(rmi, png_bytes(as_rgb), "the dog")["probabilities"]
+    )
+
+
+def test_serving_default_jpeg_requests(rmi):
+    """A JPEG request (colour and grayscale) is answered as the PNG request of the pixels decoded from the JPEG,
+    and as the Keras model on those pixels."""
+    image = make_image(45, 71, seed=7)
+    content = jpeg_bytes(image)
+    decoded = decoded_jpeg(content)
+    assert np.abs(decoded.astype(int) - image).mean() > 0.5  # lossy: the expectation is the decoded JPEG
+    outputs = serve(rmi, content, "the man on the left")
+    as_png = serve(rmi, png_bytes(decoded), "the man on the left")
+    assert outputs["mask"].shape == (1, 45, 71)
+    for key in ("mask", "probabilities"):
+        np.testing.assert_array_equal(outputs[key], as_png[key], err_msg=key)
+    expected = expected_referring(rmi, decoded, "the man on the left")
+    np.testing.assert_allclose(outputs["probabilities"][0], expected["probabilities"], atol=1e-5)
+    gray = jpeg_bytes(make_image(40, 52, seed=8)[..., 0])
+    gray_as_rgb = np.repeat(tf.io.decode_jpeg(gray, channels=1).numpy(), 3, axis=-1)
+    np.testing.assert_array_equal(
+        serve(rmi, gray, "the dog")["probabilities"], serve(rmi, png_bytes(gray_as_rgb), "the dog")["probabilities"]
     )
 
 
@@ -287,6 +324,12 @@ def test_parsing_saved_model_labels_at_the_image_size(tmp_path):
     np.testing.assert_array_equal(outputs["labels"][0][decided], labels[decided])
     tensors = serving["serve_tensors"](image=tf.constant(batch))["logits"].numpy()
     np.testing.assert_allclose(tensors[0], logits, atol=1e-6)
+    # A JPEG request: answered as the PNG of the pixels decoded from it.
+    content = jpeg_bytes(image)
+    from_jpeg = serving["serving_default"](image_bytes=tf.constant([content]))
+    from_png = serving["serving_default"](image_bytes=tf.constant([png_bytes(decoded_jpeg(content))]))
+    for key in ("labels", "probabilities"):
+        np.testing.assert_array_equal(from_jpeg[key].numpy(), from_png[key].numpy(), err_msg=key)
     with pytest.raises(tf.errors.InvalidArgumentError, match="image_bytes is empty"):
         serving["serving_default"](image_bytes=tf.constant([b""]))
     # The export's pixel limit (here exactly the image above): one row more is refused.
@@ -298,21 +341,28 @@ def test_parsing_saved_model_labels_at_the_image_size(tmp_path):
 
 
 def test_export_cli_writes_versioned_saved_model_and_tflite(tmp_path, monkeypatch):
+    """The export CLI, run from another working directory than training's: it reads the run's copy of the
+    vocabulary (config.data.vocabulary is relative to where training ran, and not found from there)."""
     keras.utils.set_random_seed(2)
-    workdir = tmp_path / "runs" / "tiny_rmi"
+    training_dir, elsewhere = tmp_path / "training", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    training_dir.mkdir()
+    workdir = training_dir / "runs" / "tiny_rmi"
     vocabulary = Vocabulary([*SPECIAL_TOKENS, *WORDS])
-    vocabulary.save(tmp_path / "vocabulary.txt")
+    vocabulary.save(training_dir / "vocabulary.txt")
     config = shrink_config(referring_config("rmi"))
-    config.data.vocabulary = "vocabulary.txt"  # relative to where training ran: here tmp_path
+    config.data.vocabulary = "vocabulary.txt"  # relative to where training ran: training_dir
     save_config(config, str(workdir))
+    monkeypatch.chdir(training_dir)
+    save_vocabulary(config, str(workdir))  # what training does when it starts
     model = build_model(config)
     model.save(workdir / MODEL_FILE)
     command = [sys.executable, "-m", "tf_recurrent_seg.cli.export", f"--workdir={workdir}", "--tflite",
                "--quantization=float16"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
-    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=elsewhere, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    export_dir = tmp_path / "saved_models" / "tiny_rmi"
+    export_dir = elsewhere / "saved_models" / "tiny_rmi"
     assert (export_dir / "1" / "saved_model.pb").exists() and (export_dir / "model.tflite").exists()
     assert "Wrote SavedModel" in result.stdout and "Wrote TFLite" in result.stdout
     size = config.model.image_size
@@ -330,12 +380,14 @@ def test_export_cli_writes_versioned_saved_model_and_tflite(tmp_path, monkeypatc
     expected = expected_referring({"config": config, "model": model, "vocabulary": vocabulary}, image, "the red dog")
     np.testing.assert_allclose(outputs["probabilities"].numpy()[0], expected["probabilities"], atol=1e-5)
 
-    # The next export goes to version 2; a vocabulary not found from the working directory is a clear error
-    # (config.data.vocabulary is relative to where training ran), raised before the model is loaded.
+    # The next export goes to version 2. A run without the copy (trained before it existed) falls back on
+    # config.data.vocabulary; not found from the working directory, that is a clear error, raised before the model
+    # is loaded.
     from tf_recurrent_seg.cli.export import export_run, next_version
 
     assert next_version(str(export_dir)) == 2 and next_version(str(tmp_path / "none")) == 1
-    monkeypatch.chdir(workdir)
+    (workdir / VOCABULARY_FILE).unlink()
+    monkeypatch.chdir(elsewhere)
     with pytest.raises(FileNotFoundError, match="pass --vocabulary"):
         export_run(str(workdir), str(tmp_path / "elsewhere"))
     with pytest.raises(FileExistsError, match="pass another --version"):
@@ -417,6 +469,12 @@ def test_parsing_tflite_quantized(quantization):
     interpreter.invoke()
     output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     assert_builtin_only({op["op_name"] for op in interpreter._get_ops_details()})
+    # docs/serving.md names the signature's input (it said `image`; the converted model's is `images`).
+    signature = interpreter.get_signature_list()["serving_default"]
+    serving_doc = open(os.path.join(REPO_ROOT, "docs", "serving.md"), encoding="utf-8").read()
+    documented = re.search(r"Parsing models take (?:one input, )?`(\w+)`", serving_doc).group(1)
+    assert signature == {"inputs": [documented], "outputs": ["output_0"]}, (signature, documented)
+    assert f"get_signature_runner()({documented}=batch)" in serving_doc
     dtypes = {np.dtype(detail["dtype"]).name for detail in interpreter.get_tensor_details()}
     assert QUANTIZED_DTYPE[quantization] in dtypes, dtypes
     scale = np.abs(reference).max()

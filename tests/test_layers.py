@@ -1,4 +1,4 @@
-"""Custom layers against numpy references written from REFERENCE.md, and their .keras round trips."""
+"""Custom layers against numpy references written from docs/equations.md, and their .keras round trips."""
 
 import keras
 import numpy as np
@@ -59,7 +59,8 @@ def test_bilinear_resize_conventions(convention):
 
 
 def test_bilinear_resize_conventions_differ_by_half_a_stride():
-    # At stride 8 the reference convention is shifted by 3.5 output pixels (REFERENCE.md "Resize convention").
+    # At stride 8 the reference convention is shifted by 3.5 output pixels
+    # (docs/reference_conventions.md#resize-convention).
     ramp = np.arange(40, dtype=np.float32)[None, :, None, None] * np.ones((1, 1, 40, 1), np.float32)
     reference = np.asarray(BilinearResize(320, 320, "reference")(ramp))[0, :, 0, 0]
     half_pixel = np.asarray(BilinearResize(320, 320, "half_pixel")(ramp))[0, :, 0, 0]

@@ -157,6 +157,109 @@ def test_undo_resize_and_pad_batch_pads_to_the_largest():
     assert (result[1, 100:] == 255).all() and (result[1, :, 50:] == 255).all()
 
 
+# --- mapping back: by hand, and against the RMI authors' rule -------------------------------------------------
+
+
+def _pixel_names(size: int) -> np.ndarray:
+    """(S, S) int32 prediction whose value names its own pixel, 100 * row + column: a mapped-back map shows
+    which padded pixel each original pixel reads."""
+    return (100 * np.arange(size)[:, None] + np.arange(size)[None, :]).astype(np.int32)
+
+
+def _authors_source_indices(
+    height: int, width: int, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The S x S pixel rows and columns that the RMI authors' map-back reads (their test code's
+    `resize_and_crop`): resize the S x S prediction to R x R, R = round(S * max(h / S, w / S)), then crop
+    h x w at floor((R - h) / 2), floor((R - w) / 2). Their resize is bilinear; here nearest at pixel centres
+    in exact integer arithmetic (output pixel k reads floor((k + 1/2) S / R)), so only the geometry counts.
+
+    Returns (rows (h,), cols (w,), row_ties (h,), col_ties (w,)); a tie is an output pixel centre falling
+    exactly on a boundary between two source pixels, where either is as near."""
+    resized = int(np.round(size * max(height / size, width / size)))
+    numerators = (2 * np.arange(resized) + 1) * size  # source coordinate (k + 1/2) S / R = numerator / 2R
+    source, ties = numerators // (2 * resized), numerators % (2 * resized) == 0
+    top, left = (resized - height) // 2, (resized - width) // 2
+    return source[top : top + height], source[left : left + width], ties[top : top + height], ties[left : left + width]
+
+
+# 4 x 6 originals. S = 9: scale min(9/4, 9/6) = 1.5, new size 6 x 9, pad top floor((9 - 6) / 2) = 1.
+# Original row i reads padded row 1 + floor((i + 1/2) * 6/4) = 1 + floor(.75, 2.25, 3.75, 5.25) = 1, 3, 4, 6;
+# column j reads floor((j + 1/2) * 9/6) = floor(.75, 2.25, 3.75, 5.25, 6.75, 8.25) = 0, 2, 3, 5, 6, 8.
+# The authors: R = round(9 * 6/9) = 6, crop top floor((6 - 4) / 2) = 1: rows k = 1..4 of the 6 x 6 resize,
+# which read padded rows floor((k + 1/2) * 9/6) = 2, 3, 5, 6 (columns as ours). They assume the image starts
+# 1.5 padded rows down; the resize-and-pad (theirs and ours) floored that pad to 1.
+# S = 12: scale 2, new size 8 x 12, pad top 2: rows 2 + (1, 3, 5, 7), columns 1, 3, ..., 11. The authors:
+# R = 6, crop top 1, rows floor((k + 1/2) * 2) = 3, 5, 7, 9 for k = 1..4: the same pixels (the pad, 2, is
+# exactly the crop, 1 original pixel, times the scale 2).
+_ROWS_1346 = [[100, 102, 103, 105, 106, 108], [300, 302, 303, 305, 306, 308],
+              [400, 402, 403, 405, 406, 408], [600, 602, 603, 605, 606, 608]]  # fmt: skip
+_ROWS_2356 = [[200, 202, 203, 205, 206, 208], [300, 302, 303, 305, 306, 308],
+              [500, 502, 503, 505, 506, 508], [600, 602, 603, 605, 606, 608]]  # fmt: skip
+_ROWS_3579 = [[301, 303, 305, 307, 309, 311], [501, 503, 505, 507, 509, 511],
+              [701, 703, 705, 707, 709, 711], [901, 903, 905, 907, 909, 911]]  # fmt: skip
+HAND_CASES = {  # size: (placement of a 4 x 6 original, ours, the authors')
+    9: ((1, 0, 6, 9), _ROWS_1346, _ROWS_2356),
+    12: ((2, 0, 8, 12), _ROWS_3579, _ROWS_3579),
+}
+
+
+@pytest.mark.parametrize("size", sorted(HAND_CASES))
+def test_undo_resize_and_pad_by_hand(size):
+    placement, ours, authors = HAND_CASES[size]
+    prediction = _pixel_names(size)
+    assert tuple(pipeline.resize_placement(4, 6, size).numpy().tolist()) == placement
+    np.testing.assert_array_equal(pipeline.undo_resize_and_pad(prediction, placement, (4, 6)).numpy(), ours)
+    np.testing.assert_array_equal(unpad_and_resize(prediction, placement, (4, 6)), ours)
+    rows, cols, _, _ = _authors_source_indices(4, 6, size)
+    np.testing.assert_array_equal(prediction[np.ix_(rows, cols)], authors)
+
+
+def test_undo_resize_and_pad_batch_by_hand():
+    """What evaluation calls. A 2 x 6 original at S = 9 (scale 1.5, new size 3 x 9, pad top 3) reads rows
+    3 + floor((i + 1/2) * 3/2) = 3, 5 and the columns of the 4 x 6 case; -1 pads it to the batch's 4 x 6."""
+    prediction = _pixel_names(9)
+    placements = [HAND_CASES[9][0], (3, 0, 3, 9)]
+    predictions = np.stack([prediction, prediction])
+    result = pipeline.undo_resize_and_pad_batch(predictions, placements, [(4, 6), (2, 6)], pad_value=-1)
+    expected_second = [[300, 302, 303, 305, 306, 308], [500, 502, 503, 505, 506, 508], [-1] * 6, [-1] * 6]
+    np.testing.assert_array_equal(result.numpy(), [HAND_CASES[9][1], expected_second])
+
+
+def test_undo_resize_and_pad_against_the_authors_rule():
+    """Where our placement coincides with the authors' crop (pad = crop offset * S / R and new size = h * S / R
+    on both axes), both rules read the same pixels, except at ties, where Pillow's accumulated float coordinate
+    (ours) may land just below the boundary and read the pixel before. Elsewhere they differ by at most one
+    padded pixel per axis when the image's long side is at least S, as in the RMI datasets at S = 320 (smaller
+    images can be off by half an original pixel; docs/decisions.md, section "Evaluation map-back")."""
+    size = 320
+    shapes = [(480, 640), (360, 480), (360, 640), (960, 1280), (320, 320), (160, 320), (612, 612), (500, 500),
+              (427, 640), (426, 640), (375, 500), (333, 500), (321, 999), (1000, 321), (640, 640)]  # fmt: skip
+    shapes += [(w, h) for h, w in shapes]
+    prediction = (size * np.arange(size)[:, None] + np.arange(size)[None, :]).astype(np.int32)  # names its pixel
+    coinciding, differing = set(), set()
+    for height, width in shapes:
+        placement = tuple(pipeline.resize_placement(height, width, size).numpy().tolist())
+        back = pipeline.undo_resize_and_pad(prediction, placement, (height, width)).numpy()
+        ours_rows, ours_cols = back[:, 0] // size, back[0] % size
+        rows, cols, row_ties, col_ties = _authors_source_indices(height, width, size)
+        resized = max(height, width)
+        authors_placement = (
+            (resized - height) // 2 * size / resized, (resized - width) // 2 * size / resized,
+            height * size / resized, width * size / resized,
+        )  # fmt: skip
+        if placement == authors_placement:
+            coinciding.add((height, width))
+            for ours, theirs, ties in ((ours_rows, rows, row_ties), (ours_cols, cols, col_ties)):
+                np.testing.assert_array_equal(ours[~ties], theirs[~ties], err_msg=f"{height}x{width}")
+                assert set((theirs - ours)[ties].tolist()) <= {0, 1}, f"{height}x{width}"
+        else:
+            differing.add((height, width))
+            assert np.abs(ours_rows - rows).max() <= 1 and np.abs(ours_cols - cols).max() <= 1, f"{height}x{width}"
+    # both kinds occur: the most common COCO (480x640) and ReferIt (360x480) sizes coincide, 427x640 does not
+    assert {(480, 640), (360, 480), (640, 480)} <= coinciding and {(427, 640), (375, 500)} <= differing
+
+
 # --- tokenisation ---------------------------------------------------------------------------------------------
 
 TRICKY = [
@@ -614,6 +717,58 @@ def test_parsing_dataset_flip_swaps_labels_end_to_end(tmp_path):
         expected = pipeline.flip_swap_table(ATR_PAIRS, 18)[labels[:, ::-1]] if flipped[i] else labels
         np.testing.assert_array_equal(out[i], expected)
     assert 0 < flipped.sum() < 8
+
+
+def _jpeg(array: np.ndarray, quality: int = 85) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_jpeg_records_give_the_decoded_jpeg_pixels(tmp_path):
+    """Records whose image is a JPEG (the converters store a source's 8-bit RGB JPEG as it is,
+    `image_io.decode_image_bytes`) give both datasets the pixels `tf.io.decode_jpeg` decodes from it (libjpeg's
+    fast integer DCT, also what the SavedModel decodes), resized and normalised like a PNG's."""
+    from tf_recurrent_seg.data.image_io import decode_image_bytes
+
+    rng = np.random.default_rng(8)
+    shapes = [(24, 24), (30, 17)]  # at the model size (no resampling), and resized and padded
+    sources = [_smooth_image(rng, *shape) for shape in shapes]
+    stored = []
+    for source in sources:
+        data, pillow_pixels = decode_image_bytes(_jpeg(source))
+        assert data[:3] == b"\xff\xd8\xff"  # kept as the JPEG it was
+        decoded = tf.io.decode_jpeg(data, channels=3).numpy()
+        assert np.abs(decoded.astype(int) - source).mean() > 0.5  # lossy: the expectation is the decoded JPEG
+        assert np.abs(decoded.astype(int) - pillow_pixels).max() <= 4  # Pillow's decode, to a few grey levels
+        stored.append((data, decoded))
+    referring = _write(tmp_path / "jpeg_ref.tfrecord", [
+        records.referring_example(data, *decoded.shape[:2], f"{i}.jpg", _ellipse_mask(*decoded.shape[:2]),
+                                  "the man on the left", i, i, "test", "val").SerializeToString()
+        for i, (data, decoded) in enumerate(stored)
+    ])  # fmt: skip
+    parsing = _write(tmp_path / "jpeg_par.tfrecord", [
+        records.parsing_example(data, *decoded.shape[:2], f"{i}.jpg", np.full(decoded.shape[:2], i, np.uint8), 18,
+                                "test", "val").SerializeToString()
+        for i, (data, decoded) in enumerate(stored)
+    ])  # fmt: skip
+    referring_rows = [
+        (f["image"][0].numpy(), t) for f, t in
+        pipeline.referring_dataset(referring, VOCAB, training=False, batch_size=1, image_size=24, exact_resize=True)
+    ]  # fmt: skip
+    parsing_rows = [
+        (f["image"][0].numpy(), t) for f, t in
+        pipeline.parsing_dataset(parsing, training=False, batch_size=1, num_classes=18, image_size=24, exact_resize=True)
+    ]  # fmt: skip
+    assert len(referring_rows) == len(parsing_rows) == len(stored)
+    for (data, decoded), (ref_image, ref_targets), (par_image, par_targets) in zip(stored, referring_rows, parsing_rows):
+        padded, placement = resize_and_pad(decoded, 24)
+        np.testing.assert_array_equal(ref_image, caffe_preprocess(padded))
+        np.testing.assert_allclose(par_image, keras.applications.vgg16.preprocess_input(padded.astype(np.float32)), atol=1e-5)
+        for targets in (ref_targets, par_targets):
+            assert tuple(targets["placement"][0].numpy()) == placement
+            assert tuple(targets["original_size"][0].numpy()) == decoded.shape[:2]
+    np.testing.assert_array_equal(referring_rows[0][0], caffe_preprocess(stored[0][1]))  # 24 x 24: the pixels as decoded
 
 
 def test_resolve_files(referring_shards, parsing_shards, tmp_path):

@@ -8,6 +8,7 @@ kernels are scaled up, so that masks and label maps are not trivially uniform.
 
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -280,6 +281,51 @@ def test_missing_vocabulary_is_named(runs, tmp_path):
     config.data.vocabulary = "no/such/vocabulary.txt"
     with pytest.raises(app.UsageError, match=r"no/such/vocabulary.txt .*pass --vocabulary"):
         predict.resolve_vocabulary_path(config, runs["rmi"], None)
+
+
+def test_vocabulary_comes_from_the_run_directory(runs, tmp_path, monkeypatch):
+    """A run keeps a copy of its vocabulary (made when training starts): predict finds it from any working
+    directory, where config.data.vocabulary (relative to where training ran) is not found."""
+    import shutil
+
+    from tf_recurrent_seg import workdir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = predict.load_config_json(os.path.join(runs["rmi"], "config.json"))
+    config.data.vocabulary = "data/synthetic_referring/vocabulary.txt"  # as the synthetic configs say
+    workdir.save_config(config, str(run))
+    shutil.copyfile(runs["config"].data.vocabulary, run / workdir.VOCABULARY_FILE)
+    monkeypatch.chdir(tmp_path)
+    assert predict.resolve_vocabulary_path(config, str(run), None) == str(run / workdir.VOCABULARY_FILE)
+    assert predict.resolve_vocabulary_path(config, str(run), runs["config"].data.vocabulary) == runs["config"].data.vocabulary
+
+
+def test_importing_the_package_registers_its_saved_classes(runs, tmp_path):
+    """`import tf_recurrent_seg` is all `keras.saving.load_model` needs, in a fresh interpreter, for a referring
+    and a parsing model (it failed with "Could not locate class 'ReferringSegmentationModel'"): every module holding
+    a registered class is imported."""
+    registering = sorted(
+        ".".join(path.relative_to(REPO_ROOT).with_suffix("").parts)
+        for path in (REPO_ROOT / "tf_recurrent_seg").rglob("*.py")
+        if re.search(r"^@keras\.saving\.register_keras_serializable", path.read_text(encoding="utf-8"), re.M)
+    )
+    assert "tf_recurrent_seg.models.referring" in registering and len(registering) >= 8
+    script = (
+        "import sys\n"
+        "import tf_recurrent_seg\n"
+        "import keras\n"
+        "for path in sys.argv[1:3]:\n"
+        "    print(type(keras.saving.load_model(path)).__name__)\n"
+        "missing = [name for name in sys.argv[3:] if name not in sys.modules]\n"
+        "assert not missing, missing\n"
+    )
+    paths = [os.path.join(runs["rmi"], "model.keras"), os.path.join(runs["lg_lstm"], "model.keras")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", script, *paths, *registering], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["ReferringSegmentationModel", "Functional"], result.stdout
 
 
 def run_module(*args: str) -> subprocess.CompletedProcess:

@@ -1,11 +1,15 @@
 """Tests of tf_recurrent_seg.text: expectations are derived by hand from the reference rules."""
 
 import json
+import pathlib
+import re
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from tf_recurrent_seg import text
+from tf_recurrent_seg.data import pipeline
 from tf_recurrent_seg.text import (
     EOS,
     GO,
@@ -370,3 +374,82 @@ def test_real_referit_queries_encode(shared_data_dir):
     row = vocab.encode(sentence)
     assert vocab.decode(row) == ["right", "black", "bag"]
     assert (row[:17] == 0).all() and (row[17:] != UNK_ID).all()
+
+
+# --- the authors' text processing on every ReferItGame val query ---------------------------------------
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the development checkout
+REFERIT_QUERIES = SHARED_DATA / "referit_query_val.json"
+REFERIT_VOCABULARY = SHARED_DATA / "vocabulary_referit.txt"
+
+# The RMI authors' split (their text processing for ReferIt and RefCOCO, Python 2): `(\W+)` keeping the
+# separators; Python 2's `re` without re.UNICODE makes `\W` ASCII-only, hence re.ASCII here.
+_AUTHORS_SPLIT = re.compile(r"(\W+)", re.ASCII)
+
+
+def _authors_vocab_dict(path: pathlib.Path) -> dict[str, int]:
+    """Line n, stripped, has id n; a repeated token keeps its last line (their dict comprehension)."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.strip() for line in f]
+    return {token: n for n, token in enumerate(lines)}
+
+
+def _authors_pieces(sentence: str, strip_pieces: bool = False) -> list[str]:
+    """Split the stripped sentence, lowercase, drop pieces that are empty once stripped, drop a final ".".
+    `strip_pieces=True` adds the package's deliberate difference (docs/decisions.md#tokenizer-stripping): each
+    kept piece is stripped before the final "." check."""
+    pieces = [p.lower() for p in _AUTHORS_SPLIT.split(sentence.strip()) if len(p.strip()) > 0]
+    pieces = [p.strip() for p in pieces] if strip_pieces else pieces
+    return pieces[:-1] if pieces and pieces[-1] == "." else pieces
+
+
+def _authors_ids(pieces: list[str], vocab_dict: dict[str, int], max_words: int = 20) -> list[int]:
+    """Unknown pieces -> <unk>; the first `max_words` ids, left-padded with <pad>."""
+    ids = [vocab_dict.get(p, vocab_dict[UNK]) for p in pieces][:max_words]
+    return [vocab_dict[PAD]] * (max_words - len(ids)) + ids
+
+
+def _encode_in_graph(sentences: list[str], vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray]:
+    """`pipeline.encode_tf` ids of all sentences, (strip_pieces=False, strip_pieces=True), in one parallel
+    tf.data pass (not one eager call per sentence: this keeps the test fast)."""
+    table = pipeline.vocabulary_table(vocab)
+
+    def both(sentence):
+        return (pipeline.encode_tf(sentence, table, strip_pieces=False)[0],
+                pipeline.encode_tf(sentence, table, strip_pieces=True)[0])  # fmt: skip
+
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(sentences))
+    unstripped, stripped = next(iter(dataset.map(both, num_parallel_calls=tf.data.AUTOTUNE).batch(len(sentences))))
+    return unstripped.numpy(), stripped.numpy()
+
+
+@pytest.mark.skipif(
+    not (REFERIT_QUERIES.exists() and REFERIT_VOCABULARY.exists()),
+    reason="the real ReferItGame val queries and vocabulary exist only in ../shared/data beside the development "
+    "checkout",
+)
+def test_encode_follows_the_authors_rule_on_every_referit_val_query():
+    vocab = Vocabulary.load(REFERIT_VOCABULARY)
+    vocab_dict = _authors_vocab_dict(REFERIT_VOCABULARY)
+    with open(REFERIT_QUERIES, encoding="utf-8") as f:
+        sentences = [sentence for expressions in json.load(f).values() for sentence in expressions]
+    assert len(sentences) == 5842
+    authors_pieces = [_authors_pieces(s) for s in sentences]
+    authors = np.array([_authors_ids(p, vocab_dict) for p in authors_pieces], np.int32)
+    graph_unstripped, graph_stripped = _encode_in_graph(sentences, vocab)
+
+    # strip_pieces=False is the authors' rule, id for id, in numpy and in the graph
+    np.testing.assert_array_equal(vocab.encode_batch(sentences, strip_pieces=False), authors)
+    np.testing.assert_array_equal(graph_unstripped, authors)
+
+    # the default strips separator pieces: it departs from the authors only on queries where they keep a piece
+    # with whitespace around it (", " and the like), which is never in the vocabulary: <unk> for them
+    stripped = np.array([_authors_ids(_authors_pieces(s, strip_pieces=True), vocab_dict) for s in sentences], np.int32)
+    np.testing.assert_array_equal(vocab.encode_batch(sentences), stripped)
+    np.testing.assert_array_equal(graph_stripped, stripped)
+    differing = (stripped != authors).any(axis=1)
+    spaced = np.array([any(p != p.strip() for p in pieces) for pieces in authors_pieces])
+    assert not (differing & ~spaced).any() and (authors[differing] == UNK_ID).any(axis=1).all()
+    # 306 queries hold such pieces; 8 of them change no id, their stripped pieces ("*", "...", ":)", ...)
+    # being unknown too
+    assert (spaced.sum(), differing.sum()) == (306, 298)

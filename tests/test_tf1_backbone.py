@@ -3,7 +3,7 @@
 The checkpoints are written the way the authors' code writes them: `tf.compat.v1` variables under the
 reference scopes, saved by a compat.v1 `Saver`, so the keys are the raw TF1 op names. A tiny ResNet
 (units (1, 1, 2, 1), width 8) follows the same naming scheme as ResNet-101 at a fraction of the cost.
-The expected outputs come from TF1_CHECKPOINTS.md §1.2 / §2.2 written with `tf.nn` ops, not from Keras
+The expected outputs come from docs/tf1_checkpoints.md#backbone-forward-pass written with `tf.nn` ops, not from Keras
 (`tf1_checkpoints.reference_forward`, shared with the full-model importer tests).
 """
 

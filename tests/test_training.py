@@ -249,11 +249,15 @@ def _free_port() -> int:
 
 
 def test_multi_worker_two_processes_agree(data_dir, tmp_path):
+    """Two workers (MultiWorkerMirroredStrategy via TF_CONFIG) train in step: the same losses and weights. After
+    the chief's first checkpoint the OTHER worker gets SIGTERM: the all-reduced stop flag makes both checkpoint
+    after the same step and exit with status 0 (the chief was not signalled)."""
     workdir = tmp_path / "run"
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    first_checkpoint, num_steps = 8, 1000  # far more steps than run before the signal arrives
     command = _cli_command(
-        data_dir, workdir, {"train.end_learning_rate": "1e-2", "train.batch_size": "2", "train.num_steps": "8",
-                            "train.checkpoint_every": "4", "train.log_every": "1"},
+        data_dir, workdir, {"train.end_learning_rate": "1e-2", "train.batch_size": "2", "train.num_steps": num_steps,
+                            "train.checkpoint_every": first_checkpoint, "train.log_every": "1", "train.eval_every": "10000"},
         flags=["--strategy=multi_worker"],
     )
     processes = [
@@ -265,6 +269,8 @@ def test_multi_worker_two_processes_agree(data_dir, tmp_path):
     ]
     outputs = []
     try:
+        _first_checkpoint(workdir, processes[0])  # the chief's, at step `first_checkpoint`
+        processes[1].send_signal(signal.SIGTERM)
         for process in processes:
             outputs.append(process.communicate(timeout=SUBPROCESS_TIMEOUT))
     finally:
@@ -275,14 +281,20 @@ def test_multi_worker_two_processes_agree(data_dir, tmp_path):
         assert process.returncode == 0, stderr[-4000:]
     chief, other = (_summary(stdout) for stdout, _ in outputs)
     assert chief["is_chief"] and not other["is_chief"]
-    assert chief["final_step"] == other["final_step"] == 8
+    assert chief["preempted"] and other["preempted"]
+    stopped = chief["final_step"]
+    assert other["final_step"] == stopped and first_checkpoint < stopped < num_steps
+    assert "received signal" in outputs[1][1] and "received signal" not in outputs[0][1]
+    assert f"stopped at step {stopped}/{num_steps}" in outputs[0][1] and f"stopped at step {stopped}/" in outputs[1][1]
     np.testing.assert_allclose([l for _, l in chief["losses"]], [l for _, l in other["losses"]], rtol=1e-6)
     np.testing.assert_allclose(chief["weights_checksum"], other["weights_checksum"], rtol=1e-9)
     losses = [loss for _, loss in chief["losses"]]
-    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
-    # Only the chief writes the run directory; the other worker's checkpoints went to a deleted temp dir.
-    assert (workdir / "model.keras").exists()
-    assert _checkpoint_value(tf.train.latest_checkpoint(str(workdir / "checkpoints")), "step/") == 8
+    assert len(losses) == stopped and np.mean(losses[5:8]) < np.mean(losses[:3]), losses
+    # Only the chief writes the run directory (the other worker's checkpoints went to a deleted temp dir), and a
+    # stopped run writes no model.keras.
+    assert not (workdir / "model.keras").exists()
+    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    assert latest.endswith(f"ckpt-{stopped}") and _checkpoint_value(latest, "step/") == stopped
     assert "2 replicas, global batch 2" in outputs[0][1]
 
 
@@ -319,17 +331,26 @@ def test_same_seed_gives_the_same_run(data_dir, tmp_path):
 
 def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     """A run killed with SIGKILL and restarted ends with the weights of an uninterrupted run (1e-6): step,
-    optimiser, schedule and the input order all resume."""
+    optimiser, schedule and the input order all resume. The runs start from a backbone in the reference code's
+    TF1 checkpoint layout (`model.backbone.pretrained="tf1:<prefix>"`): a fresh run loads it, the restarted one
+    does not (it would reset the trained fc1000), and the frozen backbone keeps the checkpoint's arrays."""
+    from tf1_checkpoints import random_values, tf1_variable_shapes, write_tf1_checkpoint
+
+    backbone = shrink_config(referring_config("rmi")).model.backbone  # the :smoke config's
+    shapes = tf1_variable_shapes("ResNet", tuple(backbone.blocks_per_stage), backbone.base_width, backbone.classifier_units)
+    tf1_arrays = random_values(shapes, seed=3)
+    pretrained = "tf1:" + write_tf1_checkpoint(tmp_path / "tf1" / "model.ckpt", tf1_arrays)
     workdir = tmp_path / "run"
     num_steps = 40
-    settings = {"train.num_steps": num_steps, "train.checkpoint_every": 5, "train.log_every": 10, "train.eval_every": 1000}
+    settings = {"train.num_steps": num_steps, "train.checkpoint_every": 5, "train.log_every": 10, "train.eval_every": 1000,
+                "model.backbone.pretrained": pretrained}  # fmt: skip
     command = _cli_command(data_dir, workdir, settings)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
                                env=_env())
     try:
         _first_checkpoint(workdir, process)
         process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
+        killed_output, _ = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
@@ -337,13 +358,15 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     killed_at = _checkpoint_value(tf.train.latest_checkpoint(str(workdir / "checkpoints")), "step/")
     assert 0 < killed_at < num_steps
     assert not (workdir / "model.keras").exists()
+    loaded = f"loaded resnet101 backbone weights from {pretrained}"
+    assert loaded in killed_output
 
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=_env(),
                             timeout=SUBPROCESS_TIMEOUT)
     assert result.returncode == 0, result.stderr[-4000:]
     summary = _summary(result.stdout)
     assert summary["start_step"] == killed_at > 0
-    assert f"resumed from step {summary['start_step']}" in result.stderr
+    assert f"resumed from step {summary['start_step']}" in result.stderr and loaded not in result.stderr
     assert summary["final_step"] == num_steps
     final = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
     assert final.endswith(f"ckpt-{num_steps}")
@@ -353,6 +376,10 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     assert "ETA" in result.stderr and "examples/s" in result.stderr
     model, config = workdir_lib.load_model(str(workdir))
     assert config.train.num_steps == num_steps and model.name == "rmi"
+    # The run keeps a copy of its vocabulary: export, predict and evaluate find it from any working directory.
+    copy = workdir / workdir_lib.VOCABULARY_FILE
+    assert copy.read_bytes() == pathlib.Path(config.data.vocabulary).read_bytes()
+    assert workdir_lib.vocabulary_path(str(workdir), config) == str(copy)
 
     uninterrupted = subprocess.run(_cli_command(data_dir, tmp_path / "uninterrupted", settings), capture_output=True,
                                    text=True, cwd=REPO_ROOT, env=_env(), timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
@@ -362,6 +389,12 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     assert expected.keys() == resumed.keys() and any(name.startswith("optimizer/_trainable_variables/") for name in expected)
     for name, value in expected.items():
         np.testing.assert_allclose(resumed[name], value, rtol=0, atol=1e-6, err_msg=name)
+    # Every array of the TF1 checkpoint is in the frozen backbone (compared by content, whatever the names) but
+    # fc1000's, which trains.
+    stored = {(value.shape, value.tobytes()) for value in resumed.values()}
+    for name, value in tf1_arrays.items():
+        found = (value.shape, value.tobytes()) in stored
+        assert found == (not name.startswith("ResNet/fc1000/")), name
 
     tags = set()
     for event_file in (workdir / "tensorboard").iterdir():
@@ -479,3 +512,80 @@ def test_cache_features_rejects_parsing_and_trainable_backbones(tmp_path):
     config.model.backbone.trainable = True
     with pytest.raises(ValueError, match="frozen backbone"):
         training.train(config, str(tmp_path), "one_device")
+
+
+# --- pretrained backbones at the start of training -----------------------------------------------------------
+
+
+def _write_keras_applications_h5(path, layers: dict[str, list[np.ndarray]]) -> None:
+    """A weights file in keras.applications' downloaded layout (Keras 2 HDF5: root attribute `layer_names`, one
+    group per layer with attribute `weight_names` and one dataset per weight)."""
+    import h5py
+
+    with h5py.File(path, "w") as file:
+        file.attrs["layer_names"] = np.array([name.encode() for name in layers])
+        file.attrs["backend"], file.attrs["keras_version"] = b"tensorflow", b"2.2.4"
+        for name, values in layers.items():
+            group = file.create_group(name)
+            weight_names = [f"{name}_{kind}_1:0".encode() for kind in ("W", "b")[: len(values)]]
+            group.attrs["weight_names"] = np.array(weight_names)
+            for weight_name, value in zip(weight_names, values):
+                group.create_dataset(weight_name.decode(), data=value)
+
+
+# keras.applications.VGG16(include_top=False): 13 3x3 convolutions (conv1_1 .. conv5_3), with their output widths.
+VGG16_CONVS = [(block, conv, width) for block, (convs, width) in enumerate(((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)), 1)
+               for conv in range(1, convs + 1)]  # fmt: skip
+
+
+def test_imagenet_backbone_from_a_local_weights_file(tmp_path, monkeypatch):
+    """`model.backbone.pretrained="imagenet:<path>"` loads keras.applications' VGG-16 "notop" file from disk (no
+    download) into conv1_1 .. conv5_3; a bad path or file, and "imagenet" with the weights neither cached nor
+    downloadable, are one-line errors naming the setting."""
+    import urllib.error
+
+    from keras.src.backend import config as keras_config
+    from keras.src.utils import file_utils
+
+    from tf_recurrent_seg.defaults import vgg_backbone_config
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    # Nothing here may download: an empty Keras cache, and keras.utils.get_file's download fails.
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras_home"))
+    monkeypatch.setattr(file_utils, "urlretrieve", no_network)
+    rng = np.random.default_rng(0)
+    layers, in_channels = {}, 3
+    for block, conv, width in VGG16_CONVS:
+        kernel = rng.normal(0.0, 0.05, (3, 3, in_channels, width)).astype(np.float32)
+        layers[f"block{block}_conv{conv}"] = [kernel, rng.normal(0.0, 0.1, width).astype(np.float32)]
+        in_channels = width
+    path = tmp_path / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    _write_keras_applications_h5(path, layers)
+
+    config = shrink_config(parsing_config("lg_lstm"))
+    config.model.backbone = vgg_backbone_config()  # pretrained="imagenet", the paper's
+    config.model.backbone.fc_units = 32
+    model = workdir_lib.build_model(config)
+    config.model.backbone.pretrained = f"imagenet:{path}"
+    training.load_pretrained_backbone(model, config)
+    backbone = model.get_layer("backbone")
+    for name, (kernel, bias) in layers.items():
+        np.testing.assert_array_equal(backbone.get_layer(name).kernel.numpy(), kernel, err_msg=name)
+        np.testing.assert_array_equal(backbone.get_layer(name).bias.numpy(), bias, err_msg=name)
+
+    def one_line_error(error_type, source, match):
+        config.model.backbone.pretrained = source
+        with pytest.raises(error_type, match=match) as raised:
+            training.load_pretrained_backbone(model, config)
+        assert "\n" not in str(raised.value) and "model.backbone.pretrained" in str(raised.value)
+
+    one_line_error(FileNotFoundError, f"imagenet:{tmp_path / 'missing.h5'}", "no file")
+    (tmp_path / "text.h5").write_text("not HDF5")
+    one_line_error(ValueError, f"imagenet:{tmp_path / 'text.h5'}", "not keras.applications weights")
+    _write_keras_applications_h5(tmp_path / "short.h5", dict(list(layers.items())[:2]))  # 2 of the 13 layers
+    one_line_error(ValueError, f"imagenet:{tmp_path / 'short.h5'}", "not keras.applications weights")
+    one_line_error(FileNotFoundError, "imagenet",  # the message names the file to fetch (in the URL) and the option
+                   r"neither in the Keras cache .*/vgg16_weights_tf_dim_ordering_tf_kernels_notop\.h5.* set "
+                   r"model\.backbone\.pretrained='imagenet:<path")

@@ -2,10 +2,11 @@
 variables named by op name, saved with tf.compat.v1.train.Saver), make random weights with the reference
 names and shapes, and compute the reference backbone forward pass with raw `tf.nn` ops.
 
-Heads: `random_head_weights` / `tf1_head_names` (TF1_CHECKPOINTS.md §3.2). Backbones: `tf1_variable_shapes`
-/ `random_values` / `reference_forward` (§1, §2), for any (blocks, width, classes): a tiny ResNet follows
+Heads: `random_head_weights` / `tf1_head_names` (docs/tf1_checkpoints.md#head-variables). Backbones:
+`tf1_variable_shapes` / `random_values` / `reference_forward` (#resnet-backbone, #deeplab-backbone), for any
+(blocks, width, classes): a tiny ResNet follows
 the same naming scheme as ResNet-101 at a fraction of the cost. Training-checkpoint extras: `adam_entries`
-(RMI/LSTM training, §3.8) and `momentum_entries` (TF-resnet / TF-deeplab training, §1.6, §2.3).
+(RMI/LSTM training) and `momentum_entries` (TF-resnet / TF-deeplab training), both #ignored-entries.
 Nothing here calls the package.
 """
 
@@ -37,7 +38,7 @@ def write_tf1_checkpoint(prefix: str | os.PathLike, arrays: dict[str, np.ndarray
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Heads (TF1_CHECKPOINTS.md §3.2)
+# Heads (docs/tf1_checkpoints.md#head-variables)
 
 
 def random_head_weights(rng, model_name, variant, sizes) -> dict[str, np.ndarray]:
@@ -84,7 +85,7 @@ def tf1_head_names(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def adam_entries(optimised: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """What main.py's Adam adds to an RMI/LSTM training checkpoint (TF1_CHECKPOINTS.md §3.8, A.4).
+    """What main.py's Adam adds to an RMI/LSTM training checkpoint (docs/tf1_checkpoints.md#ignored-entries).
 
     `optimised`: full names -> values of the optimised variables (every `text_objseg/...` variable, plus
     `ResNet/fc1000/{DW,biases}` for the resnet variant). Each gets `text_objseg/<name>/Adam` and `/Adam_1`
@@ -102,7 +103,7 @@ def adam_entries(optimised: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def momentum_entries(values: dict[str, np.ndarray], scope: str) -> dict[str, np.ndarray]:
-    """What TF-resnet / TF-deeplab training adds (TF1_CHECKPOINTS.md §1.6, §2.3): a Momentum slot per
+    """What TF-resnet / TF-deeplab training adds (docs/tf1_checkpoints.md#ignored-entries): a Momentum slot per
     variable, named `<scope>/<name>/Momentum` (the scope prefix doubled), and an int64 `<scope>/global_step`."""
     entries = {f"{scope}/{name}/Momentum": np.zeros_like(value) for name, value in values.items()}
     entries[f"{scope}/global_step"] = np.int64(650000)
@@ -110,7 +111,7 @@ def momentum_entries(values: dict[str, np.ndarray], scope: str) -> dict[str, np.
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Backbones (TF1_CHECKPOINTS.md §1, §2)
+# Backbones (docs/tf1_checkpoints.md#resnet-backbone, #deeplab-backbone)
 
 
 def tf1_variable_shapes(scope, blocks, width, classes) -> dict[str, tuple[int, ...]]:
@@ -183,7 +184,7 @@ def random_values(shapes, seed) -> dict[str, np.ndarray]:
 
 
 def reference_forward(reader, scope, images, atrous, blocks):
-    """The reference backbone (TF1_CHECKPOINTS.md §1.2, §2.2) in raw tf.nn ops on checkpoint values.
+    """The reference backbone (docs/tf1_checkpoints.md#backbone-forward-pass) in raw tf.nn ops on checkpoint values.
 
     Args:
         reader: anything with `get_tensor(name)`, e.g. `tf.train.load_checkpoint(prefix)`.

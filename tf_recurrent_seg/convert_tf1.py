@@ -3,7 +3,7 @@
     python -m tf_recurrent_seg.convert_tf1 --checkpoint PREFIX --model rmi|lstm --backbone resnet|deeplab \
         --vocabulary FILE --output OUT.keras [--head_only]
 
-Variable names, shapes and conventions: REFERENCE.md "TF1 checkpoints" and TF1_CHECKPOINTS.md §3. The
+Variable names, shapes and conventions: docs/tf1_checkpoints.md (#head-variables onwards). The
 imported model uses the reference's resize convention and backbone padding / BN epsilon, so it gives the
 TF1 graph's outputs. Optimiser slots, step counters and DeepLab's unused classifier are ignored; a missing
 or mis-shaped variable is a ValueError that names it.
@@ -26,11 +26,11 @@ from tf_recurrent_seg.tf1_backbone import load_tf1_backbone_weights
 
 HEAD_SCOPE = "text_objseg"
 BACKBONE_SCOPES = {"resnet": "ResNet", "deeplab": "DeepLab"}
-# Checkpoint entries that are not model weights (TF1_CHECKPOINTS.md §3.8).
+# Checkpoint entries that are not model weights (docs/tf1_checkpoints.md#ignored-entries).
 IGNORED_PATTERN = re.compile(
     r"(/Adam(_1)?$|/Momentum$|(^|/)(beta1_power|beta2_power|Variable|global_step)$|/biased$|/local_step$|^DeepLab/fc1_voc12/)"
 )
-# TF 1.0-1.1 spellings of the LSTM cell variables, accepted defensively (TF1_CHECKPOINTS.md §3.3).
+# TF 1.0-1.1 spellings of the LSTM cell variables, accepted defensively (docs/tf1_checkpoints.md#lstm-cell-layout).
 LEGACY_ALIASES = {"/kernel": "/weights", "/bias": "/biases"}
 
 ValueReader = Callable[[str, tuple], np.ndarray]
@@ -99,7 +99,8 @@ def load_tf1_head_weights(head: keras.Model, read: ValueReader, model_config: ml
     if model_config.name == "lstm":
         _conv_weights(read, head.get_layer("conv1"), f"{HEAD_SCOPE}/conv1")
         return
-    # ALSTM kernel rows: [visual (D), word (E), language (L), spatial (8), hidden (u)] (TF1_CHECKPOINTS.md §3.4).
+    # ALSTM kernel rows: [visual (D), word (E), language (L), spatial (8), hidden (u)]
+    # (docs/tf1_checkpoints.md#mlstm-kernel-rows).
     visual_dim, units = model_config.visual_dim, model_config.mlstm_units
     word_end = visual_dim + embedding_dim + language_units
     input_dim = word_end + 8

@@ -1,6 +1,6 @@
 """Fully connected CRF (DenseCRF) post-processing, as the RMI reference code applies it ("D+RMI+DCRF").
 
-REFERENCE.md "DenseCRF (reference code)": a DenseCRF2D over the padded network input (320x320 for RMI), a
+docs/reference_conventions.md#densecrf: a DenseCRF2D over the padded network input (320x320 for RMI), a
 Gaussian (smoothness) and a bilateral (appearance) pairwise term with Potts compatibilities, 5 mean-field
 iterations, label = argmax of the marginals. Run it on the padded image and the padded-size logits, then
 map the labels back to the original image size (`data.preprocessing.unpad_and_resize`).
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Reference parameters (REFERENCE.md "DenseCRF (reference code)"; the authors' test script):
+# Reference parameters (docs/reference_conventions.md#densecrf; the authors' test script):
 #   d.addPairwiseGaussian(sxy=3, compat=3)
 #   d.addPairwiseBilateral(sxy=20, srgb=3, rgbim=<padded uint8 RGB image>, compat=10)
 #   Q = d.inference(5); label = argmax(Q)

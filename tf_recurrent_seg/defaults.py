@@ -22,16 +22,18 @@ def backbone_config(variant: str = "resnet") -> ml_collections.ConfigDict:
     config.blocks_per_stage = (3, 4, 23, 3)  # ResNet-101
     config.base_width = 64  # bottleneck width of conv2_x; doubles every stage
     config.classifier_units = 1000  # fc1000 width, the visual feature D_I (§4.2)
-    # TF 'SAME' padding and BN epsilon 1e-3 are the reference backbones' (TF1_CHECKPOINTS.md §1.2);
-    # keras.applications pads explicitly and uses 1.001e-5.
+    # TF 'SAME' padding and BN epsilon 1e-3 are the reference backbones'; keras.applications pads explicitly
+    # and uses 1.001e-5 (docs/tf1_checkpoints.md#backbone-forward-pass).
     config.padding = "same"
     config.bn_epsilon = 1e-3
     config.trainable = False  # frozen, BN in inference mode, as in the reference code
     config.train_classifier = True  # resnet variant: fc1000 trains even in a frozen backbone (reference code)
     # Weights loaded when training starts: None (random), "imagenet" (keras.applications, a download; use
-    # padding "explicit" and bn_epsilon 1.001e-5 with it) or "tf1:<checkpoint prefix>" (the reference
-    # ResNet101_init / DeepLab ResNet101_train checkpoints, the reference code's initialisation).
-    config.pretrained = None
+    # padding "explicit" and bn_epsilon 1.001e-5 with it), "imagenet:<path>" (keras.applications' weights file
+    # on disk) or "tf1:<checkpoint prefix>" (the reference ResNet101_init / DeepLab ResNet101_train checkpoints,
+    # the reference code's initialisation). A str placeholder: None, yet `--config.model.backbone.pretrained=...`
+    # can set it (a plain None field cannot be overridden from the command line).
+    config.pretrained = ml_collections.config_dict.placeholder(str)
     return config
 
 
@@ -47,7 +49,9 @@ def vgg_backbone_config() -> ml_collections.ConfigDict:
     # True: keras.applications.VGG16's 2x2/2 pools and no dilation (output stride 32), to check weight
     # transfer; False: DeepLab-LargeFOV's Caffe pools (output stride 8, 321 -> 41).
     config.keras_applications_pooling = False
-    config.pretrained = "imagenet"  # §4.1: finetuned from ImageNet (keras.applications VGG16 conv1-conv5, a download)
+    # §4.1: finetuned from ImageNet (keras.applications VGG16 conv1-conv5, a download; "imagenet:<path>" reads
+    # keras.applications' vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 from disk instead)
+    config.pretrained = "imagenet"
     return config
 
 
@@ -57,7 +61,8 @@ def referring_data_config() -> ml_collections.ConfigDict:
     config.train_records = "data/synthetic_referring/train"  # records prefix, glob or list of files
     config.eval_records = "data/synthetic_referring/test"
     config.vocabulary = "data/synthetic_referring/vocabulary.txt"
-    config.normalization = "caffe"  # the reference ResNet/DeepLab weights' BGR mean (REFERENCE.md)
+    # The reference ResNet/DeepLab weights' BGR mean (docs/reference_conventions.md#image-preprocessing).
+    config.normalization = "caffe"
     config.strip_pieces = True  # tokenizer: False reproduces the reference exactly (imported checkpoints)
     config.length_bins = "refcoco"  # which paper's length break-down (Tables 2-5) evaluation reports
     config.max_image_pixels = MAX_IMAGE_PIXELS  # larger images are skipped (`too_large`) without decoding
@@ -187,9 +192,9 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
     config.model.num_layers = 5  # §4.1: five LG-LSTM layers
     config.model.neighbourhood = 8  # 8 neighbours; 4 / 2 for Table 5's "local 4" / "local 2"
     config.model.use_global = True  # False: Table 5's "w/o global"
-    config.model.hidden_form = "grid"  # h = tanh(o * m) as written in eq. 1; "standard": o * tanh(m)
+    config.model.hidden_form = "grid"  # h = tanh(o * m'), eq. 1 (docs/decisions.md#lg-lstm-hidden-form); "standard": o * tanh(m')
     config.model.share_lstm_weights = True  # §1: gate weights shared across LG-LSTM layers
-    config.model.distinct_transition_weights = True  # see TransitionLayer (REFERENCE.md ambiguity)
+    config.model.distinct_transition_weights = True  # docs/decisions.md#transition-layer-weights
     config.model.prediction_init_stddev = 0.001  # §4.1: new conv weights N(0, 0.001)
     config.model.extra_convs = 5 if model == "conv_baseline_extra" else 0  # Table 5 "VGG16 extra conv"
     config.model.extra_conv_filters = 576  # Table 5

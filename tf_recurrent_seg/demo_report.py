@@ -146,8 +146,8 @@ def referring_tables(referring: Mapping[str, list]) -> list[str]:
                 cells = " | ".join(pct(result_values(runs, f"precision@{t}", mode)) for t in thresholds)
                 lines.append(f"| {REFERRING_NAMES[model]}{suffix} | {cells} | {pct(result_values(runs, 'overall_iou', mode))} |")
     bins = list(referring["rmi"][0]["results"]["direct"]["by_length"])
-    lines += ["", "## Overall IoU by expression length (RMI paper Tables 2-5 layout; %)", "",
-              "| Method | " + " | ".join(f"{b} words" for b in bins) + " |", "|---" * (len(bins) + 1) + "|"]  # fmt: skip
+    lines += ["", "## Overall IoU by expression length in tokens (RMI paper Tables 2-5 layout; %)", "",
+              "| Method | " + " | ".join(f"{b} tokens" for b in bins) + " |", "|---" * (len(bins) + 1) + "|"]  # fmt: skip
     by_length = {model: [[run["results"]["direct"]["by_length"][b]["overall_iou"] for run in runs] for b in bins]
                  for model, runs in referring.items()}  # fmt: skip
     for model, values in by_length.items():
@@ -216,7 +216,7 @@ def claims_section(referring: Mapping[str, list], parsing: Mapping[str, list], r
     bins = list(rmi[0]["results"]["direct"]["by_length"])
     gains = relative_gains_by_seed(referring, bins)
     if len(bins) > 1 and gains[bins[0]] and gains[bins[-1]]:
-        claim(f"RMI's relative gain larger on the longest expressions ({bins[-1]} words) than on the shortest "
+        claim(f"RMI's relative gain larger on the longest expressions ({bins[-1]} tokens) than on the shortest "
               f"({bins[0]})", gains[bins[-1]], gains[bins[0]], "RMI paper Tables 2-5: larger gains on longer expressions.")
     if result_values(rmi, "overall_iou", "dcrf"):
         claim("DenseCRF improves RMI", result_values(rmi, "overall_iou", "dcrf"), result_values(rmi, "overall_iou"),
@@ -254,7 +254,7 @@ def figures_section(report_dir: pathlib.Path, referring: Mapping[str, list], par
     bins = list(referring["rmi"][0]["results"]["direct"]["by_length"])
     by_length = {REFERRING_NAMES[m]: [{b: run["results"]["direct"]["by_length"][b]["overall_iou"] for b in bins} for run in runs]
                  for m, runs in referring.items()}  # fmt: skip
-    report_figures.plot_iou_by_length(by_length, str(report_dir / "iou_by_length.png"), "Test overall IoU by expression length (words)")
+    report_figures.plot_iou_by_length(by_length, str(report_dir / "iou_by_length.png"), "Test overall IoU by expression length (tokens)")
     names = list(next(iter(parsing.values()))[0]["class_names"])
     per_class = {name: [{n: run["results"]["direct"]["per_class"][n]["iou"] for n in names} for run in runs]
                  for name, runs in parsing.items()}  # fmt: skip

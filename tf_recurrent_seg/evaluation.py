@@ -4,13 +4,14 @@
     write_results(results, "runs/rmi_unc/eval")           # metrics.json + tables.md
     print(format_tables(results))
 
-Referring segmentation (RMI paper §4.2, REFERENCE.md "Evaluation"): the evaluation pipeline
+Referring segmentation (RMI paper §4.2, docs/reference_conventions.md#referring-evaluation): the evaluation pipeline
 (`data.pipeline.referring_dataset(training=False)`) feeds resized-and-padded images; the predicted mask is
 `logits >= 0` on the model's upsampled (S x S) logits, mapped back to the ORIGINAL image size by
-`undo_resize_and_pad_batch` (crop the placed region, nearest resize to the original size) and compared with
-the original ground-truth mask there: overall (cumulative) IoU, precision@0.5..0.9 and mean IoU, overall and
-per expression-length group (paper Tables 2-5; bins from `config.data.length_bins` or the records'
-manifest). With `crf=True` the same numbers for the DenseCRF-refined masks ("+DCRF", Table 1): the
+`undo_resize_and_pad_batch` (crop the placed region, nearest resize to the original size; not the authors'
+scale-and-centre-crop: docs/decisions.md#evaluation-map-back) and compared with the original ground-truth mask
+there: overall (cumulative) IoU, precision@0.5..0.9 and mean IoU, overall and per expression-length group
+(paper Tables 2-5; length in tokens, docs/decisions.md#length-bins; bins from `config.data.length_bins` or
+the records' manifest). With `crf=True` the same numbers for the DenseCRF-refined masks ("+DCRF", Table 1): the
 reference DenseCRF runs on the padded S x S uint8 RGB image (recovered from the normalised batch) and the
 padded logits, and its mask is mapped back the same way.
 
@@ -487,7 +488,7 @@ def format_referring_table(results: Mapping, baseline: Mapping | None = None) ->
                 ])  # fmt: skip
         rows.append(["Expressions"] + [str(int(by_length[b]["num_examples"])) for b in labels])
         dataset = results.get("length_bins_dataset") or "custom"
-        text += ["", f"Overall IoU by expression length in words (RMI paper Tables 2-5 layout; bins of {dataset}; %)", "",
+        text += ["", f"Overall IoU by expression length in tokens (RMI paper Tables 2-5 layout; bins of {dataset}; %)", "",
                  _markdown(["Length"] + labels, rows)]  # fmt: skip
         if baseline and not base_ok:
             text += ["", "(the baseline's length bins differ from this run's: baseline not shown)"]

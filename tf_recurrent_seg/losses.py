@@ -1,4 +1,4 @@
-"""Training losses (REFERENCE.md "Training (reference code)" and "LG-LSTM" -> "Settings (paper §4.1)").
+"""Training losses (docs/equations.md#rmi-losses and #deep-supervision; LG-LSTM paper §3.1, §4.1).
 
 * `referring_loss`: sigmoid cross-entropy between the low-resolution logits (40x40 at paper size) and the
   image-resolution mask bilinearly downsampled to the logits' size (soft targets), summed over positions

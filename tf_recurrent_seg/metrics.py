@@ -1,13 +1,13 @@
 """The papers' evaluation metrics as `keras.metrics.Metric` classes whose state is sums and counts.
 
-Referring segmentation (RMI paper §4.2, REFERENCE.md "Evaluation"):
+Referring segmentation (RMI paper §4.2, docs/reference_conventions.md#referring-evaluation):
 - `ReferringSegmentationMetrics`: overall IoU = (sum over expressions of |pred AND gt|) / (sum of
   |pred OR gt|), the cumulative IoU the paper reports; precision@X = share of expressions whose own IoU >= X,
   X in {0.5, ..., 0.9}; and mean IoU (mean of per-expression IoUs: not in the paper, reported by later
   work; labelled as such).
-- `LengthBinnedReferringMetrics`: the same per group of expression length (paper Tables 2-5), with the
-  paper's bins per dataset from `length_bins(dataset)`.
-Object parsing (LG-LSTM paper §4.2, REFERENCE.md "Metrics"):
+- `LengthBinnedReferringMetrics`: the same per group of expression length in tokens (paper Tables 2-5;
+  docs/decisions.md#length-bins), with the paper's bins per dataset from `length_bins(dataset)`.
+Object parsing (LG-LSTM paper §4.1 and Tables 1-5, docs/reference_conventions.md#parsing-metrics):
 - `ConfusionMatrixMetric`: one confusion matrix summed over the set (rows = ground truth, columns =
   prediction), pixels labelled `ignore_label` (255) left out; `parsing_scores(confusion, class_names)` turns
   it into every number of the paper's tables.
@@ -57,11 +57,11 @@ import numpy as np
 import tensorflow as tf
 
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
-DEFAULT_MAX_WORDS = 20  # RMI paper §4.2: expressions are truncated to 20 words
+DEFAULT_MAX_WORDS = 20  # RMI paper §4.2: expressions are truncated to 20 "words", tokens in the authors' code
 IGNORE_LABEL = 255
 
-# Paper Tables 2-5: four groups of roughly equal size by the number of words (at most 20: longer expressions
-# are truncated to 20 words, so the last group ends at 20).
+# Paper Tables 2-5: four groups of roughly equal size by expression length, counted in tokens (at most 20:
+# longer expressions are truncated to 20 tokens, so the last group ends at 20; docs/decisions.md#length-bins).
 PAPER_LENGTH_BINS = {
     "gref": ((1, 5), (6, 7), (8, 10), (11, 20)),  # Table 2, Google-Ref
     "unc": ((1, 2), (3, 3), (4, 5), (6, 20)),  # Table 3, UNC
@@ -82,7 +82,7 @@ _LENGTH_BIN_ALIASES = {
 
 
 def length_bins(dataset: str) -> tuple[tuple[int, int], ...]:
-    """The paper's length groups (inclusive word-count ranges) for a dataset name.
+    """The paper's length groups (inclusive token-count ranges) for a dataset name.
 
     Accepts the paper's names (Google-Ref, UNC, UNC+, ReferItGame), the reference code's (Gref, unc, unc+,
     referit), the REFER names (refcocog, refcoco, refcoco+, with or without a `_<splitBy>` suffix) and
@@ -264,15 +264,16 @@ def _example_iou(intersection, union, empty_iou):
 class LengthBinnedReferringMetrics(_SumStateMetric):
     """`ReferringSegmentationMetrics` per group of expression length (paper Tables 2-5).
 
-    An expression's length is its number of words as the model sees them: the non-pad tokens, i.e.
-    min(number of tokens, max_words = 20); pass the pipeline's `num_tokens` (counted before truncation) and
-    the metric clips it. Expressions whose length falls in no bin are not counted.
+    An expression's length is the number of tokens the model reads, punctuation and the pieces of "man's"
+    included (docs/decisions.md#length-bins): min(number of tokens, max_words = 20); pass the pipeline's
+    `num_tokens` (counted before truncation) as `num_words` and the metric clips it. Expressions whose
+    length falls in no bin are not counted.
 
     Args:
-        bins: inclusive (low, high) word-count ranges, increasing and disjoint; `length_bins(dataset)` gives
+        bins: inclusive (low, high) token-count ranges, increasing and disjoint; `length_bins(dataset)` gives
             the paper's.
         thresholds, empty_iou, name, dtype: as in `ReferringSegmentationMetrics`.
-        max_words: word counts above it are clipped to it (the model truncates expressions there); None: no clip.
+        max_words: token counts above it are clipped to it (the model truncates expressions there); None: no clip.
 
     `update_state(masks_true, masks_pred, num_words, original_size=None, valid=None, sample_weight=None)`.
     `result()`: flat {"<bin>/overall_iou", "<bin>/mean_iou", "<bin>/precision@X", "<bin>/num_examples"};
@@ -307,7 +308,7 @@ class LengthBinnedReferringMetrics(_SumStateMetric):
         return [bin_label(low, high) for low, high in self.bins]
 
     def membership(self, num_words) -> tf.Tensor:
-        """(B, num_bins) float64 one-hot (or all-zero) bin membership of word counts (B,)."""
+        """(B, num_bins) float64 one-hot (or all-zero) bin membership of token counts (B,)."""
         num_words = tf.reshape(tf.cast(num_words, tf.int32), [-1, 1])
         if self.max_words is not None:
             num_words = tf.minimum(num_words, self.max_words)

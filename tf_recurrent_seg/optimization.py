@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedule (REFERENCE.md "Training" and "LG-LSTM" -> "Settings (paper §4.1)").
+"""Optimisers and learning-rate schedule (docs/reference_conventions.md#rmi-training; LG-LSTM paper §4.1).
 
 Referring segmentation: Adam (TF defaults: beta_1 0.9, beta_2 0.999, epsilon 1e-8) with a polynomial
 learning-rate decay from 2.5e-4 to 1e-5 over 750,000 steps, power 0.9, and biases at twice the learning

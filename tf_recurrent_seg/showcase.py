@@ -40,7 +40,9 @@ DEMO_CORPUS = [
 FLAGS = flags.FLAGS
 flags.DEFINE_string("expression", EXPRESSION, "The referring expression to segment.")
 flags.DEFINE_string("output_dir", "reports/showcase", "Where the PNGs are written.")
-flags.DEFINE_enum("backbone", "resnet", ["resnet", "deeplab"], "Backbone variant (REFERENCE.md).")
+flags.DEFINE_enum(
+    "backbone", "resnet", ["resnet", "deeplab"], "Backbone variant (docs/reference_conventions.md#backbone-variants)."
+)
 flags.DEFINE_bool("imagenet_backbone", False, "Load keras.applications ResNet101 ImageNet weights (downloads them).")
 flags.DEFINE_integer("seed", 0, "Seed of the random initialisation.")
 

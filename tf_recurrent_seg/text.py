@@ -1,7 +1,7 @@
 """Text processing for referring expressions: tokenisation, vocabularies and fixed-length id sequences.
 
-Follows the reference code (``util/text_processing.py`` of the RMI authors, REFERENCE.md "Text
-processing", TF1_CHECKPOINTS.md §3.7): split on ``(\\W+)`` keeping the separators, lowercase, drop
+Follows the reference code (``util/text_processing.py`` of the RMI authors,
+docs/reference_conventions.md#text-processing): split on ``(\\W+)`` keeping the separators, lowercase, drop
 whitespace-only pieces and one trailing ``"."``; unknown words map to ``<unk>``; keep the first 20 ids
 and left-pad with ``<pad>`` (id 0). No ``<eos>`` is appended.
 

@@ -2,9 +2,10 @@
 
 The reference RMI / LSTM checkpoints hold the whole ResNet-101 under `ResNet/` (TF-resnet, 522 variables,
 with the ImageNet classifier `ResNet/fc1000/*`) or `DeepLab/` (TF-deeplab, with a fifth BN variable
-`factor` per BN scope and an unused `fc1_voc12` classifier). TF1_CHECKPOINTS.md §1 and §2 give the names
-and the forward computation; `build_resnet101` computes the same thing when built with TF 'SAME' padding
-and BN epsilon 1e-3, so the import is a renaming:
+`factor` per BN scope and an unused `fc1_voc12` classifier). docs/tf1_checkpoints.md gives the names
+(#resnet-backbone, #deeplab-backbone) and the forward computation (#backbone-forward-pass);
+`build_resnet101` computes the same thing when built with TF 'SAME' padding and BN epsilon 1e-3, so the
+import is a renaming:
 
     <scope>/group_1/conv1/DW                          -> conv1_conv kernel (bias set to zero)
     <scope>/group_1/bn_conv1/{gamma,beta,mean,variance} -> conv1_bn
@@ -26,7 +27,7 @@ import keras
 import numpy as np
 
 TF1_BACKBONE_SCOPES = ("ResNet", "DeepLab")
-# The reference backbones' BN epsilon (TF1_CHECKPOINTS.md §1.2).
+# The reference backbones' BN epsilon (docs/tf1_checkpoints.md#backbone-forward-pass).
 TF1_BN_EPSILON = 1e-3
 
 _BLOCK_NAMES = {"0": "block_add", "1": "block_1", "2": "block_2", "3": "block_3"}
@@ -82,7 +83,8 @@ def load_tf1_backbone_weights(backbone: keras.Model, reader: CheckpointReaderLik
     Conv kernels are stored HWIO, as Keras stores them; the reference convs have no bias, so the Keras
     conv biases are set to zero. In a DeepLab checkpoint each BN scope's `factor` (Caffe's scale factor)
     divides the stored statistics: mean' = float32(1 / factor) * mean, likewise the variance, computed in
-    float32 in exactly that order, which reproduces the TF1 graph bit for bit (TF1_CHECKPOINTS.md §2.2).
+    float32 in exactly that order, which reproduces the TF1 graph bit for bit
+    (docs/tf1_checkpoints.md#backbone-forward-pass).
     Nothing is assigned unless every variable is found with the right shape.
 
     Args:

@@ -8,10 +8,11 @@ TensorBoard, progress lines and `model.keras` at the end). The layout of the run
 
     <workdir>/config.json     <workdir>/checkpoints/     <workdir>/tensorboard/     <workdir>/model.keras
     <workdir>/validation.json (the validation scores at every evaluation step, for the learning curves)
+    <workdir>/vocabulary.txt  (referring runs: a copy of config.data.vocabulary, so that the run is self-contained)
     <workdir>/features/       (RMI with train.cache_features only: cached backbone features)
 
 Why a custom loop and not `model.fit`: Keras 3's `fit` fails under MultiWorkerMirroredStrategy
-(REFERENCE.md, "TF 2.21 / Keras 3 facts"); the loop below runs unchanged under OneDevice, Mirrored,
+(docs/decisions.md#custom-training-loop); the loop below runs unchanged under OneDevice, Mirrored,
 MultiWorkerMirrored and TPU strategies.
 
 Losses (scaled so that the gradients SUMMED over replicas are those of the global batch):
@@ -165,10 +166,37 @@ def backbone_is_pretrained(config: ml_collections.ConfigDict) -> bool:
     return bool(config.model.backbone.get("pretrained"))
 
 
+def _load_imagenet_weights(load, backbone: keras.Model, source: str) -> None:
+    """`load(backbone, weights)` for `model.backbone.pretrained` "imagenet" (keras.applications' file from the
+    Keras cache, downloaded there when absent) or "imagenet:<path>" (that file, offline); one-line errors."""
+    weights = "imagenet" if source == "imagenet" else source[len("imagenet:") :]
+    if weights != "imagenet" and not os.path.isfile(weights):
+        raise FileNotFoundError(f"model.backbone.pretrained={source!r}: no file {weights}")
+    try:
+        load(backbone, weights)
+    except (ValueError, OSError) as error:  # OSError: h5py on a file that is not HDF5
+        if weights == "imagenet":
+            raise
+        detail = " ".join(str(error).split())
+        raise ValueError(
+            f"model.backbone.pretrained={source!r}: not keras.applications weights of this backbone ({detail})"
+        ) from None
+    except Exception as error:  # keras.utils.get_file raises a bare Exception when the download fails
+        if weights != "imagenet" or not str(error).startswith("URL fetch failure"):
+            raise
+        raise FileNotFoundError(
+            "model.backbone.pretrained='imagenet': the weights are neither in the Keras cache ($KERAS_HOME/models, "
+            f"default ~/.keras/models) nor downloadable ({' '.join(str(error).split())}); copy the file named in that "
+            "URL to this machine and set model.backbone.pretrained='imagenet:<path of the file>'"
+        ) from None
+
+
 def load_pretrained_backbone(model: keras.Model, config: ml_collections.ConfigDict) -> None:
-    """Loads `model.backbone.pretrained` into a fresh run's backbone: "imagenet" (keras.applications weights,
-    a download), "tf1:<prefix>" (a checkpoint of the reference TF-resnet / TF-deeplab code) or
-    "keras:<path>" (a backbone saved by `tf_recurrent_seg.pretraining`, e.g. the synthetic pretraining)."""
+    """Loads `model.backbone.pretrained` into a fresh run's backbone: "imagenet" (keras.applications weights from
+    the Keras cache, `$KERAS_HOME/models`, downloaded there once), "imagenet:<path>" (keras.applications' ImageNet
+    weights file at a local path, e.g. `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`: no download),
+    "tf1:<prefix>" (a checkpoint of the reference TF-resnet / TF-deeplab code) or "keras:<path>" (a backbone
+    saved by `tf_recurrent_seg.pretraining`, e.g. the synthetic pretraining)."""
     source = config.model.backbone.get("pretrained")
     if not source:
         return
@@ -176,9 +204,9 @@ def load_pretrained_backbone(model: keras.Model, config: ml_collections.ConfigDi
 
     backbone = model.backbone if workdir_lib.is_referring(config) else model.get_layer("backbone")
     name = config.model.backbone.name
-    if source == "imagenet":
+    if source == "imagenet" or source.startswith("imagenet:"):
         load = {"resnet101": backbones.load_imagenet_weights, "vgg16_largefov": backbones.load_vgg16_imagenet_weights}[name]
-        load(backbone)
+        _load_imagenet_weights(load, backbone, source)
     elif source.startswith("keras:"):
         from tf_recurrent_seg.pretraining import load_keras_backbone
 
@@ -188,7 +216,8 @@ def load_pretrained_backbone(model: keras.Model, config: ml_collections.ConfigDi
         tf1_backbone.load_tf1_backbone_weights(backbone, tf.train.load_checkpoint(source[len("tf1:") :]), scope)
     else:
         raise ValueError(
-            "model.backbone.pretrained must be None, 'imagenet', 'keras:<path>' or 'tf1:<checkpoint prefix>' "
+            "model.backbone.pretrained must be None, 'imagenet', 'imagenet:<weights file>', 'keras:<path>' or "
+            "'tf1:<checkpoint prefix>' "
             f"(resnet101), got {source!r}"
         )
     logging.info("loaded %s backbone weights from %s", name, source)
@@ -618,6 +647,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
     seed = int(train_config.seed)
     if is_chief:
         workdir_lib.save_config(config, workdir)
+        if referring:  # export, predict and evaluate read the run's copy, from any working directory
+            workdir_lib.save_vocabulary(config, workdir)
     keras.utils.set_random_seed(seed)
     # Same seed, same run (`train.deterministic`, default True): deterministic kernels and input order. Off, the
     # input pipelines may reorder elements by thread timing and accelerators may pick faster kernels.

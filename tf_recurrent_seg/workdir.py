@@ -1,6 +1,8 @@
 """The layout of a training run's directory, shared by train, evaluate, export and predict.
 
     <workdir>/config.json        the full ConfigDict the run used
+    <workdir>/vocabulary.txt     referring runs: a copy of config.data.vocabulary, made when training starts, so
+                                 that export, predict and evaluate find it from any working directory
     <workdir>/checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, step)
     <workdir>/model.keras        the final model, written when training ends
     <workdir>/tensorboard/       summaries
@@ -10,6 +12,7 @@
 
 import json
 import os
+import shutil
 
 import keras
 import ml_collections
@@ -20,6 +23,7 @@ MODEL_FILE = "model.keras"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_DIR = "eval"
 VALIDATION_FILE = "validation.json"
+VOCABULARY_FILE = "vocabulary.txt"
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -34,6 +38,30 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training directory")
     with open(path) as file:
         return ml_collections.ConfigDict(json.load(file))
+
+
+def save_vocabulary(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Copies the referring run's vocabulary (config.data.vocabulary, a path relative to the working directory
+    training runs in) to <workdir>/vocabulary.txt; returns the copy's path."""
+    source = config.data.vocabulary
+    if not source or not os.path.isfile(source):
+        raise FileNotFoundError(
+            f"the vocabulary {source!r} (config.data.vocabulary) does not exist (working directory {os.getcwd()})"
+        )
+    os.makedirs(workdir, exist_ok=True)
+    copy = os.path.join(workdir, VOCABULARY_FILE)
+    if os.path.abspath(source) != os.path.abspath(copy):
+        shutil.copyfile(source, copy)
+    return copy
+
+
+def vocabulary_path(workdir: str, config: ml_collections.ConfigDict) -> str | None:
+    """The vocabulary a referring run was trained with: its copy in the run directory, else (runs made before
+    the copy existed) config.data.vocabulary as written, relative to the working directory."""
+    copy = os.path.join(workdir, VOCABULARY_FILE)
+    if os.path.isfile(copy):
+        return copy
+    return config.get("data", {}).get("vocabulary") or None
 
 
 def save_validation_log(entries: list[dict], workdir: str) -> None:

@@ -323,14 +323,17 @@ def transfer_keras_applications_weights(backbone: keras.Model, source: keras.Mod
         )
 
 
-def load_imagenet_weights(backbone: keras.Model) -> None:
-    """Loads keras.applications' ImageNet ResNet-101 weights into `backbone` (downloads them once).
+def load_imagenet_weights(backbone: keras.Model, weights: str = "imagenet") -> None:
+    """Loads keras.applications' ImageNet ResNet-101 weights into `backbone`.
 
     Build the backbone with `padding="explicit"` and `bn_epsilon=1.001e-5` to compute exactly what
     keras.applications computes; feed `keras.applications.resnet.preprocess_input` images (Caffe BGR mean).
 
     Args:
         backbone: a paper-size (blocks (3, 4, 23, 3), width 64) model from `build_resnet101`.
+        weights: "imagenet" (keras.applications' file from the Keras cache, `$KERAS_HOME/models`, downloaded
+            there once) or the path of that file, read offline: `resnet101_weights_tf_dim_ordering_tf_kernels.h5`
+            for a backbone with fc1000 (resnet variant), `..._notop.h5` without (deeplab variant).
 
     Example:
     >>> config = backbone_config("resnet")  # doctest: +SKIP
@@ -339,5 +342,5 @@ def load_imagenet_weights(backbone: keras.Model) -> None:
     >>> load_imagenet_weights(backbone)  # doctest: +SKIP
     """
     has_classifier = any(layer.name == "fc1000" for layer in backbone.layers)
-    source = keras.applications.ResNet101(weights="imagenet", include_top=has_classifier)
+    source = keras.applications.ResNet101(weights=weights, include_top=has_classifier)
     transfer_keras_applications_weights(backbone, source)

@@ -1,7 +1,7 @@
 """VGG-16 "DeepLab-LargeFOV" (Chen et al. 2015), the base network of LG-LSTM on Horse-Cow (paper §4.1).
 
-The network is VGG-16's 13 convolutions followed by two fully convolutional layers (REFERENCE.md "LG-LSTM",
-"Settings (paper §4.1)"):
+The network is VGG-16's 13 convolutions followed by two fully convolutional layers (LG-LSTM paper §4.1;
+docs/reference_conventions.md#lg-lstm-training):
 
 - conv1_1 .. conv5_3: 3x3 convolutions with ReLU, as VGG-16, named as in `keras.applications.VGG16`
   (`block1_conv1` .. `block5_conv3`), so ImageNet weights move over by name;
@@ -232,18 +232,21 @@ def transfer_vgg16_weights(backbone: keras.Model, source: keras.Model) -> None:
         layer.set_weights(values)
 
 
-def load_vgg16_imagenet_weights(backbone: keras.Model) -> None:
-    """Loads keras.applications' ImageNet VGG-16 weights into conv1_1 .. conv5_3 (downloads them once).
+def load_vgg16_imagenet_weights(backbone: keras.Model, weights: str = "imagenet") -> None:
+    """Loads keras.applications' ImageNet VGG-16 weights into conv1_1 .. conv5_3.
 
     Feed the backbone `keras.applications.vgg16.preprocess_input` images (BGR, Caffe ImageNet mean
     subtracted). fc6 and fc7 keep the paper's initialisation (see `transfer_vgg16_weights`).
 
     Args:
         backbone: a model from `build_vgg16_largefov`.
+        weights: "imagenet" (keras.applications' file from the Keras cache, `$KERAS_HOME/models`, downloaded
+            there once) or the path of that file, `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`
+            (the convolutions without the classifier), read offline.
 
     Example:
     >>> backbone = build_vgg16_largefov(vgg_backbone_config())  # doctest: +SKIP
     >>> load_vgg16_imagenet_weights(backbone)  # doctest: +SKIP
     """
-    source = keras.applications.VGG16(weights="imagenet", include_top=False)
+    source = keras.applications.VGG16(weights=weights, include_top=False)
     transfer_vgg16_weights(backbone, source)

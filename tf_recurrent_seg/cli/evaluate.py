@@ -6,10 +6,10 @@
 Loads the run's model (`workdir.load_model`: model.keras, else the latest checkpoint) and config, runs
 `evaluation.evaluate` over `config.data.eval_records` (or --eval_records), writes `<out_dir>/metrics.json`
 and `<out_dir>/tables.md` (default out_dir `<workdir>/eval`) and prints the tables. Referring runs report
-overall IoU, precision@0.5..0.9 (and mean IoU) overall and per expression length (RMI Tables 1-5); parsing
-runs the per-class IoU / accuracy / precision / recall / F-1 tables (LG-LSTM Tables 1-4). --crf adds the
-DenseCRF-refined rows (needs pydensecrf: the `crf` extra). --baseline points at another run (its workdir,
-eval directory or metrics.json) whose rows and relative gains per length group appear in the tables.
+overall IoU, precision@0.5..0.9 (and mean IoU) overall and per expression length in tokens (RMI Tables
+1-5); parsing runs the per-class IoU / accuracy / precision / recall / F-1 tables (LG-LSTM Tables 1-4). --crf
+adds the DenseCRF-refined rows (needs pydensecrf: the `crf` extra). --baseline points at another run (its
+workdir, eval directory or metrics.json) whose rows and relative gains per length group appear in the tables.
 """
 
 import os
@@ -45,6 +45,8 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
 
     values = flag_values
     model, config = workdir.load_model(values.workdir)
+    if workdir.is_referring(config):  # the run's copy of its vocabulary, found from any working directory
+        config.data.vocabulary = workdir.vocabulary_path(values.workdir, config)
     baseline = evaluation.load_results(values.baseline) if values.baseline else None
     out_dir = values.out_dir or os.path.join(values.workdir, workdir.EVAL_DIR)
     results = evaluation.evaluate(

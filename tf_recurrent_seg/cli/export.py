@@ -40,8 +40,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         **fv,
     )
     flags.DEFINE_string(
-        "vocabulary", None, "Referring models: the vocabulary file; default the config's data.vocabulary (a path "
-        "relative to where training ran).", **fv,
+        "vocabulary", None, "Referring models: the vocabulary file; default the run's copy <workdir>/vocabulary.txt "
+        "(runs trained before it existed: the config's data.vocabulary, a path relative to where training ran).", **fv,
     )
     flags.DEFINE_bool(
         "exact_resize", True, "Pillow-exact bilinear resize in the serving graph, as the evaluation; False: the faster "
@@ -82,7 +82,7 @@ def export_run(
 ) -> dict[str, str]:
     """Exports the run in `workdir`; returns {"saved_model": path[, "tflite": path]}."""
     from tf_recurrent_seg.export import convert_referring_to_tflite, convert_to_tflite, export_saved_model
-    from tf_recurrent_seg.workdir import is_referring, load_config, load_model
+    from tf_recurrent_seg.workdir import VOCABULARY_FILE, is_referring, load_config, load_model, vocabulary_path
 
     export_dir = export_dir or default_export_dir(workdir)
     version = next_version(export_dir) if version is None else version
@@ -91,13 +91,14 @@ def export_run(
     saved_model_dir = os.path.join(export_dir, str(version))
     if os.path.exists(saved_model_dir):
         raise FileExistsError(f"{saved_model_dir} exists: pass another --version (TF Serving serves the highest)")
-    referring = is_referring(load_config(workdir))
+    run_config = load_config(workdir)
+    referring = is_referring(run_config)
     if referring and vocabulary is None:  # checked before the (slower) model load
-        configured = load_config(workdir).data.get("vocabulary")
-        if not configured or not os.path.exists(configured):
+        vocabulary = vocabulary_path(workdir, run_config)  # the run's copy, else config.data.vocabulary
+        if not vocabulary or not os.path.isfile(vocabulary):
             raise FileNotFoundError(
-                f"the run's vocabulary {configured!r} (config.data.vocabulary) is not found from {os.getcwd()}; "
-                "pass --vocabulary"
+                f"the run's vocabulary is found neither in {os.path.join(workdir, VOCABULARY_FILE)} nor at "
+                f"{vocabulary!r} (config.data.vocabulary) from {os.getcwd()}; pass --vocabulary"
             )
     model, config = load_model(workdir)
     logging.info("Exporting %s (%s) to %s", workdir, config.model.name, saved_model_dir)

@@ -9,13 +9,14 @@
 The model comes from a run directory (`--workdir`: model.keras, else the latest checkpoint; config.json) or
 from `--model PATH.keras --config_json PATH` (a referring model carries its config, so `--config_json` may
 be left out for one). Everything else comes from the run's config: the input size (model.image_size), the
-normalisation (data.normalization), the vocabulary (data.vocabulary, or `--vocabulary`) and the tokenizer
-(data.strip_pieces).
+normalisation (data.normalization), the vocabulary (the run's copy `<workdir>/vocabulary.txt`, else
+data.vocabulary, or `--vocabulary`) and the tokenizer (data.strip_pieces).
 
-Inference follows the evaluation protocol (REFERENCE.md "Evaluation"): resize keeping the aspect ratio and
-centre zero-pad to image_size, normalise, run the model, threshold the upsampled logits at 0 (referring)
-or take the argmax (parsing), then undo the resize-and-pad (nearest) to the original size. `--crf` runs
-the reference DenseCRF (`tf_recurrent_seg.crf`) on the padded image first, as the reference code does.
+Inference follows the evaluation protocol (docs/reference_conventions.md#referring-evaluation): resize
+keeping the aspect ratio and centre zero-pad to image_size, normalise, run the model, threshold the
+upsampled logits at 0 (referring) or take the argmax (parsing), then undo the resize-and-pad (nearest) to
+the original size. `--crf` runs the reference DenseCRF (`tf_recurrent_seg.crf`) on the padded image first,
+as the reference code does.
 
 Outputs, next to `--output` (which must end in .png):
 - referring: OUTPUT (the mask blended in red over the image); with `--steps` (RMI only) also
@@ -56,7 +57,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string("workdir", None, "Training run directory (config.json + model.keras or checkpoints/).", flag_values=flag_values)
     flags.DEFINE_string("model", None, "A saved .keras model (instead of --workdir).", flag_values=flag_values)
     flags.DEFINE_string("config_json", None, "The run's config.json, with --model.", flag_values=flag_values)
-    flags.DEFINE_string("vocabulary", None, "Vocabulary file; default: the config's data.vocabulary.", flag_values=flag_values)
+    flags.DEFINE_string(
+        "vocabulary", None, "Vocabulary file; default: the run's copy <workdir>/vocabulary.txt, else the config's "
+        "data.vocabulary.", flag_values=flag_values,
+    )
     flags.DEFINE_string("image", None, "The input image (any format Pillow reads).", flag_values=flag_values)
     flags.DEFINE_integer(
         "max_image_pixels", MAX_IMAGE_PIXELS, "Refuse an image whose header declares more pixels (decompression "
@@ -180,6 +184,11 @@ def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -
         if not os.path.exists(override):
             raise app.UsageError(f"--vocabulary: {override} does not exist")
         return override
+    # The run's copy (made when training starts; workdir.VOCABULARY_FILE, not imported: workdir loads Keras) first;
+    # runs trained before it existed: data.vocabulary.
+    run_copy = os.path.join(workdir, "vocabulary.txt") if workdir else None
+    if run_copy and os.path.isfile(run_copy):
+        return run_copy
     path = config.data.get("vocabulary") if "data" in config else None
     if not path:
         raise app.UsageError("the config has no data.vocabulary: pass --vocabulary")

@@ -11,47 +11,11 @@ reads the shards round-robin, which is the conversion order of `records.ShardedR
     parallel resize / augmentation on uint8 -> batch (grouped by expression length for referring training)
     -> normalisation of the whole batch (vectorised) -> prefetch.
 
-Decisions (REFERENCE.md "Image preprocessing", `preprocessing.py`):
-- Resize-and-pad placement is computed exactly as `preprocessing.resize_and_pad` (float64 scale
-  min(S/h, S/w), sizes rounded half-to-even like Python's `round`, pad top/left = floor((S - new) / 2)).
-- Image resize follows Pillow's BILINEAR (what the numpy `resize_and_pad` uses: an antialiased triangle
-  filter, rounded to uint8). Default: one float pass of `tf.image.resize(antialias=True)` (the same filter),
-  rounded half up: within 1 grey level of Pillow. `exact_resize=True`: Pillow's own algorithm (two separable
-  passes with its 22-bit fixed-point weights, each rounded to uint8, in Pillow 13's pass order), bit-exact
-  with `preprocessing.resize_and_pad`, at 0.6-0.9x the default's throughput (benchmarks/pipeline.py).
-- Mask ("masks the same way, then > 0"): resized by the same bilinear filter as a 4th channel of the image
-  (one resize for both), rounded to uint8 like Pillow, then > 0, i.e. interpolated value >= 0.5. Exact mode:
-  equal to `resize_and_pad(mask)[0] > 0`; default: differs on boundary ties only (<= 1.5% of the mask area
-  in the tests, 0.3% on average). Nearest neighbour was not used: it is not what the reference does and
-  differs on more boundary pixels.
-- Label maps (parsing) are resized with nearest neighbour reproducing PIL's NEAREST exactly (PIL steps
-  through source coordinates by repeated float64 addition; `tf.image.resize(method="nearest")` multiplies and
-  picks a different source pixel for ~20% of size pairs). `undo_resize_and_pad` uses the same nearest rule,
-  so it equals `preprocessing.unpad_and_resize`.
-- Padding is 0 in the raw image (so -mean after normalisation, as in the reference), 0 in masks, 255
-  (ignore) in parsing labels. Parsing training crops pad bottom/right (DeepLab convention) with 0 / 255.
-- Normalisation after batching: "caffe" = RGB->BGR minus (104.00698793, 116.66876762, 122.67891434) (the
-  Caffe ResNet/DeepLab mean); "keras_resnet" = `keras.applications.resnet.preprocess_input`, which is also
-  BGR minus a mean but the ImageNet one (103.939, 116.779, 123.68), no scaling; "caffe_vgg" =
-  `keras.applications.vgg16.preprocess_input`, the same BGR ImageNet mean. All three exact in float32.
-- Tokenisation runs in the graph and equals `Vocabulary.encode`: split on `(\\W+)` with ASCII `\\W`
-  (byte classes, so no sentinel character can collide with the text), UTF-8 lowercasing, stripping with
-  Python's full `str.strip()` whitespace set (29 code points, RE2 class), empty pieces dropped, one final
-  "." dropped, first `max_words` ids, left-padded with 0; lookup through a `tf.lookup.StaticHashTable` that
-  resolves duplicate tokens like the Vocabulary ("last" id). `strip_pieces=False` reproduces the authors'
-  unstripped pieces.
-- Bad input never stops the run. Each record is parsed and decoded inside a one-element dataset with
-  `ignore_errors(log_warning=True)` followed by a sentinel, so a record that fails (malformed Example,
-  corrupt/truncated image or mask) is replaced by a sentinel whose status says why; explicit checks flag a
-  mask/label map whose size differs from the image, an expression with no tokens, and (parsing) label ids
-  outside [0, num_classes) and not 255. Flagged records are dropped by a filter that logs a warning naming
-  the shard and record index and counts it per reason in a `SkipCounter` (pass `skip_counter=` to read the
-  counts). Counts are per record READ: with `repeat`, a bad record is counted once per epoch. A shard whose
-  TFRecord framing is broken (truncated file, CRC error: DataLossError) ends early with TensorFlow's logged
-  warning when training, and raises when evaluating (an evaluation must see every example; the manifest's
-  SHA-256 per shard tells which file is damaged). The filter logs and counts through `tf.py_function`, so
-  a pipeline runs in the Python process that built it (no tf.data service); with several replicas, build
-  it per worker through `strategy.distribute_datasets_from_function` and `input_context`.
+How each stage treats images, masks, label maps, padding, normalisation, tokenisation and bad records,
+and why: docs/input_pipeline.md. In short: placement and image resize as `preprocessing.resize_and_pad`
+(Pillow BILINEAR; `exact_resize=True` is bit-exact, the default within 1 grey level), masks through the same
+filter then > 0, label maps with PIL-exact nearest neighbour, tokens exactly as `Vocabulary.encode`; bad
+records are logged, counted per reason (`skip_counter=`) and dropped, never fatal.
 
 Element structures (S = image_size, B = batch size, T = max_words):
     referring, training:   ({"image": (B,S,S,3) float32, "tokens": (B,T) int32}, {"mask": (B,S,S) float32})
@@ -323,7 +287,8 @@ def undo_resize_and_pad(prediction: tf.Tensor, placement, original_size, method:
 
     Crops the placed region (top, left, new_h, new_w) and resizes it to `original_size` (height, width).
     "nearest" (label maps, 0/1 masks; any dtype) equals `preprocessing.unpad_and_resize`; "bilinear" (float
-    logits/probabilities, threshold afterwards) uses `tf.image.resize`'s half-pixel bilinear.
+    logits/probabilities, threshold afterwards) uses `tf.image.resize`'s half-pixel bilinear. How this differs
+    from the RMI authors' scale-and-centre-crop, and when it matters: docs/decisions.md#evaluation-map-back.
     """
     prediction = tf.convert_to_tensor(prediction)
     placement = tf.cast(placement, tf.int32)

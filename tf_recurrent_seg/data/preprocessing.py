@@ -1,9 +1,9 @@
-"""Image preprocessing the reference weights expect (REFERENCE.md "Image preprocessing")."""
+"""Image preprocessing the reference weights expect (docs/reference_conventions.md#image-preprocessing)."""
 
 import numpy as np
 from PIL import Image
 
-# Caffe ResNet/DeepLab weights: BGR channel means, no scaling (TF1_CHECKPOINTS.md §1.3).
+# Caffe ResNet/DeepLab weights: BGR channel means, no scaling (docs/reference_conventions.md#image-preprocessing).
 CAFFE_BGR_MEAN = np.array([104.00698793, 116.66876762, 122.67891434], np.float32)
 
 
@@ -38,7 +38,9 @@ def resize_and_pad(image: np.ndarray, size: int, resample: int = Image.BILINEAR)
 
 
 def unpad_and_resize(padded_mask: np.ndarray, placement: tuple[int, int, int, int], original_size: tuple[int, int]) -> np.ndarray:
-    """Inverse of `resize_and_pad` for a label map: crop the placed region, resize to the original (nearest)."""
+    """Inverse of `resize_and_pad` for a label map: crop the placed region, resize to the original (nearest).
+
+    Not the RMI authors' scale-and-centre-crop; the difference: docs/decisions.md#evaluation-map-back."""
     top, left, new_h, new_w = placement
     crop = np.ascontiguousarray(padded_mask[top : top + new_h, left : left + new_w])
     height, width = original_size

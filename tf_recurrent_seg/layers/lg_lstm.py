@@ -16,13 +16,13 @@ and ran faster (benchmarks/lg_lstm.py prints both).
 
 import keras
 
-# Offsets (dy, dx) from the receiving position to each neighbour, in slot order (REFERENCE.md "LG-LSTM").
+# Offsets (dy, dx) from the receiving position to each neighbour, in slot order (docs/equations.md#lg-lstm-input-state).
 NEIGHBOURHOODS = {
     8: ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)),
     4: ((-1, -1), (-1, 0), (-1, 1), (0, -1)),  # the paper's "local 4": top-left, top, top-right, left
     2: ((-1, 0), (0, -1)),  # "local 2": top, left
 }
-HIDDEN_FORMS = ("grid", "standard")  # tanh(o * m') as the paper writes (Grid LSTM), or o * tanh(m')
+HIDDEN_FORMS = ("grid", "standard")  # tanh(o * m') (Grid LSTM, docs/decisions.md#lg-lstm-hidden-form), or o * tanh(m')
 GRID_CELLS = 3  # the global hidden cells come from a 3x3 grid (§3.2.2)
 
 
@@ -166,7 +166,7 @@ class TransitionLayer(_LocalGlobalBase):
         hidden_form: "grid" (h = tanh(o * m), the paper's form) or "standard" (h = o * tanh(m)).
         distinct_spatial_weights: one weight matrix per direction (default). With one shared matrix all
             directions would hold identical memories forever (same input, weights and zero start), so the
-            eight directions would collapse into one (REFERENCE.md "Transition layer and weight sharing").
+            eight directions would collapse into one (docs/decisions.md#transition-layer-weights).
         kernel_initializer: "lstm_uniform" (uniform [-0.1, 0.1], §4.1) or a Keras initializer.
 
     Returns (from `call(features)`): [H (B, H, W, D_H), spatial memory (B, H, W, k, d), depth memory (B, H, W, d)].

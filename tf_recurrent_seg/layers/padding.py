@@ -1,4 +1,4 @@
-"""Handling of left-padded token sequences (`<pad>` = 0 in front, REFERENCE.md "Padding")."""
+"""Handling of left-padded token sequences (`<pad>` = 0 in front, docs/reference_conventions.md#padding)."""
 
 import keras
 

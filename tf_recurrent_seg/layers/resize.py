@@ -13,7 +13,7 @@ def resize_bilinear(images: tf.Tensor, size: tuple[int, int], convention: str) -
         size: output (height, width).
         convention: 'half_pixel' samples output pixel i at input coordinate (i + 0.5) * in/out - 0.5
             (`tf.image.resize`); 'reference' samples it at i * in/out, as TF1's `resize_bilinear`
-            with align_corners=False did in the authors' code (REFERENCE.md "Resize convention").
+            with align_corners=False did in the authors' code (docs/reference_conventions.md#resize-convention).
     """
     if convention == "half_pixel":
         return tf.image.resize(images, size, method="bilinear")

@@ -8,8 +8,8 @@ def spatial_coordinates(height: int, width: int) -> np.ndarray:
     """Returns the (height, width, 8) float32 coordinate map.
 
     For the cell at row h, column w: xmin = 2w/W - 1, xmax = 2(w+1)/W - 1, xctr = (xmin + xmax)/2, and
-    likewise for y; channels are [xmin, ymin, xmax, ymax, xctr, yctr, 1/W, 1/H] (REFERENCE.md "Spatial
-    coordinates"). Computed in float64 and stored as float32, as the reference code does.
+    likewise for y; channels are [xmin, ymin, xmax, ymax, xctr, yctr, 1/W, 1/H] (docs/equations.md#spatial-coordinates).
+    Computed in float64 and stored as float32, as the reference code does.
     """
     xmin = 2.0 * np.arange(width) / width - 1.0
     xmax = 2.0 * (np.arange(width) + 1) / width - 1.0
