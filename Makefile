@@ -4,7 +4,7 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo showcase test test-large bench clean
+.PHONY: demo showcase lint format test test-large bench clean
 
 $(VENV_PYTHON):
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ demo: $(INSTALLED)
 showcase: $(INSTALLED)
 	$(VENV_PYTHON) -m tf_recurrent_seg.showcase $(SHOWCASE_FLAGS)
 
-test: $(INSTALLED)
+# ruff (a test extra) formats and lints the tree; settings in pyproject.toml.
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
 	$(VENV_PYTHON) -m pytest -q --durations=10 $(PYTEST_FLAGS)
 
 test-large: $(INSTALLED)

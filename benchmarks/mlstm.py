@@ -47,12 +47,14 @@ def naive_head(head):
         hidden = tf.zeros((height * width, cell.units))
         memory = tf.zeros((height * width, cell.units))
         for t in range(tokens.shape[1]):  # the reference's 20 steps, pad steps skipped by a cond
+
             def step(hidden=hidden, memory=memory, t=t):
                 word = tf.broadcast_to(words[t], (height * width, words.shape[-1]))
                 gates = tf.matmul(tf.concat([pixels, word, hidden], axis=1), kernel) + cell.bias
                 i, j, f, o = tf.split(gates, 4, axis=1)
                 new_memory = tf.sigmoid(f + cell.forget_bias) * memory + tf.sigmoid(i) * tf.tanh(j)
                 return tf.sigmoid(o) * tf.tanh(new_memory), new_memory
+
             hidden, memory = tf.cond(tokens[0, t] == 0, lambda: (hidden, memory), step)
         hidden = tf.reshape(hidden, (1, height, width, cell.units))
         return classifier(tf.nn.relu(atanh(hidden)))
@@ -87,7 +89,9 @@ def main():
 
     factorized = tf.function(lambda v, t: head({"visual_features": v, "tokens": t})["logits_lowres"])
     naive = naive_head(head)
-    max_abs_diff = float(np.max(np.abs(np.asarray(naive(visual, tokens_20)) - np.asarray(factorized(visual, tokens_20)))))
+    max_abs_diff = float(
+        np.max(np.abs(np.asarray(naive(visual, tokens_20)) - np.asarray(factorized(visual, tokens_20))))
+    )
     naive_ms = min_ms(naive, visual, tokens_20)
     ms_20 = min_ms(factorized, visual, tokens_20)
     ms_3 = min_ms(factorized, visual, tokens_3)

@@ -34,7 +34,9 @@ from tf_recurrent_seg.text import Vocabulary
 
 REFERRING_SIZES = [(480, 640), (640, 480), (427, 640), (375, 500), (612, 612)]
 PARSING_SIZES = [(600, 400), (450, 300), (640, 480), (375, 250)]
-WORDS = "the man woman left right on in of with red blue small big dog cat car chair table white black near front".split()
+WORDS = (
+    "the man woman left right on in of with red blue small big dog cat car chair table white black near front".split()
+)
 ATR_PAIRS = ((9, 10), (12, 13), (14, 15))
 
 
@@ -55,7 +57,9 @@ def synthetic_image(rng, height, width):
 
 def encode(image, image_format):
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format=image_format.upper(), **({"quality": 90} if image_format == "jpeg" else {}))
+    Image.fromarray(image).save(
+        buffer, format=image_format.upper(), **({"quality": 90} if image_format == "jpeg" else {})
+    )
     return buffer.getvalue()
 
 
@@ -68,17 +72,40 @@ def write_records(directory, count, image_format, seed=0):
             image, shapes = synthetic_image(rng, height, width)
             words = rng.choice(WORDS, int(rng.integers(1, 16))).tolist()
             expression = " ".join(words) + (", " + " ".join(words[:2]) if index % 3 == 0 else "") + "."
-            writer.write(records.referring_example(
-                encode(image, image_format), height, width, f"{index}.{image_format}", (shapes == 1).astype(np.uint8),
-                expression, index, index, "synthetic", "train"))
+            writer.write(
+                records.referring_example(
+                    encode(image, image_format),
+                    height,
+                    width,
+                    f"{index}.{image_format}",
+                    (shapes == 1).astype(np.uint8),
+                    expression,
+                    index,
+                    index,
+                    "synthetic",
+                    "train",
+                )
+            )
     class_names = [str(i) for i in range(18)]
-    with records.ShardedRecordWriter(parsing_prefix, 8, task="parsing", source="synthetic", class_names=class_names) as writer:
+    with records.ShardedRecordWriter(
+        parsing_prefix, 8, task="parsing", source="synthetic", class_names=class_names
+    ) as writer:
         for index in range(count):
             height, width = PARSING_SIZES[index % len(PARSING_SIZES)]
             image, shapes = synthetic_image(rng, height, width)
             labels = (shapes * 3 % 18).astype(np.uint8)
-            writer.write(records.parsing_example(
-                encode(image, image_format), height, width, f"{index}.{image_format}", labels, 18, "synthetic", "train"))
+            writer.write(
+                records.parsing_example(
+                    encode(image, image_format),
+                    height,
+                    width,
+                    f"{index}.{image_format}",
+                    labels,
+                    18,
+                    "synthetic",
+                    "train",
+                )
+            )
     return referring_prefix, parsing_prefix
 
 
@@ -112,12 +139,17 @@ def stage_rates(referring_prefix, vocabulary, examples):
         def fn(record):
             parsed = records.decode_referring(record)
             return pipeline.resize_and_pad_image_and_mask(parsed["image"], parsed["mask"], 320, exact=exact)[0]
+
         return fn
 
     def tokenize(record):
-        return pipeline.encode_tf(tf.io.parse_single_example(record, records.REFERRING_FEATURES)["expression/raw"], table)[0]
+        return pipeline.encode_tf(
+            tf.io.parse_single_example(record, records.REFERRING_FEATURES)["expression/raw"], table
+        )[0]
 
-    exact = pipeline.referring_dataset(referring_prefix, vocabulary, training=True, batch_size=8, seed=0, exact_resize=True)
+    exact = pipeline.referring_dataset(
+        referring_prefix, vocabulary, training=True, batch_size=8, seed=0, exact_resize=True
+    )
     return {
         "decode_per_s": rate(decode),
         "decode_resize_per_s": rate(resize(False)),
@@ -141,7 +173,8 @@ def main():
         write_s = time.perf_counter() - start
         referring = pipeline.referring_dataset(referring_prefix, vocabulary, training=True, batch_size=8, seed=0)
         parsing = pipeline.parsing_dataset(
-            parsing_prefix, training=True, batch_size=8, num_classes=18, left_right_pairs=ATR_PAIRS, seed=0)
+            parsing_prefix, training=True, batch_size=8, num_classes=18, left_right_pairs=ATR_PAIRS, seed=0
+        )
         result = {
             "rmi_examples_per_s": round(examples_per_s(referring, args.examples, 8), 1),
             "parsing_examples_per_s": round(examples_per_s(parsing, args.examples, 8), 1),

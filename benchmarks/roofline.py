@@ -58,8 +58,20 @@ FRACTION_TARGET = 0.5
 WORDS = 20
 # Ops that mean the graph holds (lowered) control flow, whose bodies the profiler would count once.
 CONTROL_FLOW_OPS = frozenset(
-    {"While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase",
-     "Enter", "Exit", "NextIteration", "LoopCond", "Switch", "Merge"}
+    {
+        "While",
+        "StatelessWhile",
+        "If",
+        "StatelessIf",
+        "Case",
+        "StatelessCase",
+        "Enter",
+        "Exit",
+        "NextIteration",
+        "LoopCond",
+        "Switch",
+        "Merge",
+    }
 )
 
 
@@ -213,17 +225,19 @@ def measure_rmi(repeats: int, rng) -> dict:
     features_spec = tf.TensorSpec((1, side, side, model_config.backbone.classifier_units), tf.float32)
 
     # Counted on the unrolled twin (same layers and shapes; the looped model's while loop hides its body).
-    unrolled_config = referring_config("rmi", "resnet")
-    unrolled_config.model.fixed_steps = True
-    unrolled = build_rmi(unrolled_config)
-    total = count_flops(lambda x, t: unrolled({"image": x, "tokens": t}), [image_spec, tokens_spec])
-    backbone_count = count_flops(lambda x: unrolled.backbone(x), [image_spec])
-    head_count = count_flops(
-        lambda f, t: unrolled.head({"visual_features": f, "tokens": t}), [features_spec, tokens_spec]
-    )
-    analytic = conv_layer_flops(unrolled) + rmi_recurrent_flops(model_config, WORDS)
-    backbone_convs = conv_layer_flops(unrolled.backbone)
-    del unrolled
+    def count_unrolled() -> tuple[int, int, int, int, int]:
+        unrolled_config = referring_config("rmi", "resnet")
+        unrolled_config.model.fixed_steps = True
+        unrolled = build_rmi(unrolled_config)  # freed on return, before the timed model is built
+        return (
+            count_flops(lambda x, t: unrolled({"image": x, "tokens": t}), [image_spec, tokens_spec]),
+            count_flops(lambda x: unrolled.backbone(x), [image_spec]),
+            count_flops(lambda f, t: unrolled.head({"visual_features": f, "tokens": t}), [features_spec, tokens_spec]),
+            conv_layer_flops(unrolled) + rmi_recurrent_flops(model_config, WORDS),
+            conv_layer_flops(unrolled.backbone),
+        )
+
+    total, backbone_count, head_count, analytic, backbone_convs = count_unrolled()
 
     model = build_rmi(config)  # what is timed: the package's model as configured (trimmed, looped)
     forward = tf.function(lambda x, t: model({"image": x, "tokens": t}))
@@ -286,9 +300,7 @@ def summarize(measured: dict, matmul_rate: float) -> dict:
         backbone_conv_gflops=round(measured["backbone_conv_flops"] / 1e9, 2),
         gflops_by_op=_gflops_by_op(count["by_op"]),
         ops_missing_shape=len(count["missing_shape"]),
-        parts={
-            name: _rates(part_flops, ms, matmul_rate) for name, (part_flops, ms) in measured["parts"].items()
-        },
+        parts={name: _rates(part_flops, ms, matmul_rate) for name, (part_flops, ms) in measured["parts"].items()},
     )
     return result
 

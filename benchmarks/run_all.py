@@ -54,8 +54,15 @@ KEY_NUMBERS = {
         "lg_lstm.ms",
         "lg_lstm.achieved_gflops_per_s",
     ],
-    "train_step": ["cached_steps_per_second", "full_steps_per_second", "speedup_cached_over_full", "demo_lstm_ms",
-                   "demo_rmi_ms", "demo_rmi_over_lstm", "demo_rmi_speedup_from_allocator"],
+    "train_step": [
+        "cached_steps_per_second",
+        "full_steps_per_second",
+        "speedup_cached_over_full",
+        "demo_lstm_ms",
+        "demo_rmi_ms",
+        "demo_rmi_over_lstm",
+        "demo_rmi_speedup_from_allocator",
+    ],
 }
 COMPARISONS = {">=": lambda value, threshold: value >= threshold, "<=": lambda value, threshold: value <= threshold}
 
@@ -120,7 +127,11 @@ def check_targets(name: str, result: dict) -> list[dict]:
     checks = []
     for key, op, threshold in TARGETS.get(name, []):
         value = lookup(result, key)
-        met = None if not isinstance(value, (int, float)) or isinstance(value, bool) else COMPARISONS[op](value, threshold)
+        met = (
+            None
+            if not isinstance(value, (int, float)) or isinstance(value, bool)
+            else COMPARISONS[op](value, threshold)
+        )
         checks.append({"key": key, "op": op, "threshold": threshold, "value": value, "met": met})
     return checks
 
@@ -133,9 +144,12 @@ def machine_info() -> dict:
             return None
 
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
@@ -182,7 +196,9 @@ def markdown_table(results: dict, machine: dict, wall_seconds: dict) -> str:
     for name, result in results.items():
         seconds = _format(round(wall_seconds.get(name, 0.0), 1))
         if "error" in result:
-            targets = ", ".join(f"{key} {op} {_format(threshold)}" for key, op, threshold in TARGETS.get(name, [])) or "none"
+            targets = (
+                ", ".join(f"{key} {op} {_format(threshold)}" for key, op, threshold in TARGETS.get(name, [])) or "none"
+            )
             stderr = result.get("stderr_tail", "").strip().splitlines()
             detail = f": `{stderr[-1][:160]}`" if stderr else ""
             lines.append(f"| {name} | **FAILED** ({result['error']}){detail} | {targets} | failed | {seconds} |")

@@ -53,12 +53,13 @@ def main() -> None:
     rng = np.random.default_rng(0)
     size, side = config.model.image_size, feature_size(config.model)
     tokens = np.zeros((1, config.model.max_words), np.int32)  # left-padded
-    tokens[0, -args.words:] = rng.integers(4, config.model.vocabulary_size, args.words)
+    tokens[0, -args.words :] = rng.integers(4, config.model.vocabulary_size, args.words)
     mask = (rng.random((1, size, size)) > 0.7).astype(np.float32)
     res5c_channels = training.cached_feature_extractor(model).output.shape[-1]
     inputs = {
         "cached": (
-            {"backbone_features": rng.random((1, side, side, res5c_channels), np.float32), "tokens": tokens}, {"mask": mask}
+            {"backbone_features": rng.random((1, side, side, res5c_channels), np.float32), "tokens": tokens},
+            {"mask": mask},
         ),
         "full": ({"image": rng.normal(0, 50, (1, size, size, 3)).astype(np.float32), "tokens": tokens}, {"mask": mask}),
     }
@@ -71,9 +72,16 @@ def main() -> None:
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
 
-    result = {"benchmark": "rmi_train_step", "variant": args.variant, "image_size": size, "feature_size": side,
-              "res5c_channels": int(res5c_channels), "batch_size": 1, "words": args.words,
-              "build_seconds": round(build_seconds, 2)}
+    result = {
+        "benchmark": "rmi_train_step",
+        "variant": args.variant,
+        "image_size": size,
+        "feature_size": side,
+        "res5c_channels": int(res5c_channels),
+        "batch_size": 1,
+        "words": args.words,
+        "build_seconds": round(build_seconds, 2),
+    }
     for name, steps in (("cached", args.cached_steps), ("full", args.full_steps)):
         features, targets = (tf.nest.map_structure(tf.constant, part) for part in inputs[name])
         start = time.perf_counter()
@@ -90,8 +98,12 @@ def main() -> None:
         result[f"{name}_timed_steps"] = steps
     result["speedup_cached_over_full"] = round(result["cached_steps_per_second"] / result["full_steps_per_second"], 2)
     result.update(demo_timings)
-    result.update(tensorflow=tf.__version__, cpu_count=os.cpu_count(), machine=platform.machine(),
-                  gpus=len(tf.config.list_physical_devices("GPU")))
+    result.update(
+        tensorflow=tf.__version__,
+        cpu_count=os.cpu_count(),
+        machine=platform.machine(),
+        gpus=len(tf.config.list_physical_devices("GPU")),
+    )
     print(json.dumps(result))
 
 

@@ -1,6 +1,7 @@
 """Table 5's conv baselines on Horse-Cow (PASCAL-Part): "VGG16" (the DeepLab-LargeFOV base and one 1x1 prediction conv).
 
-    python -m tf_recurrent_seg.cli.train --config=configs/conv_baseline_horse_cow_vgg.py --workdir=runs/conv_baseline_horse_cow_vgg
+    python -m tf_recurrent_seg.cli.train --config=configs/conv_baseline_horse_cow_vgg.py \\
+        --workdir=runs/conv_baseline_horse_cow_vgg
 
 Variants, comma-separated: `extra` (Table 5 "VGG16 extra conv": five 3x3 convs of 576 filters before the
 prediction), `smoke` (every size shrunk for a CPU run in seconds).

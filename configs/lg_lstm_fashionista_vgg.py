@@ -1,7 +1,8 @@
 """LG-LSTM on Fashionista with the DeepLab-LargeFOV VGG-16 base (paper §4.1), and Table 5's ablations.
 
     python -m data_tools.fashionista --output_dir data/fashionista ...   # once
-    python -m tf_recurrent_seg.cli.train --config=configs/lg_lstm_fashionista_vgg.py --workdir=runs/lg_lstm_fashionista_vgg
+    python -m tf_recurrent_seg.cli.train --config=configs/lg_lstm_fashionista_vgg.py \\
+        --workdir=runs/lg_lstm_fashionista_vgg
     python -m tf_recurrent_seg.cli.evaluate --workdir=runs/lg_lstm_fashionista_vgg
 
 Variants, comma-separated: `local4` / `local2` (4 or 2 neighbours), `no_global` (Table 5 "w/o global"), `smoke`

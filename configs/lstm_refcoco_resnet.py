@@ -1,6 +1,7 @@
 """The LSTM baseline (language only, paper §3.2) on RefCOCO (UNC), resnet backbone, paper settings (§4).
 
-    python -m data_tools.refer --dataset refcoco --split_by unc --output_dir data/refcoco_unc ...   # once; then put the vocabulary in data/.../vocabulary.txt
+    python -m data_tools.refer --dataset refcoco --split_by unc \\
+        --output_dir data/refcoco_unc ...   # once; then put the vocabulary in data/.../vocabulary.txt
     python -m tf_recurrent_seg.cli.train --config=configs/lstm_refcoco_resnet.py --workdir=runs/lstm_refcoco_resnet
     python -m tf_recurrent_seg.cli.evaluate --workdir=runs/lstm_refcoco_resnet --crf
 

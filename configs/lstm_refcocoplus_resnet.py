@@ -1,7 +1,9 @@
 """The LSTM baseline (language only, paper §3.2) on RefCOCO+ (UNC+), resnet backbone, paper settings (§4).
 
-    python -m data_tools.refer --dataset refcoco+ --split_by unc --output_dir data/refcoco+_unc ...   # once; then put the vocabulary in data/.../vocabulary.txt
-    python -m tf_recurrent_seg.cli.train --config=configs/lstm_refcocoplus_resnet.py --workdir=runs/lstm_refcocoplus_resnet
+    python -m data_tools.refer --dataset refcoco+ --split_by unc \\
+        --output_dir data/refcoco+_unc ...   # once; then put the vocabulary in data/.../vocabulary.txt
+    python -m tf_recurrent_seg.cli.train --config=configs/lstm_refcocoplus_resnet.py \\
+        --workdir=runs/lstm_refcocoplus_resnet
     python -m tf_recurrent_seg.cli.evaluate --workdir=runs/lstm_refcocoplus_resnet --crf
 
 750k steps at batch 1 (the reference schedule); `--config.train.cache_features=True` trains the head on cached

@@ -1,6 +1,7 @@
 """The LSTM baseline (language only, paper §3.2) on ReferItGame, resnet backbone, paper settings (§4).
 
-    python -m data_tools.referit --output_dir data/referit ...   # once; then put the vocabulary in data/.../vocabulary.txt
+    python -m data_tools.referit \\
+        --output_dir data/referit ...   # once; then put the vocabulary in data/.../vocabulary.txt
     python -m tf_recurrent_seg.cli.train --config=configs/lstm_referit_resnet.py --workdir=runs/lstm_referit_resnet
     python -m tf_recurrent_seg.cli.evaluate --workdir=runs/lstm_referit_resnet --crf
 

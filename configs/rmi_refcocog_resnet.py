@@ -1,6 +1,7 @@
 """RMI (paper §3.3) on RefCOCOg (Google-Ref), resnet backbone, paper settings (§4).
 
-    python -m data_tools.refer --dataset refcocog --split_by google --output_dir data/refcocog_google ...   # once; then put the vocabulary in data/.../vocabulary.txt
+    python -m data_tools.refer --dataset refcocog --split_by google \\
+        --output_dir data/refcocog_google ...   # once; then put the vocabulary in data/.../vocabulary.txt
     python -m tf_recurrent_seg.cli.train --config=configs/rmi_refcocog_resnet.py --workdir=runs/rmi_refcocog_resnet
     python -m tf_recurrent_seg.cli.evaluate --workdir=runs/rmi_refcocog_resnet --crf
 

@@ -1,7 +1,9 @@
 """RMI (paper §3.3) on RefCOCO+ (UNC+), deeplab backbone, paper settings (§4).
 
-    python -m data_tools.refer --dataset refcoco+ --split_by unc --output_dir data/refcoco+_unc ...   # once; then put the vocabulary in data/.../vocabulary.txt
-    python -m tf_recurrent_seg.cli.train --config=configs/rmi_refcocoplus_deeplab.py --workdir=runs/rmi_refcocoplus_deeplab
+    python -m data_tools.refer --dataset refcoco+ --split_by unc \\
+        --output_dir data/refcoco+_unc ...   # once; then put the vocabulary in data/.../vocabulary.txt
+    python -m tf_recurrent_seg.cli.train --config=configs/rmi_refcocoplus_deeplab.py \\
+        --workdir=runs/rmi_refcocoplus_deeplab
     python -m tf_recurrent_seg.cli.evaluate --workdir=runs/rmi_refcocoplus_deeplab --crf
 
 750k steps at batch 1 (the reference schedule); `--config.train.cache_features=True` trains the head on cached

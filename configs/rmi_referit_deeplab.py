@@ -1,6 +1,7 @@
 """RMI (paper §3.3) on ReferItGame, deeplab backbone, paper settings (§4).
 
-    python -m data_tools.referit --output_dir data/referit ...   # once; then put the vocabulary in data/.../vocabulary.txt
+    python -m data_tools.referit \\
+        --output_dir data/referit ...   # once; then put the vocabulary in data/.../vocabulary.txt
     python -m tf_recurrent_seg.cli.train --config=configs/rmi_referit_deeplab.py --workdir=runs/rmi_referit_deeplab
     python -m tf_recurrent_seg.cli.evaluate --workdir=runs/rmi_referit_deeplab --crf
 

@@ -21,12 +21,14 @@ Splits: `test` = truths(test_index), `train` = all others, both in truths order.
 | hat | hat (1) |
 | hair | hair (2) |
 | sunglasses, glasses | sunglass (3) |
-| t-shirt, blouse, shirt, top, sweater, sweatshirt, jumper, cardigan, blazer, jacket, coat, vest, cape, bodysuit, bra, tie | upper-clothes (4) |
+| t-shirt, blouse, shirt, top, sweater, sweatshirt, jumper, cardigan | upper-clothes (4) |
+| blazer, jacket, coat, vest, cape, bodysuit, bra, tie | upper-clothes (4) |
 | skirt | skirt (5) |
 | pants, jeans, leggings, shorts | pants (6) |
 | dress, romper | dress (7) |
 | belt | belt (8) |
-| shoes, boots, heels, wedges, flats, sandals, sneakers, clogs, pumps, loafers | left-shoe (9) / right-shoe (10) by pose |
+| shoes, boots, heels, wedges, flats | left-shoe (9) / right-shoe (10) by pose |
+| sandals, sneakers, clogs, pumps, loafers | left-shoe (9) / right-shoe (10) by pose |
 | skin | face (11) / left-leg (12) / right-leg (13) / left-arm (14) / right-arm (15) by pose |
 | tights, stockings, socks | left-leg (12) / right-leg (13) by pose |
 | gloves | left-arm (14) / right-arm (15) by pose |
@@ -221,7 +223,9 @@ def _as_bytes(value, what: str) -> bytes:
     if array.size == 0:
         raise BadRecord(f"{what} is empty")
     if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.number) or np.any((array < 0) | (array > 255) | (array != np.round(array))):
+        if not np.issubdtype(array.dtype, np.number) or np.any(
+            (array < 0) | (array > 255) | (array != np.round(array))
+        ):
             raise BadRecord(f"{what} is not a byte array (dtype {array.dtype})")
         array = array.astype(np.uint8)
     return array.ravel(order="F").tobytes()
@@ -254,9 +258,7 @@ def sample_labels(
     """
     image_bytes, pixels = decode_image_bytes(_as_bytes(_field(sample, "image", "sample"), "image"), "image")
     annotation = _field(sample, "annotation", "sample")
-    superpixels = decode_superpixel_map(
-        _as_bytes(_field(annotation, "superpixel_map", "annotation"), "superpixel map")
-    )
+    superpixels = decode_superpixel_map(_as_bytes(_field(annotation, "superpixel_map", "annotation"), "superpixel map"))
     superpixel_labels = np.atleast_1d(np.asarray(_field(annotation, "superpixel_labels", "annotation"))).ravel()
     names = _cell_strings(_field(annotation, "labels", "annotation"))
     if superpixels.min() < 1 or superpixels.max() > len(superpixel_labels):
@@ -333,7 +335,9 @@ def convert_fashionista(mat_path: str, output_dir: str, num_shards: int = 4, sid
     def record(position: int) -> common.ParsingRecord:
         sample = samples[position]
         index = getattr(sample, "index", position + 1)
-        index = int(index) if np.ndim(index) == 0 and np.issubdtype(np.asarray(index).dtype, np.number) else position + 1
+        index = (
+            int(index) if np.ndim(index) == 0 and np.issubdtype(np.asarray(index).dtype, np.number) else position + 1
+        )
         return common.ParsingRecord(
             name=f"truths({position + 1})",
             filename=f"fashionista_{index:04d}.jpg",
@@ -383,7 +387,10 @@ def _define_flags() -> None:
     flags.DEFINE_string("output_dir", None, "Where the shards, manifests and classes.json are written.")
     flags.DEFINE_integer("num_shards", 4, "Shards per split.")
     flags.DEFINE_enum(
-        "sides", "pose", SIDES, "How skin/footwear/hosiery/gloves get their ATR side classes: nearest pose limb, or 255."
+        "sides",
+        "pose",
+        SIDES,
+        "How skin/footwear/hosiery/gloves get their ATR side classes: nearest pose limb, or 255.",
     )
     flags.mark_flags_as_required(["mat_path", "output_dir"])
 
@@ -391,7 +398,9 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
     del argv
     flag_values = flags.FLAGS
-    results = convert_fashionista(flag_values.mat_path, flag_values.output_dir, flag_values.num_shards, flag_values.sides)
+    results = convert_fashionista(
+        flag_values.mat_path, flag_values.output_dir, flag_values.num_shards, flag_values.sides
+    )
     common.print_split_results(results)
 
 

@@ -83,7 +83,10 @@ def _split_records(data_dir: str, dataset: str, split: str) -> tuple[list[common
     if id_file is not None:
         listed, id_source = common.read_id_list(id_file), f"ids in the order of {id_file}"
     else:
-        listed, id_source = common.file_stems(image_dir, ".jpg"), f"no {layout.id_file}: sorted ids of {image_dir}/*.jpg"
+        listed, id_source = (
+            common.file_stems(image_dir, ".jpg"),
+            f"no {layout.id_file}: sorted ids of {image_dir}/*.jpg",
+        )
         logging.warning("%s %s: %s", dataset, split, id_source)
     ids, repeated = common.unique_in_order(listed)
     records = [
@@ -92,7 +95,9 @@ def _split_records(data_dir: str, dataset: str, split: str) -> tuple[list[common
         )
         for record_id in ids
     ]
-    records += [common.missing_listed_record(record_id, "id listed twice (first occurrence kept)") for record_id in repeated]
+    records += [
+        common.missing_listed_record(record_id, "id listed twice (first occurrence kept)") for record_id in repeated
+    ]
     return records, ids, f"images {image_dir}, label maps {label_dir}, {id_source}"
 
 

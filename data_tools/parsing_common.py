@@ -76,7 +76,8 @@ def check_label_ids(labels: np.ndarray, num_classes: int) -> None:
     invalid = values[(values >= num_classes) & (values != IGNORE_LABEL)]
     if invalid.size:
         raise BadRecord(
-            f"label ids outside the {num_classes} classes and not the ignore label {IGNORE_LABEL}", f"ids {invalid.tolist()}"
+            f"label ids outside the {num_classes} classes and not the ignore label {IGNORE_LABEL}",
+            f"ids {invalid.tolist()}",
         )
 
 

@@ -14,9 +14,9 @@ Usage:
     python -m data_tools.pascal_part --pascal_part_dir /data/pascal_part --voc_dir /data/VOCdevkit/VOC2010 \\
         --classes horse --train_ids horse_train.txt --test_ids horse_test.txt --output_dir data/horse
 
-Labels (5 classes): background 0, head 1, body 2, leg 3, tail 4. Part merge (as in LG-LSTM paper §4.1's Horse-Cow set-up): head = head, leye,
-reye, lear, rear, muzzle, lhorn, rhorn; body = torso, neck; leg = lfuleg, lflleg, rfuleg, rflleg, lbuleg,
-lblleg, rbuleg, rblleg, lfho, rfho, lbho, rbho; tail = tail. Choices made here:
+Labels (5 classes): background 0, head 1, body 2, leg 3, tail 4. Part merge (as in LG-LSTM paper §4.1's Horse-Cow
+set-up): head = head, leye, reye, lear, rear, muzzle, lhorn, rhorn; body = torso, neck; leg = lfuleg, lflleg,
+rfuleg, rflleg, lbuleg, lblleg, rbuleg, rblleg, lfho, rfho, lbho, rbho; tail = tail. Choices made here:
 - Pixels of an object of a `--classes` class (its silhouette `mask`) that no part covers: background by default
   (the object's outline without a part label, e.g. a part-less small animal, counts as background as in the
   Horse-Cow ground truth); `--unlabelled_silhouette=ignore` makes them 255 instead.
@@ -162,7 +162,10 @@ def convert_pascal_part(
     def record(record_id: str) -> common.ParsingRecord:
         def load():
             labels = merge_parts(
-                load_annotation(os.path.join(annotation_dir, f"{record_id}.mat")), classes, unlabelled_silhouette, unknown
+                load_annotation(os.path.join(annotation_dir, f"{record_id}.mat")),
+                classes,
+                unlabelled_silhouette,
+                unknown,
             )
             image_bytes, pixels = read_image(os.path.join(image_dir, f"{record_id}.jpg"))
             return image_bytes, pixels, labels
@@ -173,7 +176,9 @@ def convert_pascal_part(
     for split, ids_file in split_ids.items():
         ids, repeated = common.unique_in_order(common.read_id_list(ids_file))
         records = [record(record_id) for record_id in ids]
-        records += [common.missing_listed_record(record_id, "id listed twice (first occurrence kept)") for record_id in repeated]
+        records += [
+            common.missing_listed_record(record_id, "id listed twice (first occurrence kept)") for record_id in repeated
+        ]
         results[split] = common.write_split(
             os.path.join(output_dir, split),
             records,

@@ -136,7 +136,9 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
             if not isinstance(polygon, (list, tuple)) or not all(_is_number(value) for value in polygon):
                 raise BadRecord("malformed segmentation", "a polygon is not a list of finite numbers")
             if len(polygon) % 2:
-                raise BadRecord("malformed segmentation", f"a polygon has an odd number ({len(polygon)}) of coordinates")
+                raise BadRecord(
+                    "malformed segmentation", f"a polygon has an odd number ({len(polygon)}) of coordinates"
+                )
             if len(polygon) >= 6:
                 polygons.append([float(value) for value in polygon])
         if not polygons:
@@ -145,7 +147,9 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
         return masks.max(axis=2).astype(np.uint8)
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         size = segmentation["size"]
-        if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, numbers.Integral) for v in size)):
+        if not (
+            isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, numbers.Integral) for v in size)
+        ):
             raise BadRecord("malformed segmentation", f"RLE size {size!r} is not [height, width]")
         if list(size) != [height, width]:
             raise BadRecord("mask size differs from image", f"RLE is {size[0]}x{size[1]}, the image {height}x{width}")
@@ -237,7 +241,9 @@ def _prepare_ref(ref: dict, images: dict, annotations: dict, image_dir: str, cac
     if annotation is None:
         raise BadRecord("annotation missing from instances.json", f"ann_id {ref['ann_id']}")
     if annotation.get("image_id") != ref["image_id"]:
-        raise BadRecord("annotation belongs to another image", f"ann_id {ref['ann_id']} is on image {annotation.get('image_id')}")
+        raise BadRecord(
+            "annotation belongs to another image", f"ann_id {ref['ann_id']} is on image {annotation.get('image_id')}"
+        )
     image_info = images.get(ref["image_id"])
     if image_info is None:
         raise BadRecord("image missing from instances.json", f"image_id {ref['image_id']}")
@@ -355,13 +361,24 @@ def convert(
     if unknown:
         raise ValueError(f"splits {unknown} are not in refs({split_by}).p of {dataset}, which has {available}")
     dataset_name = f"{dataset}_{split_by}"
-    source = f"{DATASET_NAMES[dataset]} ({dataset}/refs({split_by}).p and instances.json of REFER, COCO train2014 images)"
+    source = (
+        f"{DATASET_NAMES[dataset]} ({dataset}/refs({split_by}).p and instances.json of REFER, COCO train2014 images)"
+    )
     manifests = {}
     for split in splits:
         split_refs = [ref for ref in refs if isinstance(ref, dict) and ref.get("split") == split]
         prefix = os.path.join(output_dir, split)
         manifests[split] = convert_split(
-            split_refs, images, annotations, image_dir, prefix, split, dataset_name, source, num_shards, expression_field
+            split_refs,
+            images,
+            annotations,
+            image_dir,
+            prefix,
+            split,
+            dataset_name,
+            source,
+            num_shards,
+            expression_field,
         )
         logging.info(
             "%s %s: %d records, %d skipped", dataset_name, split, manifests[split]["num_examples"],
@@ -373,11 +390,15 @@ def convert(
 def _define_flags() -> None:
     # Defined when run as a program only, so that importing this module (tests, data_tools.referit) does
     # not clash with the flags of other tools.
-    flags.DEFINE_string("refer_root", None, "REFER data folder holding <dataset>/refs(<split_by>).p and <dataset>/instances.json.")
+    flags.DEFINE_string(
+        "refer_root", None, "REFER data folder holding <dataset>/refs(<split_by>).p and <dataset>/instances.json."
+    )
     flags.DEFINE_string("image_dir", None, "COCO train2014 image folder.")
     flags.DEFINE_string("output_dir", None, "Output folder for <split>-*.tfrecord and <split>.manifest.json.")
     flags.DEFINE_enum("dataset", None, sorted(SPLIT_BYS), "REFER dataset.")
-    flags.DEFINE_enum("split_by", None, ["unc", "google", "umd"], "REFER split: refcoco/refcoco+ unc, refcocog google or umd.")
+    flags.DEFINE_enum(
+        "split_by", None, ["unc", "google", "umd"], "REFER split: refcoco/refcoco+ unc, refcocog google or umd."
+    )
     flags.DEFINE_list("splits", None, "Splits to convert (default: every split in the refs file).")
     flags.DEFINE_integer("num_shards", DEFAULT_NUM_SHARDS, "Shards per split.", lower_bound=1)
     flags.DEFINE_enum("expression_field", "sent", ["sent", "raw"], "Sentence field used as the expression.")

@@ -204,7 +204,9 @@ def convert(
         raise ValueError("no splits to convert")
     for folder in ("images", "mask"):
         if not os.path.isdir(os.path.join(referit_root, folder)):
-            raise FileNotFoundError(f"{os.path.join(referit_root, folder)} does not exist: extract referitdata.tar.gz (see --help)")
+            raise FileNotFoundError(
+                f"{os.path.join(referit_root, folder)} does not exist: extract referitdata.tar.gz (see --help)"
+            )
     queries = {split: load_queries(query_path(annotation_dir, split)) for split in splits}
     manifests = {}
     for split in splits:
@@ -226,7 +228,11 @@ def convert(
 def _define_flags() -> None:
     # Defined when run as a program only (see data_tools.refer).
     flags.DEFINE_string("referit_root", None, "Folder with images/<id>.jpg and mask/<id>_<k>.mat.")
-    flags.DEFINE_string("annotation_dir", None, "Folder of referit_query_<split>.json and referit_<split>_imlist.txt (default: --referit_root).")
+    flags.DEFINE_string(
+        "annotation_dir",
+        None,
+        "Folder of referit_query_<split>.json and referit_<split>_imlist.txt (default: --referit_root).",
+    )
     flags.DEFINE_string("output_dir", None, "Output folder for <split>-*.tfrecord and <split>.manifest.json.")
     flags.DEFINE_list("splits", list(DEFAULT_SPLITS), "Splits to convert (query files referit_query_<split>.json).")
     flags.DEFINE_integer("num_shards", DEFAULT_NUM_SHARDS, "Shards per split.", lower_bound=1)
@@ -238,7 +244,9 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     values = flags.FLAGS
     try:
-        manifests = convert(values.referit_root, values.output_dir, values.splits, values.num_shards, values.annotation_dir)
+        manifests = convert(
+            values.referit_root, values.output_dir, values.splits, values.num_shards, values.annotation_dir
+        )
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     for split, manifest in manifests.items():

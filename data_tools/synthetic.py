@@ -53,7 +53,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     )
     flags.DEFINE_integer("num_shards", 1, "Shards per split.", lower_bound=1, **fv)
     flags.DEFINE_enum(
-        "parsing_kind", "animal", ["animal", "person"], "Parsing figure: four-legged animal or person.",
+        "parsing_kind",
+        "animal",
+        ["animal", "person"],
+        "Parsing figure: four-legged animal or person.",
         **fv,
     )
     flags.DEFINE_string(

@@ -24,53 +24,153 @@ CONVERTERS = "converters (`data_tools`)"
 
 # (input, entry point, what it does, "tests/file.py::test_name", a string the test asserts)
 ROWS: list[tuple[str, str, str, str, str]] = [
-    ("image over the pixel limit (a 20000x20000 PNG header)", SERVING,
-     "INVALID_ARGUMENT naming size and limit, before decoding (< 1 s)",
-     "tests/test_export.py::test_decompression_bomb_is_refused_before_decoding", "over the limit of 64000000 pixels"),
-    ("image over the pixel limit", PREDICT, "`error: ...` naming size and limit, from the header",
-     "tests/test_predict.py::test_decompression_bomb_is_refused_from_its_header", "over the limit of 64000000"),
-    ("image over the pixel limit", PIPELINE, "counted skip `too_large`, never decoded",
-     "tests/test_pipeline.py::test_oversized_images_and_invalid_masks_are_skipped_without_decoding",
-     'counter.counts["too_large"] == 1'),
-    ("empty bytes, text, base64 text instead of an image", SERVING, "INVALID_ARGUMENT naming `image_bytes`",
-     "tests/test_export.py::test_bad_image_bytes_name_the_input", "image_bytes is not an encoded image"),
-    ("missing or unreadable image file", PREDICT, "`error: --image: ...` (exit 1, no traceback)",
-     "tests/test_predict.py::test_unreadable_image_is_named", "--image: cannot read"),
-    ("corrupt or truncated image", CONVERTERS, "counted skip `corrupt or truncated image` in the manifest",
-     "tests/test_convert_refer.py::test_corrupt_image_is_skipped", '"corrupt or truncated image": 2'),
-    ("undecodable image record", PIPELINE, "counted skip `undecodable`",
-     "tests/test_pipeline.py::test_bad_records_are_skipped_and_counted", '"undecodable": 3'),
-    ("truncated TFRecord shard", PIPELINE, "training: the shard ends early (logged); evaluation: an error",
-     "tests/test_pipeline.py::test_truncated_shard_ends_early_in_training_and_raises_in_evaluation",
-     "len(list(training)) == 5"),
-    ("referring mask that is 16-bit, RGB or holds values other than 0/1, 0/255", PIPELINE,
-     "counted skip `invalid_mask` (bit depth, colour type, values logged)",
-     "tests/test_pipeline.py::test_oversized_images_and_invalid_masks_are_skipped_without_decoding",
-     'counter.counts["invalid_mask"] == 5'),
-    ("mask or label map of another size than the image", CONVERTERS, "counted skip naming both sizes",
-     "tests/test_convert_referit.py::test_mask_size_differing_from_image_is_skipped", "mask 30x20, image 20x30"),
-    ("label ids outside the dataset's classes", CONVERTERS, "counted skip naming the ids",
-     "tests/test_convert_parsing.py::test_bad_input_out_of_range_label_is_skipped_naming_the_ids", "ids [18, 40]"),
-    ("RGB label map", CONVERTERS, "counted skip (a single-channel PNG is expected)",
-     "tests/test_convert_parsing.py::test_bad_input_rgb_label_map_is_skipped", "single-channel PNG"),
-    ("empty expression (no words after tokenising)", SERVING, "INVALID_ARGUMENT `expression has no words`",
-     "tests/test_export.py::test_empty_expression_names_the_input", "expression has no words"),
-    ("empty expression", PREDICT, "`error: --expression ... is empty`",
-     "tests/test_predict.py::test_empty_expression_is_named", "is empty"),
-    ("empty expression", CONVERTERS, "counted skip `empty expression`",
-     "tests/test_convert_refer.py::test_empty_expression_is_skipped", '"empty expression": 2'),
-    ("expression that is not valid UTF-8", SERVING, "INVALID_ARGUMENT `expression is not valid UTF-8`",
-     "tests/test_export.py::test_expression_not_utf8_names_the_input", "expression is not valid UTF-8"),
-    ("expression that is not valid UTF-8", PREDICT, "`error: --expression is not valid UTF-8`",
-     "tests/test_predict.py::test_expression_not_utf8_is_refused", "--expression is not valid UTF-8"),
-    ("several images or expressions in one request", SERVING, "INVALID_ARGUMENT `... must hold exactly one`",
-     "tests/test_export.py::test_one_instance_per_request", "must hold exactly one"),
-    ("REFER pickle holding code (not plain data)", CONVERTERS, "`error: ...` naming the file (exit 1), nothing written",
-     "tests/test_convert_refer.py::test_cli_refused_pickle_is_one_line_naming_the_file", 'last.startswith("error: ")'),
-    ("RLE whose counts do not cover the image", CONVERTERS, "counted skip `malformed segmentation`",
-     "tests/test_convert_refer.py::test_rle_whose_counts_do_not_cover_the_image_is_refused", "malformed segmentation"),
-    ("vocabulary file without the special tokens", "`Vocabulary.load`, converters", "error naming the file",
-     "tests/test_text.py::test_load_missing_specials_raises_naming_file", "def test_load_missing_specials_raises_naming_file"),
+    (
+        "image over the pixel limit (a 20000x20000 PNG header)",
+        SERVING,
+        "INVALID_ARGUMENT naming size and limit, before decoding (< 1 s)",
+        "tests/test_export.py::test_decompression_bomb_is_refused_before_decoding",
+        "over the limit of 64000000 pixels",
+    ),
+    (
+        "image over the pixel limit",
+        PREDICT,
+        "`error: ...` naming size and limit, from the header",
+        "tests/test_predict.py::test_decompression_bomb_is_refused_from_its_header",
+        "over the limit of 64000000",
+    ),
+    (
+        "image over the pixel limit",
+        PIPELINE,
+        "counted skip `too_large`, never decoded",
+        "tests/test_pipeline.py::test_oversized_images_and_invalid_masks_are_skipped_without_decoding",
+        'counter.counts["too_large"] == 1',
+    ),
+    (
+        "empty bytes, text, base64 text instead of an image",
+        SERVING,
+        "INVALID_ARGUMENT naming `image_bytes`",
+        "tests/test_export.py::test_bad_image_bytes_name_the_input",
+        "image_bytes is not an encoded image",
+    ),
+    (
+        "missing or unreadable image file",
+        PREDICT,
+        "`error: --image: ...` (exit 1, no traceback)",
+        "tests/test_predict.py::test_unreadable_image_is_named",
+        "--image: cannot read",
+    ),
+    (
+        "corrupt or truncated image",
+        CONVERTERS,
+        "counted skip `corrupt or truncated image` in the manifest",
+        "tests/test_convert_refer.py::test_corrupt_image_is_skipped",
+        '"corrupt or truncated image": 2',
+    ),
+    (
+        "undecodable image record",
+        PIPELINE,
+        "counted skip `undecodable`",
+        "tests/test_pipeline.py::test_bad_records_are_skipped_and_counted",
+        '"undecodable": 3',
+    ),
+    (
+        "truncated TFRecord shard",
+        PIPELINE,
+        "training: the shard ends early (logged); evaluation: an error",
+        "tests/test_pipeline.py::test_truncated_shard_ends_early_in_training_and_raises_in_evaluation",
+        "len(list(training)) == 5",
+    ),
+    (
+        "referring mask that is 16-bit, RGB or holds values other than 0/1, 0/255",
+        PIPELINE,
+        "counted skip `invalid_mask` (bit depth, colour type, values logged)",
+        "tests/test_pipeline.py::test_oversized_images_and_invalid_masks_are_skipped_without_decoding",
+        'counter.counts["invalid_mask"] == 5',
+    ),
+    (
+        "mask or label map of another size than the image",
+        CONVERTERS,
+        "counted skip naming both sizes",
+        "tests/test_convert_referit.py::test_mask_size_differing_from_image_is_skipped",
+        "mask 30x20, image 20x30",
+    ),
+    (
+        "label ids outside the dataset's classes",
+        CONVERTERS,
+        "counted skip naming the ids",
+        "tests/test_convert_parsing.py::test_bad_input_out_of_range_label_is_skipped_naming_the_ids",
+        "ids [18, 40]",
+    ),
+    (
+        "RGB label map",
+        CONVERTERS,
+        "counted skip (a single-channel PNG is expected)",
+        "tests/test_convert_parsing.py::test_bad_input_rgb_label_map_is_skipped",
+        "single-channel PNG",
+    ),
+    (
+        "empty expression (no words after tokenising)",
+        SERVING,
+        "INVALID_ARGUMENT `expression has no words`",
+        "tests/test_export.py::test_empty_expression_names_the_input",
+        "expression has no words",
+    ),
+    (
+        "empty expression",
+        PREDICT,
+        "`error: --expression ... is empty`",
+        "tests/test_predict.py::test_empty_expression_is_named",
+        "is empty",
+    ),
+    (
+        "empty expression",
+        CONVERTERS,
+        "counted skip `empty expression`",
+        "tests/test_convert_refer.py::test_empty_expression_is_skipped",
+        '"empty expression": 2',
+    ),
+    (
+        "expression that is not valid UTF-8",
+        SERVING,
+        "INVALID_ARGUMENT `expression is not valid UTF-8`",
+        "tests/test_export.py::test_expression_not_utf8_names_the_input",
+        "expression is not valid UTF-8",
+    ),
+    (
+        "expression that is not valid UTF-8",
+        PREDICT,
+        "`error: --expression is not valid UTF-8`",
+        "tests/test_predict.py::test_expression_not_utf8_is_refused",
+        "--expression is not valid UTF-8",
+    ),
+    (
+        "several images or expressions in one request",
+        SERVING,
+        "INVALID_ARGUMENT `... must hold exactly one`",
+        "tests/test_export.py::test_one_instance_per_request",
+        "must hold exactly one",
+    ),
+    (
+        "REFER pickle holding code (not plain data)",
+        CONVERTERS,
+        "`error: ...` naming the file (exit 1), nothing written",
+        "tests/test_convert_refer.py::test_cli_refused_pickle_is_one_line_naming_the_file",
+        'last.startswith("error: ")',
+    ),
+    (
+        "RLE whose counts do not cover the image",
+        CONVERTERS,
+        "counted skip `malformed segmentation`",
+        "tests/test_convert_refer.py::test_rle_whose_counts_do_not_cover_the_image_is_refused",
+        "malformed segmentation",
+    ),
+    (
+        "vocabulary file without the special tokens",
+        "`Vocabulary.load`, converters",
+        "error naming the file",
+        "tests/test_text.py::test_load_missing_specials_raises_naming_file",
+        "def test_load_missing_specials_raises_naming_file",
+    ),
 ]
 
 
@@ -82,7 +182,7 @@ def test_source(node: str) -> str:
     for item in ast.parse(source).body:
         if isinstance(item, ast.FunctionDef) and item.name == name:
             first = min([item.lineno] + [decorator.lineno for decorator in item.decorator_list])
-            return "\n".join(source.splitlines()[first - 1: item.end_lineno])
+            return "\n".join(source.splitlines()[first - 1 : item.end_lineno])
     raise KeyError(f"{node} does not exist")
 
 
@@ -102,7 +202,7 @@ def readme_section(text: str) -> str:
     """The generated section of README `text`, markers included; empty when absent."""
     if START not in text or END not in text:
         return ""
-    return text[text.index(START): text.index(END) + len(END)]
+    return text[text.index(START) : text.index(END) + len(END)]
 
 
 if __name__ == "__main__":

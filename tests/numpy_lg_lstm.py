@@ -57,9 +57,9 @@ def lstm_cell(z, memory, hidden_form):
     """Eq. (1) on a pre-activation z = W*H (4d, order [input, forget, output, candidate]) and a memory (d)."""
     d = memory.shape[-1]
     gate_in = sigmoid(z[0:d])
-    gate_forget = sigmoid(z[d:2 * d])
-    gate_out = sigmoid(z[2 * d:3 * d])
-    candidate = np.tanh(z[3 * d:4 * d])
+    gate_forget = sigmoid(z[d : 2 * d])
+    gate_out = sigmoid(z[2 * d : 3 * d])
+    candidate = np.tanh(z[3 * d : 4 * d])
     new_memory = gate_forget * memory + gate_in * candidate
     if hidden_form == "grid":
         hidden = np.tanh(gate_out * new_memory)
@@ -99,8 +99,17 @@ def assemble_input_state(spatial_hidden, depth_hidden, neighbourhood, use_global
     return out
 
 
-def transition(features, spatial_kernel, spatial_bias, depth_kernel, depth_bias, neighbourhood=8,
-               use_global=True, hidden_form="grid", distinct_spatial_weights=True):
+def transition(
+    features,
+    spatial_kernel,
+    spatial_bias,
+    depth_kernel,
+    depth_bias,
+    neighbourhood=8,
+    use_global=True,
+    hidden_form="grid",
+    distinct_spatial_weights=True,
+):
     """Transition layer: k spatial LSTMs + depth LSTM on the conv features of each position, zero memories.
 
     Returns [H, spatial_memory (B, H, W, k, d), depth_memory (B, H, W, d)].
@@ -119,8 +128,8 @@ def transition(features, spatial_kernel, spatial_bias, depth_kernel, depth_bias,
                 x_j = features[b, y, x]
                 for n in range(k):
                     if distinct_spatial_weights:
-                        w = spatial_kernel[:, n * 4 * d:(n + 1) * 4 * d]
-                        bias = spatial_bias[n * 4 * d:(n + 1) * 4 * d]
+                        w = spatial_kernel[:, n * 4 * d : (n + 1) * 4 * d]
+                        bias = spatial_bias[n * 4 * d : (n + 1) * 4 * d]
                     else:
                         w, bias = spatial_kernel, spatial_bias
                     z = x_j @ w + bias
@@ -135,8 +144,18 @@ def transition(features, spatial_kernel, spatial_bias, depth_kernel, depth_bias,
     return [state, spatial_memory, depth_memory]
 
 
-def lg_lstm_layer(state, spatial_memory, depth_memory, spatial_kernel, spatial_bias, depth_kernel, depth_bias,
-                  neighbourhood=8, use_global=True, hidden_form="grid"):
+def lg_lstm_layer(
+    state,
+    spatial_memory,
+    depth_memory,
+    spatial_kernel,
+    spatial_bias,
+    depth_kernel,
+    depth_bias,
+    neighbourhood=8,
+    use_global=True,
+    hidden_form="grid",
+):
     """Eq. (4): each of the k spatial LSTMs (shared W^s, own memory) and the depth LSTM read H_j."""
     state = np.asarray(state, np.float64)
     spatial_memory = np.asarray(spatial_memory, np.float64)

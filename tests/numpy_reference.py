@@ -78,7 +78,9 @@ def rmi_head(visual, tokens, weights, image_size, atanh_epsilon=1e-3):
         embedding = weights["embedding"][token]
         language_state = tf1_lstm_step(embedding, language_state, language_kernel, language_bias)
         language = l2_normalize(language_state[1])
-        per_pixel = np.concatenate([v, np.tile(embedding, (height * width, 1)), np.tile(language, (height * width, 1)), s], axis=1)
+        per_pixel = np.concatenate(
+            [v, np.tile(embedding, (height * width, 1)), np.tile(language, (height * width, 1)), s], axis=1
+        )
         mlstm_state = tf1_lstm_step(per_pixel, mlstm_state, mlstm_kernel, mlstm_bias)
     hidden = mlstm_state[1].reshape(height, width, units)
     response = 0.5 * (np.log(1 + atanh_epsilon + hidden) - np.log(1 + atanh_epsilon - hidden))

@@ -39,7 +39,11 @@ def _reference_masks(example):
 
 def test_rule_names_and_types():
     assert list(baselines.REFERRING_RULES) == [
-        "all_background", "whole_image", "every_object", "named_shape", "named_attributes"
+        "all_background",
+        "whole_image",
+        "every_object",
+        "named_shape",
+        "named_attributes",
     ]
     assert baselines.EXPRESSION_TYPES == ("attributes", "location", "relation")
     parse = synthetic.parse_expression
@@ -63,7 +67,8 @@ def test_rule_masks_match_definitions(examples):
 def test_named_attributes_ignores_landmark_attributes():
     # A scene whose landmark has a colour: the landmark's colour must not select the target's objects.
     example = next(
-        e for e in synthetic.referring_examples(7, 200, image_size=SIZE)
+        e
+        for e in synthetic.referring_examples(7, 200, image_size=SIZE)
         if e["parts"].relation is not None and e["parts"].landmark.colour is not None and e["parts"].colour is None
     )
     parts = example["parts"]

@@ -31,15 +31,38 @@ def roofline():
 
 
 FAKE_RESULTS = {
-    "lg_lstm": {"benchmark": "lg_lstm", "naive_ms": 30.0, "shared_gates_ms": 6.0, "speedup": 5.0, "max_abs_diff": 2e-6,
-                "model_ms": 900.0, "backbone_ms": 700.0, "lg_lstm_share": 0.22},
-    "mlstm": {"benchmark": "mlstm", "naive_ms": 900.0, "factorized_ms": 300.0, "speedup": 3.0, "max_abs_diff": 1e-5,
-              "ms_3_words": 60.0, "ms_20_words": 300.0, "ratio_20_to_3_words": 5.0},
-    "roofline": {"benchmark": "roofline", "matmul_gflops_per_s": 100.0,
-                 "rmi": {"gflops": 216.0, "ms": 2000.0, "achieved_gflops_per_s": 108.0, "fraction_of_matmul": 0.8},
-                 "lg_lstm": {"gflops": 127.0, "ms": 1200.0, "achieved_gflops_per_s": 40.0, "fraction_of_matmul": 0.4}},
-    "train_step": {"benchmark": "rmi_train_step", "cached_steps_per_second": 2.0, "full_steps_per_second": 0.2,
-                   "speedup_cached_over_full": 10.0},
+    "lg_lstm": {
+        "benchmark": "lg_lstm",
+        "naive_ms": 30.0,
+        "shared_gates_ms": 6.0,
+        "speedup": 5.0,
+        "max_abs_diff": 2e-6,
+        "model_ms": 900.0,
+        "backbone_ms": 700.0,
+        "lg_lstm_share": 0.22,
+    },
+    "mlstm": {
+        "benchmark": "mlstm",
+        "naive_ms": 900.0,
+        "factorized_ms": 300.0,
+        "speedup": 3.0,
+        "max_abs_diff": 1e-5,
+        "ms_3_words": 60.0,
+        "ms_20_words": 300.0,
+        "ratio_20_to_3_words": 5.0,
+    },
+    "roofline": {
+        "benchmark": "roofline",
+        "matmul_gflops_per_s": 100.0,
+        "rmi": {"gflops": 216.0, "ms": 2000.0, "achieved_gflops_per_s": 108.0, "fraction_of_matmul": 0.8},
+        "lg_lstm": {"gflops": 127.0, "ms": 1200.0, "achieved_gflops_per_s": 40.0, "fraction_of_matmul": 0.4},
+    },
+    "train_step": {
+        "benchmark": "rmi_train_step",
+        "cached_steps_per_second": 2.0,
+        "full_steps_per_second": 0.2,
+        "speedup_cached_over_full": 10.0,
+    },
 }
 
 
@@ -63,7 +86,9 @@ def test_reports_on_fake_results_with_a_failed_script(run_all, tmp_path):
             raise RuntimeError("runner crashed")
         return FAKE_RESULTS[path.stem]
 
-    scripts = [pathlib.Path(f"{name}.py") for name in ("lg_lstm", "mlstm", "pipeline", "roofline", "train_step", "broken")]
+    scripts = [
+        pathlib.Path(f"{name}.py") for name in ("lg_lstm", "mlstm", "pipeline", "roofline", "train_step", "broken")
+    ]
     results, (json_path, markdown_path) = run_all.run_all(scripts, 12, tmp_path, runner=fake_runner, log=sys.stdout)
 
     document = json.loads(json_path.read_text())
@@ -76,11 +101,16 @@ def test_reports_on_fake_results_with_a_failed_script(run_all, tmp_path):
     met = {name: [check["met"] for check in checks] for name, checks in document["targets"].items()}
     assert met == {"lg_lstm": [True, True], "mlstm": [False, True, True], "roofline": [True, False], "train_step": []}
 
-    rows = {line.split("|")[1].strip(): line for line in markdown_path.read_text().splitlines() if line.startswith("| ")}
+    rows = {
+        line.split("|")[1].strip(): line for line in markdown_path.read_text().splitlines() if line.startswith("| ")
+    }
     assert set(rows) == {"benchmark", "lg_lstm", "mlstm", "pipeline", "roofline", "train_step", "broken"}
     assert rows["lg_lstm"].split("|")[4].strip() == "yes"
     assert "**no**: speedup 3" in rows["mlstm"] and "speedup >= 5" in rows["mlstm"]
-    assert "**no**: lg_lstm.fraction_of_matmul 0.4" in rows["roofline"] and "rmi.fraction_of_matmul=0.8" in rows["roofline"]
+    assert (
+        "**no**: lg_lstm.fraction_of_matmul 0.4" in rows["roofline"]
+        and "rmi.fraction_of_matmul=0.8" in rows["roofline"]
+    )
     assert "no target" in rows["train_step"] and "speedup_cached_over_full=10" in rows["train_step"]
     assert "**FAILED**" in rows["pipeline"] and "ValueError: boom" in rows["pipeline"]
     assert "rmi_examples_per_s >= 100" in rows["pipeline"]

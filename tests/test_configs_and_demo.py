@@ -39,7 +39,9 @@ def test_config_smoke_variant_builds(path):
 
 def test_caffe_preprocess_is_bgr_minus_mean():
     image = np.array([[[10, 20, 30]]], np.uint8)
-    np.testing.assert_allclose(caffe_preprocess(image)[0, 0], [30 - 104.00698793, 20 - 116.66876762, 10 - 122.67891434], atol=1e-4)
+    np.testing.assert_allclose(
+        caffe_preprocess(image)[0, 0], [30 - 104.00698793, 20 - 116.66876762, 10 - 122.67891434], atol=1e-4
+    )
     gray = np.full((2, 2), 7, np.uint8)
     np.testing.assert_allclose(caffe_preprocess(gray)[0, 0], 7 - CAFFE_BGR_MEAN, atol=1e-4)
     rgba = np.zeros((1, 1, 4), np.uint8)
@@ -60,7 +62,10 @@ def test_resize_and_pad_places_centred_and_inverts():
 def test_showcase_writes_its_figures(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "tf_recurrent_seg.showcase", f"--output_dir={tmp_path}", "--expression=the blue square"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "rmi forward pass at 320x320" in result.stdout

@@ -172,7 +172,12 @@ def test_atr_explicit_split_sizes_and_extra(tmp_path):
     ids = [f"img_{number:02d}" for number in range(9)]
     make_atr(tmp_path / "src", ids)
     results = atr.convert_atr(str(tmp_path / "src"), str(tmp_path / "out"), 1, sizes=(3, 2, 2), write_extra=True)
-    assert {split: result["written"] for split, result in results.items()} == {"train": 3, "val": 2, "test": 2, "extra": 2}
+    assert {split: result["written"] for split, result in results.items()} == {
+        "train": 3,
+        "val": 2,
+        "test": 2,
+        "extra": 2,
+    }
     assert filenames(read_split(tmp_path / "out" / "extra")) == ["img_07.jpg", "img_08.jpg"]
     results = atr.convert_atr(str(tmp_path / "src"), str(tmp_path / "out2"), 1, sizes=(3, 2, 2))
     assert "extra" not in results and not (tmp_path / "out2" / "extra.manifest.json").exists()
@@ -184,7 +189,9 @@ def test_atr_rerun_gives_identical_shards(tmp_path):
     for out in ("a", "b"):
         atr.convert_atr(str(tmp_path / "src"), str(tmp_path / out), num_shards=3)
     for split in ("train", "val", "test"):
-        for path_a, path_b in zip(shard_paths(str(tmp_path / "a" / split), 3), shard_paths(str(tmp_path / "b" / split), 3)):
+        for path_a, path_b in zip(
+            shard_paths(str(tmp_path / "a" / split), 3), shard_paths(str(tmp_path / "b" / split), 3)
+        ):
             assert pathlib.Path(path_a).read_bytes() == pathlib.Path(path_b).read_bytes()
 
 
@@ -236,7 +243,12 @@ def test_cihp_conversion_and_missing_id_file(tmp_path):
     for folder, ids in (("Training", ["0002", "0001"]), ("Validation", ["0011", "0010"])):
         for record_id in ids:
             labels = random_labels(8, 6, 20)
-            write_pair(src / folder / "Images" / f"{record_id}.jpg", src / folder / "Category_ids" / f"{record_id}.png", labels, "P")
+            write_pair(
+                src / folder / "Images" / f"{record_id}.jpg",
+                src / folder / "Category_ids" / f"{record_id}.png",
+                labels,
+                "P",
+            )
             expected[record_id] = labels
     (src / "Training" / "train_id.txt").write_text("0002\n0001\n")  # Validation has no val_id.txt
     results = lip.convert_lip(str(tmp_path), str(tmp_path / "out"), "cihp", num_shards=1)
@@ -260,7 +272,10 @@ def bad_input_atr(tmp_path, name, write_bad):
     """Two good ATR samples plus one written by `write_bad(image_path, label_path)`; returns (manifest, records)."""
     root = tmp_path / "src"
     good = make_atr(root, ["a", "b"], size=(8, 6))
-    write_bad(root / "humanparsing" / "JPEGImages" / f"{name}.jpg", root / "humanparsing" / "SegmentationClassAug" / f"{name}.png")
+    write_bad(
+        root / "humanparsing" / "JPEGImages" / f"{name}.jpg",
+        root / "humanparsing" / "SegmentationClassAug" / f"{name}.png",
+    )
     atr.convert_atr(str(root), str(tmp_path / "out"), 1, sizes=(10, 0, 0))
     return read_manifest(str(tmp_path / "out" / "train")), read_split(tmp_path / "out" / "train"), good
 
@@ -492,9 +507,14 @@ def test_fashionista_mapping_covers_the_56_names():
     side = {fashionista.SKIN, fashionista.FOOTWEAR, fashionista.LEGWEAR, fashionista.HANDWEAR, fashionista.IGNORE}
     assert targets - side <= set(parsing_common.ATR_CLASSES)
     # every ATR class is reachable (face/arms/legs/shoes through the pose)
-    reachable = (targets - side) | {name for key in side - {fashionista.IGNORE} for name in fashionista.SIDE_CANDIDATES[key]}
+    reachable = (targets - side) | {
+        name for key in side - {fashionista.IGNORE} for name in fashionista.SIDE_CANDIDATES[key]
+    }
     assert reachable == set(parsing_common.ATR_CLASSES)
-    assert fashionista.FASHIONISTA_TO_ATR["null"] == "background" and fashionista.FASHIONISTA_TO_ATR["skin"] == fashionista.SKIN
+    assert (
+        fashionista.FASHIONISTA_TO_ATR["null"] == "background"
+        and fashionista.FASHIONISTA_TO_ATR["skin"] == fashionista.SKIN
+    )
 
 
 @pytest.mark.parametrize("sides", ["pose", "ignore"])
@@ -504,7 +524,9 @@ def test_fashionista_conversion(tmp_path, sides):
     assert results["train"]["written"] == 2 and results["train"]["skipped"] == 2  # 1, 3 written; 4, 6 skipped
     assert results["test"]["written"] == 1 and results["test"]["skipped"] == 1  # 2 written; 5 skipped
     train, test = read_split(tmp_path / "out" / "train"), read_split(tmp_path / "out" / "test")
-    assert filenames(train) == ["fashionista_0001.jpg", "fashionista_0003.jpg"] and filenames(test) == ["fashionista_0002.jpg"]
+    assert filenames(train) == ["fashionista_0001.jpg", "fashionista_0003.jpg"] and filenames(test) == [
+        "fashionista_0002.jpg"
+    ]
     for record in train + test:
         index = int(record["image/filename"].decode()[12:16])
         np.testing.assert_array_equal(record["labels"], expected[index][0 if sides == "pose" else 1])
@@ -518,7 +540,11 @@ def test_fashionista_conversion(tmp_path, sides):
     test_reasons = read_manifest(str(tmp_path / "out" / "test"))["skipped_records"]
     assert test_reasons[0]["record"] == "truths(5)" and "['mystery']" in test_reasons[0]["reason"]
     info = json.loads((tmp_path / "out" / "classes.json").read_text())
-    assert info["class_names"] == list(parsing_common.ATR_CLASSES) and info["left_right_pairs"] == [[9, 10], [12, 13], [14, 15]]
+    assert info["class_names"] == list(parsing_common.ATR_CLASSES) and info["left_right_pairs"] == [
+        [9, 10],
+        [12, 13],
+        [14, 15],
+    ]
     assert info["fashionista"]["sides"] == sides and info["fashionista"]["mapping"]["jeans"] == "pants"
     assert info["fashionista"]["pose_missing"] == (["truths(3)"] if sides == "pose" else [])
 
@@ -527,11 +553,15 @@ def test_fashionista_single_sample_and_errors(tmp_path):
     superpixels, superpixel_labels, expected = region_maps(sides=True)
     sp_png = png_bytes(Image.fromarray(superpixels.astype(np.uint8), mode="L"))
     path = tmp_path / "one.mat"
-    write_fashionista(path, [sample_struct(1, jpeg_bytes(random_image(H, W)), sp_png, superpixel_labels)], test_index=[1])
+    write_fashionista(
+        path, [sample_struct(1, jpeg_bytes(random_image(H, W)), sp_png, superpixel_labels)], test_index=[1]
+    )
     results = fashionista.convert_fashionista(str(path), str(tmp_path / "out"), 1)
     assert results["test"]["written"] == 1 and results["train"]["written"] == 0
     np.testing.assert_array_equal(read_split(tmp_path / "out" / "test")[0]["labels"], expected)
-    write_fashionista(path, [sample_struct(1, jpeg_bytes(random_image(H, W)), sp_png, superpixel_labels)], test_index=[2])
+    write_fashionista(
+        path, [sample_struct(1, jpeg_bytes(random_image(H, W)), sp_png, superpixel_labels)], test_index=[2]
+    )
     with pytest.raises(ValueError, match="test_index holds indices outside 1-1"):
         fashionista.convert_fashionista(str(path), str(tmp_path / "out2"), 1)
     hdf5 = tmp_path / "v73.mat"
@@ -624,7 +654,11 @@ def pascal_fixture(root):
     write_annotation(root / "Annotations_Part" / "2008_000001.mat", [person, horse_a, horse_b])
     write_bytes(root / "VOC2010" / "JPEGImages" / "2008_000001.jpg", jpeg_bytes(random_image(*shape)))
     # a single cow with a single part (squeezed to scalars by loadmat)
-    cow = {"class": "cow", "mask": rect((20, 16), 5, 15, 2, 14), "parts": [{"part_name": "rhorn", "mask": rect((20, 16), 5, 7, 2, 4)}]}
+    cow = {
+        "class": "cow",
+        "mask": rect((20, 16), 5, 15, 2, 14),
+        "parts": [{"part_name": "rhorn", "mask": rect((20, 16), 5, 7, 2, 4)}],
+    }
     write_annotation(root / "Annotations_Part" / "2009_000002.mat", [cow])
     write_bytes(root / "VOC2010" / "JPEGImages" / "2009_000002.jpg", jpeg_bytes(random_image(20, 16)))
     cow_expected = np.zeros((20, 16), np.uint8)
@@ -636,7 +670,10 @@ def pascal_fixture(root):
     write_annotation(root / "Annotations_Part" / "2009_000004.mat", [horse_b])
     write_bytes(root / "VOC2010" / "JPEGImages" / "2009_000004.jpg", jpeg_bytes(random_image(31, 40)))
     # an object without parts
-    write_annotation(root / "Annotations_Part" / "2009_000005.mat", [{"class": "cow", "mask": rect((10, 10), 2, 8, 2, 8), "parts": []}])
+    write_annotation(
+        root / "Annotations_Part" / "2009_000005.mat",
+        [{"class": "cow", "mask": rect((10, 10), 2, 8, 2, 8), "parts": []}],
+    )
     write_bytes(root / "VOC2010" / "JPEGImages" / "2009_000005.jpg", jpeg_bytes(random_image(10, 10)))
     (root / "train.txt").write_text("2008_000001\n2009_000003\n2009_000002 1\n# comment\n2008_000001\n")
     (root / "test.txt").write_text("2009_000004\n2009_000005\n2009_000099\n")
@@ -677,13 +714,20 @@ def test_pascal_part_class_selection(tmp_path):
     root = tmp_path / "src"
     expected, _ = pascal_fixture(root)
     results = pascal_part.convert_pascal_part(
-        str(root), str(root / "VOC2010"), str(tmp_path / "out"), {"train": str(root / "train.txt")}, classes=("cow",), num_shards=1
+        str(root),
+        str(root / "VOC2010"),
+        str(tmp_path / "out"),
+        {"train": str(root / "train.txt")},
+        classes=("cow",),
+        num_shards=1,
     )
     # with cow only, the horses are background and 2008_000001 has no cow: skipped
     assert results["train"]["written"] == 1 and results["train"]["skipped"] == 3
     assert filenames(read_split(tmp_path / "out" / "train")) == ["2009_000002.jpg"]
     with pytest.raises(ValueError, match="unlabelled_silhouette"):
-        pascal_part.convert_pascal_part(str(root), str(root), str(tmp_path / "x"), {"train": "t"}, unlabelled_silhouette="x")
+        pascal_part.convert_pascal_part(
+            str(root), str(root), str(tmp_path / "x"), {"train": "t"}, unlabelled_silhouette="x"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -699,16 +743,27 @@ def run_module(*args):
 
 def test_command_lines_help_and_run(tmp_path):
     # --help prints the module docstring (absl's usage), which says where to download the data
-    for module, url_part in ((atr, "HumanParsing-Dataset"), (lip, "sysu-hcp.net/lip"), (fashionista, "clothing_parsing"), (pascal_part, "pascal-parts")):
+    for module, url_part in (
+        (atr, "HumanParsing-Dataset"),
+        (lip, "sysu-hcp.net/lip"),
+        (fashionista, "clothing_parsing"),
+        (pascal_part, "pascal-parts"),
+    ):
         assert url_part in module.__doc__, module.__name__
     done = run_module("data_tools.pascal_part", "--help")  # absl exits with 1 after --help
-    assert "roozbehm.info/pascal-parts" in done.stdout and "--unlabelled_silhouette" in done.stdout and "--output_dir" in done.stdout
+    assert (
+        "roozbehm.info/pascal-parts" in done.stdout
+        and "--unlabelled_silhouette" in done.stdout
+        and "--output_dir" in done.stdout
+    )
     src = tmp_path / "LIP"
     labels = random_labels(6, 5, 20)
     for split in ("train", "val"):
         write_pair(src / f"{split}_images" / "1_1.jpg", src / f"{split}_segmentations" / "1_1.png", labels)
         (src / f"{split}_id.txt").write_text("1_1\n")
-    done = run_module("data_tools.lip", "--dataset=lip", f"--data_dir={src}", f"--output_dir={tmp_path / 'out'}", "--num_shards=1")
+    done = run_module(
+        "data_tools.lip", "--dataset=lip", f"--data_dir={src}", f"--output_dir={tmp_path / 'out'}", "--num_shards=1"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "train: 1 written, 0 skipped" in done.stdout
     np.testing.assert_array_equal(read_split(tmp_path / "out" / "val")[0]["labels"], labels)

@@ -31,7 +31,9 @@ def _pixels(height, width, channels=3):
 
 
 def _save(array, path, format, mode=None):
-    Image.fromarray(array, mode=mode).save(path, format=format) if mode else Image.fromarray(array).save(path, format=format)
+    Image.fromarray(array, mode=mode).save(path, format=format) if mode else Image.fromarray(array).save(
+        path, format=format
+    )
 
 
 def _uncompressed_counts(mask):
@@ -49,7 +51,12 @@ def _uncompressed_counts(mask):
 
 
 def _sentence(sent_id, sent, raw=None):
-    return {"raw": raw if raw is not None else sent.capitalize() + ".", "sent": sent, "sent_id": sent_id, "tokens": sent.split()}
+    return {
+        "raw": raw if raw is not None else sent.capitalize() + ".",
+        "sent": sent,
+        "sent_id": sent_id,
+        "tokens": sent.split(),
+    }
 
 
 def _ref(ref_id, ann_id, image_id, split, sentences):
@@ -68,7 +75,11 @@ def refer_data(tmp_path):
     (root / "refcoco").mkdir(parents=True)
     image_dir.mkdir()
     sizes = {1: (30, 40), 2: (24, 36), 3: (32, 32)}
-    names = {1: "COCO_train2014_000000000001.jpg", 2: "COCO_train2014_000000000002.png", 3: "COCO_train2014_000000000003.jpg"}
+    names = {
+        1: "COCO_train2014_000000000001.jpg",
+        2: "COCO_train2014_000000000002.png",
+        3: "COCO_train2014_000000000003.jpg",
+    }
     for image_id, (height, width) in sizes.items():
         _save(_pixels(height, width), image_dir / names[image_id], "JPEG" if names[image_id].endswith("jpg") else "PNG")
 
@@ -116,7 +127,9 @@ def write_refer(data):
 
 
 def convert(data, output_dir, **kwargs):
-    return refer.convert(str(data["root"]), str(data["image_dir"]), str(output_dir), "refcoco", "unc", num_shards=2, **kwargs)
+    return refer.convert(
+        str(data["root"]), str(data["image_dir"]), str(output_dir), "refcoco", "unc", num_shards=2, **kwargs
+    )
 
 
 def read_records(prefix):
@@ -170,7 +183,10 @@ def test_restricted_pickle_python2_byte_strings_become_text():
 
 def test_restricted_pickle_admits_only_harmless_globals():
     # Python 3 pickles of sets (protocols < 4) and bytes (protocols < 3) import builtins.set / _codecs.encode.
-    assert loads_restricted_pickle(pickle.dumps({"s": {1, 2}, "f": frozenset([3])}, protocol=2)) == {"s": {1, 2}, "f": frozenset([3])}
+    assert loads_restricted_pickle(pickle.dumps({"s": {1, 2}, "f": frozenset([3])}, protocol=2)) == {
+        "s": {1, 2},
+        "f": frozenset([3]),
+    }
     assert loads_restricted_pickle(pickle.dumps([b"abc"], protocol=2)) == ["abc"]
     # _codecs.encode only with latin-1: c_codecs\nencode\n(Vx\nVrot13\ntR.
     with pytest.raises(RestrictedPickleError, match="latin-1"):
@@ -199,7 +215,11 @@ def test_restricted_pickle_refuses_code(tmp_path, protocol):
     message = str(error.value)
     assert str(path) in message and f"{os.system.__module__}.system" in message and "execute code" in message
     assert not marker.exists()
-    for payload in (pickle.dumps(_Instance(), protocol=protocol), b"cbuiltins\neval\n(V1+1\ntR.", b"ccopy_reg\n_reconstructor\n."):
+    for payload in (
+        pickle.dumps(_Instance(), protocol=protocol),
+        b"cbuiltins\neval\n(V1+1\ntR.",
+        b"ccopy_reg\n_reconstructor\n.",
+    ):
         with pytest.raises(RestrictedPickleError, match="refused to load global"):
             loads_restricted_pickle(payload)
 
@@ -245,7 +265,9 @@ def test_degenerate_polygon_is_dropped_not_read_as_a_box():
 def test_rle_whose_counts_do_not_cover_the_image_is_refused():
     # pycocotools decodes such counts into uninitialised memory instead of failing.
     good = coco_mask.encode(np.asfortranarray(np.eye(6, 8, dtype=np.uint8)))
-    np.testing.assert_array_equal(refer.decode_segmentation({"size": [6, 8], "counts": good["counts"].decode()}, 6, 8), np.eye(6, 8))
+    np.testing.assert_array_equal(
+        refer.decode_segmentation({"size": [6, 8], "counts": good["counts"].decode()}, 6, 8), np.eye(6, 8)
+    )
     for counts in ([7, 3], [7, 3, 50], good["counts"].decode()[:-2], "7$"):
         with pytest.raises(refer.BadRecord, match="malformed segmentation"):
             refer.decode_segmentation({"size": [6, 8], "counts": counts}, 6, 8)
@@ -315,7 +337,10 @@ def test_corrupt_image_is_skipped(refer_data, tmp_path):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncated JPEG
     manifest = convert(refer_data, tmp_path / "out")["train"]
     assert manifest["skipped"] == {"corrupt or truncated image": 2} and manifest["num_examples"] == 1
-    assert {r["record"].split(" (")[0] for r in manifest["skipped_records"]} == {"refcoco_unc ref_id 1 sent_id 11", "refcoco_unc ref_id 1 sent_id 12"}
+    assert {r["record"].split(" (")[0] for r in manifest["skipped_records"]} == {
+        "refcoco_unc ref_id 1 sent_id 11",
+        "refcoco_unc ref_id 1 sent_id 12",
+    }
     (record,) = read_records(tmp_path / "out" / "train")
     assert int(record["sent_id"]) == 21
     np.testing.assert_array_equal(record["mask"], refer_data["expected_masks"][2])
@@ -331,7 +356,9 @@ def test_missing_image_file_is_skipped(refer_data, tmp_path):
 
 def _converted_pixels(mode_array, mode, format, tmp_path, refer_data):
     path = refer_data["image_dir"] / refer_data["names"][2]  # a .png name: PNG bytes whatever the mode
-    Image.fromarray(mode_array, mode=mode).save(path, format=format) if mode else Image.fromarray(mode_array).save(path, format=format)
+    Image.fromarray(mode_array, mode=mode).save(path, format=format) if mode else Image.fromarray(mode_array).save(
+        path, format=format
+    )
     manifest = convert(refer_data, tmp_path / "out")["train"]
     assert manifest["skipped"] == {} and manifest["num_examples"] == 3
     record = by_sent_id(read_records(tmp_path / "out" / "train"))[21]
@@ -404,10 +431,22 @@ def test_rerun_gives_byte_identical_shards_and_cli(refer_data, tmp_path):
     first = convert(refer_data, tmp_path / "a")
     # The second run is the command-line tool in another process (protobuf map order differs per process).
     completed = subprocess.run(
-        [sys.executable, "-m", "data_tools.refer", f"--refer_root={refer_data['root']}", f"--image_dir={refer_data['image_dir']}",
-         f"--output_dir={tmp_path / 'b'}", "--dataset=refcoco", "--split_by=unc", "--num_shards=2"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "data_tools.refer",
+            f"--refer_root={refer_data['root']}",
+            f"--image_dir={refer_data['image_dir']}",
+            f"--output_dir={tmp_path / 'b'}",
+            "--dataset=refcoco",
+            "--split_by=unc",
+            "--num_shards=2",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "train: 3 records" in completed.stdout
     for split in ("train", "val"):
@@ -422,10 +461,21 @@ def test_cli_refused_pickle_is_one_line_naming_the_file(refer_data, tmp_path):
     with open(refs, "wb") as file:
         pickle.dump([_Exploit(f"touch {tmp_path / 'pwned'}")], file, protocol=2)
     completed = subprocess.run(
-        [sys.executable, "-m", "data_tools.refer", f"--refer_root={refer_data['root']}", f"--image_dir={refer_data['image_dir']}",
-         f"--output_dir={tmp_path / 'out'}", "--dataset=refcoco", "--split_by=unc"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "data_tools.refer",
+            f"--refer_root={refer_data['root']}",
+            f"--image_dir={refer_data['image_dir']}",
+            f"--output_dir={tmp_path / 'out'}",
+            "--dataset=refcoco",
+            "--split_by=unc",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 1 and "Traceback" not in completed.stderr, completed.stderr[-3000:]
     last = completed.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and str(refs) in last and "refused" in last, last
@@ -437,4 +487,6 @@ def test_cli_help_says_where_to_download():
         [sys.executable, "-m", "data_tools.refer", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
     )
     assert completed.returncode in (0, 1), completed.stderr[-3000:]  # absl exits 1 after --help
-    assert "lichengunc/refer" in completed.stdout and "train2014" in completed.stdout and "--split_by" in completed.stdout
+    assert (
+        "lichengunc/refer" in completed.stdout and "train2014" in completed.stdout and "--split_by" in completed.stdout
+    )

@@ -47,7 +47,9 @@ def referit_data(tmp_path):
     (root / "images").mkdir(parents=True)
     (root / "mask").mkdir()
     for image_id, (height, width) in SIZES.items():
-        Image.fromarray(RNG.integers(0, 256, size=(height, width, 3), dtype=np.uint8)).save(root / "images" / f"{image_id}.jpg", format="JPEG")
+        Image.fromarray(RNG.integers(0, 256, size=(height, width, 3), dtype=np.uint8)).save(
+            root / "images" / f"{image_id}.jpg", format="JPEG"
+        )
     segimgs = {}
     for index, key in enumerate(sorted(QUERIES)):
         segimgs[key] = segimg(*SIZES[key.split("_")[0]], seed=index)
@@ -92,7 +94,11 @@ def test_converts_every_expression_with_inverted_masks(referit_data, tmp_path):
         # Foreground is segimg_t == 0: the mask is the INVERSE of "nonzero label".
         np.testing.assert_array_equal(record["mask"], (labels == 0).astype(np.uint8))
         assert 0 < record["mask"].sum() < labels.size and record["mask"][labels > 0].max() == 0
-        assert record["image/filename"] == f"{image_id}.jpg" and record["dataset"] == "referit" and record["split"] == "test"
+        assert (
+            record["image/filename"] == f"{image_id}.jpg"
+            and record["dataset"] == "referit"
+            and record["split"] == "test"
+        )
         assert (record["image/height"], record["image/width"]) == SIZES[image_id]
         assert record["image/encoded"] == (referit_data["root"] / "images" / f"{image_id}.jpg").read_bytes()
 
@@ -110,7 +116,9 @@ def test_real_val_queries(referit_data, tmp_path, shared_data_dir):
     (root / "mask").mkdir()
     keys = sorted((key for key in queries if key.split("_")[0] in chosen), key=lambda k: tuple(map(int, k.split("_"))))
     for image_id in chosen:
-        Image.fromarray(RNG.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)).save(root / "images" / f"{image_id}.jpg")
+        Image.fromarray(RNG.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)).save(
+            root / "images" / f"{image_id}.jpg"
+        )
     for key in keys:
         save_mat(root / "mask" / f"{key}.mat", segimg(12, 10, seed=int(key.split("_")[1])))
     expected = [(key, index, text) for key in keys for index, text in enumerate(queries[key])]
@@ -119,7 +127,10 @@ def test_real_val_queries(referit_data, tmp_path, shared_data_dir):
     assert manifest["num_examples"] == len(expected) and len(expected) > 30
     assert manifest["skipped"] == {"missing image file": total - len(expected)}
     records = sorted(read_records(tmp_path / "out" / "val"), key=lambda r: int(r["sent_id"]))
-    got = [(f"{int(r['ref_id']) // 1000}_{int(r['ref_id']) % 1000}", int(r["sent_id"]) % 1000, r["expression/raw"]) for r in records]
+    got = [
+        (f"{int(r['ref_id']) // 1000}_{int(r['ref_id']) % 1000}", int(r["sent_id"]) % 1000, r["expression/raw"])
+        for r in records
+    ]
     assert got == expected
     for record, (key, _, _) in zip(records, expected):
         np.testing.assert_array_equal(record["mask"], segimg(12, 10, seed=int(key.split("_")[1])) == 0)
@@ -155,7 +166,9 @@ def test_unreadable_or_malformed_mask_file_is_skipped(referit_data, tmp_path):
     (referit_data["root"] / "mask" / "100_1.mat").write_bytes(b"MATLAB 5.0 MAT-file, this is not one" + bytes(100))
     scipy_io.savemat(str(referit_data["root"] / "mask" / "200_1.mat"), {"other": np.zeros((16, 16))})
     manifest = convert(referit_data, tmp_path / "out")["test"]
-    assert manifest["skipped"] == {"unreadable mask file": 1, "malformed mask file": 1} and manifest["num_examples"] == 2
+    assert (
+        manifest["skipped"] == {"unreadable mask file": 1, "malformed mask file": 1} and manifest["num_examples"] == 2
+    )
     assert [r["expression/raw"] for r in read_records(tmp_path / "out" / "test")] == ["sky", "blue sky above"]
 
 
@@ -174,14 +187,23 @@ def test_empty_expression_is_skipped(referit_data, tmp_path):
     assert manifest["skipped"] == {"empty expression": 2} and manifest["num_examples"] == 2
     records = read_records(tmp_path / "out" / "test")
     # The sent_id keeps the expression's index in the query list.
-    assert [(int(r["sent_id"]), r["expression/raw"]) for r in records] == [(100001000, "man on left"), (100002001, "blue sky above")]
+    assert [(int(r["sent_id"]), r["expression/raw"]) for r in records] == [
+        (100001000, "man on left"),
+        (100002001, "blue sky above"),
+    ]
 
 
 def test_malformed_keys_and_images_outside_the_list_are_skipped(referit_data, tmp_path):
-    queries = dict(QUERIES, **{"100": ["no region"], "300_1": ["elsewhere", "twice"], "200_1": ["the dog", None], "100_3": {}})
+    queries = dict(
+        QUERIES, **{"100": ["no region"], "300_1": ["elsewhere", "twice"], "200_1": ["the dog", None], "100_3": {}}
+    )
     (referit_data["root"] / "referit_query_test.json").write_text(json.dumps(queries))
     manifest = convert(referit_data, tmp_path / "out")["test"]
-    assert manifest["skipped"] == {"malformed query key": 1, "image not in the split's image list": 2, "malformed query entry": 2}
+    assert manifest["skipped"] == {
+        "malformed query key": 1,
+        "image not in the split's image list": 2,
+        "malformed query entry": 2,
+    }
     assert manifest["num_examples"] == 4
 
 
@@ -197,7 +219,9 @@ def test_converted_image_modes(referit_data, tmp_path, kind):
     else:
         source = RNG.integers(0, 65536, size=(height, width), dtype=np.uint16)
         expected = np.repeat(np.round(source * 255.0 / 65535.0).astype(np.uint8)[..., None], 3, axis=2)
-    Image.fromarray(source).save(referit_data["root"] / "images" / "200.jpg", format="PNG")  # lossless, whatever the name
+    Image.fromarray(source).save(
+        referit_data["root"] / "images" / "200.jpg", format="PNG"
+    )  # lossless, whatever the name
     manifest = convert(referit_data, tmp_path / "out")["test"]
     assert manifest["skipped"] == {} and manifest["num_examples"] == 4
     record = read_records(tmp_path / "out" / "test")[-1]
@@ -214,15 +238,29 @@ def test_missing_query_file_fails_before_writing(referit_data, tmp_path):
 def test_rerun_gives_byte_identical_shards_and_cli(referit_data, tmp_path):
     first = convert(referit_data, tmp_path / "a", num_shards=2)["test"]
     completed = subprocess.run(
-        [sys.executable, "-m", "data_tools.referit", f"--referit_root={referit_data['root']}", f"--output_dir={tmp_path / 'b'}",
-         "--splits=test", "--num_shards=2"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "data_tools.referit",
+            f"--referit_root={referit_data['root']}",
+            f"--output_dir={tmp_path / 'b'}",
+            "--splits=test",
+            "--num_shards=2",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "test: 4 records" in completed.stdout
     second = read_manifest(str(tmp_path / "b" / "test"))
     assert [s["sha256"] for s in second["shards"]] == [s["sha256"] for s in first["shards"]]
     help_text = subprocess.run(
-        [sys.executable, "-m", "data_tools.referit", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "data_tools.referit", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     ).stdout
     assert "text_objseg" in help_text and "referitdata.tar.gz" in help_text and "--referit_root" in help_text

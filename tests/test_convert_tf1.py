@@ -14,10 +14,9 @@ import sys
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 import tensorflow as tf
-
-import numpy_reference as ref
 from tf1_checkpoints import (
     CELL,
     adam_entries,
@@ -30,6 +29,7 @@ from tf1_checkpoints import (
     tf1_variable_shapes,
     write_tf1_checkpoint,
 )
+
 from tf_recurrent_seg.convert_tf1 import convert_checkpoint
 from tf_recurrent_seg.defaults import referring_config
 from tf_recurrent_seg.models.referring import visual_input_channels
@@ -109,10 +109,12 @@ def test_full_training_checkpoint_matches_references(tmp_path, model_name, varia
         assert "text_objseg/ResNet/fc1000/DW/Adam" in extras and "text_objseg/ResNet/fc1000/biases/Adam_1" in extras
     else:
         assert any(name.startswith("DeepLab/fc1_voc12/") for name in backbone)
-    assert f"text_objseg/text_objseg/embedding/Adam_1" in extras and "text_objseg/Variable" in extras
+    assert "text_objseg/text_objseg/embedding/Adam_1" in extras and "text_objseg/Variable" in extras
     prefix = write_tf1_checkpoint(tmp_path / "train.tfmodel", {**backbone, **head, **extras})
 
-    model = convert_checkpoint(prefix, model_name, variant, config.model.vocabulary_size, head_only=False, config=config)
+    model = convert_checkpoint(
+        prefix, model_name, variant, config.model.vocabulary_size, head_only=False, config=config
+    )
     assert model.unused_checkpoint_variables == []
 
     images = np.random.default_rng(5).normal(0.0, 50.0, (2, 64, 64, 3)).astype(np.float32)
@@ -184,7 +186,9 @@ def test_legacy_lstm_names_are_accepted(tmp_path, model_name, variant):
 
     prefix, weights, config = head_checkpoint(tmp_path, model_name, variant, edit=edit)
     assert len(renamed) == (4 if model_name == "rmi" else 2)
-    assert not any(name.endswith(("/kernel", "/bias")) for name in tf.train.load_checkpoint(prefix).get_variable_to_shape_map())
+    assert not any(
+        name.endswith(("/kernel", "/bias")) for name in tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    )
     model = import_head(prefix, model_name, variant, config)
     assert model.unused_checkpoint_variables == []
 

@@ -37,7 +37,9 @@ DOCSTRING_MODULES = [
 ]
 SHELL_BLOCK = {"", "sh", "bash", "shell", "console"}  # fenced blocks tagged python / json are not commands
 # A command of the package: `python`, `make`, `saved_model_cli` or a console script, after VAR=value prefixes.
-COMMAND_START = re.compile(r"""^(?:[A-Z_]+=(?:'[^']*'|"[^"]*"|\S+)\s+)*(?:python3?|make|saved_model_cli|tf-recurrent-seg-[\w-]+)(?:\s|$)""")
+COMMAND_START = re.compile(
+    r"""^(?:[A-Z_]+=(?:'[^']*'|"[^"]*"|\S+)\s+)*(?:python3?|make|saved_model_cli|tf-recurrent-seg-[\w-]+)(?:\s|$)"""
+)
 ABSL_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "flagfile", "undefok", "only_check_args", "logtostderr",
               "alsologtostderr", "log_dir", "v", "verbosity", "stderrthreshold", "showprefixforinfo"}  # fmt: skip
 
@@ -127,7 +129,9 @@ def docstring_commands(path: pathlib.Path) -> list[Command]:
     lines = [line for line in docstring.split("\n")]
     commands = []
     for command in _commands_in("\n".join(lines), str(path.relative_to(REPO)), first_line):
-        if command.words[0] in ("python", "make", "saved_model_cli") or command.words[0].startswith("tf-recurrent-seg-"):
+        if command.words[0] in ("python", "make", "saved_model_cli") or command.words[0].startswith(
+            "tf-recurrent-seg-"
+        ):
             commands.append(command)
     return commands
 
@@ -288,8 +292,8 @@ def test_every_config_loads_and_every_override_names_a_field():
             continue
         checked += 1
         for name, _ in _flag_words(arguments):
-            if name.startswith("config.") and not _has_field(config, name[len("config."):]):
-                problems.append(f"{command.where}: --{name}: {path} has no field {name[len('config.'):]}")
+            if name.startswith("config.") and not _has_field(config, name[len("config.") :]):
+                problems.append(f"{command.where}: --{name}: {path} has no field {name[len('config.') :]}")
     assert not problems, "\n".join(problems)
     assert checked > 10, checked
 
@@ -305,8 +309,11 @@ def test_every_make_target_exists():
 
 
 def test_every_python_script_exists():
-    scripts = [(command, command.words[1]) for command in all_commands()
-               if command.words[0] == "python" and len(command.words) > 1 and command.words[1].endswith(".py")]  # fmt: skip
+    scripts = [
+        (command, command.words[1])
+        for command in all_commands()
+        if command.words[0] == "python" and len(command.words) > 1 and command.words[1].endswith(".py")
+    ]
     missing = [f"{command.where}: {path}" for command, path in scripts if not (REPO / path).is_file()]
     assert not missing, "\n".join(missing)
 
@@ -346,7 +353,9 @@ def _synthetic_data_dirs() -> dict[str, str]:
     for config_file in ("configs/lstm_synthetic.py", "configs/conv_baseline_synthetic.py"):
         data = load_config(config_file, None).data
         assert os.path.dirname(data.train_records) in (
-            os.path.dirname(referring.train_records), os.path.dirname(parsing.train_records))
+            os.path.dirname(referring.train_records),
+            os.path.dirname(parsing.train_records),
+        )
     assert os.path.dirname(referring.vocabulary) == os.path.dirname(referring.train_records)
     return {"referring": os.path.dirname(referring.train_records), "parsing": os.path.dirname(parsing.train_records)}
 
@@ -402,7 +411,11 @@ def test_converters_are_installed_with_console_scripts(tmp_path):
     for tool in tools:
         name = by_module.get(f"data_tools.{tool}")
         assert name, f"no console script runs data_tools.{tool}"
-        expected = "tf-recurrent-seg-synthetic" if tool == "synthetic" else f"tf-recurrent-seg-convert-{tool.replace('_', '-')}"
+        expected = (
+            "tf-recurrent-seg-synthetic"
+            if tool == "synthetic"
+            else f"tf-recurrent-seg-convert-{tool.replace('_', '-')}"
+        )
         assert name == expected
     for name, target in scripts.items():
         module_name, function = target.split(":")
@@ -420,8 +433,12 @@ def test_converters_are_installed_with_console_scripts(tmp_path):
     # From another directory, without the checkout on the path: the installed package (make test installs it).
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run(
-        [sys.executable, "-m", "data_tools.synthetic", "--help"], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "-m", "data_tools.synthetic", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if "No module named data_tools" in result.stderr:
         pytest.skip("the installed tf_recurrent_seg predates data_tools' packaging: run `pip install -e .`")
@@ -442,7 +459,10 @@ QUICK_START_SHRINK = {
 
 
 def _run(words: list[str], cwd: pathlib.Path, where: str) -> subprocess.CompletedProcess:
-    executable = {"python": [sys.executable], "saved_model_cli": [os.path.join(os.path.dirname(sys.executable), "saved_model_cli")]}
+    executable = {
+        "python": [sys.executable],
+        "saved_model_cli": [os.path.join(os.path.dirname(sys.executable), "saved_model_cli")],
+    }
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run([*executable[words[0]], *words[1:]], cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=900)  # fmt: skip
@@ -478,13 +498,30 @@ def test_readme_quick_start_runs(tmp_path):
         if step == "saved_model_cli":
             assert "signature_def['serving_default']" in result.stdout
     run = project / "runs" / "rmi_synthetic"
-    assert (run / "vocabulary.txt").read_bytes() == (project / "data" / "synthetic_referring" / "vocabulary.txt").read_bytes()
+    assert (run / "vocabulary.txt").read_bytes() == (
+        project / "data" / "synthetic_referring" / "vocabulary.txt"
+    ).read_bytes()
     assert (project / "out.png").is_file() and (project / "saved_models" / "rmi" / "model.tflite").is_file()
 
-    _run(["python", "-m", "tf_recurrent_seg.cli.export", f"--workdir={run}", "--export_dir=exported"], elsewhere, "elsewhere")
+    _run(
+        ["python", "-m", "tf_recurrent_seg.cli.export", f"--workdir={run}", "--export_dir=exported"],
+        elsewhere,
+        "elsewhere",
+    )
     assert (elsewhere / "exported" / "1" / "saved_model.pb").is_file()
     _run(["python", "-m", "tf_recurrent_seg.cli.predict", f"--workdir={run}", f"--image={project / 'scene.png'}",
           "--expression=the green diamond", "--output=out.png"], elsewhere, "elsewhere")  # fmt: skip
-    _run(["python", "-m", "tf_recurrent_seg.cli.evaluate", f"--workdir={run}", "--max_examples=2",
-          f"--eval_records={project / 'data' / 'synthetic_referring' / 'test'}", "--out_dir=eval"], elsewhere, "elsewhere")  # fmt: skip
+    _run(
+        [
+            "python",
+            "-m",
+            "tf_recurrent_seg.cli.evaluate",
+            f"--workdir={run}",
+            "--max_examples=2",
+            f"--eval_records={project / 'data' / 'synthetic_referring' / 'test'}",
+            "--out_dir=eval",
+        ],
+        elsewhere,
+        "elsewhere",
+    )
     assert (elsewhere / "out.png").is_file() and (elsewhere / "eval" / "metrics.json").is_file()

@@ -59,8 +59,14 @@ def referring_data(tmp_path_factory):
     examples = []
     for index, ((height, width), words) in enumerate(zip(REFERRING_SHAPES, WORD_COUNTS)):
         expression = " ".join(rng.choice(WORDS, words).tolist())
-        examples.append({"image": _image(rng, height, width), "mask": _blob(rng, height, width), "expression": expression,
-                         "words": words})  # fmt: skip
+        examples.append(
+            {
+                "image": _image(rng, height, width),
+                "mask": _blob(rng, height, width),
+                "expression": expression,
+                "words": words,
+            }
+        )
     prefix = str(directory / "test")
     with records.ShardedRecordWriter(prefix, 2, task="referring", source="ReferItGame (test fixture)") as writer:
         for index, example in enumerate(examples):
@@ -432,7 +438,9 @@ def test_cli_writes_into_workdir_eval(synthetic_dirs, crf_stub, tmp_path, capsys
     flag_values = flags.FlagValues()
     cli.define_flags(flag_values)
     out_dir = tmp_path / "compare"
-    flag_values(["evaluate", f"--workdir={run_dir}", "--max_examples=3", f"--baseline={run_dir}", f"--out_dir={out_dir}"])
+    flag_values(
+        ["evaluate", f"--workdir={run_dir}", "--max_examples=3", f"--baseline={run_dir}", f"--out_dir={out_dir}"]
+    )
     cli.main(["evaluate"], flag_values)
     tables = (out_dir / "tables.md").read_text()
     assert "R+RMI (baseline)" in tables and "Relative Gain" in tables

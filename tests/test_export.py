@@ -69,6 +69,7 @@ def make_image(height=45, width=71, seed=0) -> np.ndarray:
 
 def numpy_bilinear(values: np.ndarray, height: int, width: int) -> np.ndarray:
     """Half-pixel-centre bilinear resize (tf.image.resize's 'bilinear', no antialias) of (h, w[, C]) floats."""
+
     def axis(in_size, out_size):
         position = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
         low = np.floor(position)
@@ -125,7 +126,9 @@ def expected_referring(rmi, image, expression):
     padded, placement = preprocessing.resize_and_pad(image, config.model.image_size)
     inputs = {
         "image": preprocessing.caffe_preprocess(padded)[None],
-        "tokens": rmi["vocabulary"].encode(expression, config.model.max_words, strip_pieces=config.data.strip_pieces)[None],
+        "tokens": rmi["vocabulary"].encode(expression, config.model.max_words, strip_pieces=config.data.strip_pieces)[
+            None
+        ],
     }
     logits = np.asarray(rmi["model"](inputs)["logits"])[0, :, :, 0]
     size = image.shape[:2]
@@ -170,11 +173,14 @@ def test_serving_default_tall_and_grayscale_images(rmi):
     tall = make_image(90, 30, seed=1)
     outputs = serve(rmi, png_bytes(tall), "red shirt")
     assert outputs["mask"].shape == (1, 90, 30)
-    np.testing.assert_allclose(outputs["probabilities"][0], expected_referring(rmi, tall, "red shirt")["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(
+        outputs["probabilities"][0], expected_referring(rmi, tall, "red shirt")["probabilities"], atol=1e-5
+    )
     gray = make_image(40, 52, seed=2)[..., 0]
     as_rgb = np.repeat(gray[..., None], 3, axis=-1)
     np.testing.assert_array_equal(
-        serve(rmi, png_bytes(gray), "the dog")["probabilities"], serve(rmi, png_bytes(as_rgb), "the dog")["probabilities"]
+        serve(rmi, png_bytes(gray), "the dog")["probabilities"],
+        serve(rmi, png_bytes(as_rgb), "the dog")["probabilities"],
     )
 
 
@@ -232,7 +238,9 @@ def test_bad_image_bytes_name_the_input(rmi, image_bytes, message):
         serve(rmi, image_bytes, "the man")
 
 
-@pytest.mark.parametrize("images, expressions, name", [(2, 1, "image_bytes"), (1, 2, "expression"), (0, 1, "image_bytes")])
+@pytest.mark.parametrize(
+    "images, expressions, name", [(2, 1, "image_bytes"), (1, 2, "expression"), (0, 1, "image_bytes")]
+)
 def test_one_instance_per_request(rmi, images, expressions, name):
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"{name} must hold exactly one"):
         serve(rmi, [png_bytes(make_image())] * images, ["the man"] * expressions)
@@ -244,7 +252,9 @@ def test_decompression_bomb_is_refused_before_decoding(rmi):
     from test_image_header import png_header_only
 
     start = time.perf_counter()
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"the image is 20000x20000 pixels, over the limit of 64000000 pixels"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"the image is 20000x20000 pixels, over the limit of 64000000 pixels"
+    ):
         serve(rmi, png_header_only(20000, 20000), "the man")
     assert time.perf_counter() - start < 1.0
 
@@ -275,15 +285,29 @@ def saved_model_cli(*args):
 def test_saved_model_cli_show_and_run(rmi):
     shown = saved_model_cli("show", "--dir", rmi["dir"], "--all")
     assert shown.returncode == 0, shown.stderr[-3000:]
-    for expected in ("signature_def['serving_default']", "signature_def['serve_tensors']", "inputs['image_bytes']",
-                     "inputs['expression']", "outputs['mask']", "outputs['probabilities']", "inputs['tokens']"):
+    for expected in (
+        "signature_def['serving_default']",
+        "signature_def['serve_tensors']",
+        "inputs['image_bytes']",
+        "inputs['expression']",
+        "outputs['mask']",
+        "outputs['probabilities']",
+        "inputs['tokens']",
+    ):
         assert expected in shown.stdout, expected
     # --input_exprs goes through ast.literal_eval and is split on ';': every byte as a \x escape avoids both issues.
     image = make_image(12, 20)
     literal = "b'" + "".join(f"\\x{byte:02x}" for byte in png_bytes(image)) + "'"
     ran = saved_model_cli(
-        "run", "--dir", rmi["dir"], "--tag_set", "serve", "--signature_def", "serving_default",
-        "--input_exprs", f"image_bytes=[{literal}];expression=['the man on the left']",
+        "run",
+        "--dir",
+        rmi["dir"],
+        "--tag_set",
+        "serve",
+        "--signature_def",
+        "serving_default",
+        "--input_exprs",
+        f"image_bytes=[{literal}];expression=['the man on the left']",
     )
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "Result for output key mask:" in ran.stdout and "Result for output key probabilities:" in ran.stdout
@@ -315,7 +339,9 @@ def test_parsing_saved_model_labels_at_the_image_size(tmp_path):
     logits = np.asarray(model(batch)["logits"])[0].astype(np.float64)
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)
-    np.testing.assert_allclose(outputs["probabilities"][0], map_back(probabilities, placement, (50, 33), False), atol=1e-6)
+    np.testing.assert_allclose(
+        outputs["probabilities"][0], map_back(probabilities, placement, (50, 33), False), atol=1e-6
+    )
     top2 = np.sort(logits, axis=-1)
     margin = map_back((top2[..., -1] - top2[..., -2]).astype(np.float32), placement, (50, 33))
     labels = map_back(np.argmax(logits, -1).astype(np.int32), placement, (50, 33))
@@ -333,7 +359,9 @@ def test_parsing_saved_model_labels_at_the_image_size(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="image_bytes is empty"):
         serving["serving_default"](image_bytes=tf.constant([b""]))
     # The export's pixel limit (here exactly the image above): one row more is refused.
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"the image is 51x33 pixels, over the limit of 1650 pixels"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"the image is 51x33 pixels, over the limit of 1650 pixels"
+    ):
         serving["serving_default"](image_bytes=tf.constant([png_bytes(make_image(51, 33))]))
 
 
@@ -357,8 +385,14 @@ def test_export_cli_writes_versioned_saved_model_and_tflite(tmp_path, monkeypatc
     save_vocabulary(config, str(workdir))  # what training does when it starts
     model = build_model(config)
     model.save(workdir / MODEL_FILE)
-    command = [sys.executable, "-m", "tf_recurrent_seg.cli.export", f"--workdir={workdir}", "--tflite",
-               "--quantization=float16"]
+    command = [
+        sys.executable,
+        "-m",
+        "tf_recurrent_seg.cli.export",
+        f"--workdir={workdir}",
+        "--tflite",
+        "--quantization=float16",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
     result = subprocess.run(command, capture_output=True, text=True, cwd=elsewhere, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -367,7 +401,8 @@ def test_export_cli_writes_versioned_saved_model_and_tflite(tmp_path, monkeypatc
     assert "Wrote SavedModel" in result.stdout and "Wrote TFLite" in result.stdout
     size = config.model.image_size
     output, op_names, dtypes = tflite_run(
-        (export_dir / "model.tflite").read_bytes(), image=np.zeros((1, size, size, 3), np.float32),
+        (export_dir / "model.tflite").read_bytes(),
+        image=np.zeros((1, size, size, 3), np.float32),
         tokens=vocabulary.encode("the dog", 20)[None],
     )
     assert output.shape == (1, size, size, 1) and "float16" in dtypes
@@ -403,7 +438,9 @@ def tflite_run(content, **inputs):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     output = Interpreter(model_content=content).get_signature_runner()(**inputs)["output_0"]
-    plain = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    plain = Interpreter(
+        model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     plain.allocate_tensors()
     op_names = {op["op_name"] for op in plain._get_ops_details()}
     dtypes = {np.dtype(detail["dtype"]).name for detail in plain.get_tensor_details()}
@@ -411,7 +448,9 @@ def tflite_run(content, **inputs):
 
 
 def assert_builtin_only(op_names):
-    assert not any(name.startswith("Flex") or name in ("READ_VARIABLE", "WHILE", "CUSTOM") for name in op_names), op_names
+    assert not any(name.startswith("Flex") or name in ("READ_VARIABLE", "WHILE", "CUSTOM") for name in op_names), (
+        op_names
+    )
 
 
 # Tolerances of the quantized variants, relative to the float model's output scale (max |logit|):
@@ -448,7 +487,11 @@ def test_rmi_tflite_unrolled_builtin_ops(rmi, rmi_tflite_inputs, quantization):
     scale = np.abs(reference).max()
     error = np.abs(output - reference)
     max_tolerance, mean_tolerance = QUANTIZED_TOLERANCE[quantization]
-    assert error.max() <= max_tolerance * scale and error.mean() <= mean_tolerance * scale, (error.max(), error.mean(), scale)
+    assert error.max() <= max_tolerance * scale and error.mean() <= mean_tolerance * scale, (
+        error.max(),
+        error.mean(),
+        scale,
+    )
 
 
 # float32 parsing conversion: tests/test_parsing.py. float16 is the lower-risk variant (float32 compute), so the
@@ -480,7 +523,11 @@ def test_parsing_tflite_quantized(quantization):
     scale = np.abs(reference).max()
     error = np.abs(output - reference)
     max_tolerance, mean_tolerance = QUANTIZED_TOLERANCE[quantization]
-    assert error.max() <= max_tolerance * scale and error.mean() <= mean_tolerance * scale, (error.max(), error.mean(), scale)
+    assert error.max() <= max_tolerance * scale and error.mean() <= mean_tolerance * scale, (
+        error.max(),
+        error.mean(),
+        scale,
+    )
 
 
 def test_fixed_steps_model_from_config_and_weight_files(rmi, rmi_tflite_inputs, tmp_path):
@@ -498,9 +545,7 @@ def test_fixed_steps_model_from_config_and_weight_files(rmi, rmi_tflite_inputs, 
     with_words = build_model(words_config)
     fixed = fixed_steps_referring_model(with_words)
     assert set(fixed(rmi_tflite_inputs)) == {"logits", "logits_lowres", "response_map"}
-    np.testing.assert_allclose(
-        fixed(rmi_tflite_inputs)["logits"], with_words(rmi_tflite_inputs)["logits"], atol=1e-5
-    )
+    np.testing.assert_allclose(fixed(rmi_tflite_inputs)["logits"], with_words(rmi_tflite_inputs)["logits"], atol=1e-5)
 
 
 def test_tflite_argument_errors(rmi):
@@ -519,4 +564,7 @@ def test_docs_request_body_is_valid_json():
     body = text.split("```json\n", 1)[1].split("```", 1)[0]
     request = json.loads(body)
     assert request["signature_name"] == "serving_default"
-    assert set(request["instances"][0]) == {"image_bytes", "expression"} and "b64" in request["instances"][0]["image_bytes"]
+    assert (
+        set(request["instances"][0]) == {"image_bytes", "expression"}
+        and "b64" in request["instances"][0]["image_bytes"]
+    )

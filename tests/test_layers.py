@@ -2,10 +2,9 @@
 
 import keras
 import numpy as np
-import pytest
-import tensorflow as tf
-
 import numpy_reference as ref
+import pytest
+
 from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMean, L2Normalize, TileToMap
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM, ConvMultimodalLSTMCell
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
@@ -17,7 +16,9 @@ RNG = np.random.default_rng(0)
 def test_spatial_coordinates_match_per_cell_formula():
     np.testing.assert_allclose(spatial_coordinates(3, 5), ref.spatial_map(3, 5), atol=1e-7)
     # Spot values at paper size: first cell of a 40x40 map.
-    np.testing.assert_allclose(spatial_coordinates(40, 40)[0, 0], [-1, -1, -0.95, -0.95, -0.975, -0.975, 0.025, 0.025], atol=1e-7)
+    np.testing.assert_allclose(
+        spatial_coordinates(40, 40)[0, 0], [-1, -1, -0.95, -0.95, -0.975, -0.975, 0.025, 0.025], atol=1e-7
+    )
 
 
 def test_spatial_coordinates_layer_broadcasts_over_batch():
@@ -40,10 +41,12 @@ def _half_pixel_bilinear(image, out_h, out_w):
     out = np.zeros((out_h, out_w) + image.shape[2:])
     for y in range(out_h):
         sy = min(max((y + 0.5) * in_h / out_h - 0.5, 0), in_h - 1)
-        y0 = int(np.floor(sy)); y1 = min(y0 + 1, in_h - 1); dy = sy - y0
+        y0 = int(np.floor(sy))
+        y1, dy = min(y0 + 1, in_h - 1), sy - y0
         for x in range(out_w):
             sx = min(max((x + 0.5) * in_w / out_w - 0.5, 0), in_w - 1)
-            x0 = int(np.floor(sx)); x1 = min(x0 + 1, in_w - 1); dx = sx - x0
+            x0 = int(np.floor(sx))
+            x1, dx = min(x0 + 1, in_w - 1), sx - x0
             top = image[y0, x0] * (1 - dx) + image[y0, x1] * dx
             bottom = image[y1, x0] * (1 - dx) + image[y1, x1] * dx
             out[y, x] = top * (1 - dy) + bottom * dy
@@ -175,7 +178,9 @@ def test_token_layers_round_trip(tmp_path):
 def test_tile_and_mlstm_round_trip(tmp_path):
     words, visual, mask = keras.Input((None, 5)), keras.Input((3, 4, 9)), keras.Input((None,), dtype="bool")
     vectors = keras.Input((5,))
-    hidden = ConvMultimodalLSTM(6, forget_bias=0.5, return_sequences=True, name="mlstm")(words, visual_features=visual, mask=mask)
+    hidden = ConvMultimodalLSTM(6, forget_bias=0.5, return_sequences=True, name="mlstm")(
+        words, visual_features=visual, mask=mask
+    )
     feed = [
         RNG.normal(size=(2, 4, 5)).astype(np.float32),
         RNG.normal(size=(2, 3, 4, 9)).astype(np.float32),

@@ -4,9 +4,9 @@ import itertools
 
 import keras
 import numpy as np
+import numpy_lg_lstm as ref
 import pytest
 
-import numpy_lg_lstm as ref
 from tf_recurrent_seg.layers.lg_lstm import (
     NEIGHBOURHOODS,
     GridMaxPool,
@@ -113,8 +113,13 @@ def test_transition_and_two_lg_lstm_steps_match_reference(neighbourhood, use_glo
     d_h = _d_h(units, neighbourhood, use_global)
     features = rng.normal(size=(batch, height, width, channels)).astype(np.float32)
 
-    transition = TransitionLayer(units, neighbourhood=neighbourhood, use_global=use_global, hidden_form=hidden_form,
-                                 distinct_spatial_weights=distinct)
+    transition = TransitionLayer(
+        units,
+        neighbourhood=neighbourhood,
+        use_global=use_global,
+        hidden_form=hidden_form,
+        distinct_spatial_weights=distinct,
+    )
     lg = LGLSTMLayer(units, neighbourhood=neighbourhood, use_global=use_global, hidden_form=hidden_form)
     transition(features)  # build
     lg(transition(features))  # build
@@ -135,12 +140,20 @@ def test_transition_and_two_lg_lstm_steps_match_reference(neighbourhood, use_glo
     out1 = lg(out0)
     out2 = lg(out1)
 
-    exp0 = ref.transition(features, **t_weights, neighbourhood=neighbourhood, use_global=use_global,
-                          hidden_form=hidden_form, distinct_spatial_weights=distinct)
-    exp1 = ref.lg_lstm_layer(*exp0, **l_weights, neighbourhood=neighbourhood, use_global=use_global,
-                             hidden_form=hidden_form)
-    exp2 = ref.lg_lstm_layer(*exp1, **l_weights, neighbourhood=neighbourhood, use_global=use_global,
-                             hidden_form=hidden_form)
+    exp0 = ref.transition(
+        features,
+        **t_weights,
+        neighbourhood=neighbourhood,
+        use_global=use_global,
+        hidden_form=hidden_form,
+        distinct_spatial_weights=distinct,
+    )
+    exp1 = ref.lg_lstm_layer(
+        *exp0, **l_weights, neighbourhood=neighbourhood, use_global=use_global, hidden_form=hidden_form
+    )
+    exp2 = ref.lg_lstm_layer(
+        *exp1, **l_weights, neighbourhood=neighbourhood, use_global=use_global, hidden_form=hidden_form
+    )
 
     shapes = [(batch, height, width, d_h), (batch, height, width, k, units), (batch, height, width, units)]
     for step, (got, want) in enumerate([(out0, exp0), (out1, exp1), (out2, exp2)]):

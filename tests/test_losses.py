@@ -254,9 +254,7 @@ def test_parsing_loss_uniform_logits_is_n_log_c(num_layers, num_classes):
     logits = tf.fill([2, num_layers, 4, 3, num_classes], 1.5)
     labels = np.random.default_rng(12).integers(0, num_classes, (2, 4, 3))
     labels[0, 0, 0] = 255
-    np.testing.assert_allclose(
-        float(losses.parsing_loss(logits, labels)), num_layers * np.log(num_classes), rtol=1e-6
-    )
+    np.testing.assert_allclose(float(losses.parsing_loss(logits, labels)), num_layers * np.log(num_classes), rtol=1e-6)
 
 
 def test_parsing_loss_all_ignored_is_zero_with_zero_gradient():

@@ -325,7 +325,12 @@ def test_absent_class_is_left_out_of_averages():
     # A class in the truth but never predicted: precision 0 (not NaN), recall 0, F-1 0.
     missed = parsing_scores(np.array([[2, 0], [1, 0]]), ["background", "thing"])
     assert missed["per_class"]["thing"] == {
-        "precision": 0.0, "recall": 0.0, "f1": 0.0, "iou": 0.0, "pixels": 1.0, "predicted_pixels": 0.0
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "iou": 0.0,
+        "pixels": 1.0,
+        "predicted_pixels": 0.0,
     }
 
 
@@ -440,7 +445,9 @@ def test_mirrored_strategy_two_replicas_sum():
     root = pathlib.Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
            "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and "MIRRORED OK" in done.stdout, done.stderr[-3000:]
 
 

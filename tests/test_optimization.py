@@ -267,7 +267,8 @@ def test_two_replica_mirrored_strategy_subprocess():
     """Two logical CPUs need configuring before TF initialises, hence a fresh process."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
-        [sys.executable, "-c", _TWO_REPLICA_SCRIPT], capture_output=True,
+        [sys.executable, "-c", _TWO_REPLICA_SCRIPT],
+        capture_output=True,
         text=True,
         env=env,
         timeout=300,
@@ -496,9 +497,7 @@ def test_pretrained_scaled_sgd_mirrored_strategy_and_checkpoint(tmp_path):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         model = _pretrained_model()
-        optimizer = optimization.build_parsing_optimizer(
-            config, optimization.variables_of(model.get_layer("backbone"))
-        )
+        optimizer = optimization.build_parsing_optimizer(config, optimization.variables_of(model.get_layer("backbone")))
         optimizer.build(model.trainable_variables)
     named = _named_variables(model)
     by_key = {id(v): name for name, v in named.items()}

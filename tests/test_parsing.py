@@ -30,7 +30,9 @@ def test_lg_lstm_structure_and_deep_supervision(share):
     lstm_layers = [layer for layer in model.layers if isinstance(layer, LGLSTMLayer)]
     assert len(lstm_layers) == (1 if share else 3)
     assert [layer.name for layer in model.layers if layer.name.startswith("prediction")] == [
-        "prediction_1", "prediction_2", "prediction_3"
+        "prediction_1",
+        "prediction_2",
+        "prediction_3",
     ]
     outputs = model(images(config))
     assert outputs["layer_logits"].shape == (2, 3, 64, 64, 5) and outputs["logits"].shape == (2, 64, 64, 5)

@@ -18,8 +18,18 @@ from tf_recurrent_seg.text import Vocabulary, build_vocabulary, tokenize
 # (height, width): landscape, portrait, square, extreme, tiny (upscaled), a .5 rounding case (427 * 0.5 = 213.5);
 # Pillow resizes (1000, 97) and (800, 300) vertically first, (640, 320) (the tie of its rule) horizontally first.
 SHAPES = [
-    (480, 640), (640, 480), (320, 320), (1000, 97), (97, 1000), (7, 500), (50, 70), (640, 427), (333, 500), (1, 1),
-    (800, 300), (640, 320),
+    (480, 640),
+    (640, 480),
+    (320, 320),
+    (1000, 97),
+    (97, 1000),
+    (7, 500),
+    (50, 70),
+    (640, 427),
+    (333, 500),
+    (1, 1),
+    (800, 300),
+    (640, 320),
 ]
 
 
@@ -81,7 +91,9 @@ def referring_shards(tmp_path_factory):
     for index in range(24):
         height, width = (int(v) for v in rng.integers(20, 60, 2))
         image = _smooth_image(rng, height, width)
-        shards[index % 4].append(_referring_record(image, _ellipse_mask(height, width), _expression(rng, 1 + index % 12), index))
+        shards[index % 4].append(
+            _referring_record(image, _ellipse_mask(height, width), _expression(rng, 1 + index % 12), index)
+        )
     return [_write(directory / f"ref-{i:05d}-of-00004.tfrecord", shard) for i, shard in enumerate(shards)]
 
 
@@ -322,7 +334,9 @@ def test_in_graph_tokenisation_equals_vocabulary_encode(strip_pieces):
                 else:
                     assert not row.any()
     for sentence in TRICKY:
-        got = [t.decode("utf-8") for t in pipeline.tokenize_tf(tf.constant(sentence), strip_pieces=strip_pieces).numpy()]
+        got = [
+            t.decode("utf-8") for t in pipeline.tokenize_tf(tf.constant(sentence), strip_pieces=strip_pieces).numpy()
+        ]
         assert got == tokenize(sentence, strip_pieces=strip_pieces), repr(sentence)
 
 
@@ -394,7 +408,11 @@ def test_flip_swaps_left_right_labels():
             np.testing.assert_array_equal(out_image, image[:, ::-1])
             # the left-arm pixels moved to the right side and are now right arm (10); the left leg (12) at the
             # top right moved to the top left and became right leg (13); other ids stay
-            assert (out_labels[:, -2:] == 10).all() and (out_labels[:4, :2] == 13).all() and (out_labels[:, 2:6] == 4).all()
+            assert (
+                (out_labels[:, -2:] == 10).all()
+                and (out_labels[:4, :2] == 13).all()
+                and (out_labels[:, 2:6] == 4).all()
+            )
             assert not np.isin(out_labels, [9, 12]).any()
     assert flipped_seen and kept_seen
 
@@ -477,10 +495,19 @@ def test_referring_evaluation_elements_match_numpy(referring_shards):
 
 def test_sharding_by_input_context_is_disjoint(referring_shards):
     def collect(training, pipeline_id):
-        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2)
+        context = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
+        )
         dataset = pipeline.referring_dataset(
-            referring_shards, VOCAB, training=training, repeat=False, batch_size=1, image_size=8, input_context=context,
-            group_by_length=False, seed=pipeline_id,
+            referring_shards,
+            VOCAB,
+            training=training,
+            repeat=False,
+            batch_size=1,
+            image_size=8,
+            input_context=context,
+            group_by_length=False,
+            seed=pipeline_id,
         )
         if training:  # training elements carry no ids: identify the records by their masks' and tokens' bytes
             return sorted((f["tokens"].numpy().tobytes(), t["mask"].numpy().tobytes()) for f, t in dataset)
@@ -500,7 +527,13 @@ def test_training_batches_are_grouped_by_expression_length(referring_shards):
 
     def buckets(group_by_length):
         dataset = pipeline.referring_dataset(
-            referring_shards, VOCAB, training=True, repeat=False, batch_size=2, image_size=8, seed=0,
+            referring_shards,
+            VOCAB,
+            training=True,
+            repeat=False,
+            batch_size=2,
+            image_size=8,
+            seed=0,
             group_by_length=group_by_length,
         )
         lengths = [np.count_nonzero(f["tokens"].numpy(), axis=1) for f, _ in dataset]
@@ -520,11 +553,20 @@ def test_bad_records_are_skipped_and_counted(tmp_path, caplog):
     png = _png(image)
 
     def raw(image_bytes, mask_array, expression, sent_id):
-        return _raw_example({
-            "image/encoded": image_bytes, "image/height": 30, "image/width": 40, "image/filename": f"{sent_id}.png",
-            "mask/encoded": records.encode_png(mask_array), "expression/raw": expression, "ref_id": sent_id,
-            "sent_id": sent_id, "dataset": "test", "split": "val",
-        })
+        return _raw_example(
+            {
+                "image/encoded": image_bytes,
+                "image/height": 30,
+                "image/width": 40,
+                "image/filename": f"{sent_id}.png",
+                "mask/encoded": records.encode_png(mask_array),
+                "expression/raw": expression,
+                "ref_id": sent_id,
+                "sent_id": sent_id,
+                "dataset": "test",
+                "split": "val",
+            }
+        )
 
     bad = [
         raw(png[: len(png) // 2], mask, "the man", 10),  # truncated PNG
@@ -537,13 +579,17 @@ def test_bad_records_are_skipped_and_counted(tmp_path, caplog):
     path = _write(tmp_path / "bad.tfrecord", [good[0], *bad[:3], good[1], *bad[3:], good[2]])
     counter = pipeline.SkipCounter()
     with caplog.at_level("WARNING"):
-        dataset = pipeline.referring_dataset(path, VOCAB, training=False, batch_size=2, image_size=16, skip_counter=counter)
+        dataset = pipeline.referring_dataset(
+            path, VOCAB, training=False, batch_size=2, image_size=16, skip_counter=counter
+        )
         sent_ids = [int(s) for _, t in dataset for s in t["sent_id"].numpy()]
     assert sent_ids == [0, 1, 2]
     assert counter.counts == {"undecodable": 3, "size_mismatch": 1, "empty_expression": 2, "invalid_labels": 0,
                               "too_large": 0, "invalid_mask": 0}  # fmt: skip
     assert counter.total == 6
-    assert caplog.text.count("skipping record") == 6 and "bad.tfrecord" in caplog.text and "size_mismatch" in caplog.text
+    assert (
+        caplog.text.count("skipping record") == 6 and "bad.tfrecord" in caplog.text and "size_mismatch" in caplog.text
+    )
     counter.reset()
     training = pipeline.referring_dataset(
         path, VOCAB, training=True, repeat=False, batch_size=1, image_size=16, skip_counter=counter, seed=0
@@ -567,11 +613,20 @@ def test_oversized_images_and_invalid_masks_are_skipped_without_decoding(tmp_pat
     png = _png(image)
 
     def raw(image_bytes, mask_bytes, sent_id):
-        return _raw_example({
-            "image/encoded": image_bytes, "image/height": 30, "image/width": 40, "image/filename": f"{sent_id}.png",
-            "mask/encoded": mask_bytes, "expression/raw": "the man", "ref_id": sent_id, "sent_id": sent_id,
-            "dataset": "test", "split": "val",
-        })
+        return _raw_example(
+            {
+                "image/encoded": image_bytes,
+                "image/height": 30,
+                "image/width": 40,
+                "image/filename": f"{sent_id}.png",
+                "mask/encoded": mask_bytes,
+                "expression/raw": "the man",
+                "ref_id": sent_id,
+                "sent_id": sent_id,
+                "dataset": "test",
+                "split": "val",
+            }
+        )
 
     sixteen_bit = Image.fromarray(mask.astype(np.uint16))  # 0/1 in 16 bits: decode_png would make it all 0
     buffer = io.BytesIO()
@@ -593,12 +648,16 @@ def test_oversized_images_and_invalid_masks_are_skipped_without_decoding(tmp_pat
     path = _write(tmp_path / "hostile.tfrecord", records_)
     counter = pipeline.SkipCounter()
     with caplog.at_level("WARNING"):
-        dataset = pipeline.referring_dataset(path, VOCAB, training=False, batch_size=1, image_size=16, skip_counter=counter)
+        dataset = pipeline.referring_dataset(
+            path, VOCAB, training=False, batch_size=1, image_size=16, skip_counter=counter
+        )
         kept = [(int(t["sent_id"][0]), t["original_mask"][0].numpy()) for _, t in dataset]
     assert [sent_id for sent_id, _ in kept] == [0, 1]
     for _, original in kept:
         np.testing.assert_array_equal(original[:30, :40], mask)
-    assert counter.counts["too_large"] == 1 and counter.counts["invalid_mask"] == 5 and counter.total == 6, counter.counts
+    assert counter.counts["too_large"] == 1 and counter.counts["invalid_mask"] == 5 and counter.total == 6, (
+        counter.counts
+    )
     assert "header 20000x20000" in caplog.text and "bit depth 16" in caplog.text and "colour type 2" in caplog.text
 
     parsing_path = _write(tmp_path / "hostile_parsing.tfrecord", [_raw_example({
@@ -615,7 +674,9 @@ def test_truncated_shard_ends_early_in_training_and_raises_in_evaluation(tmp_pat
     data = open(referring_shards[0], "rb").read()
     truncated = tmp_path / "truncated.tfrecord"
     truncated.write_bytes(data[: len(data) - 100])  # the last of its 6 records is cut
-    training = pipeline.referring_dataset(str(truncated), VOCAB, training=True, repeat=False, batch_size=1, image_size=8, seed=0)
+    training = pipeline.referring_dataset(
+        str(truncated), VOCAB, training=True, repeat=False, batch_size=1, image_size=8, seed=0
+    )
     assert len(list(training)) == 5
     evaluation = pipeline.referring_dataset(str(truncated), VOCAB, training=False, batch_size=1, image_size=8)
     with pytest.raises(tf.errors.DataLossError):
@@ -628,18 +689,31 @@ def test_parsing_bad_records_are_skipped_and_counted(tmp_path):
     labels = rng.integers(0, 18, (30, 20)).astype(np.uint8)
 
     def raw(image_bytes, label_array, name):
-        return _raw_example({
-            "image/encoded": image_bytes, "image/height": 30, "image/width": 20, "image/filename": name,
-            "label/encoded": records.encode_png(label_array), "dataset": "test", "split": "val",
-        })
+        return _raw_example(
+            {
+                "image/encoded": image_bytes,
+                "image/height": 30,
+                "image/width": 20,
+                "image/filename": name,
+                "label/encoded": records.encode_png(label_array),
+                "dataset": "test",
+                "split": "val",
+            }
+        )
 
     good = raw(_png(image), labels, "good")
     invalid = labels.copy()
     invalid[0, 0] = 40
-    path = _write(tmp_path / "parsing.tfrecord", [
-        good, raw(b"\x89PNG\r\n\x1a\n broken", labels, "corrupt"), raw(_png(image), labels[:, :19], "mismatch"),
-        raw(_png(image), invalid, "invalid"), good,
-    ])
+    path = _write(
+        tmp_path / "parsing.tfrecord",
+        [
+            good,
+            raw(b"\x89PNG\r\n\x1a\n broken", labels, "corrupt"),
+            raw(_png(image), labels[:, :19], "mismatch"),
+            raw(_png(image), invalid, "invalid"),
+            good,
+        ],
+    )
     counter = pipeline.SkipCounter()
     dataset = pipeline.parsing_dataset(
         path, training=False, batch_size=4, num_classes=18, image_size=16, skip_counter=counter
@@ -655,7 +729,9 @@ def parsing_shards(tmp_path_factory):
     directory = tmp_path_factory.mktemp("parsing")
     rng = np.random.default_rng(6)
     prefix = str(directory / "atr")
-    with records.ShardedRecordWriter(prefix, 2, task="parsing", source="test", class_names=[str(i) for i in range(18)]) as writer:
+    with records.ShardedRecordWriter(
+        prefix, 2, task="parsing", source="test", class_names=[str(i) for i in range(18)]
+    ) as writer:
         for index in range(6):
             height, width = (int(v) for v in rng.integers(20, 50, 2))
             labels = rng.integers(0, 18, (height, width)).astype(np.uint8)
@@ -677,7 +753,9 @@ def test_parsing_batches_shapes_dtypes_and_evaluation_fields(parsing_shards):
     evaluation = pipeline.parsing_dataset(
         parsing_shards, training=False, batch_size=3, num_classes=18, image_size=24, exact_resize=True
     )
-    source = [tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(pipeline.resolve_files(parsing_shards))]
+    source = [
+        tf.train.Example.FromString(r.numpy()) for r in tf.data.TFRecordDataset(pipeline.resolve_files(parsing_shards))
+    ]
     rows = [(f, t, i) for f, t in evaluation for i in range(f["image"].shape[0])]
     assert len(rows) == 6
     written_order = [source[0], source[3], source[1], source[4], source[2], source[5]]  # example i is in shard i % 2
@@ -707,8 +785,15 @@ def test_parsing_dataset_flip_swaps_labels_end_to_end(tmp_path):
         for index in range(8):
             writer.write(records.parsing_example(_png(image), 16, 16, f"{index}.png", labels, 18, "test", "train"))
     dataset = pipeline.parsing_dataset(
-        prefix, training=True, repeat=False, batch_size=8, num_classes=18, image_size=16, left_right_pairs=ATR_PAIRS,
-        scale_range=(1.0, 1.0), seed=3,
+        prefix,
+        training=True,
+        repeat=False,
+        batch_size=8,
+        num_classes=18,
+        image_size=16,
+        left_right_pairs=ATR_PAIRS,
+        scale_range=(1.0, 1.0),
+        seed=3,
     )
     features, targets = next(iter(dataset))
     flipped = features["image"].numpy()[:, 0, 0, 2] > features["image"].numpy()[:, 0, -1, 2]  # BGR: R (column) is 2
@@ -757,18 +842,26 @@ def test_jpeg_records_give_the_decoded_jpeg_pixels(tmp_path):
         pipeline.referring_dataset(referring, VOCAB, training=False, batch_size=1, image_size=24, exact_resize=True)
     ]  # fmt: skip
     parsing_rows = [
-        (f["image"][0].numpy(), t) for f, t in
-        pipeline.parsing_dataset(parsing, training=False, batch_size=1, num_classes=18, image_size=24, exact_resize=True)
-    ]  # fmt: skip
+        (f["image"][0].numpy(), t)
+        for f, t in pipeline.parsing_dataset(
+            parsing, training=False, batch_size=1, num_classes=18, image_size=24, exact_resize=True
+        )
+    ]
     assert len(referring_rows) == len(parsing_rows) == len(stored)
-    for (data, decoded), (ref_image, ref_targets), (par_image, par_targets) in zip(stored, referring_rows, parsing_rows):
+    for (data, decoded), (ref_image, ref_targets), (par_image, par_targets) in zip(
+        stored, referring_rows, parsing_rows
+    ):
         padded, placement = resize_and_pad(decoded, 24)
         np.testing.assert_array_equal(ref_image, caffe_preprocess(padded))
-        np.testing.assert_allclose(par_image, keras.applications.vgg16.preprocess_input(padded.astype(np.float32)), atol=1e-5)
+        np.testing.assert_allclose(
+            par_image, keras.applications.vgg16.preprocess_input(padded.astype(np.float32)), atol=1e-5
+        )
         for targets in (ref_targets, par_targets):
             assert tuple(targets["placement"][0].numpy()) == placement
             assert tuple(targets["original_size"][0].numpy()) == decoded.shape[:2]
-    np.testing.assert_array_equal(referring_rows[0][0], caffe_preprocess(stored[0][1]))  # 24 x 24: the pixels as decoded
+    np.testing.assert_array_equal(
+        referring_rows[0][0], caffe_preprocess(stored[0][1])
+    )  # 24 x 24: the pixels as decoded
 
 
 def test_resolve_files(referring_shards, parsing_shards, tmp_path):

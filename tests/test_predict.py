@@ -108,7 +108,9 @@ def read_png(path) -> Image.Image:
 
 def test_referring_overlay_has_the_original_size(runs, tmp_path, capsys):
     output = tmp_path / "out" / "overlay.png"
-    run_predict(f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", f"--expression={EXPRESSION}", f"--output={output}")
+    run_predict(
+        f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", f"--expression={EXPRESSION}", f"--output={output}"
+    )
 
     overlay = read_png(output)
     assert overlay.mode == "RGB" and overlay.size == (IMAGE_WIDTH, IMAGE_HEIGHT)
@@ -147,7 +149,11 @@ def test_referring_mask_follows_the_evaluation_protocol(runs):
 def test_steps_write_the_word_strips(runs, tmp_path):
     output = tmp_path / "overlay.png"
     run_predict(
-        f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", f"--expression={EXPRESSION}", f"--output={output}", "--steps"
+        f"--workdir={runs['rmi']}",
+        f"--image={runs['image_path']}",
+        f"--expression={EXPRESSION}",
+        f"--output={output}",
+        "--steps",
     )
     words = len(EXPRESSION.split())
     panel_width = round(IMAGE_WIDTH * 160 / IMAGE_HEIGHT)  # panels 160 rows tall, aspect ratio kept
@@ -166,7 +172,10 @@ def test_word_outputs_model_shares_the_weights(runs):
     word_model = predict.with_word_outputs(model, config)
     assert word_model is not model and not config.model.return_word_outputs  # the run's config is untouched
     rng = np.random.default_rng(0)
-    inputs = {"image": rng.normal(0, 50, (1, 64, 64, 3)).astype(np.float32), "tokens": runs["vocabulary"].encode(EXPRESSION, 20)[None]}
+    inputs = {
+        "image": rng.normal(0, 50, (1, 64, 64, 3)).astype(np.float32),
+        "tokens": runs["vocabulary"].encode(EXPRESSION, 20)[None],
+    }
     np.testing.assert_allclose(np.asarray(word_model(inputs)["logits"]), np.asarray(model(inputs)["logits"]), atol=1e-5)
 
     result = predict.predict_referring(model, config, runs["image"], EXPRESSION, runs["vocabulary"], steps=True)
@@ -180,7 +189,13 @@ def test_word_outputs_model_shares_the_weights(runs):
 def test_crf_flag(runs, tmp_path):
     pytest.importorskip("pydensecrf.densecrf", reason="the crf extra (pydensecrf2) is not installed")
     output = tmp_path / "crf.png"
-    run_predict(f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", f"--expression={EXPRESSION}", f"--output={output}", "--crf")
+    run_predict(
+        f"--workdir={runs['rmi']}",
+        f"--image={runs['image_path']}",
+        f"--expression={EXPRESSION}",
+        f"--output={output}",
+        "--crf",
+    )
     assert read_png(output).size == (IMAGE_WIDTH, IMAGE_HEIGHT)
 
 
@@ -202,7 +217,9 @@ def test_model_and_config_json_flags(runs, tmp_path):
 def test_parsing_palette_png_and_legend(runs, tmp_path):
     pytest.importorskip("pydensecrf.densecrf", reason="the crf extra (pydensecrf2) is not installed")
     output = tmp_path / "parsing.png"
-    run_predict(f"--workdir={runs['lg_lstm']}", f"--image={runs['image_path']}", f"--output={output}", "--crf", "--steps")
+    run_predict(
+        f"--workdir={runs['lg_lstm']}", f"--image={runs['image_path']}", f"--output={output}", "--crf", "--steps"
+    )
 
     labels_png = read_png(output)
     assert labels_png.mode == "P" and labels_png.size == (IMAGE_WIDTH, IMAGE_HEIGHT)
@@ -231,7 +248,9 @@ def test_parsing_labels_are_the_argmax_at_the_original_size(runs):
     padded[14:50] = resized
     normalized = padded[..., ::-1].astype(np.float32) - np.asarray(IMAGENET_BGR_MEAN, np.float32)
     padded_labels = np.asarray(model(normalized[None])["logits"])[0].argmax(-1)
-    expected = np.asarray(Image.fromarray(padded_labels[14:50].astype(np.uint8)).resize((IMAGE_WIDTH, IMAGE_HEIGHT), Image.NEAREST))
+    expected = np.asarray(
+        Image.fromarray(padded_labels[14:50].astype(np.uint8)).resize((IMAGE_WIDTH, IMAGE_HEIGHT), Image.NEAREST)
+    )
     assert len(np.unique(expected)) >= 2  # a non-trivial label map
     np.testing.assert_array_equal(result["labels"], expected)
     assert result["class_names"] == ["background", "head", "body", "leg", "tail"]
@@ -243,20 +262,29 @@ def test_parsing_labels_are_the_argmax_at_the_original_size(runs):
 def test_missing_image_is_named(runs, tmp_path):
     missing = tmp_path / "nope.jpg"
     with pytest.raises(app.UsageError, match=rf"--image: {missing} does not exist"):
-        run_predict(f"--workdir={runs['rmi']}", f"--image={missing}", "--expression=a dog", f"--output={tmp_path / 'o.png'}")
+        run_predict(
+            f"--workdir={runs['rmi']}", f"--image={missing}", "--expression=a dog", f"--output={tmp_path / 'o.png'}"
+        )
 
 
 def test_unreadable_image_is_named(runs, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     with pytest.raises(app.UsageError, match=rf"--image: cannot read {broken} as an image"):
-        run_predict(f"--workdir={runs['rmi']}", f"--image={broken}", "--expression=a dog", f"--output={tmp_path / 'o.png'}")
+        run_predict(
+            f"--workdir={runs['rmi']}", f"--image={broken}", "--expression=a dog", f"--output={tmp_path / 'o.png'}"
+        )
 
 
 @pytest.mark.parametrize("expression", ["", "   ", " . "])
 def test_empty_expression_is_named(runs, tmp_path, expression):
     with pytest.raises(app.UsageError, match=r"--expression .* is empty"):
-        run_predict(f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", f"--expression={expression}", f"--output={tmp_path / 'o.png'}")
+        run_predict(
+            f"--workdir={runs['rmi']}",
+            f"--image={runs['image_path']}",
+            f"--expression={expression}",
+            f"--output={tmp_path / 'o.png'}",
+        )
 
 
 def test_task_flag_mismatches(runs, tmp_path):
@@ -267,11 +295,22 @@ def test_task_flag_mismatches(runs, tmp_path):
         run_predict(f"--workdir={runs['lg_lstm']}", f"--image={runs['image_path']}", "--expression=a horse", output)
     # Checked from config.json alone: this directory has no model at all.
     with pytest.raises(app.UsageError, match="--steps needs an RMI model"):
-        run_predict(f"--workdir={runs['lstm_config_only']}", f"--image={runs['image_path']}", "--expression=a dog", "--steps", output)
+        run_predict(
+            f"--workdir={runs['lstm_config_only']}",
+            f"--image={runs['image_path']}",
+            "--expression=a dog",
+            "--steps",
+            output,
+        )
     with pytest.raises(app.UsageError, match="exactly one of --workdir and --model"):
         run_predict(f"--image={runs['image_path']}", "--expression=a dog", output)
     with pytest.raises(app.UsageError, match=r"--output must be a \.png"):
-        run_predict(f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", "--expression=a dog", f"--output={tmp_path / 'o.jpg'}")
+        run_predict(
+            f"--workdir={runs['rmi']}",
+            f"--image={runs['image_path']}",
+            "--expression=a dog",
+            f"--output={tmp_path / 'o.jpg'}",
+        )
 
 
 def test_missing_vocabulary_is_named(runs, tmp_path):
@@ -298,7 +337,10 @@ def test_vocabulary_comes_from_the_run_directory(runs, tmp_path, monkeypatch):
     shutil.copyfile(runs["config"].data.vocabulary, run / workdir.VOCABULARY_FILE)
     monkeypatch.chdir(tmp_path)
     assert predict.resolve_vocabulary_path(config, str(run), None) == str(run / workdir.VOCABULARY_FILE)
-    assert predict.resolve_vocabulary_path(config, str(run), runs["config"].data.vocabulary) == runs["config"].data.vocabulary
+    assert (
+        predict.resolve_vocabulary_path(config, str(run), runs["config"].data.vocabulary)
+        == runs["config"].data.vocabulary
+    )
 
 
 def test_importing_the_package_registers_its_saved_classes(runs, tmp_path):
@@ -332,27 +374,41 @@ def run_module(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
         [sys.executable, "-m", "tf_recurrent_seg.cli.predict", *args],
-        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=env,
+        timeout=300,
     )
 
 
 def test_command_line_errors_have_no_traceback(runs, tmp_path):
     missing = tmp_path / "missing.png"
-    result = run_module(f"--workdir={runs['rmi']}", f"--image={missing}", "--expression=a dog", f"--output={tmp_path / 'o.png'}")
+    result = run_module(
+        f"--workdir={runs['rmi']}", f"--image={missing}", "--expression=a dog", f"--output={tmp_path / 'o.png'}"
+    )
     assert result.returncode != 0
     assert f"--image: {missing} does not exist" in result.stderr and "Traceback" not in result.stderr
     # The error alone, as its own last line: not after the module's whole help text.
     assert result.stderr.strip().splitlines()[-1] == f"error: --image: {missing} does not exist", result.stderr[-2000:]
     assert "--expression" not in result.stderr.replace("--expression=", "") and "Usage" not in result.stderr
 
-    result = run_module(f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", "--expression= ", f"--output={tmp_path / 'o.png'}")
+    result = run_module(
+        f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", "--expression= ", f"--output={tmp_path / 'o.png'}"
+    )
     assert result.returncode != 0
     assert "--expression ' ' is empty" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_command_line_run(runs, tmp_path):
     output = tmp_path / "cli.png"
-    result = run_module(f"--workdir={runs['rmi']}", f"--image={runs['image_path']}", f"--expression={EXPRESSION}", f"--output={output}", "--steps")
+    result = run_module(
+        f"--workdir={runs['rmi']}",
+        f"--image={runs['image_path']}",
+        f"--expression={EXPRESSION}",
+        f"--output={output}",
+        "--steps",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"wrote {output}" in result.stdout
     assert read_png(output).size == (IMAGE_WIDTH, IMAGE_HEIGHT)
@@ -397,7 +453,9 @@ def test_save_legend_strip(tmp_path):
     legend = strip[:, 240:]
     assert np.any(np.all(legend == visualize.label_palette(3)[2], axis=-1))
     # An already coloured map is used as it is.
-    visualize.save_legend_strip(image, visualize.colorize_labels(labels, visualize.label_palette(3)), ["a", "b", "c"], str(path))
+    visualize.save_legend_strip(
+        image, visualize.colorize_labels(labels, visualize.label_palette(3)), ["a", "b", "c"], str(path)
+    )
 
 
 def test_expression_not_utf8_is_refused():

@@ -1,8 +1,8 @@
 """Backbone pretraining on synthetic scenes: labels, the saved backbone, and loading it with `keras:<path>`."""
 
 import json
-import runpy
 import pathlib
+import runpy
 
 import numpy as np
 import pytest
@@ -10,8 +10,8 @@ import pytest
 from tf_recurrent_seg import allocator, pretraining, training
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.defaults import SYNTHETIC_ATTRIBUTE_CLASSES
-from tf_recurrent_seg.models.referring import build_rmi
 from tf_recurrent_seg.models.parsing import build_lg_lstm
+from tf_recurrent_seg.models.referring import build_rmi
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,9 @@ def test_pretraining_labels_give_every_object_pixel_its_attributes():
         expected["size"][pixels] = synthetic.SIZES.index(obj.size) + 1
     for name, labels in expected.items():
         np.testing.assert_array_equal(examples[1][name], labels)
-    assert {len(values) + 1 for values in synthetic.PRETRAINING_ATTRIBUTES.values()} <= set(SYNTHETIC_ATTRIBUTE_CLASSES.values())
+    assert {len(values) + 1 for values in synthetic.PRETRAINING_ATTRIBUTES.values()} <= set(
+        SYNTHETIC_ATTRIBUTE_CLASSES.values()
+    )
     assert [len(v) + 1 for v in synthetic.PRETRAINING_ATTRIBUTES.values()] == list(SYNTHETIC_ATTRIBUTE_CLASSES.values())
 
 

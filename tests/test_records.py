@@ -34,7 +34,11 @@ def test_referring_round_trip_and_round_robin_shards(tmp_path):
     masks = [(RNG.random((30, 40)) > 0.5).astype(np.uint8) for _ in range(5)]
     with ShardedRecordWriter(str(tmp_path / "train"), 2, task="referring", source="fixture") as writer:
         for index, mask in enumerate(masks):
-            writer.write(referring_example(png_bytes(image), 30, 40, "a.png", mask * 7, f"thing {index}", index, 10 + index, "unc", "train"))
+            writer.write(
+                referring_example(
+                    png_bytes(image), 30, 40, "a.png", mask * 7, f"thing {index}", index, 10 + index, "unc", "train"
+                )
+            )
     manifest = read_manifest(str(tmp_path / "train"))
     assert manifest["num_examples"] == 5 and [shard["num_examples"] for shard in manifest["shards"]] == [3, 2]
     by_ref = {}
@@ -51,7 +55,9 @@ def test_parsing_round_trip_and_label_checks(tmp_path):
     image = RNG.integers(0, 255, (9, 7, 3), dtype=np.uint8)
     labels = RNG.integers(0, 5, (9, 7), dtype=np.uint8)
     labels[0, 0] = 255
-    with ShardedRecordWriter(str(tmp_path / "test"), 1, task="parsing", source="fixture", class_names=list("abcde")) as writer:
+    with ShardedRecordWriter(
+        str(tmp_path / "test"), 1, task="parsing", source="fixture", class_names=list("abcde")
+    ) as writer:
         writer.write(parsing_example(png_bytes(image), 9, 7, "x.png", labels, 5, "horse_cow", "test"))
         with pytest.raises(ValueError, match=r"ids \[7\] outside \[0, 5\)"):
             parsing_example(png_bytes(image), 9, 7, "y.png", np.full((9, 7), 7, np.uint8), 5, "horse_cow", "test")
@@ -70,7 +76,11 @@ def test_interrupted_conversion_leaves_no_finished_looking_output(tmp_path):
     prefix = str(tmp_path / "train")
     with pytest.raises(RuntimeError):
         with ShardedRecordWriter(prefix, 2, task="parsing", source="fixture") as writer:
-            writer.write(parsing_example(png_bytes(np.zeros((2, 2, 3), np.uint8)), 2, 2, "a", np.zeros((2, 2), np.uint8), 1, "d", "s"))
+            writer.write(
+                parsing_example(
+                    png_bytes(np.zeros((2, 2, 3), np.uint8)), 2, 2, "a", np.zeros((2, 2), np.uint8), 1, "d", "s"
+                )
+            )
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(FileNotFoundError, match="did not finish"):
@@ -82,7 +92,11 @@ def test_same_input_gives_identical_shards(tmp_path):
         with ShardedRecordWriter(prefix, 3, task="parsing", source="fixture") as writer:
             for index in range(7):
                 labels = np.full((3, 3), index % 2, np.uint8)
-                writer.write(parsing_example(png_bytes(np.full((3, 3, 3), index, np.uint8)), 3, 3, str(index), labels, 2, "d", "s"))
+                writer.write(
+                    parsing_example(
+                        png_bytes(np.full((3, 3, 3), index, np.uint8)), 3, 3, str(index), labels, 2, "d", "s"
+                    )
+                )
         return [shard["sha256"] for shard in read_manifest(prefix)["shards"]]
 
     assert convert(str(tmp_path / "a" / "train")) == convert(str(tmp_path / "b" / "train"))
@@ -99,7 +113,7 @@ def test_image_reading_rules(tmp_path):
     stored, pixels = decode_image_bytes(png_bytes(rgba))
     np.testing.assert_array_equal(pixels, rgb)  # alpha dropped
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(stored))), rgb)  # what is stored decodes the same
-    deep = (gray.astype(np.uint16) * 257)  # 16-bit: 255 * 257 = 65535
+    deep = gray.astype(np.uint16) * 257  # 16-bit: 255 * 257 = 65535
     assert Image.fromarray(deep).mode == "I;16"
     np.testing.assert_array_equal(decode_image_bytes(png_bytes(deep))[1][..., 0], gray)
     with pytest.raises(BadRecord, match="corrupt or truncated"):
@@ -111,4 +125,6 @@ def test_image_reading_rules(tmp_path):
     palette = Image.fromarray(np.array([[0, 3], [17, 2]], np.uint8), mode="P")
     palette.putpalette([value for index in range(256) for value in (index, 255 - index, 0)])
     palette.save(tmp_path / "labels.png")
-    np.testing.assert_array_equal(read_label_map(str(tmp_path / "labels.png")), [[0, 3], [17, 2]])  # indices, not colours
+    np.testing.assert_array_equal(
+        read_label_map(str(tmp_path / "labels.png")), [[0, 3], [17, 2]]
+    )  # indices, not colours

@@ -3,10 +3,10 @@ importer), pad invariance, per-word outputs, .keras round trips and input errors
 
 import keras
 import numpy as np
-import pytest
-
 import numpy_reference as ref
+import pytest
 from tf1_checkpoints import random_head_weights, sizes_of, small_config, tf1_head_names, write_tf1_checkpoint
+
 from tf_recurrent_seg.convert_tf1 import convert_checkpoint
 from tf_recurrent_seg.defaults import referring_config
 from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi, feature_size, visual_input_channels
@@ -100,9 +100,7 @@ def test_model_round_trip(tmp_path, model_name, variant):
         np.testing.assert_array_equal(value, expected[key], err_msg=key)
 
 
-@pytest.mark.parametrize(
-    "model_name, variant, output_channels", [("rmi", "resnet", 1000), ("lstm", "deeplab", 2048)]
-)
+@pytest.mark.parametrize("model_name, variant, output_channels", [("rmi", "resnet", 1000), ("lstm", "deeplab", 2048)])
 def test_paper_size_shapes(model_name, variant, output_channels):
     config = referring_config(model_name, variant)
     model = BUILDERS[model_name](config)

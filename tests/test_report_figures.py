@@ -9,8 +9,10 @@ from PIL import Image
 from tf_recurrent_seg import report_figures
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-EXPECTED_SIZE = (round(report_figures.FIGURE_SIZE[0] * report_figures.DPI),
-                 round(report_figures.FIGURE_SIZE[1] * report_figures.DPI))
+EXPECTED_SIZE = (
+    round(report_figures.FIGURE_SIZE[0] * report_figures.DPI),
+    round(report_figures.FIGURE_SIZE[1] * report_figures.DPI),
+)
 
 
 def _check_png(path, returned):
@@ -22,8 +24,10 @@ def _check_png(path, returned):
 
 
 def _log(rng, steps, offset):
-    return [{"step": step, "overall_iou": offset + 0.1 * k + 0.02 * rng.random(), "loss": 1.0 / (k + 1)}
-            for k, step in enumerate(steps)]
+    return [
+        {"step": step, "overall_iou": offset + 0.1 * k + 0.02 * rng.random(), "loss": 1.0 / (k + 1)}
+        for k, step in enumerate(steps)
+    ]
 
 
 @pytest.mark.parametrize("num_seeds", [1, 3])

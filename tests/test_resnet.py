@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 from random_weights import images, randomize_weights
 
-from tf_recurrent_seg.backbones import FrozenBatchNormalization
-from tf_recurrent_seg.backbones import build_resnet101
-from tf_recurrent_seg.backbones import transfer_keras_applications_weights
+from tf_recurrent_seg.backbones import FrozenBatchNormalization, build_resnet101, transfer_keras_applications_weights
 from tf_recurrent_seg.defaults import backbone_config
 
 

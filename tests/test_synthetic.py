@@ -303,7 +303,8 @@ def test_cli_writes_referring_records_that_decode_to_the_generated_data(tmp_path
     splits = ("train", "validation", "test")
     assert sorted(os.listdir(out)) == sorted(
         [f"{s}-0000{k}-of-00002.tfrecord" for s in splits for k in (0, 1)]
-        + [f"{s}.manifest.json" for s in splits] + ["vocabulary.txt"]
+        + [f"{s}.manifest.json" for s in splits]
+        + ["vocabulary.txt"]
     )
     assert any("referring train: 8/9 examples" in message for message in caplog.messages)
     train_expressions = []

@@ -260,7 +260,7 @@ def test_empty_lines_are_placeholders(tmp_path):
 
 
 def test_save_load_round_trip(tmp_path):
-    vocab = Vocabulary([*SMALL_TOKENS, "", ". .", 'caf\u00e9'])
+    vocab = Vocabulary([*SMALL_TOKENS, "", ". .", "caf\u00e9"])
     path = tmp_path / "out" / "vocab.txt"
     path.parent.mkdir()
     vocab.save(path)

@@ -11,8 +11,14 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tf1_checkpoints import (
+    momentum_entries,
+    random_values,
+    reference_forward,
+    tf1_variable_shapes,
+    write_tf1_checkpoint,
+)
 
-from tf1_checkpoints import momentum_entries, random_values, reference_forward, tf1_variable_shapes, write_tf1_checkpoint
 from tf_recurrent_seg.backbones import build_resnet101
 from tf_recurrent_seg.defaults import backbone_config
 from tf_recurrent_seg.tf1_backbone import load_tf1_backbone_weights

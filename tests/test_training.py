@@ -72,8 +72,13 @@ def _cli_command(data_dir, workdir, overrides=(), flags=(), config="configs/rmi_
         **dict(overrides),
     }
     return [
-        sys.executable, "-m", "tf_recurrent_seg.cli.train", f"--config={config}", f"--workdir={workdir}",
-        *(f"--config.{key}={value}" for key, value in settings.items()), *flags,
+        sys.executable,
+        "-m",
+        "tf_recurrent_seg.cli.train",
+        f"--config={config}",
+        f"--workdir={workdir}",
+        *(f"--config.{key}={value}" for key, value in settings.items()),
+        *flags,
     ]
 
 
@@ -164,7 +169,9 @@ _GRADIENT_SCALE_SCRIPT = textwrap.dedent(
         size = config.model.image_size
         features = {"image": rng.normal(0, 50, (2, size, size, 3)).astype(np.float32)}
         if name == "rmi":
-            features["tokens"] = rng.integers(1, config.model.vocabulary_size, (2, config.model.max_words)).astype(np.int32)
+            features["tokens"] = rng.integers(
+                1, config.model.vocabulary_size, (2, config.model.max_words)
+            ).astype(np.int32)
             targets = {"mask": (rng.random((2, size, size)) > 0.7).astype(np.float32)}
         else:
             targets = {"labels": rng.integers(0, config.model.num_classes, (2, size, size)).astype(np.int32)}
@@ -190,7 +197,9 @@ _GRADIENT_SCALE_SCRIPT = textwrap.dedent(
             def split(context):
                 share = 2 // context.num_replicas_in_sync
                 start = context.replica_id_in_sync_group * share
-                return tuple({k: tf.constant(v[start : start + share]) for k, v in part.items()} for part in (features, targets))
+                return tuple(
+                    {k: tf.constant(v[start : start + share]) for k, v in part.items()} for part in (features, targets)
+                )
 
             values = strategy.experimental_distribute_values_from_function(split)
             tf.function(lambda values: strategy.run(replica_step, args=values))(values)
@@ -224,8 +233,12 @@ def test_one_sgd_step_is_the_same_on_one_and_two_replicas():
 @pytest.mark.large  # the default suite trains distributed in the multi-worker test below
 def test_mirrored_two_replicas_loss_falls(data_dir, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-c", _MIRRORED_SCRIPT, str(data_dir), str(tmp_path)], capture_output=True, text=True,
-        env=_env(), cwd=REPO_ROOT, timeout=SUBPROCESS_TIMEOUT,
+        [sys.executable, "-c", _MIRRORED_SCRIPT, str(data_dir), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=REPO_ROOT,
+        timeout=SUBPROCESS_TIMEOUT,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     report = _summary(result.stdout)
@@ -256,13 +269,25 @@ def test_multi_worker_two_processes_agree(data_dir, tmp_path):
     cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
     first_checkpoint, num_steps = 8, 1000  # far more steps than run before the signal arrives
     command = _cli_command(
-        data_dir, workdir, {"train.end_learning_rate": "1e-2", "train.batch_size": "2", "train.num_steps": num_steps,
-                            "train.checkpoint_every": first_checkpoint, "train.log_every": "1", "train.eval_every": "10000"},
+        data_dir,
+        workdir,
+        {
+            "train.end_learning_rate": "1e-2",
+            "train.batch_size": "2",
+            "train.num_steps": num_steps,
+            "train.checkpoint_every": first_checkpoint,
+            "train.log_every": "1",
+            "train.eval_every": "10000",
+        },
         flags=["--strategy=multi_worker"],
     )
     processes = [
         subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
             env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})),
         )
         for index in range(2)
@@ -286,7 +311,7 @@ def test_multi_worker_two_processes_agree(data_dir, tmp_path):
     assert other["final_step"] == stopped and first_checkpoint < stopped < num_steps
     assert "received signal" in outputs[1][1] and "received signal" not in outputs[0][1]
     assert f"stopped at step {stopped}/{num_steps}" in outputs[0][1] and f"stopped at step {stopped}/" in outputs[1][1]
-    np.testing.assert_allclose([l for _, l in chief["losses"]], [l for _, l in other["losses"]], rtol=1e-6)
+    np.testing.assert_allclose([loss for _, loss in chief["losses"]], [loss for _, loss in other["losses"]], rtol=1e-6)
     np.testing.assert_allclose(chief["weights_checksum"], other["weights_checksum"], rtol=1e-9)
     losses = [loss for _, loss in chief["losses"]]
     assert len(losses) == stopped and np.mean(losses[5:8]) < np.mean(losses[:3]), losses
@@ -337,16 +362,24 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     from tf1_checkpoints import random_values, tf1_variable_shapes, write_tf1_checkpoint
 
     backbone = shrink_config(referring_config("rmi")).model.backbone  # the :smoke config's
-    shapes = tf1_variable_shapes("ResNet", tuple(backbone.blocks_per_stage), backbone.base_width, backbone.classifier_units)
+    shapes = tf1_variable_shapes(
+        "ResNet", tuple(backbone.blocks_per_stage), backbone.base_width, backbone.classifier_units
+    )
     tf1_arrays = random_values(shapes, seed=3)
     pretrained = "tf1:" + write_tf1_checkpoint(tmp_path / "tf1" / "model.ckpt", tf1_arrays)
     workdir = tmp_path / "run"
     num_steps = 40
-    settings = {"train.num_steps": num_steps, "train.checkpoint_every": 5, "train.log_every": 10, "train.eval_every": 1000,
-                "model.backbone.pretrained": pretrained}  # fmt: skip
+    settings = {
+        "train.num_steps": num_steps,
+        "train.checkpoint_every": 5,
+        "train.log_every": 10,
+        "train.eval_every": 1000,
+        "model.backbone.pretrained": pretrained,
+    }
     command = _cli_command(data_dir, workdir, settings)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
-                               env=_env())
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT, env=_env()
+    )
     try:
         _first_checkpoint(workdir, process)
         process.send_signal(signal.SIGKILL)
@@ -361,8 +394,9 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     loaded = f"loaded resnet101 backbone weights from {pretrained}"
     assert loaded in killed_output
 
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=_env(),
-                            timeout=SUBPROCESS_TIMEOUT)
+    result = subprocess.run(
+        command, capture_output=True, text=True, cwd=REPO_ROOT, env=_env(), timeout=SUBPROCESS_TIMEOUT
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     summary = _summary(result.stdout)
     assert summary["start_step"] == killed_at > 0
@@ -386,7 +420,9 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-4000:]
     expected = _checkpoint_state(tf.train.latest_checkpoint(str(tmp_path / "uninterrupted" / "checkpoints")))
     resumed = _checkpoint_state(final)
-    assert expected.keys() == resumed.keys() and any(name.startswith("optimizer/_trainable_variables/") for name in expected)
+    assert expected.keys() == resumed.keys() and any(
+        name.startswith("optimizer/_trainable_variables/") for name in expected
+    )
     for name, value in expected.items():
         np.testing.assert_allclose(resumed[name], value, rtol=0, atol=1e-6, err_msg=name)
     # Every array of the TF1 checkpoint is in the frozen backbone (compared by content, whatever the names) but
@@ -401,20 +437,28 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
         for record in tf.data.TFRecordDataset(str(event_file)):
             event = tf.compat.v1.Event.FromString(record.numpy())
             tags.update(value.tag for value in event.summary.value)
-    assert {"train/loss", "train/learning_rate", "train/examples_per_second", "eval/overall_iou",
-            "eval/input", "eval/prediction"} <= tags
+    assert {
+        "train/loss",
+        "train/learning_rate",
+        "train/examples_per_second",
+        "eval/overall_iou",
+        "eval/input",
+        "eval/prediction",
+    } <= tags
 
 
 def test_sigterm_checkpoints_and_exits_cleanly_with_cached_features(data_dir, tmp_path):
     workdir = tmp_path / "run"
     num_steps = 1000
     command = _cli_command(
-        data_dir, workdir, {"train.num_steps": num_steps, "train.checkpoint_every": 5, "train.log_every": 10,
-                            "train.eval_every": 10000},
+        data_dir,
+        workdir,
+        {"train.num_steps": num_steps, "train.checkpoint_every": 5, "train.log_every": 10, "train.eval_every": 10000},
         flags=["--cache_features"],
     )
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
-                               env=_env())
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=_env()
+    )
     try:
         _first_checkpoint(workdir, process)
         process.send_signal(signal.SIGTERM)
@@ -465,9 +509,16 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
     assert training.build_feature_cache(model, config, files, cache_dir, vocabulary) == manifest  # reused
     assert os.path.getmtime(shard) == modified
 
-    full = list(pipeline.referring_dataset(
-        files, vocabulary, training=False, batch_size=1, image_size=64, normalization=config.data.normalization,
-    ))
+    full = list(
+        pipeline.referring_dataset(
+            files,
+            vocabulary,
+            training=False,
+            batch_size=1,
+            image_size=64,
+            normalization=config.data.normalization,
+        )
+    )
     cached = list(training.cached_referring_dataset(cache_dir, training=False, batch_size=1))
     assert len(full) == len(cached) == 3
     # Cache order: image A's two expressions (records 0 and 2), then image B's (record 1).
@@ -494,7 +545,9 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
         assert half["dtype"] == "float16"
         half_dataset = training.cached_referring_dataset(str(tmp_path / "half"), training=False, batch_size=1)
         (features, targets), *_ = half_dataset
-        np.testing.assert_allclose(features["backbone_features"], cached[0][0]["backbone_features"], rtol=2e-3, atol=1e-3)
+        np.testing.assert_allclose(
+            features["backbone_features"], cached[0][0]["backbone_features"], rtol=2e-3, atol=1e-3
+        )
         np.testing.assert_allclose(
             float(training.referring_step_loss(model, config, features, targets, global_batch_size=1)),
             float(training.referring_step_loss(model, config, cached[0][0], cached[0][1], global_batch_size=1)),
@@ -534,8 +587,11 @@ def _write_keras_applications_h5(path, layers: dict[str, list[np.ndarray]]) -> N
 
 
 # keras.applications.VGG16(include_top=False): 13 3x3 convolutions (conv1_1 .. conv5_3), with their output widths.
-VGG16_CONVS = [(block, conv, width) for block, (convs, width) in enumerate(((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)), 1)
-               for conv in range(1, convs + 1)]  # fmt: skip
+VGG16_CONVS = [
+    (block, conv, width)
+    for block, (convs, width) in enumerate(((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)), 1)
+    for conv in range(1, convs + 1)
+]
 
 
 def test_imagenet_backbone_from_a_local_weights_file(tmp_path, monkeypatch):
@@ -586,6 +642,9 @@ def test_imagenet_backbone_from_a_local_weights_file(tmp_path, monkeypatch):
     one_line_error(ValueError, f"imagenet:{tmp_path / 'text.h5'}", "not keras.applications weights")
     _write_keras_applications_h5(tmp_path / "short.h5", dict(list(layers.items())[:2]))  # 2 of the 13 layers
     one_line_error(ValueError, f"imagenet:{tmp_path / 'short.h5'}", "not keras.applications weights")
-    one_line_error(FileNotFoundError, "imagenet",  # the message names the file to fetch (in the URL) and the option
-                   r"neither in the Keras cache .*/vgg16_weights_tf_dim_ordering_tf_kernels_notop\.h5.* set "
-                   r"model\.backbone\.pretrained='imagenet:<path")
+    one_line_error(
+        FileNotFoundError,
+        "imagenet",  # the message names the file to fetch (in the URL) and the option
+        r"neither in the Keras cache .*/vgg16_weights_tf_dim_ordering_tf_kernels_notop\.h5.* set "
+        r"model\.backbone\.pretrained='imagenet:<path",
+    )

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 from random_weights import images, randomize_weights
 
-from tf_recurrent_seg.backbones import build_backbone
-from tf_recurrent_seg.backbones import build_resnet101
-from tf_recurrent_seg.backbones import build_vgg16_largefov
-from tf_recurrent_seg.backbones import transfer_vgg16_weights
-from tf_recurrent_seg.backbones import vgg16_largefov_output_size
+from tf_recurrent_seg.backbones import (
+    build_backbone,
+    build_resnet101,
+    build_vgg16_largefov,
+    transfer_vgg16_weights,
+    vgg16_largefov_output_size,
+)
 from tf_recurrent_seg.backbones.vgg import PRETRAINED_LAYER_NAMES
-from tf_recurrent_seg.defaults import backbone_config
-from tf_recurrent_seg.defaults import vgg_backbone_config
+from tf_recurrent_seg.defaults import backbone_config, vgg_backbone_config
 
 
 def vgg_config(**overrides):

@@ -47,6 +47,7 @@ def random_head_weights(rng, model_name, variant, sizes) -> dict[str, np.ndarray
     `sizes` has vocabulary_size, embedding_dim, language_units, mlstm_units, hidden_units, visual_dim,
     backbone_channels. LSTM biases are random too (not zero) so the gate order is exercised.
     """
+
     def uniform(*shape, scale=0.3):
         return rng.uniform(-scale, scale, size=shape).astype(np.float32)
 

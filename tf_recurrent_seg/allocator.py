@@ -24,4 +24,6 @@ def keep_large_allocations() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _LARGEST_HEAP_BUFFER)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 * _LARGEST_HEAP_BUFFER))
+    return bool(mallopt(_M_MMAP_THRESHOLD, _LARGEST_HEAP_BUFFER)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, 2 * _LARGEST_HEAP_BUFFER)
+    )

@@ -163,8 +163,9 @@ def overall_iou(intersection: np.ndarray, union: np.ndarray, select: np.ndarray 
     if select is not None:
         select = np.asarray(select)
         if select.dtype != bool or select.shape != intersection.shape:
-            raise ValueError(f"select must be a bool array of shape {intersection.shape}, got {select.dtype} "
-                             f"{select.shape}")
+            raise ValueError(
+                f"select must be a bool array of shape {intersection.shape}, got {select.dtype} {select.shape}"
+            )
         intersection, union = intersection[select], union[select]
     total = union.sum()
     return float(intersection.sum() / total) if total > 0 else 0.0

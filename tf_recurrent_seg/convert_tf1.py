@@ -148,7 +148,8 @@ def convert_checkpoint(
     config = config or import_config(model_name, variant, vocabulary_size)
     if config.model.vocabulary_size != vocabulary_size:
         raise ValueError(
-            f"config.model.vocabulary_size is {config.model.vocabulary_size} but the vocabulary has {vocabulary_size} tokens"
+            f"config.model.vocabulary_size is {config.model.vocabulary_size} "
+            f"but the vocabulary has {vocabulary_size} tokens"
         )
     build = {"rmi": build_rmi, "lstm": build_lstm_baseline}.get(model_name)
     if build is None:
@@ -171,8 +172,14 @@ def convert_checkpoint(
 FLAGS = flags.FLAGS
 flags.DEFINE_string("checkpoint", None, "TF1 checkpoint prefix, e.g. unc/tfmodel/unc_resnet_RMI_iter_750000.tfmodel")
 flags.DEFINE_enum("model", "rmi", ["rmi", "lstm"], "Which head the checkpoint holds.")
-flags.DEFINE_enum("backbone", "resnet", ["resnet", "deeplab"], "Which backbone weights the checkpoint was trained with.")
-flags.DEFINE_string("vocabulary", None, "The vocabulary file the checkpoint was trained with (vocabulary_Gref.txt or vocabulary_referit.txt).")
+flags.DEFINE_enum(
+    "backbone", "resnet", ["resnet", "deeplab"], "Which backbone weights the checkpoint was trained with."
+)
+flags.DEFINE_string(
+    "vocabulary",
+    None,
+    "The vocabulary file the checkpoint was trained with (vocabulary_Gref.txt or vocabulary_referit.txt).",
+)
 flags.DEFINE_string("output", None, "Where to write the Keras model (.keras).")
 flags.DEFINE_bool("head_only", False, "Import only the head (a model that takes cached backbone features).")
 
@@ -180,7 +187,13 @@ flags.DEFINE_bool("head_only", False, "Import only the head (a model that takes 
 def main(argv):
     del argv
     vocabulary = Vocabulary.load(FLAGS.vocabulary)
-    logging.info("Importing %s (%s, %s) with a %d-token vocabulary", FLAGS.checkpoint, FLAGS.model, FLAGS.backbone, len(vocabulary))
+    logging.info(
+        "Importing %s (%s, %s) with a %d-token vocabulary",
+        FLAGS.checkpoint,
+        FLAGS.model,
+        FLAGS.backbone,
+        len(vocabulary),
+    )
     model = convert_checkpoint(FLAGS.checkpoint, FLAGS.model, FLAGS.backbone, len(vocabulary), FLAGS.head_only)
     for name in model.unused_checkpoint_variables:
         logging.warning("checkpoint variable not used by the model: %s", name)

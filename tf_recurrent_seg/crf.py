@@ -74,7 +74,11 @@ def _check_float(name: str, values, ndim: int, layout: str) -> np.ndarray:
 
 
 def _check_parameters(gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat, iterations):
-    for name, value in (("gaussian_sxy", gaussian_sxy), ("bilateral_sxy", bilateral_sxy), ("bilateral_srgb", bilateral_srgb)):
+    for name, value in (
+        ("gaussian_sxy", gaussian_sxy),
+        ("bilateral_sxy", bilateral_sxy),
+        ("bilateral_srgb", bilateral_srgb),
+    ):
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value!r}")
     for name, value in (("gaussian_compat", gaussian_compat), ("bilateral_compat", bilateral_compat)):
@@ -84,14 +88,18 @@ def _check_parameters(gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_sr
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
 
 
-def _mean_field(image, unary, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat, iterations):
+def _mean_field(
+    image, unary, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat, iterations
+):
     """Marginals Q (C, H, W) float32 of a DenseCRF2D with unary energies `unary` (C, H, W)."""
     densecrf = require_pydensecrf()
     labels, height, width = unary.shape
     crf = densecrf.DenseCRF2D(width, height, labels)
     crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(labels, -1), dtype=np.float32))
     crf.addPairwiseGaussian(sxy=float(gaussian_sxy), compat=float(gaussian_compat))
-    crf.addPairwiseBilateral(sxy=float(bilateral_sxy), srgb=float(bilateral_srgb), rgbim=image, compat=float(bilateral_compat))
+    crf.addPairwiseBilateral(
+        sxy=float(bilateral_sxy), srgb=float(bilateral_srgb), rgbim=image, compat=float(bilateral_compat)
+    )
     marginals = np.asarray(crf.inference(int(iterations)), dtype=np.float32)
     return marginals.reshape(labels, height, width)
 
@@ -186,7 +194,10 @@ def refine_parsing(
         )
     sums = probabilities.sum(axis=-1, dtype=np.float64)
     if np.max(np.abs(sums - 1.0)) > 1e-3:
-        raise ValueError(f"probabilities must sum to 1 over the classes (axis -1), got sums from {sums.min():.4g} to {sums.max():.4g}")
+        raise ValueError(
+            "probabilities must sum to 1 over the classes (axis -1), "
+            f"got sums from {sums.min():.4g} to {sums.max():.4g}"
+        )
     image = _check_image(image, *probabilities.shape[:2])
     _check_parameters(gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat, iterations)
     clipped = np.clip(probabilities.astype(np.float64), PROBABILITY_EPSILON, 1.0)

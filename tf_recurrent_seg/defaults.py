@@ -159,7 +159,9 @@ def shrink_referring_config(config: ml_collections.ConfigDict) -> ml_collections
     model.mlstm_units = 8
     model.hidden_units = 8
     model.visual_dim = 16
-    model.backbone.classifier_units = 16  # the resnet variant's visual feature (tied to visual_dim in the paper configs)
+    model.backbone.classifier_units = (
+        16  # the resnet variant's visual feature (tied to visual_dim in the paper configs)
+    )
     model.backbone.blocks_per_stage = (1, 1, 1, 1)
     model.backbone.base_width = 8
     model.backbone.pretrained = None  # another architecture than any pretrained file
@@ -192,7 +194,9 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
     config.model.num_layers = 5  # §4.1: five LG-LSTM layers
     config.model.neighbourhood = 8  # 8 neighbours; 4 / 2 for Table 5's "local 4" / "local 2"
     config.model.use_global = True  # False: Table 5's "w/o global"
-    config.model.hidden_form = "grid"  # h = tanh(o * m'), eq. 1 (docs/decisions.md#lg-lstm-hidden-form); "standard": o * tanh(m')
+    config.model.hidden_form = (
+        "grid"  # h = tanh(o * m'), eq. 1 (docs/decisions.md#lg-lstm-hidden-form); "standard": o * tanh(m')
+    )
     config.model.share_lstm_weights = True  # §1: gate weights shared across LG-LSTM layers
     config.model.distinct_transition_weights = True  # docs/decisions.md#transition-layer-weights
     config.model.prediction_init_stddev = 0.001  # §4.1: new conv weights N(0, 0.001)
@@ -262,7 +266,9 @@ def apply_config_variant(config: ml_collections.ConfigDict, variants: str | None
         elif variant in CONFIG_VARIANTS:
             CONFIG_VARIANTS[variant](config)
         else:
-            raise ValueError(f"unknown config variant {variant!r}; known: {sorted(CONFIG_VARIANTS) + sorted(MODEL_VARIANTS)}")
+            raise ValueError(
+                f"unknown config variant {variant!r}; known: {sorted(CONFIG_VARIANTS) + sorted(MODEL_VARIANTS)}"
+            )
     return config
 
 
@@ -284,10 +290,25 @@ LIP_CLASSES = (
 )  # fmt: skip
 PARSING_DATASETS = {
     "horse_cow": {"records": "data/horse_cow", "eval": "test", "classes": HORSE_COW_CLASSES, "left_right_pairs": ()},
-    "atr": {"records": "data/atr", "eval": "test", "classes": ATR_CLASSES, "left_right_pairs": ((9, 10), (12, 13), (14, 15))},
-    "fashionista": {"records": "data/fashionista", "eval": "test", "classes": ATR_CLASSES, "left_right_pairs": ((9, 10), (12, 13), (14, 15))},
-    "lip": {"records": "data/lip", "eval": "val", "classes": LIP_CLASSES, "left_right_pairs": ((14, 15), (16, 17), (18, 19))},
-}  # fmt: skip
+    "atr": {
+        "records": "data/atr",
+        "eval": "test",
+        "classes": ATR_CLASSES,
+        "left_right_pairs": ((9, 10), (12, 13), (14, 15)),
+    },
+    "fashionista": {
+        "records": "data/fashionista",
+        "eval": "test",
+        "classes": ATR_CLASSES,
+        "left_right_pairs": ((9, 10), (12, 13), (14, 15)),
+    },
+    "lip": {
+        "records": "data/lip",
+        "eval": "val",
+        "classes": LIP_CLASSES,
+        "left_right_pairs": ((14, 15), (16, 17), (18, 19)),
+    },
+}
 
 
 def use_referring_dataset(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
@@ -326,8 +347,8 @@ def synthetic_backbone_config() -> ml_collections.ConfigDict:
     architecture so that they all load the same pretrained weights.
 
     Output stride 4 gives a 32x32 grid on the 128x128 referring scenes (validation targets averaged per cell,
-    upsampled and thresholded keep 90.3% overall IoU; a 16x16 grid keeps 71.0%). With one unit per stage and dilations 1, 2, 4, 8 (OS 4), a res5c
-    cell sees 131x131 pixels, about the whole 128x128 image from its centre.
+    upsampled and thresholded keep 90.3% overall IoU; a 16x16 grid keeps 71.0%). With one unit per stage and
+    dilations 1, 2, 4, 8 (OS 4), a res5c cell sees 131x131 pixels, about the whole 128x128 image from its centre.
     """
     config = backbone_config("resnet")
     config.output_stride = 4
@@ -340,7 +361,8 @@ def synthetic_backbone_config() -> ml_collections.ConfigDict:
 
 
 def backbone_pretraining_config() -> ml_collections.ConfigDict:
-    """Pretraining of `synthetic_backbone_config` on per-pixel shape / colour / size (`tf_recurrent_seg.pretraining`)."""
+    """Pretraining of `synthetic_backbone_config` on per-pixel shape / colour / size
+    (`tf_recurrent_seg.pretraining`)."""
     config = ml_collections.ConfigDict()
     config.model = ml_collections.ConfigDict()
     config.model.name = "backbone_pretraining"

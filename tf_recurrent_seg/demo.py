@@ -91,7 +91,9 @@ class Steps:
         self.log(f"{what}: {shown}")
         tic = time.perf_counter()
         environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+        )
         for line in process.stdout:
             # Progress lines only: absl's own prefix noise and TF's start-up chatter are dropped.
             if any(key in line for key in ("step ", "wrote", "examples", "overall_iou", "Wrote", "mean_iou")):
@@ -128,7 +130,10 @@ def write_example_inputs(report_dir: pathlib.Path, count: int) -> list[tuple[pat
 
 
 def generate_data(steps: Steps, budget: dict, data: str) -> None:
-    for task, size, extra in (("referring", REFERRING_IMAGE_SIZE, []), ("parsing", PARSING_IMAGE_SIZE, ["--parsing_kind=animal"])):
+    for task, size, extra in (
+        ("referring", REFERRING_IMAGE_SIZE, []),
+        ("parsing", PARSING_IMAGE_SIZE, ["--parsing_kind=animal"]),
+    ):
         steps.run(f"generate the synthetic {task} data (train / validation / test)", [
             "-m", "data_tools.synthetic", f"--task={task}", f"--output_dir={data}/synthetic_{task}", *extra,
             f"--num_train={budget[f'{task}_train']}", f"--num_validation={budget[f'{task}_validation']}",
@@ -166,14 +171,18 @@ def train_parsing(steps: Steps, budget: dict, data: str, runs: str, pretrained: 
     return workdirs
 
 
-def evaluate_on_test(steps: Steps, workdirs: dict[str, list[str]], test_records: str, referring: bool) -> dict[str, list[dict]]:
+def evaluate_on_test(
+    steps: Steps, workdirs: dict[str, list[str]], test_records: str, referring: bool
+) -> dict[str, list[dict]]:
     """Scores every run once on the test split (DenseCRF rows; shuffled expressions for referring runs)."""
     from tf_recurrent_seg.evaluation import load_results
 
     results = {}
     for name, runs in workdirs.items():
         for seed, workdir in enumerate(runs):
-            extra = ["--crf", f"--shuffle_expressions={seed}"] if referring else (["--crf"] if name == "lg_lstm" else [])
+            extra = (
+                ["--crf", f"--shuffle_expressions={seed}"] if referring else (["--crf"] if name == "lg_lstm" else [])
+            )
             steps.run(f"evaluate {name} (seed {seed}) on the test split", [
                 "-m", "tf_recurrent_seg.cli.evaluate", f"--workdir={workdir}", f"--eval_records={test_records}",
                 f"--out_dir={workdir}/eval_test", *extra])  # fmt: skip
@@ -194,26 +203,55 @@ def export_and_draw(steps: Steps, budget: dict, referring: dict, parsing: dict, 
                 "-m", "tf_recurrent_seg.cli.predict", f"--workdir={referring[model][0]}", f"--image={image}",
                 f"--expression={expression}", f"--output={report_dir}/{model}_{index}.png"]
                 + (["--steps"] if model == "rmi" else []))  # fmt: skip
-        lines += [f"Test scene {index}, \"{expression}\": LSTM, RMI, RMI after each word (Figures 1, 5) and its mLSTM "
-                  "response maps (Figure 6).", "", f"![LSTM](lstm_{index}.png) ![RMI](rmi_{index}.png)", "",
-                  f"![after each word](rmi_{index}_steps.png)", "", f"![response maps](rmi_{index}_responses.png)", ""]  # fmt: skip
+        lines += [
+            f'Test scene {index}, "{expression}": LSTM, RMI, RMI after each word (Figures 1, 5) and its mLSTM '
+            "response maps (Figure 6).",
+            "",
+            f"![LSTM](lstm_{index}.png) ![RMI](rmi_{index}.png)",
+            "",
+            f"![after each word](rmi_{index}_steps.png)",
+            "",
+            f"![response maps](rmi_{index}_responses.png)",
+            "",
+        ]
     from PIL import Image
 
     from tf_recurrent_seg.data import synthetic
 
-    figure = next(iter(synthetic.parsing_examples((SEED, synthetic.SPLIT_STREAMS["test"]), 1, image_size=PARSING_IMAGE_SIZE)))
+    figure = next(
+        iter(synthetic.parsing_examples((SEED, synthetic.SPLIT_STREAMS["test"]), 1, image_size=PARSING_IMAGE_SIZE))
+    )
     Image.fromarray(figure["image"]).save(report_dir / "parsing_input.png")
     for name in ("lg_lstm", "conv_baseline"):
-        steps.run(f"predict with {name} on a test figure", [
-            "-m", "tf_recurrent_seg.cli.predict", f"--workdir={parsing[name][0]}", f"--image={report_dir}/parsing_input.png",
-            f"--output={report_dir}/parsing_{name}.png"])  # fmt: skip
-    lines += ["Parsing, a test figure: LG-LSTM, then the conv baseline.", "",
-              "![LG-LSTM](parsing_lg_lstm_legend.png) ![conv baseline](parsing_conv_baseline_legend.png)", ""]  # fmt: skip
+        steps.run(
+            f"predict with {name} on a test figure",
+            [
+                "-m",
+                "tf_recurrent_seg.cli.predict",
+                f"--workdir={parsing[name][0]}",
+                f"--image={report_dir}/parsing_input.png",
+                f"--output={report_dir}/parsing_{name}.png",
+            ],
+        )
+    lines += [
+        "Parsing, a test figure: LG-LSTM, then the conv baseline.",
+        "",
+        "![LG-LSTM](parsing_lg_lstm_legend.png) ![conv baseline](parsing_conv_baseline_legend.png)",
+        "",
+    ]
     return lines
 
 
-def write_report(steps: Steps, budget: dict, report_dir: pathlib.Path, pretraining: dict, referring: dict,
-                 parsing: dict, validation: dict, figure_lines: list[str]) -> list[str]:
+def write_report(
+    steps: Steps,
+    budget: dict,
+    report_dir: pathlib.Path,
+    pretraining: dict,
+    referring: dict,
+    parsing: dict,
+    validation: dict,
+    figure_lines: list[str],
+) -> list[str]:
     """REPORT.md (see `tf_recurrent_seg.demo_report`); returns its findings."""
     from tf_recurrent_seg import demo_report
     from tf_recurrent_seg.data import synthetic
@@ -224,33 +262,47 @@ def write_report(steps: Steps, budget: dict, report_dir: pathlib.Path, pretraini
     findings = demo_report.claims_section(referring, parsing, rules, parsing_rule)
     seeds = budget["referring_seeds"]
     lines = [
-        "# tf_recurrent_seg demo report", "",
-        f"Budget `{FLAGS.budget}`, {os.cpu_count()} CPU cores, {time.perf_counter() - steps.start:.0f} s in all. Synthetic "
-        f"data only (`tf_recurrent_seg.data.synthetic`): referring scenes at {REFERRING_IMAGE_SIZE}x{REFERRING_IMAGE_SIZE} "
+        "# tf_recurrent_seg demo report",
+        "",
+        f"Budget `{FLAGS.budget}`, {os.cpu_count()} CPU cores, {time.perf_counter() - steps.start:.0f} s in all. "
+        "Synthetic data only (`tf_recurrent_seg.data.synthetic`): referring scenes at "
+        f"{REFERRING_IMAGE_SIZE}x{REFERRING_IMAGE_SIZE} "
         "whose expressions of 1-12 words each need their words to single out the target; parsing figures (a "
         f"four-legged animal: head, body, leg, tail in one coat colour) at {PARSING_IMAGE_SIZE}x{PARSING_IMAGE_SIZE}. "
         "The models are the papers' architectures scaled down for a CPU (`configs/*_synthetic.py`). As in the papers, "
         "they start from a pretrained backbone: here a small ResNet pretrained on synthetic scenes of its own, frozen "
         "for the referring heads (trained on its cached features) and fine-tuned for parsing. These are not the "
-        "papers' numbers and are not comparable to them.", "",
+        "papers' numbers and are not comparable to them.",
+        "",
         f"Splits: train ({budget['referring_train']} scenes / {budget['parsing_train']} figures), validation "
         f"({budget['referring_validation']} / {budget['parsing_validation']}) and test ({budget['referring_test']} / "
         f"{budget['parsing_test']}), each from its own seed stream of data seed {SEED}; the pretraining scenes from "
         "another. Learning rates, steps and sizes were chosen on the validation split (its curves are below); the "
-        "test split is scored once, at the end of this run.", "",
+        "test split is scored once, at the end of this run.",
+        "",
         f"Training seeds: {', '.join(map(str, range(seeds)))} for each referring head, "
-        f"{', '.join(map(str, range(budget['parsing_seeds'])))} for each parsing model. Cells give the mean ± the sample "
-        "standard deviation over seeds; a claim holds only when the difference exceeds twice its standard error.", "",
-        *findings, "",
-        *demo_report.blind_rules_section(rules, referring, parsing, parsing_rule), "",
-        *demo_report.pretraining_section(pretraining), "",
-        *demo_report.referring_tables(referring), "",
-        *demo_report.parsing_table(parsing), "",
+        f"{', '.join(map(str, range(budget['parsing_seeds'])))} for each parsing model. "
+        "Cells give the mean ± the sample standard deviation over seeds; a claim holds only when the difference "
+        "exceeds twice its standard error.",
+        "",
+        *findings,
+        "",
+        *demo_report.blind_rules_section(rules, referring, parsing, parsing_rule),
+        "",
+        *demo_report.pretraining_section(pretraining),
+        "",
+        *demo_report.referring_tables(referring),
+        "",
+        *demo_report.parsing_table(parsing),
+        "",
         *demo_report.figures_section(report_dir, referring, parsing, validation, rules, parsing_rule),
         *figure_lines,
-        "## Commands (run from the repository root, in this order)", "", "| Step | Command | Seconds |", "|---|---|---|",
+        "## Commands (run from the repository root, in this order)",
+        "",
+        "| Step | Command | Seconds |",
+        "|---|---|---|",
         *(f"| {what} | `{command}` | {seconds:.0f} |" for what, command, seconds in steps.commands),
-    ]  # fmt: skip
+    ]
     (report_dir / "REPORT.md").write_text("\n".join(lines) + "\n")
     return [line for line in findings if line.startswith("- ")]
 
@@ -265,10 +317,17 @@ def main(argv):
 
     generate_data(steps, budget, data)
     steps.fresh(f"{runs}/backbone")
-    steps.run("pretrain the backbone on synthetic scenes (stand-in for ImageNet / PASCAL)", [
-        "-m", "tf_recurrent_seg.cli.pretrain", "--config=configs/backbone_synthetic.py", f"--workdir={runs}/backbone",
-        f"--config.train.num_steps={budget['pretrain_steps']}"]
-        + (["--config.data.num_train=64", "--config.data.num_validation=8"] if FLAGS.budget == "quick" else []))  # fmt: skip
+    steps.run(
+        "pretrain the backbone on synthetic scenes (stand-in for ImageNet / PASCAL)",
+        [
+            "-m",
+            "tf_recurrent_seg.cli.pretrain",
+            "--config=configs/backbone_synthetic.py",
+            f"--workdir={runs}/backbone",
+            f"--config.train.num_steps={budget['pretrain_steps']}",
+        ]
+        + (["--config.data.num_train=64", "--config.data.num_validation=8"] if FLAGS.budget == "quick" else []),
+    )
     pretrained = f"keras:{runs}/backbone/backbone.keras"
     referring_runs = train_referring(steps, budget, data, runs, pretrained)
     parsing_runs = train_parsing(steps, budget, data, runs, pretrained)
@@ -278,7 +337,10 @@ def main(argv):
 
     from tf_recurrent_seg.workdir import load_validation_log
 
-    validation = {name: [load_validation_log(w) for w in workdirs] for name, workdirs in {**referring_runs, **parsing_runs}.items()}
+    validation = {
+        name: [load_validation_log(w) for w in workdirs]
+        for name, workdirs in {**referring_runs, **parsing_runs}.items()
+    }
     pretraining = json.loads(pathlib.Path(f"{runs}/backbone/metrics.json").read_text())
     findings = write_report(steps, budget, report_dir, pretraining, referring, parsing, validation, figure_lines)
     steps.log(f"wrote {report_dir / 'REPORT.md'}")

@@ -92,7 +92,9 @@ def referring_rules(seed: int, count: int, image_size: int) -> dict:
 def parsing_rules(seed: int, train_count: int, test_count: int, image_size: int, class_names: Sequence[str]) -> dict:
     """All background and the silhouette labelled with the most frequent TRAINING part, on the test split."""
     stream = synthetic.SPLIT_STREAMS
-    train = (example["labels"] for example in synthetic.parsing_examples((seed, stream["train"]), train_count, image_size))
+    train = (
+        example["labels"] for example in synthetic.parsing_examples((seed, stream["train"]), train_count, image_size)
+    )
     part = baselines.most_frequent_part(train)
     test = [example["labels"] for example in synthetic.parsing_examples((seed, stream["test"]), test_count, image_size)]
     return {"part": class_names[part], **baselines.parsing_rule_scores(test, len(class_names), class_names, part)}
@@ -101,7 +103,9 @@ def parsing_rules(seed: int, train_count: int, test_count: int, image_size: int,
 # --- sections -----------------------------------------------------------------------------------------------
 
 
-def blind_rules_section(rules: dict, referring: Mapping[str, list], parsing: Mapping[str, list], parsing_rule: dict) -> list[str]:
+def blind_rules_section(
+    rules: dict, referring: Mapping[str, list], parsing: Mapping[str, list], parsing_rule: dict
+) -> list[str]:
     """The first table: what each blind rule and each model scores on the same test examples."""
     types = rules["types"]
     counts = {kind: types.count(kind) for kind in baselines.EXPRESSION_TYPES}
@@ -121,14 +125,28 @@ def blind_rules_section(rules: dict, referring: Mapping[str, list], parsing: Map
         for model, runs in referring.items():
             per_type = [type_ious(run, types, mode) for run in runs]
             cells = " | ".join(pct([scores[kind] for scores in per_type]) for kind in baselines.EXPRESSION_TYPES)
-            lines.append(f"| {REFERRING_NAMES[model]}{suffix} | {pct(result_values(runs, 'overall_iou', mode))} | {cells} |")
+            lines.append(
+                f"| {REFERRING_NAMES[model]}{suffix} | {pct(result_values(runs, 'overall_iou', mode))} | {cells} |"
+            )
     names = list(parsing_rule["all_background"]["per_class"])
-    lines += ["", f"Object parsing, mean IoU and per-class IoU (%) on the test figures. The silhouette rule labels every "
-              f"ground-truth figure pixel as the part most frequent in the training labels ({parsing_rule['part']}).", "",
-              "| Prediction | mean IoU | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]  # fmt: skip
-    for rule, label in (("all_background", "rule: all background"), ("silhouette", f"rule: silhouette as {parsing_rule['part']}")):
+    lines += [
+        "",
+        f"Object parsing, mean IoU and per-class IoU (%) on the test figures. The silhouette rule labels every "
+        f"ground-truth figure pixel as the part most frequent in the training labels ({parsing_rule['part']}).",
+        "",
+        "| Prediction | mean IoU | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    for rule, label in (
+        ("all_background", "rule: all background"),
+        ("silhouette", f"rule: silhouette as {parsing_rule['part']}"),
+    ):
         scores = parsing_rule[rule]
-        lines.append(f"| {label} | {pct(scores['mean_iou'])} | " + " | ".join(pct(scores["per_class"][n]["iou"]) for n in names) + " |")
+        lines.append(
+            f"| {label} | {pct(scores['mean_iou'])} | "
+            + " | ".join(pct(scores["per_class"][n]["iou"]) for n in names)
+            + " |"
+        )
     for name, runs in parsing.items():
         per_class = " | ".join(pct([run["results"]["direct"]["per_class"][n]["iou"] for run in runs]) for n in names)
         lines.append(f"| {name} | {pct(result_values(runs, 'mean_iou'))} | {per_class} |")
@@ -138,16 +156,27 @@ def blind_rules_section(rules: dict, referring: Mapping[str, list], parsing: Map
 def referring_tables(referring: Mapping[str, list]) -> list[str]:
     """RMI Table 1 (precision@X, overall IoU, ± DCRF) and Tables 2-5 (by length, relative gain), over seeds."""
     thresholds = ("0.5", "0.6", "0.7", "0.8", "0.9")
-    lines = ["## Referring segmentation (RMI paper Table 1 layout; %, mean ± sd over seeds)", "",
-             "| Method | " + " | ".join(f"prec@{t}" for t in thresholds) + " | overall IoU |", "|---" * 7 + "|"]  # fmt: skip
+    lines = [
+        "## Referring segmentation (RMI paper Table 1 layout; %, mean ± sd over seeds)",
+        "",
+        "| Method | " + " | ".join(f"prec@{t}" for t in thresholds) + " | overall IoU |",
+        "|---" * 7 + "|",
+    ]
     for mode, suffix in (("direct", ""), ("dcrf", " + DCRF")):
         for model, runs in referring.items():
             if result_values(runs, "overall_iou", mode):
                 cells = " | ".join(pct(result_values(runs, f"precision@{t}", mode)) for t in thresholds)
-                lines.append(f"| {REFERRING_NAMES[model]}{suffix} | {cells} | {pct(result_values(runs, 'overall_iou', mode))} |")
+                lines.append(
+                    f"| {REFERRING_NAMES[model]}{suffix} | {cells} | {pct(result_values(runs, 'overall_iou', mode))} |"
+                )
     bins = list(referring["rmi"][0]["results"]["direct"]["by_length"])
-    lines += ["", "## Overall IoU by expression length in tokens (RMI paper Tables 2-5 layout; %)", "",
-              "| Method | " + " | ".join(f"{b} tokens" for b in bins) + " |", "|---" * (len(bins) + 1) + "|"]  # fmt: skip
+    lines += [
+        "",
+        "## Overall IoU by expression length in tokens (RMI paper Tables 2-5 layout; %)",
+        "",
+        "| Method | " + " | ".join(f"{b} tokens" for b in bins) + " |",
+        "|---" * (len(bins) + 1) + "|",
+    ]
     by_length = {model: [[run["results"]["direct"]["by_length"][b]["overall_iou"] for run in runs] for b in bins]
                  for model, runs in referring.items()}  # fmt: skip
     for model, values in by_length.items():
@@ -164,8 +193,13 @@ def relative_gains_by_seed(referring: Mapping[str, list], bins: Sequence[str]) -
     gains = {}
     for b in bins:
         pairs = zip(referring["lstm"], referring["rmi"])
-        values = [(r["results"]["direct"]["by_length"][b]["overall_iou"], l["results"]["direct"]["by_length"][b]["overall_iou"])
-                  for l, r in pairs]  # fmt: skip
+        values = [
+            (
+                rmi["results"]["direct"]["by_length"][b]["overall_iou"],
+                lstm["results"]["direct"]["by_length"][b]["overall_iou"],
+            )
+            for lstm, rmi in pairs
+        ]
         gains[b] = [(ours - base) / base for ours, base in values if base > 0]
     return gains
 
@@ -180,19 +214,27 @@ def _gain_cell(values: Sequence[float]) -> str:
 def parsing_table(parsing: Mapping[str, list]) -> list[str]:
     """LG-LSTM Table 5 layout: per-class IoU, mean IoU and pixel accuracy of every parsing model, over seeds."""
     names = list(next(iter(parsing.values()))[0]["class_names"])
-    lines = ["## Object parsing ablation (LG-LSTM paper Table 5 layout; %, mean ± sd over seeds)", "",
-             "| Method | " + " | ".join(names) + " | mean IoU | Pix.Acc |", "|---" * (len(names) + 3) + "|"]  # fmt: skip
+    lines = [
+        "## Object parsing ablation (LG-LSTM paper Table 5 layout; %, mean ± sd over seeds)",
+        "",
+        "| Method | " + " | ".join(names) + " | mean IoU | Pix.Acc |",
+        "|---" * (len(names) + 3) + "|",
+    ]
     for mode, suffix in (("direct", ""), ("dcrf", " + DCRF")):
         for name, runs in parsing.items():
             with_mode = [run for run in runs if mode in run["results"]]
             if with_mode:
-                per_class = " | ".join(pct([run["results"][mode]["per_class"][n]["iou"] for run in with_mode]) for n in names)
+                per_class = " | ".join(
+                    pct([run["results"][mode]["per_class"][n]["iou"] for run in with_mode]) for n in names
+                )
                 lines.append(f"| {name}{suffix} | {per_class} | {pct(result_values(with_mode, 'mean_iou', mode))} | "
                              f"{pct(result_values(with_mode, 'pixel_accuracy', mode))} |")  # fmt: skip
     return lines
 
 
-def claims_section(referring: Mapping[str, list], parsing: Mapping[str, list], rules: dict, parsing_rule: dict) -> list[str]:
+def claims_section(
+    referring: Mapping[str, list], parsing: Mapping[str, list], rules: dict, parsing_rule: dict
+) -> list[str]:
     """Each paper claim and each learning check, stated as it comes out, with its numbers."""
     lstm, rmi = referring["lstm"], referring["rmi"]
     lines = ["## What this run shows", ""]
@@ -205,22 +247,40 @@ def claims_section(referring: Mapping[str, list], parsing: Mapping[str, list], r
     for model, runs in referring.items():
         scores = result_values(runs, "overall_iou")
         shuffled = result_values(runs, "overall_iou", "shuffled")
-        over_rule, over_shuffled = np.mean(scores) / max(named_shape, 1e-9), np.mean(scores) / max(np.mean(shuffled), 1e-9)
+        over_rule, over_shuffled = (
+            np.mean(scores) / max(named_shape, 1e-9),
+            np.mean(scores) / max(np.mean(shuffled), 1e-9),
+        )
         met = "met" if over_rule >= 1.3 and over_shuffled >= 2 else "not met"
-        lines.append(f"- {REFERRING_NAMES[model]} reads image and expression (bar: at least 1.3x the named-shape rule and 2x "
-                     f"its own shuffled-expression score): **{met}**. Overall IoU {pct(scores)} is {over_rule:.2f}x the "
-                     f"named-shape rule ({pct(named_shape)}) and {over_shuffled:.2f}x its score with shuffled "
-                     f"expressions ({pct(shuffled)}).")  # fmt: skip
-    claim("RMI above the LSTM baseline (overall IoU)", result_values(rmi, "overall_iou"), result_values(lstm, "overall_iou"),
-          "RMI paper Table 1: RMI above LSTM on every dataset.")
+        lines.append(
+            f"- {REFERRING_NAMES[model]} reads image and expression (bar: at least 1.3x the named-shape rule and 2x "
+            f"its own shuffled-expression score): **{met}**. Overall IoU {pct(scores)} is {over_rule:.2f}x the "
+            f"named-shape rule ({pct(named_shape)}) and {over_shuffled:.2f}x its score with shuffled "
+            f"expressions ({pct(shuffled)})."
+        )
+    claim(
+        "RMI above the LSTM baseline (overall IoU)",
+        result_values(rmi, "overall_iou"),
+        result_values(lstm, "overall_iou"),
+        "RMI paper Table 1: RMI above LSTM on every dataset.",
+    )
     bins = list(rmi[0]["results"]["direct"]["by_length"])
     gains = relative_gains_by_seed(referring, bins)
     if len(bins) > 1 and gains[bins[0]] and gains[bins[-1]]:
-        claim(f"RMI's relative gain larger on the longest expressions ({bins[-1]} tokens) than on the shortest "
-              f"({bins[0]})", gains[bins[-1]], gains[bins[0]], "RMI paper Tables 2-5: larger gains on longer expressions.")
+        claim(
+            f"RMI's relative gain larger on the longest expressions ({bins[-1]} tokens) than on the shortest "
+            f"({bins[0]})",
+            gains[bins[-1]],
+            gains[bins[0]],
+            "RMI paper Tables 2-5: larger gains on longer expressions.",
+        )
     if result_values(rmi, "overall_iou", "dcrf"):
-        claim("DenseCRF improves RMI", result_values(rmi, "overall_iou", "dcrf"), result_values(rmi, "overall_iou"),
-              "RMI paper Table 1: every +DCRF row above its model.")
+        claim(
+            "DenseCRF improves RMI",
+            result_values(rmi, "overall_iou", "dcrf"),
+            result_values(rmi, "overall_iou"),
+            "RMI paper Table 1: every +DCRF row above its model.",
+        )
     silhouette = parsing_rule["silhouette"]["mean_iou"]
     for name, runs in parsing.items():
         scores = result_values(runs, "mean_iou")
@@ -228,9 +288,11 @@ def claims_section(referring: Mapping[str, list], parsing: Mapping[str, list], r
         weakest = min(thin, key=lambda n: np.mean(thin[n]))
         margin = 100 * (np.mean(scores) - silhouette)
         met = "met" if margin >= 15 and min(np.mean(v) for v in thin.values()) > 0 else "not met"
-        lines.append(f"- {name} parses the figure (bar: 15 mean-IoU points above the silhouette rule, head, leg and tail "
-                     f"above 0): **{met}**. {margin:+.2f} points ({pct(scores)} vs {pct(silhouette)}); its weakest "
-                     f"thin part is {weakest} ({pct(thin[weakest])}).")  # fmt: skip
+        lines.append(
+            f"- {name} parses the figure (bar: 15 mean-IoU points above the silhouette rule, head, leg and tail "
+            f"above 0): **{met}**. {margin:+.2f} points ({pct(scores)} vs {pct(silhouette)}); its weakest "
+            f"thin part is {weakest} ({pct(thin[weakest])})."
+        )
     if "lg_lstm" in parsing:
         lg_lstm = result_values(parsing["lg_lstm"], "mean_iou")
         for other, source in (("conv_baseline", "Table 5: LG-LSTM above \"VGG16\""),
@@ -238,12 +300,23 @@ def claims_section(referring: Mapping[str, list], parsing: Mapping[str, list], r
                               ("lg_lstm_local2", "Table 5: 8 neighbours above \"local 2\""),
                               ("lg_lstm_no_global", "Table 5: LG-LSTM above \"w/o global\"")):  # fmt: skip
             if other in parsing:
-                claim(f"LG-LSTM above {other} (mean IoU)", lg_lstm, result_values(parsing[other], "mean_iou"), f"LG-LSTM paper {source}.")
+                claim(
+                    f"LG-LSTM above {other} (mean IoU)",
+                    lg_lstm,
+                    result_values(parsing[other], "mean_iou"),
+                    f"LG-LSTM paper {source}.",
+                )
     return lines
 
 
-def figures_section(report_dir: pathlib.Path, referring: Mapping[str, list], parsing: Mapping[str, list],
-                    validation: Mapping[str, list], rules: dict, parsing_rule: dict) -> list[str]:
+def figures_section(
+    report_dir: pathlib.Path,
+    referring: Mapping[str, list],
+    parsing: Mapping[str, list],
+    validation: Mapping[str, list],
+    rules: dict,
+    parsing_rule: dict,
+) -> list[str]:
     """Draws the plots and returns the report lines that show them."""
     referring_curves = {REFERRING_NAMES[m]: validation[m] for m in referring}
     parsing_curves = {name: validation[name] for name in parsing}
@@ -252,17 +325,25 @@ def figures_section(report_dir: pathlib.Path, referring: Mapping[str, list], par
     report_figures.plot_validation_curves(parsing_curves, "mean_iou", str(report_dir / "validation_parsing.png"),
                                           "Parsing: validation mean IoU during training")  # fmt: skip
     bins = list(referring["rmi"][0]["results"]["direct"]["by_length"])
-    by_length = {REFERRING_NAMES[m]: [{b: run["results"]["direct"]["by_length"][b]["overall_iou"] for b in bins} for run in runs]
-                 for m, runs in referring.items()}  # fmt: skip
-    report_figures.plot_iou_by_length(by_length, str(report_dir / "iou_by_length.png"), "Test overall IoU by expression length (tokens)")
+    by_length = {
+        REFERRING_NAMES[m]: [{b: run["results"]["direct"]["by_length"][b]["overall_iou"] for b in bins} for run in runs]
+        for m, runs in referring.items()
+    }
+    report_figures.plot_iou_by_length(
+        by_length, str(report_dir / "iou_by_length.png"), "Test overall IoU by expression length (tokens)"
+    )
     names = list(next(iter(parsing.values()))[0]["class_names"])
     per_class = {name: [{n: run["results"]["direct"]["per_class"][n]["iou"] for n in names} for run in runs]
                  for name, runs in parsing.items()}  # fmt: skip
-    report_figures.plot_per_class_iou(per_class, names, str(report_dir / "per_class_iou.png"), "Test IoU per part (Table 5 models)")
+    report_figures.plot_per_class_iou(
+        per_class, names, str(report_dir / "per_class_iou.png"), "Test IoU per part (Table 5 models)"
+    )
     values = {f"rule: {label}": baselines.overall_iou(rules[rule]["intersection"], rules[rule]["union"])
               for rule, label in RULE_LABELS.items()}  # fmt: skip
     for model, runs in referring.items():
-        values[f"{REFERRING_NAMES[model]}, shuffled expressions"] = float(np.mean(result_values(runs, "overall_iou", "shuffled")))
+        values[f"{REFERRING_NAMES[model]}, shuffled expressions"] = float(
+            np.mean(result_values(runs, "overall_iou", "shuffled"))
+        )
         values[REFERRING_NAMES[model]] = float(np.mean(result_values(runs, "overall_iou")))
     report_figures.plot_baselines(values, str(report_dir / "blind_rules.png"), "Test overall IoU")
     return ["## Figures", "",
@@ -273,9 +354,14 @@ def figures_section(report_dir: pathlib.Path, referring: Mapping[str, list], par
 
 
 def pretraining_section(metrics: Mapping) -> list[str]:
-    return ["## Backbone pretraining (the synthetic stand-in for ImageNet / PASCAL)", "",
-            f"Per-pixel shape, colour and size of every object, on {metrics['num_validation']} held-out pretraining "
-            f"scenes (own seed stream; no referring target, no parsing label), {metrics['num_steps']} steps, "
-            f"{metrics['seconds']:.0f} s.", "",
-            "| Attribute | object-pixel accuracy (%) |", "|---|---|",
-            *(f"| {name} | {pct(metrics[f'{name}_pixel_accuracy'])} |" for name in synthetic.PRETRAINING_ATTRIBUTES)]  # fmt: skip
+    return [
+        "## Backbone pretraining (the synthetic stand-in for ImageNet / PASCAL)",
+        "",
+        f"Per-pixel shape, colour and size of every object, on {metrics['num_validation']} held-out pretraining "
+        f"scenes (own seed stream; no referring target, no parsing label), {metrics['num_steps']} steps, "
+        f"{metrics['seconds']:.0f} s.",
+        "",
+        "| Attribute | object-pixel accuracy (%) |",
+        "|---|---|",
+        *(f"| {name} | {pct(metrics[f'{name}_pixel_accuracy'])} |" for name in synthetic.PRETRAINING_ATTRIBUTES),
+    ]

@@ -124,7 +124,7 @@ def resolve_length_bins(config, eval_records) -> tuple[str | None, tuple[tuple[i
 
 
 def parsing_layout(class_names, dataset: str | None = None) -> str:
-    """"horse_cow" (Tables 1/5 layout) or "atr" (Tables 2-4 layout) from a dataset name or the class names."""
+    """ "horse_cow" (Tables 1/5 layout) or "atr" (Tables 2-4 layout) from a dataset name or the class names."""
     if dataset:
         text = dataset.lower()
         if any(key in text for key in ("horse", "cow", "pascal")):
@@ -193,11 +193,11 @@ def evaluate(
         A JSON-ready dict. Common keys: task ("referring" / "parsing"), method (paper row label), model,
         eval_records, num_examples, skipped_records (counts per reason), seconds, examples_per_second,
         crf_seconds (with crf), results: {"direct": ..., "dcrf": ... (with crf)}.
-        Referring: "shuffled" too with shuffle_expressions. Each result is {"overall_iou", "mean_iou", "precision@0.5".."precision@0.9",
-        "num_examples", "by_length": {"<bin>": {the same}}, "per_example": {"sent_id", "intersection",
-        "union"} (lists in record order)}, fractions in [0, 1]; plus length_bins_dataset, length_bins and
-        shuffle_expressions. Parsing: each result is `metrics.parsing_scores(...)` plus "confusion_matrix"; plus
-        class_names and layout ("horse_cow" / "atr").
+        Referring: "shuffled" too with shuffle_expressions. Each result is {"overall_iou", "mean_iou",
+        "precision@0.5".."precision@0.9", "num_examples", "by_length": {"<bin>": {the same}}, "per_example":
+        {"sent_id", "intersection", "union"} (lists in record order)}, fractions in [0, 1]; plus
+        length_bins_dataset, length_bins and shuffle_expressions. Parsing: each result is
+        `metrics.parsing_scores(...)` plus "confusion_matrix"; plus class_names and layout ("horse_cow" / "atr").
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples must be positive or None, got {max_examples}")
@@ -216,8 +216,13 @@ def evaluate(
         results = _evaluate_parsing(model, config, eval_records, crf_module, max_examples, batch_size, log_every)
     seconds = time.perf_counter() - start
     results.update(
-        method=method_name(config), model=config.model.name, eval_records=_json_ready(eval_records),
-        crf=bool(crf), max_examples=max_examples, batch_size=batch_size, seconds=seconds,
+        method=method_name(config),
+        model=config.model.name,
+        eval_records=_json_ready(eval_records),
+        crf=bool(crf),
+        max_examples=max_examples,
+        batch_size=batch_size,
+        seconds=seconds,
         examples_per_second=results["num_examples"] / seconds if seconds > 0 else None,
     )
     results = _json_ready(results)
@@ -317,7 +322,11 @@ def _evaluate_referring(
             update(DCRF, targets, unpad(refined, targets["placement"], targets["original_size"]))
         seen += count
         if log_every and (step + 1) % log_every == 0:
-            logging.info("evaluated %d expressions; overall IoU so far %.4f", seen, float(overall[DIRECT].result()["overall_iou"]))
+            logging.info(
+                "evaluated %d expressions; overall IoU so far %.4f",
+                seen,
+                float(overall[DIRECT].result()["overall_iou"]),
+            )
         if max_examples is not None and seen >= max_examples:
             break
 
@@ -359,8 +368,11 @@ def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, bat
     def predict(features, targets):
         logits = model(features["image"], training=False)["logits"]
         labels = pipeline.undo_resize_and_pad_batch(
-            tf.argmax(logits, axis=-1, output_type=tf.int32), targets["placement"], targets["original_size"],
-            "nearest", pad_value=metrics_lib.IGNORE_LABEL,
+            tf.argmax(logits, axis=-1, output_type=tf.int32),
+            targets["placement"],
+            targets["original_size"],
+            "nearest",
+            pad_value=metrics_lib.IGNORE_LABEL,
         )
         return logits, labels
 
@@ -377,7 +389,9 @@ def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, bat
         if max_examples is not None:
             count = min(count, max_examples - seen)
         targets = _take(targets, count)
-        confusion[DIRECT].update_state(targets["original_labels"], labels[:count], original_size=targets["original_size"])
+        confusion[DIRECT].update_state(
+            targets["original_labels"], labels[:count], original_size=targets["original_size"]
+        )
         if crf_module is not None:
             tic = time.perf_counter()
             images = denormalize_images(features["image"][:count].numpy(), normalization)
@@ -385,7 +399,8 @@ def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, bat
             refined = np.stack([crf_module.refine_parsing(images[i], probabilities[i]) for i in range(count)])
             crf_seconds += time.perf_counter() - tic
             confusion[DCRF].update_state(
-                targets["original_labels"], unpad(refined, targets["placement"], targets["original_size"]),
+                targets["original_labels"],
+                unpad(refined, targets["placement"], targets["original_size"]),
                 original_size=targets["original_size"],
             )
         seen += count
@@ -436,7 +451,7 @@ def _referring_rows(results: Mapping, suffix: str = "") -> list[tuple[str, Mappi
 
 
 def _baseline_suffix(results: Mapping, baseline: Mapping | None) -> str:
-    """" (baseline)" when the baseline's row labels would equal this run's (same method), else ""."""
+    """ " (baseline)" when the baseline's row labels would equal this run's (same method), else ""."""
     return " (baseline)" if baseline and baseline.get("method") == results.get("method") else ""
 
 
@@ -455,7 +470,11 @@ def format_referring_table(results: Mapping, baseline: Mapping | None = None) ->
        results, e.g. the LSTM baseline) its row first, then this run's, then "Relative Gain" per group.
     """
     thresholds = [key for key in results["results"][DIRECT] if key.startswith("precision@")]
-    header = ["Method"] + [key.replace("precision@", "prec@") for key in thresholds] + ["Overall IoU", "Mean IoU (not in paper)"]
+    header = (
+        ["Method"]
+        + [key.replace("precision@", "prec@") for key in thresholds]
+        + ["Overall IoU", "Mean IoU (not in paper)"]
+    )
     rows = []
     suffix = _baseline_suffix(results, baseline)
     runs = ([(baseline, suffix)] if baseline else []) + [(results, "")]
@@ -464,7 +483,11 @@ def format_referring_table(results: Mapping, baseline: Mapping | None = None) ->
             rows.append([label] + [_pct(values.get(key)) for key in thresholds]
                         + [_pct(values.get("overall_iou")), _pct(values.get("mean_iou"))])  # fmt: skip
     count = results.get("num_examples")
-    text = [f"Overall IoU and precision@X (RMI paper Table 1 layout; %, {count} expressions)", "", _markdown(header, rows)]
+    text = [
+        f"Overall IoU and precision@X (RMI paper Table 1 layout; %, {count} expressions)",
+        "",
+        _markdown(header, rows),
+    ]
 
     by_length = results["results"][DIRECT].get("by_length")
     if by_length:
@@ -482,14 +505,23 @@ def format_referring_table(results: Mapping, baseline: Mapping | None = None) ->
                 if index >= len(base_rows):
                     break
                 suffix = "" if index == 0 else " (DCRF)"
-                rows.append([f"Relative Gain{suffix}"] + [
-                    _relative_gain(values["by_length"][b]["overall_iou"], base_rows[index]["by_length"][b]["overall_iou"])
-                    for b in labels
-                ])  # fmt: skip
+                rows.append(
+                    [f"Relative Gain{suffix}"]
+                    + [
+                        _relative_gain(
+                            values["by_length"][b]["overall_iou"], base_rows[index]["by_length"][b]["overall_iou"]
+                        )
+                        for b in labels
+                    ]
+                )
         rows.append(["Expressions"] + [str(int(by_length[b]["num_examples"])) for b in labels])
         dataset = results.get("length_bins_dataset") or "custom"
-        text += ["", f"Overall IoU by expression length in tokens (RMI paper Tables 2-5 layout; bins of {dataset}; %)", "",
-                 _markdown(["Length"] + labels, rows)]  # fmt: skip
+        text += [
+            "",
+            f"Overall IoU by expression length in tokens (RMI paper Tables 2-5 layout; bins of {dataset}; %)",
+            "",
+            _markdown(["Length"] + labels, rows),
+        ]
         if baseline and not base_ok:
             text += ["", "(the baseline's length bins differ from this run's: baseline not shown)"]
     return "\n".join(text) + "\n"

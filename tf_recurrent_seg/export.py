@@ -4,11 +4,11 @@ SavedModel (`export_saved_model`), two signatures:
 - `serving_default`: `image_bytes` (tf.string, shape (1,): ONE encoded JPEG/PNG/GIF/BMP/WebP image per
   request) and, for referring models, `expression` (tf.string, shape (1,)). Inside the graph: decode
   (3 channels, first frame of an animation; `tf.io.decode_image` like the records pipeline, whose JPEG decoder
-  uses libjpeg's fast integer DCT: up to a few grey levels from Pillow's decode of the same file), resize-and-pad to `config.model.image_size` (Pillow-exact
-  bilinear, as `preprocessing.resize_and_pad`), normalise (`config.data.normalization`), tokenise with
-  the vocabulary baked into the SavedModel (a constant-initialised hash table; words not in it -> `<unk>`,
-  first `config.model.max_words` tokens kept, left-padded), run the model, and map the prediction back to
-  the image's OWN resolution. Outputs, with a leading batch dimension of 1:
+  uses libjpeg's fast integer DCT: up to a few grey levels from Pillow's decode of the same file), resize-and-pad to
+  `config.model.image_size` (Pillow-exact bilinear, as `preprocessing.resize_and_pad`), normalise
+  (`config.data.normalization`), tokenise with the vocabulary baked into the SavedModel (a constant-initialised hash
+  table; words not in it -> `<unk>`, first `config.model.max_words` tokens kept, left-padded), run the model, and
+  map the prediction back to the image's OWN resolution. Outputs, with a leading batch dimension of 1:
     referring: `mask` (1, H, W) uint8 0/1 and `probabilities` (1, H, W) float32 (sigmoid);
     parsing:   `labels` (1, H, W) int32 class ids and `probabilities` (1, H, W, C) float32 (softmax).
   `mask` / `labels` are the evaluation protocol's prediction: thresholded (logits >= 0) or arg-maxed at
@@ -287,14 +287,18 @@ def _decode_image_bytes(image_bytes: tf.Tensor, max_pixels: int) -> tf.Tensor:
     )
     is_image = tf.debugging.Assert(
         known,
-        [f"image_bytes is not an encoded image: expected {_FORMATS} bytes (send the raw file bytes, base64-encoded "
-         'once as {"b64": ...} in a JSON request); first bytes:', tf.strings.substr(contents, 0, 16)],
+        [
+            f"image_bytes is not an encoded image: expected {_FORMATS} bytes (send the raw file bytes, base64-encoded "
+            'once as {"b64": ...} in a JSON request); first bytes:',
+            tf.strings.substr(contents, 0, 16),
+        ],
     )
     with tf.control_dependencies([is_image]):
         height, width = tf.unstack(image_header.header_size_tf(contents))
     message = tf.strings.format(
         "image_bytes: the image is {}x{} pixels, over the limit of " + str(max_pixels) + " pixels (refused before "
-        "decoding; the export flag --max_image_pixels sets the limit)", [height, width],
+        "decoding; the export flag --max_image_pixels sets the limit)",
+        [height, width],
     )
     within_limit = tf.debugging.Assert(height * width <= max_pixels, [message])
     with tf.control_dependencies([within_limit]):
@@ -310,7 +314,10 @@ def _encode_expression(expression: tf.Tensor, table, config) -> tf.Tensor:
     replaced = tf.strings.unicode_transcode(sentence, "UTF-8", "UTF-8", errors="replace")
     is_utf8 = tf.debugging.Assert(
         tf.equal(replaced, sentence),
-        ["expression is not valid UTF-8 text: send the expression encoded as UTF-8; got (bad bytes as U+FFFD)", replaced],
+        [
+            "expression is not valid UTF-8 text: send the expression encoded as UTF-8; got (bad bytes as U+FFFD)",
+            replaced,
+        ],
     )
     with tf.control_dependencies([is_utf8]):
         sentence = tf.identity(sentence)
@@ -318,8 +325,10 @@ def _encode_expression(expression: tf.Tensor, table, config) -> tf.Tensor:
     ids, num_tokens = encode_tf(sentence, table, config.model.max_words, strip_pieces=strip_pieces)
     has_words = tf.debugging.Assert(
         num_tokens > 0,
-        ['expression has no words: expected a non-empty referring expression (e.g. "the man on the left"), got',
-         sentence],
+        [
+            'expression has no words: expected a non-empty referring expression (e.g. "the man on the left"), got',
+            sentence,
+        ],
     )
     with tf.control_dependencies([has_words]):
         return tf.identity(ids)[None]

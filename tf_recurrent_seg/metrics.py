@@ -186,7 +186,9 @@ class _SumStateMetric(keras.metrics.Metric):
     def merge_state(self, metrics: Sequence[keras.metrics.Metric]) -> None:
         """Adds the states of `metrics` (same class and configuration) into this metric's state."""
         for metric in metrics:
-            if type(metric) is not type(self) or metric.get_config() | {"name": None} != self.get_config() | {"name": None}:
+            if type(metric) is not type(self) or metric.get_config() | {"name": None} != self.get_config() | {
+                "name": None
+            }:
                 raise ValueError(f"cannot merge {metric!r} into {self!r}: different class or configuration")
             for mine, theirs in zip(self.variables, metric.variables):
                 mine.assign(mine + tf.convert_to_tensor(theirs))
@@ -219,7 +221,9 @@ class ReferringSegmentationMetrics(_SumStateMetric):
     ```
     """
 
-    def __init__(self, thresholds=DEFAULT_THRESHOLDS, empty_iou: float = 0.0, name="referring_segmentation", dtype=None):
+    def __init__(
+        self, thresholds=DEFAULT_THRESHOLDS, empty_iou: float = 0.0, name="referring_segmentation", dtype=None
+    ):
         super().__init__(name=name, dtype=dtype)
         self.thresholds = _check_thresholds(thresholds)
         self.empty_iou = float(empty_iou)
@@ -288,8 +292,13 @@ class LengthBinnedReferringMetrics(_SumStateMetric):
     """
 
     def __init__(
-        self, bins, thresholds=DEFAULT_THRESHOLDS, empty_iou: float = 0.0, max_words: int | None = DEFAULT_MAX_WORDS,
-        name="length_binned_referring", dtype=None,
+        self,
+        bins,
+        thresholds=DEFAULT_THRESHOLDS,
+        empty_iou: float = 0.0,
+        max_words: int | None = DEFAULT_MAX_WORDS,
+        name="length_binned_referring",
+        dtype=None,
     ):
         super().__init__(name=name, dtype=dtype)
         self.bins = _check_bins(bins)
@@ -351,8 +360,11 @@ class LengthBinnedReferringMetrics(_SumStateMetric):
 
     def get_config(self):
         return {
-            **super().get_config(), "bins": [list(b) for b in self.bins], "thresholds": list(self.thresholds),
-            "empty_iou": self.empty_iou, "max_words": self.max_words,
+            **super().get_config(),
+            "bins": [list(b) for b in self.bins],
+            "thresholds": list(self.thresholds),
+            "empty_iou": self.empty_iou,
+            "max_words": self.max_words,
         }
 
 
@@ -511,8 +523,12 @@ def parsing_scores(confusion, class_names: Sequence[str] | None = None, backgrou
     )
     scores["per_class"] = {
         name: {
-            "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "iou": float(iou[i]),
-            "pixels": float(gt_pixels[i]), "predicted_pixels": float(predicted[i]),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "iou": float(iou[i]),
+            "pixels": float(gt_pixels[i]),
+            "predicted_pixels": float(predicted[i]),
         }
         for i, name in enumerate(names)
     }

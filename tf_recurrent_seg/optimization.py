@@ -454,9 +454,7 @@ def build_parsing_optimizer(
         multiplier = 1.0
     else:
         if float(pretrained_learning_rate) <= 0:
-            raise ValueError(
-                f"train_config.pretrained_learning_rate must be positive, got {pretrained_learning_rate}"
-            )
+            raise ValueError(f"train_config.pretrained_learning_rate must be positive, got {pretrained_learning_rate}")
         multiplier = float(pretrained_learning_rate) / learning_rate
     return PretrainedScaledSGD(
         learning_rate=learning_rate,

@@ -67,7 +67,9 @@ def build_pretraining_model(config: ml_collections.ConfigDict) -> keras.Model:
 
 def scene_arrays(seed: int, count: int, image_size: int, start: int = 0) -> dict[str, np.ndarray]:
     """`count` pretraining scenes stacked: image (N, S, S, 3) uint8 and one (N, S, S) uint8 map per attribute."""
-    examples = list(synthetic.pretraining_examples((seed, synthetic.SPLIT_STREAMS["pretrain"]), count, image_size, start=start))
+    examples = list(
+        synthetic.pretraining_examples((seed, synthetic.SPLIT_STREAMS["pretrain"]), count, image_size, start=start)
+    )
     return {key: np.stack([example[key] for example in examples]) for key in ("image", *ATTRIBUTES)}
 
 
@@ -92,7 +94,9 @@ def pretraining_loss(outputs: dict[str, tf.Tensor], labels: dict[str, tf.Tensor]
     ])  # fmt: skip
 
 
-def attribute_accuracy(model: keras.Model, arrays: dict[str, np.ndarray], normalization: str, batch_size: int = 16) -> dict:
+def attribute_accuracy(
+    model: keras.Model, arrays: dict[str, np.ndarray], normalization: str, batch_size: int = 16
+) -> dict:
     """Pixel accuracy of each attribute over the object pixels (background excluded) of `arrays`."""
     correct = dict.fromkeys(ATTRIBUTES, 0)
     total = 0
@@ -120,7 +124,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tic = time.perf_counter()
     train_arrays = scene_arrays(int(data.seed), int(data.num_train), size)
     validation_arrays = scene_arrays(int(data.seed), int(data.num_validation), size, start=int(data.num_train))
-    logging.info("generated %d + %d pretraining scenes in %.1f s", data.num_train, data.num_validation, time.perf_counter() - tic)
+    logging.info(
+        "generated %d + %d pretraining scenes in %.1f s", data.num_train, data.num_validation, time.perf_counter() - tic
+    )
 
     model = build_pretraining_model(config)
     num_steps = int(train_config.num_steps)
@@ -128,7 +134,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
         float(train_config.learning_rate), num_steps, float(train_config.end_learning_rate), power=0.9
     )
     optimizer = keras.optimizers.Adam(schedule)
-    batches = iter(_dataset(train_arrays, data.normalization, int(train_config.batch_size), seed=int(train_config.seed)))
+    batches = iter(
+        _dataset(train_arrays, data.normalization, int(train_config.batch_size), seed=int(train_config.seed))
+    )
     allocator.keep_large_allocations()
 
     @tf.function(jit_compile=bool(train_config.jit_compile))
@@ -178,7 +186,9 @@ def load_keras_backbone(backbone: keras.Model, path: str) -> None:
         if not layer.weights:
             continue
         if layer.name not in source:
-            raise ValueError(f"model.backbone.pretrained: {path} has no layer {layer.name!r}: another backbone architecture")
+            raise ValueError(
+                f"model.backbone.pretrained: {path} has no layer {layer.name!r}: another backbone architecture"
+            )
         values = [np.asarray(weight) for weight in source[layer.name].weights]
         check_weight_shapes(layer, values, f"{path}:{layer.name}")
         layer.set_weights(values)

@@ -55,8 +55,9 @@ def _save(fig, path: str) -> str:
     return str(path)
 
 
-def plot_validation_curves(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], metric: str, path: str,
-                           title: str) -> str:
+def plot_validation_curves(
+    runs: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], metric: str, path: str, title: str
+) -> str:
     """Validation score against training step, one line per model (mean over seeds, min-max band).
 
     Args:
@@ -91,8 +92,14 @@ def plot_validation_curves(runs: Mapping[str, Sequence[Sequence[Mapping[str, Any
         values = [100.0 * np.asarray(v) for _, v in points]
         (line,) = ax.plot(steps, [v.mean() for v in values], marker="o", markersize=3, label=model)
         if any(v.size >= 2 for v in values):
-            ax.fill_between(steps, [v.min() for v in values], [v.max() for v in values],
-                            color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(
+                steps,
+                [v.min() for v in values],
+                [v.max() for v in values],
+                color=line.get_color(),
+                alpha=0.2,
+                linewidth=0,
+            )
     ax.set_xlabel("training step")
     ax.set_ylabel(f"validation {metric_label(metric)} (%)")
     ax.set_title(title)
@@ -118,8 +125,14 @@ def _seed_summary(seed_values: Sequence[Mapping[str, float]], groups: Sequence[s
     return np.asarray(means), np.asarray(stds)
 
 
-def _grouped_bars(values: Mapping[str, Sequence[Mapping[str, float]]], groups: Sequence[str], path: str,
-                  title: str, xlabel: str, ylabel: str) -> str:
+def _grouped_bars(
+    values: Mapping[str, Sequence[Mapping[str, float]]],
+    groups: Sequence[str],
+    path: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+) -> str:
     """Bars grouped by `groups`, one bar per model at the seed mean (in %), error bars = std over seeds."""
     for model, seeds in values.items():
         if not seeds:
@@ -145,8 +158,9 @@ def _grouped_bars(values: Mapping[str, Sequence[Mapping[str, float]]], groups: S
     return _save(fig, path)
 
 
-def plot_iou_by_length(by_length: Mapping[str, Sequence[Mapping[str, float]]], path: str, title: str,
-                       ylabel: str = "overall IoU (%)") -> str:
+def plot_iou_by_length(
+    by_length: Mapping[str, Sequence[Mapping[str, float]]], path: str, title: str, ylabel: str = "overall IoU (%)"
+) -> str:
     """Grouped bars of a score per expression-length bin, one bar per model.
 
     Args:
@@ -167,8 +181,9 @@ def plot_iou_by_length(by_length: Mapping[str, Sequence[Mapping[str, float]]], p
     return _grouped_bars(by_length, list(first[0]), path, title, "expression length (words)", ylabel)
 
 
-def plot_per_class_iou(per_class: Mapping[str, Sequence[Mapping[str, float]]], class_names: Sequence[str], path: str,
-                       title: str) -> str:
+def plot_per_class_iou(
+    per_class: Mapping[str, Sequence[Mapping[str, float]]], class_names: Sequence[str], path: str, title: str
+) -> str:
     """Grouped bars of per-class IoU, one group per class (in `class_names` order), one bar per model.
 
     Args:

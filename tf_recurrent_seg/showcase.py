@@ -104,15 +104,21 @@ def main(argv):
     panels = [image] + [overlay_mask(image, results[name]["logits"][0, ..., 0] >= 0) for name in ("lstm", "rmi")]
     panels.append(heat_map(results["rmi"]["response_map"][0, ..., 0]))
     prediction_path = output_dir / "prediction.png"
-    save_strip(panels, ["input", f"LSTM ({weights_note})", f"RMI ({weights_note})", "RMI response map"], str(prediction_path))
+    save_strip(
+        panels, ["input", f"LSTM ({weights_note})", f"RMI ({weights_note})", "RMI response map"], str(prediction_path)
+    )
     log(f"wrote {prediction_path}", start)
 
     first_word = tokens.shape[1] - len(words)
     word_logits = results["rmi"]["word_logits_lowres"][0, first_word:, ..., 0]
     word_responses = results["rmi"]["word_response_maps_lowres"][0, first_word:, ..., 0]
     steps_path = output_dir / "rmi_steps.png"
-    save_strip([heat_map(logits) for logits in word_logits] + [heat_map(r) for r in word_responses],
-               [f"after '{w}'" for w in words] + [f"response '{w}'" for w in words], str(steps_path), panel_size=120)
+    save_strip(
+        [heat_map(logits) for logits in word_logits] + [heat_map(r) for r in word_responses],
+        [f"after '{w}'" for w in words] + [f"response '{w}'" for w in words],
+        str(steps_path),
+        panel_size=120,
+    )
     log(f"wrote {steps_path} (prediction and response map after each word, paper Figures 1, 5, 6)", start)
 
 

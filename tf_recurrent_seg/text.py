@@ -206,14 +206,10 @@ class Vocabulary:
         if isinstance(token_id, bool) or not isinstance(token_id, (int, np.integer)):
             raise ValueError(f"token id must be an integer, got {token_id!r}")
         if not 0 <= token_id < len(self._tokens):
-            raise ValueError(
-                f"token id {int(token_id)} is out of range: valid ids are 0..{len(self._tokens) - 1}"
-            )
+            raise ValueError(f"token id {int(token_id)} is out of range: valid ids are 0..{len(self._tokens) - 1}")
         return self._tokens[token_id]
 
-    def encode(
-        self, sentence: str, max_words: int = DEFAULT_MAX_WORDS, *, strip_pieces: bool = True
-    ) -> np.ndarray:
+    def encode(self, sentence: str, max_words: int = DEFAULT_MAX_WORDS, *, strip_pieces: bool = True) -> np.ndarray:
         """Converts a sentence into a fixed-length, left-padded id sequence.
 
         Args:

@@ -38,10 +38,10 @@ its input pipelines are built with the same seed and fast-forwarded past the bat
 (`resume_input`), so the resumed run sees the batches the uninterrupted run saw and ends with its weights;
 the price is reading and decoding those examples once more at restart. A tf.data iterator checkpoint would
 avoid that, but it stores the shuffle buffers (a whole feature map per cached expression). With
-`train.deterministic=False` the pipelines are reseeded with `train.seed + step` instead (no replay). Multi-worker checkpointing follows TF's recipe: saving may involve
-collectives, so EVERY worker saves, the chief into `<workdir>/checkpoints` and the others into a private
-temporary directory that is deleted right after; every worker restores from the chief's directory (the
-workdir must be on a filesystem all workers see, e.g. GCS or NFS).
+`train.deterministic=False` the pipelines are reseeded with `train.seed + step` instead (no replay). Multi-worker
+checkpointing follows TF's recipe: saving may involve collectives, so EVERY worker saves, the chief into
+`<workdir>/checkpoints` and the others into a private temporary directory that is deleted right after; every worker
+restores from the chief's directory (the workdir must be on a filesystem all workers see, e.g. GCS or NFS).
 
 Validation (chief only, every `train.eval_every` steps and at the end, on the first `train.eval_examples`
 examples of `data.eval_records`, full model on images): RMI overall IoU (cumulative intersection / union)
@@ -205,7 +205,9 @@ def load_pretrained_backbone(model: keras.Model, config: ml_collections.ConfigDi
     backbone = model.backbone if workdir_lib.is_referring(config) else model.get_layer("backbone")
     name = config.model.backbone.name
     if source == "imagenet" or source.startswith("imagenet:"):
-        load = {"resnet101": backbones.load_imagenet_weights, "vgg16_largefov": backbones.load_vgg16_imagenet_weights}[name]
+        load = {"resnet101": backbones.load_imagenet_weights, "vgg16_largefov": backbones.load_vgg16_imagenet_weights}[
+            name
+        ]
         _load_imagenet_weights(load, backbone, source)
     elif source.startswith("keras:"):
         from tf_recurrent_seg.pretraining import load_keras_backbone
@@ -316,7 +318,8 @@ def build_feature_cache(
     max_shards: int = 16,
     images_per_shard: int = 64,
 ) -> dict:
-    """Writes the frozen backbone features (`cached_feature_extractor`) of every image of the referring records `files` (see the module docstring).
+    """Writes the frozen backbone features (`cached_feature_extractor`) of every image of the referring records
+    `files` (see the module docstring).
 
     Reuses `output_dir` when its manifest matches (same files, sizes, dtype and backbone weights). Returns
     the manifest: {"num_images", "num_expressions", "shape", "dtype", "files": [shard paths], ...}.
@@ -378,13 +381,20 @@ def build_feature_cache(
                 continue
             cached = predict(image)[0].numpy().astype(dtype)
             shape = list(cached.shape)
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "features": _bytes_feature([cached.tobytes()]),
-                "features/shape": tf.train.Feature(int64_list=tf.train.Int64List(value=shape)),
-                "tokens": tf.train.Feature(int64_list=tf.train.Int64List(
-                    value=np.concatenate([tokens for tokens, _ in entries]).tolist())),
-                "masks": _bytes_feature([mask for _, mask in entries]),
-            }))
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "features": _bytes_feature([cached.tobytes()]),
+                        "features/shape": tf.train.Feature(int64_list=tf.train.Int64List(value=shape)),
+                        "tokens": tf.train.Feature(
+                            int64_list=tf.train.Int64List(
+                                value=np.concatenate([tokens for tokens, _ in entries]).tolist()
+                            )
+                        ),
+                        "masks": _bytes_feature([mask for _, mask in entries]),
+                    }
+                )
+            )
             writers[written % num_shards].write(example.SerializeToString())
             written += 1
             if written % 100 == 0:
@@ -406,7 +416,12 @@ def build_feature_cache(
     tf.io.gfile.rename(temporary, manifest_file, overwrite=True)  # last: a killed build is rebuilt
     logging.info(
         "cached %s backbone features %s of %d images (%d expressions) in %s (%.1f s)",
-        dtype, shape, written, manifest["num_expressions"], output_dir, manifest["seconds"],
+        dtype,
+        shape,
+        written,
+        manifest["num_expressions"],
+        output_dir,
+        manifest["seconds"],
     )
     return manifest
 
@@ -449,7 +464,9 @@ def cached_referring_dataset(
     if training:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
         dataset = dataset.interleave(
-            tf.data.TFRecordDataset, cycle_length=min(len(files), 4), num_parallel_calls=tf.data.AUTOTUNE,
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), 4),
+            num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=deterministic,
         )
         dataset = dataset.flat_map(expressions_of).shuffle(shuffle_buffer, seed=seed)
@@ -479,8 +496,12 @@ def scalar_summary(name: str, value: float, step: int) -> None:
     """A TensorBoard scalar (the default writer's)."""
     from tensorflow.core.framework import summary_pb2
 
-    tf.summary.write(name, tf.constant(float(value), tf.float32), step=step,
-                     metadata=_summary_metadata("scalars", summary_pb2.DATA_CLASS_SCALAR))
+    tf.summary.write(
+        name,
+        tf.constant(float(value), tf.float32),
+        step=step,
+        metadata=_summary_metadata("scalars", summary_pb2.DATA_CLASS_SCALAR),
+    )
 
 
 def image_summary(name: str, images: tf.Tensor, step: int, max_outputs: int = 3) -> None:
@@ -517,8 +538,12 @@ def make_evaluator(model: keras.Model, config: ml_collections.ConfigDict):
         )
     else:
         dataset = pipeline.parsing_dataset(
-            config.data.eval_records, training=False, batch_size=1, num_classes=int(config.model.num_classes),
-            image_size=int(config.model.image_size), normalization=config.data.normalization,
+            config.data.eval_records,
+            training=False,
+            batch_size=1,
+            num_classes=int(config.model.num_classes),
+            image_size=int(config.model.image_size),
+            normalization=config.data.normalization,
             max_image_pixels=max_image_pixels(config),
         )
     dataset = dataset.take(count)
@@ -712,24 +737,41 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
                 cache_root = train_config.get("feature_cache_dir") or os.path.join(workdir, FEATURES_DIR)
                 cache_dir = os.path.join(cache_root, f"pipeline-{index}-of-{pipelines}")
                 build_feature_cache(
-                    model, config, train_files[index::pipelines], cache_dir, vocabulary,
+                    model,
+                    config,
+                    train_files[index::pipelines],
+                    cache_dir,
+                    vocabulary,
                     dtype=train_config.get("feature_dtype", "float32"),
                 )
                 return cached_referring_dataset(
                     cache_dir, training=True, batch_size=batch, seed=data_seed, deterministic=deterministic
                 )
             return pipeline.referring_dataset(
-                train_files, vocabulary, training=True, batch_size=batch, input_context=context, seed=data_seed,
-                deterministic=deterministic, **_referring_pipeline_options(config),
+                train_files,
+                vocabulary,
+                training=True,
+                batch_size=batch,
+                input_context=context,
+                seed=data_seed,
+                deterministic=deterministic,
+                **_referring_pipeline_options(config),
             )
     else:
+
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             return pipeline.parsing_dataset(
-                config.data.train_records, training=True, batch_size=context.get_per_replica_batch_size(global_batch),
-                num_classes=int(config.model.num_classes), image_size=int(config.model.image_size),
+                config.data.train_records,
+                training=True,
+                batch_size=context.get_per_replica_batch_size(global_batch),
+                num_classes=int(config.model.num_classes),
+                image_size=int(config.model.image_size),
                 left_right_pairs=tuple(tuple(pair) for pair in config.data.left_right_pairs),
-                normalization=config.data.normalization, scale_range=tuple(config.data.scale_range),
-                input_context=context, seed=data_seed, max_image_pixels=max_image_pixels(config),
+                normalization=config.data.normalization,
+                scale_range=tuple(config.data.scale_range),
+                input_context=context,
+                seed=data_seed,
+                max_image_pixels=max_image_pixels(config),
                 deterministic=deterministic,
             )
 
@@ -758,7 +800,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
 
     writer = (
         tf.summary.create_file_writer(os.path.join(workdir, workdir_lib.TENSORBOARD_DIR))
-        if is_chief else tf.summary.create_noop_writer()
+        if is_chief
+        else tf.summary.create_noop_writer()
     )
     evaluate = make_evaluator(model, config) if is_chief else None
     stop_flag = _StopFlag()
@@ -778,8 +821,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
     started = last_time = time.perf_counter()
     last_step = start_step
     logging.info(
-        "training %s from step %d to %d: %d replicas, global batch %d%s", config.model.name, start_step, num_steps,
-        num_replicas, global_batch, ", cached backbone features" if cache_features else "",
+        "training %s from step %d to %d: %d replicas, global batch %d%s",
+        config.model.name,
+        start_step,
+        num_steps,
+        num_replicas,
+        global_batch,
+        ", cached backbone features" if cache_features else "",
     )
     try:
         current = start_step
@@ -797,8 +845,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
                 learning_rate = float(np.asarray(optimizer.learning_rate))
                 losses_log.append([current, loss_value])
                 logging.info(
-                    "step %d/%d loss %.5g lr %.3g %.2f examples/s ETA %s", current, num_steps, loss_value,
-                    learning_rate, examples_per_second, _format_eta((num_steps - current) / steps_per_second),
+                    "step %d/%d loss %.5g lr %.3g %.2f examples/s ETA %s",
+                    current,
+                    num_steps,
+                    loss_value,
+                    learning_rate,
+                    examples_per_second,
+                    _format_eta((num_steps - current) / steps_per_second),
                 )
                 with writer.as_default():
                     scalar_summary("train/loss", loss_value, current)
@@ -809,8 +862,12 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
                 scores = evaluate(current, writer)
                 validation_log.append({"step": current, **scores})
                 workdir_lib.save_validation_log(validation_log, workdir)
-                logging.info("step %d validation (%d examples): %s", current, int(train_config.eval_examples),
-                             ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+                logging.info(
+                    "step %d validation (%d examples): %s",
+                    current,
+                    int(train_config.eval_examples),
+                    ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
+                )
                 last_time = time.perf_counter()  # evaluation time is not training throughput
             if int(stop.numpy()) > 0:
                 preempted = True

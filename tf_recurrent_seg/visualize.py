@@ -59,11 +59,15 @@ def colorize_labels(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     palette = np.asarray(palette, np.uint8)
     if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels must be an integer (H, W) map of class ids, got dtype {labels.dtype} shape {labels.shape}")
+        raise ValueError(
+            f"labels must be an integer (H, W) map of class ids, got dtype {labels.dtype} shape {labels.shape}"
+        )
     if palette.ndim != 2 or palette.shape[1] != 3:
         raise ValueError(f"palette must have shape (num_classes, 3), got {palette.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= len(palette)):
-        raise ValueError(f"labels hold ids from {labels.min()} to {labels.max()} but the palette has {len(palette)} colours")
+        raise ValueError(
+            f"labels hold ids from {labels.min()} to {labels.max()} but the palette has {len(palette)} colours"
+        )
     return palette[labels]
 
 
@@ -118,7 +122,10 @@ def save_legend_strip(
     if colour_labels.ndim == 2:
         colour_labels = colorize_labels(colour_labels, palette)
     if colour_labels.ndim != 3 or colour_labels.shape[-1] != 3 or colour_labels.dtype != np.uint8:
-        raise ValueError(f"colour_labels must be (H, W, 3) uint8 or (H, W) class ids, got {colour_labels.dtype} {colour_labels.shape}")
+        raise ValueError(
+            "colour_labels must be (H, W, 3) uint8 or (H, W) class ids, "
+            f"got {colour_labels.dtype} {colour_labels.shape}"
+        )
     title_height, row_height, swatch = 18, 16, 12
     pictures = [_fit_height(np.asarray(image, np.uint8), panel_height), _fit_height(colour_labels, panel_height)]
     legend_width = 24 + 7 * max(len(name) for name in class_names) + 8
@@ -133,6 +140,8 @@ def save_legend_strip(
     draw.text((left + 4, 3), "classes", fill="black")
     for index, name in enumerate(class_names):
         top = title_height + index * row_height + 2
-        draw.rectangle([left + 4, top, left + 4 + swatch, top + swatch], fill=tuple(int(c) for c in palette[index]), outline="gray")
+        draw.rectangle(
+            [left + 4, top, left + 4 + swatch, top + swatch], fill=tuple(int(c) for c in palette[index]), outline="gray"
+        )
         draw.text((left + 24, top), name, fill="black")
     strip.save(path)

@@ -1,13 +1,13 @@
 """The layout of a training run's directory, shared by train, evaluate, export and predict.
 
-    <workdir>/config.json        the full ConfigDict the run used
-    <workdir>/vocabulary.txt     referring runs: a copy of config.data.vocabulary, made when training starts, so
-                                 that export, predict and evaluate find it from any working directory
-    <workdir>/checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, step)
-    <workdir>/model.keras        the final model, written when training ends
-    <workdir>/tensorboard/       summaries
-    <workdir>/validation.json    validation scores logged during training ([{"step", <score>: ...}])
-    <workdir>/eval/              evaluation tables (text + JSON)
+<workdir>/config.json        the full ConfigDict the run used
+<workdir>/vocabulary.txt     referring runs: a copy of config.data.vocabulary, made when training starts, so
+                             that export, predict and evaluate find it from any working directory
+<workdir>/checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, step)
+<workdir>/model.keras        the final model, written when training ends
+<workdir>/tensorboard/       summaries
+<workdir>/validation.json    validation scores logged during training ([{"step", <score>: ...}])
+<workdir>/eval/              evaluation tables (text + JSON)
 """
 
 import json

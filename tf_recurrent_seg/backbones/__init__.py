@@ -6,14 +6,18 @@ from collections.abc import Sequence
 import keras
 import ml_collections
 
-from tf_recurrent_seg.backbones.resnet import FrozenBatchNormalization
-from tf_recurrent_seg.backbones.resnet import build_resnet101
-from tf_recurrent_seg.backbones.resnet import load_imagenet_weights
-from tf_recurrent_seg.backbones.resnet import transfer_keras_applications_weights
-from tf_recurrent_seg.backbones.vgg import build_vgg16_largefov
-from tf_recurrent_seg.backbones.vgg import load_vgg16_imagenet_weights
-from tf_recurrent_seg.backbones.vgg import transfer_vgg16_weights
-from tf_recurrent_seg.backbones.vgg import vgg16_largefov_output_size
+from tf_recurrent_seg.backbones.resnet import (
+    FrozenBatchNormalization,
+    build_resnet101,
+    load_imagenet_weights,
+    transfer_keras_applications_weights,
+)
+from tf_recurrent_seg.backbones.vgg import (
+    build_vgg16_largefov,
+    load_vgg16_imagenet_weights,
+    transfer_vgg16_weights,
+    vgg16_largefov_output_size,
+)
 
 # config.name -> builder; every builder takes (config, input_shape, name) and returns a keras.Model.
 BACKBONE_BUILDERS = {

@@ -113,7 +113,8 @@ def validate_input_shape(input_shape: Sequence[int | None], smallest: int, what:
     for side in (height, width):
         if side is not None and side < smallest:
             raise ValueError(
-                f"input_shape {input_shape!r} is too small for {what}: height and width must each be at least {smallest}"
+                f"input_shape {input_shape!r} is too small for {what}: "
+                f"height and width must each be at least {smallest}"
             )
     return input_shape
 

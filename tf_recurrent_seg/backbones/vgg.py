@@ -161,7 +161,9 @@ def build_vgg16_largefov(
     _validate_config(config)
     keras_pooling = config.keras_applications_pooling
     output_stride = KERAS_APPLICATIONS_OUTPUT_STRIDE if keras_pooling else LARGEFOV_OUTPUT_STRIDE
-    input_shape = validate_input_shape(input_shape, output_stride, f"this VGG-16 backbone (output stride {output_stride})")
+    input_shape = validate_input_shape(
+        input_shape, output_stride, f"this VGG-16 backbone (output stride {output_stride})"
+    )
 
     images = keras.Input(shape=input_shape, name="images")
     x = images

@@ -26,14 +26,19 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     fv = {"flag_values": flag_values}
     flags.DEFINE_string("workdir", None, "Training directory (config.json + model.keras or checkpoints/).", **fv)
     flags.DEFINE_bool("crf", False, "Also evaluate the DenseCRF-refined predictions (needs pydensecrf).", **fv)
-    flags.DEFINE_integer("max_examples", None, "Evaluate only the first N examples (default: the whole split).", lower_bound=1, **fv)
+    flags.DEFINE_integer(
+        "max_examples", None, "Evaluate only the first N examples (default: the whole split).", lower_bound=1, **fv
+    )
     flags.DEFINE_string("out_dir", None, "Where metrics.json and tables.md go (default <workdir>/eval).", **fv)
     flags.DEFINE_integer("batch_size", 8, "Evaluation batch size (does not change the numbers).", lower_bound=1, **fv)
     flags.DEFINE_string("eval_records", None, "Records prefix or glob instead of the config's data.eval_records.", **fv)
     flags.DEFINE_string("baseline", None, "Another run's workdir / eval dir / metrics.json to compare with.", **fv)
     flags.DEFINE_integer(
-        "shuffle_expressions", None, "Referring: also score every image with another example's expression (a "
-        "derangement drawn with this seed), the 'shuffled' row: the model's blind-to-language score.", **fv,
+        "shuffle_expressions",
+        None,
+        "Referring: also score every image with another example's expression (a "
+        "derangement drawn with this seed), the 'shuffled' row: the model's blind-to-language score.",
+        **fv,
     )
     flags.mark_flag_as_required("workdir", flag_values=flag_values)
 

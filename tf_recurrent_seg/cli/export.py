@@ -24,32 +24,50 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines the flags on `flag_values` (done by `run`; importing the module defines nothing)."""
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("workdir", None, "The training run's directory (config.json + model.keras or checkpoints/).", **fv)
     flags.DEFINE_string(
-        "export_dir", None, "Model base directory; default saved_models/<run name> (the workdir's last path component).",
+        "workdir", None, "The training run's directory (config.json + model.keras or checkpoints/).", **fv
+    )
+    flags.DEFINE_string(
+        "export_dir",
+        None,
+        "Model base directory; default saved_models/<run name> (the workdir's last path component).",
         **fv,
     )
     flags.DEFINE_integer(
-        "version", None, "SavedModel version subdirectory (TF Serving layout); default 1 + the highest existing version.",
-        lower_bound=0, **fv,
+        "version",
+        None,
+        "SavedModel version subdirectory (TF Serving layout); default 1 + the highest existing version.",
+        lower_bound=0,
+        **fv,
     )
     flags.DEFINE_bool("tflite", False, "Also write <export_dir>/model.tflite (batch 1, builtin ops only).", **fv)
     flags.DEFINE_enum(
-        "quantization", "none", ["none", "float16", "dynamic_range"],
+        "quantization",
+        "none",
+        ["none", "float16", "dynamic_range"],
         "TFLite post-training quantization: none (float32), float16 (float16 weights) or dynamic_range (int8 weights).",
         **fv,
     )
     flags.DEFINE_string(
-        "vocabulary", None, "Referring models: the vocabulary file; default the run's copy <workdir>/vocabulary.txt "
-        "(runs trained before it existed: the config's data.vocabulary, a path relative to where training ran).", **fv,
+        "vocabulary",
+        None,
+        "Referring models: the vocabulary file; default the run's copy <workdir>/vocabulary.txt "
+        "(runs trained before it existed: the config's data.vocabulary, a path relative to where training ran).",
+        **fv,
     )
     flags.DEFINE_bool(
-        "exact_resize", True, "Pillow-exact bilinear resize in the serving graph, as the evaluation; False: the faster "
-        "float resize (within 1 grey level).", **fv,
+        "exact_resize",
+        True,
+        "Pillow-exact bilinear resize in the serving graph, as the evaluation; False: the faster "
+        "float resize (within 1 grey level).",
+        **fv,
     )
     flags.DEFINE_integer(
-        "max_image_pixels", MAX_IMAGE_PIXELS, "serving_default refuses images whose header declares "
-        "more pixels, before decoding them (decompression bombs).", lower_bound=1, **fv,
+        "max_image_pixels",
+        MAX_IMAGE_PIXELS,
+        "serving_default refuses images whose header declares more pixels, before decoding them (decompression bombs).",
+        lower_bound=1,
+        **fv,
     )
     flags.mark_flag_as_required("workdir", flag_values=flag_values)
 
@@ -104,7 +122,11 @@ def export_run(
     logging.info("Exporting %s (%s) to %s", workdir, config.model.name, saved_model_dir)
     written = {
         "saved_model": export_saved_model(
-            model, config, saved_model_dir, vocabulary if referring else None, exact_resize=exact_resize,
+            model,
+            config,
+            saved_model_dir,
+            vocabulary if referring else None,
+            exact_resize=exact_resize,
             max_image_pixels=max_image_pixels,
         )
     }
@@ -127,8 +149,14 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, str]:
     values = flag_values
     quantization = None if values.quantization == "none" else values.quantization
     written = export_run(
-        values.workdir, values.export_dir, values.version, values.tflite, quantization, values.vocabulary,
-        values.exact_resize, values.max_image_pixels,
+        values.workdir,
+        values.export_dir,
+        values.version,
+        values.tflite,
+        quantization,
+        values.vocabulary,
+        values.exact_resize,
+        values.max_image_pixels,
     )
     print(f"Wrote SavedModel {written['saved_model']} (signatures serving_default, serve_tensors)")
     if "tflite" in written:

@@ -54,23 +54,37 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """Defines the command's flags on `flag_values` (called by `run`, not at import: other entry points
     define flags with the same names, and importing them together must not clash)."""
-    flags.DEFINE_string("workdir", None, "Training run directory (config.json + model.keras or checkpoints/).", flag_values=flag_values)
+    flags.DEFINE_string(
+        "workdir", None, "Training run directory (config.json + model.keras or checkpoints/).", flag_values=flag_values
+    )
     flags.DEFINE_string("model", None, "A saved .keras model (instead of --workdir).", flag_values=flag_values)
     flags.DEFINE_string("config_json", None, "The run's config.json, with --model.", flag_values=flag_values)
     flags.DEFINE_string(
-        "vocabulary", None, "Vocabulary file; default: the run's copy <workdir>/vocabulary.txt, else the config's "
-        "data.vocabulary.", flag_values=flag_values,
+        "vocabulary",
+        None,
+        "Vocabulary file; default: the run's copy <workdir>/vocabulary.txt, else the config's data.vocabulary.",
+        flag_values=flag_values,
     )
     flags.DEFINE_string("image", None, "The input image (any format Pillow reads).", flag_values=flag_values)
     flags.DEFINE_integer(
-        "max_image_pixels", MAX_IMAGE_PIXELS, "Refuse an image whose header declares more pixels (decompression "
-        "bombs), before decoding it.", lower_bound=1, flag_values=flag_values,
+        "max_image_pixels",
+        MAX_IMAGE_PIXELS,
+        "Refuse an image whose header declares more pixels (decompression bombs), before decoding it.",
+        lower_bound=1,
+        flag_values=flag_values,
     )
-    flags.DEFINE_string("expression", None, "The referring expression (referring models only).", flag_values=flag_values)
+    flags.DEFINE_string(
+        "expression", None, "The referring expression (referring models only).", flag_values=flag_values
+    )
     flags.DEFINE_string("output", None, "The output PNG.", flag_values=flag_values)
-    flags.DEFINE_bool("crf", False, "Refine the prediction with the reference DenseCRF (needs pydensecrf2).", flag_values=flag_values)
     flags.DEFINE_bool(
-        "steps", False, "Also write the per-word (RMI: Figures 1/5/6) or per-layer (LG-LSTM) strips.", flag_values=flag_values
+        "crf", False, "Refine the prediction with the reference DenseCRF (needs pydensecrf2).", flag_values=flag_values
+    )
+    flags.DEFINE_bool(
+        "steps",
+        False,
+        "Also write the per-word (RMI: Figures 1/5/6) or per-layer (LG-LSTM) strips.",
+        flag_values=flag_values,
     )
 
 
@@ -174,7 +188,9 @@ def load_predictor(workdir: str | None = None, model_path: str | None = None, co
     if config is None:
         carried = getattr(model, "config", None)
         if carried is None or "model" not in carried:
-            raise app.UsageError(f"--config_json is required with --model {model_path} (the model does not carry its config)")
+            raise app.UsageError(
+                f"--config_json is required with --model {model_path} (the model does not carry its config)"
+            )
         config = carried
     return model, config
 
@@ -208,7 +224,9 @@ def normalize_image(padded: np.ndarray, normalization: str) -> np.ndarray:
     from tf_recurrent_seg.data.pipeline import NORMALIZATION_MEANS
 
     if normalization not in NORMALIZATION_MEANS:
-        raise ValueError(f"config data.normalization must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}")
+        raise ValueError(
+            f"config data.normalization must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}"
+        )
     return padded[..., ::-1].astype(np.float32) - np.asarray(NORMALIZATION_MEANS[normalization], np.float32)
 
 
@@ -230,7 +248,9 @@ def with_word_outputs(model, config):
     from tf_recurrent_seg import workdir as workdir_lib
 
     if config.model.name != "rmi":
-        raise app.UsageError(f"--steps needs an RMI model (per-word mLSTM states); this run's model is {config.model.name!r}")
+        raise app.UsageError(
+            f"--steps needs an RMI model (per-word mLSTM states); this run's model is {config.model.name!r}"
+        )
     if config.model.get("return_word_outputs", False):
         return model
     word_config = config.copy_and_resolve_references()
@@ -266,7 +286,9 @@ def _unpad_float(values: np.ndarray, placement, original_size) -> np.ndarray:
     return np.asarray(Image.fromarray(crop, mode="F").resize((width, height), Image.BILINEAR))
 
 
-def predict_referring(model, config, image: np.ndarray, expression: str, vocabulary, *, crf: bool = False, steps: bool = False) -> dict:
+def predict_referring(
+    model, config, image: np.ndarray, expression: str, vocabulary, *, crf: bool = False, steps: bool = False
+) -> dict:
     """Segments what `expression` refers to in `image` (uint8 RGB, any size).
 
     Returns a dict: "mask" bool (H, W) at the image's size; "logits" (S, S) padded-size logits; "words"
@@ -286,7 +308,8 @@ def predict_referring(model, config, image: np.ndarray, expression: str, vocabul
     words = vocabulary.decode(tokens)
     if len(vocabulary) > config.model.vocabulary_size:
         raise app.UsageError(
-            f"the vocabulary has {len(vocabulary)} tokens but the model's embedding has {config.model.vocabulary_size} rows: "
+            f"the vocabulary has {len(vocabulary)} tokens but the model's embedding has "
+            f"{config.model.vocabulary_size} rows: "
             f"it is not the vocabulary the run was trained with"
         )
     tic = time.perf_counter()
@@ -317,7 +340,9 @@ def predict_referring(model, config, image: np.ndarray, expression: str, vocabul
         size, convention = config.model.image_size, config.model.resize_convention
         word_logits = _upsample(np.asarray(outputs["word_logits_lowres"])[0, first:, ..., 0], size, convention)
         responses = _upsample(np.asarray(outputs["word_response_maps_lowres"])[0, first:, ..., 0], size, convention)
-        result["word_masks"] = [unpad_and_resize(step >= 0, placement, original_size).astype(bool) for step in word_logits]
+        result["word_masks"] = [
+            unpad_and_resize(step >= 0, placement, original_size).astype(bool) for step in word_logits
+        ]
         result["word_responses"] = [_unpad_float(step, placement, original_size) for step in responses]
     return result
 
@@ -483,7 +508,9 @@ def main(argv, flag_values: flags.FlagValues | None = None) -> None:
             vocabulary = Vocabulary.load(vocabulary_path)
         except (OSError, ValueError) as error:
             raise app.UsageError(f"cannot load the vocabulary {vocabulary_path}: {error}") from None
-        result = predict_referring(model, config, image, options.expression, vocabulary, crf=options.crf, steps=options.steps)
+        result = predict_referring(
+            model, config, image, options.expression, vocabulary, crf=options.crf, steps=options.steps
+        )
         written = write_referring(result, image, output)
         summary = f"{' '.join(result['words'])!r}: the mask covers {100 * result['mask'].mean():.1f}% of the image"
     else:
@@ -492,7 +519,10 @@ def main(argv, flag_values: flags.FlagValues | None = None) -> None:
         present = [result["class_names"][index] for index in np.unique(result["labels"])]
         summary = f"classes present: {', '.join(present)}"
     timings = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in result["timings"].items())
-    print(f"{config.model.name} on {image.shape[1]}x{image.shape[0]} {options.image}{' + DenseCRF' if options.crf else ''}: {summary}")
+    print(
+        f"{config.model.name} on {image.shape[1]}x{image.shape[0]} {options.image}"
+        f"{' + DenseCRF' if options.crf else ''}: {summary}"
+    )
     print(f"load {loaded:.2f}s, {timings}, total {time.perf_counter() - start:.2f}s")
     for path in written:
         print(f"wrote {path}")

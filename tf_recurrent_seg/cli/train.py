@@ -28,20 +28,26 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines the flags on `flag_values` (done by `run`; importing the module defines nothing)."""
     fv = {"flag_values": flag_values}
     config_flags.DEFINE_config_file(
-        "config", None, "Training configuration file (configs/*.py[:variant]); fields overridable as "
-        "--config.train.num_steps=5.", **fv,
+        "config",
+        None,
+        "Training configuration file (configs/*.py[:variant]); fields overridable as --config.train.num_steps=5.",
+        **fv,
     )
     flags.DEFINE_string("workdir", None, "Run directory: config, checkpoints, TensorBoard, final model.", **fv)
     flags.DEFINE_enum(
-        "strategy", "one_device", list(STRATEGIES),
+        "strategy",
+        "one_device",
+        list(STRATEGIES),
         "tf.distribute strategy: one_device, mirrored (local GPUs / logical CPUs), multi_worker (TF_CONFIG), tpu.",
         **fv,
     )
     flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu ('' = local TPU VM).", **fv)
     flags.DEFINE_bool(
-        "cache_features", None,
+        "cache_features",
+        None,
         "RMI / LSTM baseline: train from res5c features cached once per image under <workdir>/features (sets "
-        "config.train.cache_features; default: the config's value, False if it has none).", **fv,
+        "config.train.cache_features; default: the config's value, False if it has none).",
+        **fv,
     )
     flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
 

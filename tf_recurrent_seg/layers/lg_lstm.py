@@ -78,13 +78,16 @@ def shift_from_neighbour(hidden_map, offset: tuple[int, int]):
 def assemble_input_state(spatial_hidden, depth_hidden, neighbourhood: int, use_global: bool):
     """Builds H = [f ; neighbour slots ; own depth hidden] from (B, H, W, k, d) and (B, H, W, d) hidden maps."""
     slots = [
-        shift_from_neighbour(spatial_hidden[..., n, :], offset) for n, offset in enumerate(NEIGHBOURHOODS[neighbourhood])
+        shift_from_neighbour(spatial_hidden[..., n, :], offset)
+        for n, offset in enumerate(NEIGHBOURHOODS[neighbourhood])
     ]
     parts = slots + [depth_hidden]
     if use_global:
         pooled = grid_max_pool(depth_hidden)
         shape = keras.ops.shape(depth_hidden)
-        parts.insert(0, keras.ops.broadcast_to(pooled[:, None, None, :], (shape[0], shape[1], shape[2], pooled.shape[-1])))
+        parts.insert(
+            0, keras.ops.broadcast_to(pooled[:, None, None, :], (shape[0], shape[1], shape[2], pooled.shape[-1]))
+        )
     return keras.ops.concatenate(parts, axis=-1)
 
 

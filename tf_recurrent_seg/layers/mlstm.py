@@ -27,8 +27,8 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
     in RMI) followed by a word flag, 1 for a word and 0 for a `<pad>` step, which leaves h and c unchanged
     (the reference code skips such steps). The cell applies the flag itself, broadcast over the map:
     Keras's RNN masking would tile the mask to every state's full shape on every step, which costs a
-    tenth of the layer's time at paper size. Gates follow TF1 BasicLSTMCell: columns (i, j, f, o), a constant `forget_bias` added to f,
-    c' = sigmoid(f + forget_bias) * c + sigmoid(i) * tanh(j), h' = sigmoid(o) * tanh(c').
+    tenth of the layer's time at paper size. Gates follow TF1 BasicLSTMCell: columns (i, j, f, o), a constant
+    `forget_bias` added to f, c' = sigmoid(f + forget_bias) * c + sigmoid(i) * tanh(j), h' = sigmoid(o) * tanh(c').
 
     Weights: `visual_kernel` (visual_channels, 4u), `word_kernel` (word_channels, 4u),
     `recurrent_kernel` (u, 4u), `bias` (4u). Stacked as [visual; word; recurrent] rows they are the
@@ -66,16 +66,26 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         # fan-in and fan-out for every block, so the factorized layer starts with the same distribution.
         limit = math.sqrt(6.0 / (visual_channels + word_channels + self.units + gate_units))
         initializer = keras.initializers.RandomUniform(-limit, limit)
-        self.visual_kernel = self.add_weight(name="visual_kernel", shape=(visual_channels, gate_units), initializer=initializer)
-        self.word_kernel = self.add_weight(name="word_kernel", shape=(word_channels, gate_units), initializer=initializer)
-        self.recurrent_kernel = self.add_weight(name="recurrent_kernel", shape=(self.units, gate_units), initializer=initializer)
+        self.visual_kernel = self.add_weight(
+            name="visual_kernel", shape=(visual_channels, gate_units), initializer=initializer
+        )
+        self.word_kernel = self.add_weight(
+            name="word_kernel", shape=(word_channels, gate_units), initializer=initializer
+        )
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel", shape=(self.units, gate_units), initializer=initializer
+        )
         self.bias = self.add_weight(name="bias", shape=(gate_units,), initializer="zeros")
 
     def visual_gates(self, visual_features):
         """The once-per-image term W_v · [v; s] + b, shape (B, H, W, 4u), with the forget-bias constant
         already added to the f block so no step has to add it again."""
         forget_bias = keras.ops.concatenate(
-            [keras.ops.zeros((2 * self.units,)), keras.ops.full((self.units,), self.forget_bias), keras.ops.zeros((self.units,))]
+            [
+                keras.ops.zeros((2 * self.units,)),
+                keras.ops.full((self.units,), self.forget_bias),
+                keras.ops.zeros((self.units,)),
+            ]
         )
         return keras.ops.matmul(visual_features, self.visual_kernel) + (self.bias + forget_bias)
 

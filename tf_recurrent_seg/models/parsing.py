@@ -95,7 +95,9 @@ def build_parsing_baseline(config: ml_collections.ConfigDict) -> keras.Model:
     """
     model_config = config.model
     if model_config.name != "conv_baseline":
-        raise ValueError(f"config.model.name must be 'conv_baseline' for build_parsing_baseline, got {model_config.name!r}")
+        raise ValueError(
+            f"config.model.name must be 'conv_baseline' for build_parsing_baseline, got {model_config.name!r}"
+        )
     image, features = _backbone_features(model_config)
     for index in range(model_config.extra_convs):
         features = keras.layers.Conv2D(

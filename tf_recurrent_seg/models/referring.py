@@ -67,7 +67,8 @@ def _normalized_visual_features(visual_features, model_config):
     elif visual_input_channels(model_config) != model_config.visual_dim:
         raise ValueError(
             f"model.visual_dim ({model_config.visual_dim}) must equal model.backbone.classifier_units "
-            f"({model_config.backbone.classifier_units}) for the resnet variant, whose fc1000 output is the visual feature"
+            f"({model_config.backbone.classifier_units}) for the resnet variant, "
+            "whose fc1000 output is the visual feature"
         )
     return L2Normalize(model_config.l2_epsilon, name="visual_l2")(visual_features)
 
@@ -221,7 +222,10 @@ def check_referring_inputs(inputs: dict, model_config: ml_collections.ConfigDict
     else:
         side = feature_size(model_config)
         _check_rank_and_size(
-            "visual_features", inputs["visual_features"], (None, side, side, visual_input_channels(model_config)), "float"
+            "visual_features",
+            inputs["visual_features"],
+            (None, side, side, visual_input_channels(model_config)),
+            "float",
         )
     tokens = inputs["tokens"]
     _check_rank_and_size("tokens", tokens, (None, model_config.max_words), "integer")
@@ -237,7 +241,9 @@ def check_referring_inputs(inputs: dict, model_config: ml_collections.ConfigDict
         tf.debugging.assert_less(tokens, tf.cast(vocabulary_size, tokens.dtype), message=message),
     ]
     with tf.control_dependencies(checks):
-        return tf.identity(tf.cast(tokens, tf.int32))  # identity: a cast to the same dtype adds no op to hang the dependency on
+        return tf.identity(
+            tf.cast(tokens, tf.int32)
+        )  # identity: a cast to the same dtype adds no op to hang the dependency on
 
 
 @keras.saving.register_keras_serializable(package="tf_recurrent_seg")
@@ -266,10 +272,14 @@ class ReferringSegmentationModel(keras.Model):
         self.include_backbone = include_backbone
         model_config = self.config.model
         if model_config.backbone.variant not in BACKBONE_VARIANTS:
-            raise ValueError(f"model.backbone.variant must be one of {BACKBONE_VARIANTS}, got {model_config.backbone.variant!r}")
+            raise ValueError(
+                f"model.backbone.variant must be one of {BACKBONE_VARIANTS}, got {model_config.backbone.variant!r}"
+            )
         size = model_config.image_size
         self.backbone = (
-            build_resnet101(model_config.backbone, input_shape=(size, size, 3), name="backbone") if include_backbone else None
+            build_resnet101(model_config.backbone, input_shape=(size, size, 3), name="backbone")
+            if include_backbone
+            else None
         )
         build_head = {"rmi": build_rmi_head, "lstm": build_lstm_baseline_head}[model_config.name]
         self.head = build_head(self.config)
