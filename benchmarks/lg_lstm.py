@@ -6,7 +6,10 @@ Prints one JSON line. For one LG-LSTM layer at 41x41, d = 64, batch 1 (the Horse
 process: `naive_ms` computes the gates of the eight spatial LSTMs and the depth LSTM as nine separate
 products (what nine independent LSTMs would do), `shared_gates_ms` is the package's layer (the eight
 spatial LSTMs share W^s and read the same H, so their gates are computed once); targets speedup >= 3,
-max_abs_diff <= 1e-5. Also the neighbour gather by shifting (the package) vs `keras.ops.image.extract_patches`,
+max_abs_diff <= 1e-5. Also the neighbour gather (docs/decisions.md#neighbour-gather): `gather_*_ms` alone on
+the (1, 41, 41, 8, 64) hidden maps, `extract_patches_layer_ms` the layer with `neighbour_gather="extract_patches"`
+(its outputs differ from the default's by `gather_max_abs_diff`), `*_slowdown` extract_patches over shift
+(each pair timed in turn);
 and `backbone_ms` / `lg_lstm_ms` (whole model minus backbone) at 321x321, so the LSTMs' share of the time shows.
 """
 
@@ -21,21 +24,36 @@ import numpy as np
 import tensorflow as tf
 
 from tf_recurrent_seg.defaults import parsing_config
-from tf_recurrent_seg.layers.lg_lstm import NEIGHBOURHOODS, LGLSTMLayer, assemble_input_state, input_state_channels
+from tf_recurrent_seg.layers.lg_lstm import (
+    LGLSTMLayer,
+    assemble_input_state,
+    gather_by_patches,
+    gather_by_shift,
+    input_state_channels,
+)
 from tf_recurrent_seg.models.parsing import build_lg_lstm
 
 REPEATS = 5  # the minimum over repeats: the least disturbed run on a shared machine
+PAIR_REPEATS = 40  # for the neighbour-gather ratios, which are small and noisy on a loaded machine
 SIZE, UNITS = 41, 64
 
 
-def min_ms(function, *args):
-    function(*args)  # trace and warm up
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        keras.tree.map_structure(np.asarray, function(*args))
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.min(times))
+def interleaved_min_ms(functions, *args, repeats: int = REPEATS) -> list[float]:
+    """The minimum time of each function, timed in turn within every repeat, so that a change in the load of a
+    shared machine hits all of them alike (their ratio is then fair)."""
+    for function in functions:
+        function(*args)  # trace and warm up
+    times = [[] for _ in functions]
+    for _ in range(repeats):
+        for function, function_times in zip(functions, times):
+            start = time.perf_counter()
+            keras.tree.map_structure(np.asarray, function(*args))
+            function_times.append((time.perf_counter() - start) * 1000)
+    return [float(np.min(function_times)) for function_times in times]
+
+
+def min_ms(function, *args) -> float:
+    return interleaved_min_ms([function], *args)[0]
 
 
 def naive_layer(layer):
@@ -62,17 +80,6 @@ def naive_layer(layer):
     return run
 
 
-def gather_by_patches(spatial_hidden):
-    """Neighbour slots via 3x3 patches of every direction's map, then picking each slot's patch position."""
-    batch, height, width, directions, units = spatial_hidden.shape
-    patches = keras.ops.image.extract_patches(
-        tf.reshape(spatial_hidden, (batch, height, width, directions * units)), 3, strides=1, padding="same"
-    )
-    patches = tf.reshape(patches, (batch, height, width, 3, 3, directions, units))
-    slots = [patches[:, :, :, dy + 1, dx + 1, n] for n, (dy, dx) in enumerate(NEIGHBOURHOODS[directions])]
-    return tf.concat(slots, axis=-1)
-
-
 def main():
     rng = np.random.default_rng(0)
     layer = LGLSTMLayer(UNITS)
@@ -91,9 +98,19 @@ def main():
     shared_ms = min_ms(shared, *inputs)
 
     spatial_hidden = np.tanh(spatial_memory)
-    by_shift = tf.function(lambda h: assemble_input_state(h, h[..., 0, :], 8, use_global=False)[..., : 8 * UNITS])
-    by_patches = tf.function(gather_by_patches)
-    assert np.allclose(by_shift(spatial_hidden), by_patches(spatial_hidden))
+    by_shift = tf.function(lambda h: gather_by_shift(h, 8))
+    by_patches = tf.function(lambda h: gather_by_patches(h, 8))
+    gather_shift_ms, gather_patches_ms = interleaved_min_ms(
+        [by_shift, by_patches], spatial_hidden, repeats=PAIR_REPEATS
+    )
+    patches_layer = LGLSTMLayer(UNITS, neighbour_gather="extract_patches")
+    patches_layer(inputs)
+    patches_layer.set_weights(layer.get_weights())
+    with_patches = tf.function(lambda s, m, d: patches_layer([s, m, d]))
+    gather_max_abs_diff = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(shared(*inputs), with_patches(*inputs))
+    )
+    shift_layer_ms, patches_layer_ms = interleaved_min_ms([shared, with_patches], *inputs, repeats=PAIR_REPEATS)
 
     config = parsing_config("lg_lstm")
     model = build_lg_lstm(config)
@@ -109,8 +126,12 @@ def main():
                 "shared_gates_ms": round(shared_ms, 2),
                 "speedup": round(naive_ms / shared_ms, 2),
                 "max_abs_diff": max_abs_diff,
-                "gather_shift_ms": round(min_ms(by_shift, spatial_hidden), 2),
-                "gather_extract_patches_ms": round(min_ms(by_patches, spatial_hidden), 2),
+                "gather_shift_ms": round(gather_shift_ms, 2),
+                "gather_extract_patches_ms": round(gather_patches_ms, 2),
+                "gather_slowdown": round(gather_patches_ms / gather_shift_ms, 2),
+                "extract_patches_layer_ms": round(patches_layer_ms, 2),
+                "layer_slowdown": round(patches_layer_ms / shift_layer_ms, 2),
+                "gather_max_abs_diff": gather_max_abs_diff,
                 "model_ms": round(model_ms, 1),
                 "backbone_ms": round(backbone_ms, 1),
                 "lg_lstm_ms": round(model_ms - backbone_ms, 1),  # transition, 5 layers, predictions, upsampling

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
+from tf_recurrent_seg import image_ops
 from tf_recurrent_seg.data import pipeline, records
 from tf_recurrent_seg.text import Vocabulary
 
@@ -138,7 +139,7 @@ def stage_rates(referring_prefix, vocabulary, examples):
     def resize(exact):
         def fn(record):
             parsed = records.decode_referring(record)
-            return pipeline.resize_and_pad_image_and_mask(parsed["image"], parsed["mask"], 320, exact=exact)[0]
+            return image_ops.resize_and_pad_image_and_mask(parsed["image"], parsed["mask"], 320, exact=exact)[0]
 
         return fn
 

@@ -40,6 +40,7 @@ def main() -> None:
     demo_timings = demo_head_steps(args.demo_steps, args.warmup)
 
     from tf_recurrent_seg import optimization, training
+    from tf_recurrent_seg.data import feature_cache
     from tf_recurrent_seg.defaults import referring_config
     from tf_recurrent_seg.models.referring import build_rmi, feature_size
 
@@ -55,7 +56,7 @@ def main() -> None:
     tokens = np.zeros((1, config.model.max_words), np.int32)  # left-padded
     tokens[0, -args.words :] = rng.integers(4, config.model.vocabulary_size, args.words)
     mask = (rng.random((1, size, size)) > 0.7).astype(np.float32)
-    res5c_channels = training.cached_feature_extractor(model).output.shape[-1]
+    res5c_channels = feature_cache.cached_feature_extractor(model).output.shape[-1]
     inputs = {
         "cached": (
             {"backbone_features": rng.random((1, side, side, res5c_channels), np.float32), "tokens": tokens},

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tf_recurrent_seg.data.preprocessing import CAFFE_BGR_MEAN, caffe_preprocess, resize_and_pad, unpad_and_resize
+from tf_recurrent_seg.image_ops import CAFFE_BGR_MEAN, caffe_preprocess, resize_and_pad, unpad_and_resize
 from tf_recurrent_seg.models.parsing import build_parsing_model
 from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
 from tf_recurrent_seg.pretraining import build_pretraining_model

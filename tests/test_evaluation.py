@@ -2,7 +2,7 @@
 
 Exactness: records of non-square images are evaluated with stand-in models whose padded (S x S) prediction is
 known (left half / vertical bands); the expected numbers map that prediction back with the numpy reference
-(`preprocessing.resize_and_pad` for the placement, `preprocessing.unpad_and_resize` for the inverse) and
+(`image_ops.resize_and_pad` for the placement, `image_ops.unpad_and_resize` for the inverse) and
 count intersections, unions and confusion matrices with numpy. DenseCRF is a stub module standing in for
 `tf_recurrent_seg.crf` (its real behaviour is crf.py's own tests' business); a separate test runs the real
 one when pydensecrf is installed. End to end: the tiny (`shrink_config`) models on synthetic records."""
@@ -19,11 +19,11 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from tf_recurrent_seg import evaluation, workdir
+from tf_recurrent_seg import evaluation, image_ops, workdir
 from tf_recurrent_seg import metrics as metrics_lib
 from tf_recurrent_seg.data import pipeline, records
-from tf_recurrent_seg.data.preprocessing import resize_and_pad, unpad_and_resize
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
+from tf_recurrent_seg.image_ops import resize_and_pad, unpad_and_resize
 from tf_recurrent_seg.text import build_vocabulary
 
 S = 32  # network input size of the stand-in models
@@ -497,8 +497,8 @@ def test_parsing_table_layouts():
 @pytest.mark.parametrize("normalization", ["caffe", "keras_resnet", "caffe_vgg"])
 def test_denormalize_inverts_the_pipeline(normalization):
     images = np.random.default_rng(0).integers(0, 256, (2, 9, 7, 3), dtype=np.uint8)
-    normalized = pipeline.normalize_images(images, normalization).numpy()
-    np.testing.assert_array_equal(evaluation.denormalize_images(normalized, normalization), images)
+    normalized = image_ops.normalize_images(images, normalization).numpy()
+    np.testing.assert_array_equal(image_ops.denormalize_images(normalized, normalization), images)
 
 
 def test_dataset_from_manifest_source_and_layouts():

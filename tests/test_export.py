@@ -2,7 +2,7 @@
 saved_model_cli, the export CLI, and TFLite (RMI unrolled, builtin ops only; float16 / dynamic-range variants).
 
 Expectations are computed independently of the serving graph: Pillow resize-and-pad and the Caffe/VGG
-normalisation from `tf_recurrent_seg.data.preprocessing` / numpy, the Python `Vocabulary`, the Keras model
+normalisation from `tf_recurrent_seg.image_ops` (numpy) / numpy, the Python `Vocabulary`, the Keras model
 called eagerly, and PIL-nearest / numpy-bilinear maps back to the image's size.
 """
 
@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tf_recurrent_seg.data import preprocessing
+from tf_recurrent_seg import image_ops
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
 from tf_recurrent_seg.export import (
     QUANTIZATIONS,
@@ -88,7 +88,7 @@ def numpy_bilinear(values: np.ndarray, height: int, width: int) -> np.ndarray:
 def map_back(prediction, placement, size, nearest=True):
     """The S x S prediction at the original resolution: PIL nearest (labels, masks) or bilinear (probabilities)."""
     if nearest:
-        return preprocessing.unpad_and_resize(prediction, placement, size)
+        return image_ops.unpad_and_resize(prediction, placement, size)
     top, left, new_h, new_w = placement
     return numpy_bilinear(prediction[top : top + new_h, left : left + new_w], *size)
 
@@ -123,9 +123,9 @@ def serve(rmi, image_bytes, expression):
 def expected_referring(rmi, image, expression):
     """Serving outputs computed with the numpy preprocessing, the Python tokenizer and the eager Keras model."""
     config = rmi["config"]
-    padded, placement = preprocessing.resize_and_pad(image, config.model.image_size)
+    padded, placement = image_ops.resize_and_pad(image, config.model.image_size)
     inputs = {
-        "image": preprocessing.caffe_preprocess(padded)[None],
+        "image": image_ops.caffe_preprocess(padded)[None],
         "tokens": rmi["vocabulary"].encode(expression, config.model.max_words, strip_pieces=config.data.strip_pieces)[
             None
         ],
@@ -334,7 +334,7 @@ def test_parsing_saved_model_labels_at_the_image_size(tmp_path):
     assert outputs["probabilities"].shape == (1, 50, 33, num_classes)
     assert outputs["labels"].min() >= 0 and outputs["labels"].max() < num_classes
 
-    padded, placement = preprocessing.resize_and_pad(image, config.model.image_size)
+    padded, placement = image_ops.resize_and_pad(image, config.model.image_size)
     batch = (padded[..., ::-1].astype(np.float32) - IMAGENET_BGR_MEAN)[None]  # config.data.normalization caffe_vgg
     logits = np.asarray(model(batch)["logits"])[0].astype(np.float64)
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))

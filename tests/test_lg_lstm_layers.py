@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import numpy_lg_lstm as ref
 import pytest
+import tensorflow as tf
 
 from tf_recurrent_seg.layers.lg_lstm import (
     NEIGHBOURHOODS,
@@ -267,44 +268,52 @@ def test_global_cells_reach_far_positions(neighbourhood):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 4. .keras round trip
+# 4. Neighbour gather: extract_patches gives the shift version's numbers (docs/decisions.md#neighbour-gather)
 
 
-def test_keras_round_trip_non_default_options(tmp_path):
-    rng = np.random.default_rng(5)
-    options = dict(neighbourhood=4, use_global=False, hidden_form="standard")
-    features = keras.Input((5, 6, 4))
-    transition = TransitionLayer(3, distinct_spatial_weights=False, **options)
-    lg = LGLSTMLayer(3, **options)
-    state = lg(lg(transition(features)))
-    logits = keras.layers.Conv2D(2, 1)(state[0])
-    model = keras.Model(features, logits)
-    for variable in model.weights:
-        variable.assign(rng.uniform(-0.5, 0.5, size=tuple(variable.shape)).astype(np.float32))
-    feed = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
-    path = tmp_path / "lg_lstm.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    np.testing.assert_array_equal(_np(loaded(feed)), _np(model(feed)))
+@pytest.mark.parametrize("neighbourhood", [8, 4, 2])
+def test_extract_patches_gather_equals_shift_and_reference(neighbourhood, monkeypatch):
+    rng = np.random.default_rng(20 + neighbourhood)
+    units, channels = 3, 4
+    features = rng.normal(size=(2, 5, 6, channels)).astype(np.float32)
+    shift_layers = [
+        TransitionLayer(units, neighbourhood=neighbourhood),
+        LGLSTMLayer(units, neighbourhood=neighbourhood),
+    ]
+    patch_layers = [
+        TransitionLayer(units, neighbourhood=neighbourhood, neighbour_gather="extract_patches"),
+        LGLSTMLayer(units, neighbourhood=neighbourhood, neighbour_gather="extract_patches"),
+    ]
+    for transition, lg in (shift_layers, patch_layers):
+        lg(transition(features))  # build
+    t_weights = {
+        "spatial_kernel": _uniform(rng, (channels, neighbourhood * 4 * units)),
+        "spatial_bias": _uniform(rng, (neighbourhood * 4 * units,)),
+        "depth_kernel": _uniform(rng, (channels, 4 * units)),
+        "depth_bias": _uniform(rng, (4 * units,)),
+    }
+    for name, value in t_weights.items():
+        _assign(getattr(shift_layers[0], name), value)
+    t_weights = {name: value.astype(np.float32).astype(np.float64) for name, value in t_weights.items()}
+    l_weights = _random_lg_weights(shift_layers[1], rng, _d_h(units, neighbourhood, True), units)
+    for shift_layer, patch_layer in zip(shift_layers, patch_layers):
+        patch_layer.set_weights(shift_layer.get_weights())
 
-    by_class = {type(layer).__name__: layer for layer in loaded.layers}
-    t_config = by_class["TransitionLayer"].get_config()
-    l_config = by_class["LGLSTMLayer"].get_config()
-    for config in (t_config, l_config):
-        assert config["neighbourhood"] == 4 and config["use_global"] is False
-        assert config["hidden_form"] == "standard" and config["units"] == 3
-    assert t_config["distinct_spatial_weights"] is False
-    assert tuple(by_class["TransitionLayer"].spatial_kernel.shape) == (4, 12)
-    assert tuple(by_class["LGLSTMLayer"].spatial_kernel.shape) == (_d_h(3, 4, False), 12)
-    # LG-LSTM weights shared between the two applications: one layer, two variables pairs.
-    assert sum(type(layer).__name__ == "LGLSTMLayer" for layer in loaded.layers) == 1
-
-
-def test_grid_max_pool_layer_config_round_trip():
-    layer = GridMaxPool()
-    clone = GridMaxPool.from_config(layer.get_config())
-    x = np.random.default_rng(0).normal(size=(1, 4, 5, 2)).astype(np.float32)
-    np.testing.assert_array_equal(_np(clone(x)), _np(layer(x)))
+    patch_calls = []
+    extract_patches = tf.image.extract_patches
+    monkeypatch.setattr(
+        tf.image, "extract_patches", lambda *args, **kwargs: patch_calls.append(1) or extract_patches(*args, **kwargs)
+    )
+    by_shift = shift_layers[1](shift_layers[0](features))
+    assert not patch_calls
+    by_patches = patch_layers[1](patch_layers[0](features))
+    assert len(patch_calls) == 2  # the option reaches both layers
+    expected = ref.lg_lstm_layer(
+        *ref.transition(features, **t_weights, neighbourhood=neighbourhood), **l_weights, neighbourhood=neighbourhood
+    )
+    for name, shifted, patched, want in zip(["H", "spatial_memory", "depth_memory"], by_shift, by_patches, expected):
+        np.testing.assert_allclose(_np(patched), _np(shifted), atol=1e-6, rtol=0, err_msg=name)
+        np.testing.assert_allclose(_np(patched), want, atol=ATOL, rtol=0, err_msg=name)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -327,3 +336,12 @@ def test_unknown_hidden_form_is_rejected(cls):
     message = str(info.value)
     assert "hidden_form" in message
     assert "grid" in message and "standard" in message, message
+
+
+@pytest.mark.parametrize("cls", [TransitionLayer, LGLSTMLayer])
+def test_unknown_neighbour_gather_is_rejected(cls):
+    with pytest.raises(ValueError) as info:
+        cls(3, neighbour_gather="im2col")
+    message = str(info.value)
+    assert "neighbour_gather" in message
+    assert "shift" in message and "extract_patches" in message, message

@@ -48,7 +48,7 @@ def test_numpy_bilinear_matches_tf_downsampling(convention, in_size, out_size):
     This checks the claim that `tf.image.resize(..., 'bilinear')` (antialias=False) and TF1
     `resize_bilinear(half_pixel_centers=False)` sample plainly at the stated coordinates when downsampling.
     """
-    from tf_recurrent_seg.layers.resize import resize_bilinear
+    from tf_recurrent_seg.image_ops import resize_bilinear
 
     rng = np.random.default_rng(0)
     images = rng.random((2, *in_size)).astype(np.float32)

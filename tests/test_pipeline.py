@@ -1,5 +1,6 @@
-"""Tests of tf_recurrent_seg.data.pipeline: expectations come from the numpy reference (`preprocessing`,
-`text.Vocabulary.encode`, keras.applications) or are constructed by hand (flip, crops, bad records)."""
+"""Tests of tf_recurrent_seg.data.pipeline and of the TF image ops it uses (`image_ops`): expectations come from
+the numpy reference (`image_ops.resize_and_pad` and friends, `text.Vocabulary.encode`, keras.applications) or
+are constructed by hand (flip, crops, bad records)."""
 
 import io
 import json
@@ -11,8 +12,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from tf_recurrent_seg import image_ops
 from tf_recurrent_seg.data import pipeline, records
-from tf_recurrent_seg.data.preprocessing import caffe_preprocess, resize_and_pad, unpad_and_resize
+from tf_recurrent_seg.image_ops import caffe_preprocess, resize_and_pad, unpad_and_resize
 from tf_recurrent_seg.text import Vocabulary, build_vocabulary, tokenize
 
 # (height, width): landscape, portrait, square, extreme, tiny (upscaled), a .5 rounding case (427 * 0.5 = 213.5);
@@ -105,8 +107,8 @@ def test_resize_and_pad_matches_numpy(height, width):
     rng = np.random.default_rng(height * 1000 + width)
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     expected, placement = resize_and_pad(image, 320)
-    exact, tf_placement = pipeline.resize_and_pad_image(image, 320, exact=True)
-    fast, _ = pipeline.resize_and_pad_image(image, 320)
+    exact, tf_placement = image_ops.resize_and_pad_image(image, 320, exact=True)
+    fast, _ = image_ops.resize_and_pad_image(image, 320)
     assert tuple(tf_placement.numpy().tolist()) == placement
     np.testing.assert_array_equal(exact.numpy(), expected)  # bit for bit with Pillow's BILINEAR
     assert np.abs(fast.numpy().astype(int) - expected).max() <= 1
@@ -122,11 +124,11 @@ def test_mask_resize_matches_numpy(height, width):
     mask[height // 5 : height // 5 + 2] = 1  # a thin stripe: resizing decides it pixel by pixel
     image = np.zeros((height, width, 3), np.uint8)
     expected = resize_and_pad(mask, 320)[0] > 0
-    _, exact, placement = pipeline.resize_and_pad_image_and_mask(image, mask, 320, exact=True)
+    _, exact, placement = image_ops.resize_and_pad_image_and_mask(image, mask, 320, exact=True)
     np.testing.assert_array_equal(exact.numpy(), expected.astype(np.float32))
-    separate = pipeline.resize_and_pad_mask(mask, placement, 320, exact=True)
+    separate = image_ops.resize_and_pad_mask(mask, placement, 320, exact=True)
     np.testing.assert_array_equal(separate.numpy(), exact.numpy())
-    _, fast, _ = pipeline.resize_and_pad_image_and_mask(image, mask, 320)
+    _, fast, _ = image_ops.resize_and_pad_image_and_mask(image, mask, 320)
     assert set(np.unique(fast.numpy())) <= {0.0, 1.0}
     assert (fast.numpy().astype(bool) != expected).sum() <= 0.015 * expected.sum()  # boundary ties only
 
@@ -137,7 +139,7 @@ def test_undo_resize_and_pad_equals_numpy(height, width):
     prediction = rng.integers(0, 6, (320, 320)).astype(np.uint8)
     placement = resize_and_pad(np.zeros((height, width), np.uint8), 320)[1]
     expected = unpad_and_resize(prediction, placement, (height, width))
-    result = pipeline.undo_resize_and_pad(prediction, placement, (height, width))
+    result = image_ops.undo_resize_and_pad(prediction, placement, (height, width))
     assert result.dtype == tf.uint8
     np.testing.assert_array_equal(result.numpy(), expected)
 
@@ -147,12 +149,12 @@ def test_undo_inverts_resize_and_pad_of_a_block_mask():
     mask[100:300, 200:500] = 1  # even-aligned block: the 2x down/up sampling is exact
     image = np.zeros((480, 640, 3), np.uint8)
     for exact in (True, False):
-        _, padded, placement = pipeline.resize_and_pad_image_and_mask(image, mask, 320, exact=exact)
-        back = pipeline.undo_resize_and_pad(padded, placement, (480, 640))
+        _, padded, placement = image_ops.resize_and_pad_image_and_mask(image, mask, 320, exact=exact)
+        back = image_ops.undo_resize_and_pad(padded, placement, (480, 640))
         np.testing.assert_array_equal(back.numpy(), mask.astype(np.float32))
     # bilinear (for logits) keeps a constant region constant and returns the original size
     logits = tf.fill([320, 320, 1], 2.5)
-    back = pipeline.undo_resize_and_pad(logits, placement, (480, 640), method="bilinear")
+    back = image_ops.undo_resize_and_pad(logits, placement, (480, 640), method="bilinear")
     assert back.shape == (480, 640, 1)
     np.testing.assert_allclose(back.numpy(), 2.5)
 
@@ -161,7 +163,7 @@ def test_undo_resize_and_pad_batch_pads_to_the_largest():
     sizes = [(480, 640), (100, 50)]
     placements = [resize_and_pad(np.zeros(size, np.uint8), 320)[1] for size in sizes]
     predictions = np.random.default_rng(1).integers(0, 2, (2, 320, 320)).astype(np.int32)
-    result = pipeline.undo_resize_and_pad_batch(predictions, placements, sizes, pad_value=255).numpy()
+    result = image_ops.undo_resize_and_pad_batch(predictions, placements, sizes, pad_value=255).numpy()
     assert result.shape == (2, 480, 640)
     for i, (height, width) in enumerate(sizes):
         expected = unpad_and_resize(predictions[i], placements[i], (height, width))
@@ -220,8 +222,8 @@ HAND_CASES = {  # size: (placement of a 4 x 6 original, ours, the authors')
 def test_undo_resize_and_pad_by_hand(size):
     placement, ours, authors = HAND_CASES[size]
     prediction = _pixel_names(size)
-    assert tuple(pipeline.resize_placement(4, 6, size).numpy().tolist()) == placement
-    np.testing.assert_array_equal(pipeline.undo_resize_and_pad(prediction, placement, (4, 6)).numpy(), ours)
+    assert tuple(image_ops.resize_placement(4, 6, size).numpy().tolist()) == placement
+    np.testing.assert_array_equal(image_ops.undo_resize_and_pad(prediction, placement, (4, 6)).numpy(), ours)
     np.testing.assert_array_equal(unpad_and_resize(prediction, placement, (4, 6)), ours)
     rows, cols, _, _ = _authors_source_indices(4, 6, size)
     np.testing.assert_array_equal(prediction[np.ix_(rows, cols)], authors)
@@ -233,7 +235,7 @@ def test_undo_resize_and_pad_batch_by_hand():
     prediction = _pixel_names(9)
     placements = [HAND_CASES[9][0], (3, 0, 3, 9)]
     predictions = np.stack([prediction, prediction])
-    result = pipeline.undo_resize_and_pad_batch(predictions, placements, [(4, 6), (2, 6)], pad_value=-1)
+    result = image_ops.undo_resize_and_pad_batch(predictions, placements, [(4, 6), (2, 6)], pad_value=-1)
     expected_second = [[300, 302, 303, 305, 306, 308], [500, 502, 503, 505, 506, 508], [-1] * 6, [-1] * 6]
     np.testing.assert_array_equal(result.numpy(), [HAND_CASES[9][1], expected_second])
 
@@ -251,8 +253,8 @@ def test_undo_resize_and_pad_against_the_authors_rule():
     prediction = (size * np.arange(size)[:, None] + np.arange(size)[None, :]).astype(np.int32)  # names its pixel
     coinciding, differing = set(), set()
     for height, width in shapes:
-        placement = tuple(pipeline.resize_placement(height, width, size).numpy().tolist())
-        back = pipeline.undo_resize_and_pad(prediction, placement, (height, width)).numpy()
+        placement = tuple(image_ops.resize_placement(height, width, size).numpy().tolist())
+        back = image_ops.undo_resize_and_pad(prediction, placement, (height, width)).numpy()
         ours_rows, ours_cols = back[:, 0] // size, back[0] % size
         rows, cols, row_ties, col_ties = _authors_source_indices(height, width, size)
         resized = max(height, width)
@@ -361,18 +363,18 @@ def test_in_graph_tokenisation_on_referit_val(shared_data_dir, vocabulary_name):
 
 def test_normalisation_values_on_a_known_pixel():
     pixel = np.array([[[[10, 20, 30]]]], np.uint8)
-    caffe = pipeline.normalize_images(pixel, "caffe").numpy()
+    caffe = image_ops.normalize_images(pixel, "caffe").numpy()
     np.testing.assert_array_equal(caffe, caffe_preprocess(pixel))
     np.testing.assert_array_equal(
         caffe[0, 0, 0], np.float32([30, 20, 10]) - np.float32([104.00698793, 116.66876762, 122.67891434])
     )
-    resnet = pipeline.normalize_images(pixel, "keras_resnet").numpy()
+    resnet = image_ops.normalize_images(pixel, "keras_resnet").numpy()
     np.testing.assert_array_equal(resnet, keras.applications.resnet.preprocess_input(pixel.astype(np.float32)))
     np.testing.assert_array_equal(resnet[0, 0, 0], np.float32([30, 20, 10]) - np.float32([103.939, 116.779, 123.68]))
-    vgg = pipeline.normalize_images(pixel, "caffe_vgg").numpy()
+    vgg = image_ops.normalize_images(pixel, "caffe_vgg").numpy()
     np.testing.assert_array_equal(vgg, keras.applications.vgg16.preprocess_input(pixel.astype(np.float32)))
     with pytest.raises(ValueError, match="normalization"):
-        pipeline.normalize_images(pixel, "torch")
+        image_ops.normalize_images(pixel, "torch")
 
 
 # --- parsing augmentation --------------------------------------------------------------------------------------
@@ -489,7 +491,7 @@ def test_referring_evaluation_elements_match_numpy(referring_shards):
         assert targets["num_tokens"][i] == len(tokenize(expression))
         assert targets["sent_id"][i] == feature["sent_id"].int64_list.value[0]
         # the evaluation path back to the original resolution
-        back = pipeline.undo_resize_and_pad(targets["mask"][i], targets["placement"][i], targets["original_size"][i])
+        back = image_ops.undo_resize_and_pad(targets["mask"][i], targets["placement"][i], targets["original_size"][i])
         assert back.shape == mask.shape
 
 

@@ -38,8 +38,8 @@ def runs(tmp_path_factory):
     import keras
 
     from tf_recurrent_seg import workdir
-    from tf_recurrent_seg.data.preprocessing import caffe_preprocess, resize_and_pad
     from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
+    from tf_recurrent_seg.image_ops import caffe_preprocess, resize_and_pad
     from tf_recurrent_seg.text import build_vocabulary
 
     root = tmp_path_factory.mktemp("predict")
@@ -126,7 +126,7 @@ def test_referring_mask_follows_the_evaluation_protocol(runs):
     """Resize-and-pad to 64, caffe normalisation, logits >= 0, undo the resize-and-pad (nearest)."""
     import keras
 
-    from tf_recurrent_seg.data.preprocessing import CAFFE_BGR_MEAN, unpad_and_resize
+    from tf_recurrent_seg.image_ops import CAFFE_BGR_MEAN, unpad_and_resize
 
     model = keras.models.load_model(os.path.join(runs["rmi"], "model.keras"))
     config, image = runs["config"], runs["image"]
@@ -236,7 +236,7 @@ def test_parsing_palette_png_and_legend(runs, tmp_path):
 def test_parsing_labels_are_the_argmax_at_the_original_size(runs):
     import keras
 
-    from tf_recurrent_seg.data.pipeline import IMAGENET_BGR_MEAN
+    from tf_recurrent_seg.image_ops import IMAGENET_BGR_MEAN
 
     model = keras.models.load_model(os.path.join(runs["lg_lstm"], "model.keras"))
     config = predict.load_config_json(os.path.join(runs["lg_lstm"], "config.json"))

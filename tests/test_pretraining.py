@@ -7,7 +7,7 @@ import runpy
 import numpy as np
 import pytest
 
-from tf_recurrent_seg import allocator, pretraining, training
+from tf_recurrent_seg import allocator, pretrained_weights, pretraining
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.defaults import SYNTHETIC_ATTRIBUTE_CLASSES
 from tf_recurrent_seg.models.parsing import build_lg_lstm
@@ -63,7 +63,7 @@ def test_pretrain_writes_a_backbone_that_keras_prefix_loads(tmp_path):
     referring.model.visual_dim = referring.model.backbone.classifier_units
     referring.model.backbone.pretrained = f"keras:{tmp_path / 'backbone.keras'}"
     model = build_rmi(referring)
-    training.load_pretrained_backbone(model, referring)
+    pretrained_weights.load_pretrained_backbone(model, referring)
     for layer in model.backbone.layers:
         if layer.weights:
             for ours, theirs in zip(layer.get_weights(), saved.get_layer(layer.name).get_weights()):
@@ -75,7 +75,7 @@ def test_pretrain_writes_a_backbone_that_keras_prefix_loads(tmp_path):
     parsing.model.backbone.variant, parsing.model.backbone.output_stride = "deeplab", 8
     parsing.model.backbone.pretrained = f"keras:{tmp_path / 'backbone.keras'}"
     lg_lstm = build_lg_lstm(parsing)
-    training.load_pretrained_backbone(lg_lstm, parsing)
+    pretrained_weights.load_pretrained_backbone(lg_lstm, parsing)
     conv = lg_lstm.get_layer("backbone").get_layer("conv5_block1_2_conv")
     np.testing.assert_array_equal(conv.get_weights()[0], saved.get_layer("conv5_block1_2_conv").get_weights()[0])
 
@@ -83,11 +83,11 @@ def test_pretrain_writes_a_backbone_that_keras_prefix_loads(tmp_path):
     wider = referring.copy_and_resolve_references()
     wider.model.backbone.blocks_per_stage = (1, 1, 1, 2)
     with pytest.raises(ValueError, match="conv5_block2"):
-        training.load_pretrained_backbone(build_rmi(wider), wider)
+        pretrained_weights.load_pretrained_backbone(build_rmi(wider), wider)
     missing = _config("rmi_synthetic.py", "smoke")
     missing.model.backbone.pretrained = f"keras:{tmp_path / 'nothing.keras'}"
     with pytest.raises(FileNotFoundError, match="nothing.keras"):
-        training.load_pretrained_backbone(build_rmi(missing), missing)
+        pretrained_weights.load_pretrained_backbone(build_rmi(missing), missing)
 
 
 def test_pretraining_model_rejects_a_classifier_of_the_wrong_width():

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_recurrent_seg import training
+from tf_recurrent_seg import distribute, pretrained_weights, training
 from tf_recurrent_seg import workdir as workdir_lib
-from tf_recurrent_seg.data import pipeline
+from tf_recurrent_seg.data import feature_cache, pipeline
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
 from tf_recurrent_seg.text import Vocabulary
 
@@ -107,12 +107,12 @@ def _checkpoint_value(path: str, prefix: str) -> int:
 
 def test_make_strategy_and_roles():
     with pytest.raises(ValueError, match="strategy must be one of"):
-        training.make_strategy("parameter_server")
-    strategy = training.make_strategy("one_device")
+        distribute.make_strategy("parameter_server")
+    strategy = distribute.make_strategy("one_device")
     assert strategy.num_replicas_in_sync == 1
-    assert training.worker_role(strategy) == (True, 0)
-    assert training.backbone_is_pretrained(parsing_config("lg_lstm"))  # the paper's ImageNet VGG-16
-    assert not training.backbone_is_pretrained(shrink_config(parsing_config("lg_lstm")))  # from scratch
+    assert distribute.worker_role(strategy) == (True, 0)
+    assert pretrained_weights.backbone_is_pretrained(parsing_config("lg_lstm"))  # the paper's ImageNet VGG-16
+    assert not pretrained_weights.backbone_is_pretrained(shrink_config(parsing_config("lg_lstm")))  # from scratch
 
 
 _MIRRORED_SCRIPT = textwrap.dedent(
@@ -121,11 +121,11 @@ _MIRRORED_SCRIPT = textwrap.dedent(
     import tensorflow as tf
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tf_recurrent_seg import training
+    from tf_recurrent_seg import distribute, training
     from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
 
     data, root = sys.argv[1], sys.argv[2]
-    strategy = training.make_strategy("mirrored")
+    strategy = distribute.make_strategy("mirrored")
     results = {"replicas": strategy.num_replicas_in_sync}
     for name in ("rmi", "lg_lstm"):
         if name == "rmi":
@@ -150,13 +150,13 @@ _GRADIENT_SCALE_SCRIPT = textwrap.dedent(
     import keras, numpy as np, tensorflow as tf
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tf_recurrent_seg import training, workdir
+    from tf_recurrent_seg import distribute, training, workdir
     from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config, vgg_backbone_config
 
     rng = np.random.default_rng(0)
     differences = {}
     # One strategy object each for all models: two MirroredStrategy objects would share collective instance keys.
-    strategies = {name: training.make_strategy(name) for name in ("one_device", "mirrored")}
+    strategies = {name: distribute.make_strategy(name) for name in ("one_device", "mirrored")}
     for name in sys.argv[1:]:
         config = shrink_config(referring_config("rmi") if name == "rmi" else parsing_config("lg_lstm"))
         # No batch statistics (1 example per replica would normalise otherwise than 2 on one device): RMI's
@@ -251,8 +251,8 @@ def test_mirrored_two_replicas_loss_falls(data_dir, tmp_path):
         assert np.mean(losses[-5:]) < np.mean(losses[:5]), (name, losses)
         assert (tmp_path / name / "model.keras").exists()
         assert (tmp_path / name / "config.json").exists()
-    assert set(report["lg_lstm"]["eval"]) == {"pixel_accuracy", "mean_iou"}
-    assert set(report["rmi"]["eval"]) == {"overall_iou"}
+    assert set(report["lg_lstm"]["eval"]) == {"pixel_accuracy_at_input_size", "mean_iou_at_input_size"}
+    assert set(report["rmi"]["eval"]) == {"overall_iou_at_input_size"}
 
 
 def _free_port() -> int:
@@ -441,7 +441,7 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
         "train/loss",
         "train/learning_rate",
         "train/examples_per_second",
-        "eval/overall_iou",
+        "eval/overall_iou_at_input_size",
         "eval/input",
         "eval/prediction",
     } <= tags
@@ -500,13 +500,13 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
     files = _records_with_a_shared_image(data_dir, tmp_path / "shared.tfrecord")
     cache_dir = str(tmp_path / "features")
 
-    manifest = training.build_feature_cache(model, config, files, cache_dir, vocabulary)
+    manifest = feature_cache.build_feature_cache(model, config, files, cache_dir, vocabulary)
     assert manifest["num_images"] == 2 and manifest["num_expressions"] == 3
     channels = 32 * config.model.backbone.base_width  # res5c, fc1000's input: fc1000 keeps training
     assert manifest["shape"] == [8, 8, channels] and manifest["dtype"] == "float32"
     shard = os.path.join(cache_dir, manifest["files"][0])
     modified = os.path.getmtime(shard)
-    assert training.build_feature_cache(model, config, files, cache_dir, vocabulary) == manifest  # reused
+    assert feature_cache.build_feature_cache(model, config, files, cache_dir, vocabulary) == manifest  # reused
     assert os.path.getmtime(shard) == modified
 
     full = list(
@@ -519,7 +519,7 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
             normalization=config.data.normalization,
         )
     )
-    cached = list(training.cached_referring_dataset(cache_dir, training=False, batch_size=1))
+    cached = list(feature_cache.cached_referring_dataset(cache_dir, training=False, batch_size=1))
     assert len(full) == len(cached) == 3
     # Cache order: image A's two expressions (records 0 and 2), then image B's (record 1).
     for (cached_features, cached_targets), index in zip(cached, (0, 2, 1)):
@@ -541,9 +541,11 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
         fc1000 = model.backbone.get_layer("fc1000")
         assert any(v is fc1000.kernel for v in model.trainable_variables)
         # float16 storage: half the disk, features rounded to ~5e-4 relative.
-        half = training.build_feature_cache(model, config, files, str(tmp_path / "half"), vocabulary, dtype="float16")
+        half = feature_cache.build_feature_cache(
+            model, config, files, str(tmp_path / "half"), vocabulary, dtype="float16"
+        )
         assert half["dtype"] == "float16"
-        half_dataset = training.cached_referring_dataset(str(tmp_path / "half"), training=False, batch_size=1)
+        half_dataset = feature_cache.cached_referring_dataset(str(tmp_path / "half"), training=False, batch_size=1)
         (features, targets), *_ = half_dataset
         np.testing.assert_allclose(
             features["backbone_features"], cached[0][0]["backbone_features"], rtol=2e-3, atol=1e-3
@@ -625,7 +627,7 @@ def test_imagenet_backbone_from_a_local_weights_file(tmp_path, monkeypatch):
     config.model.backbone.fc_units = 32
     model = workdir_lib.build_model(config)
     config.model.backbone.pretrained = f"imagenet:{path}"
-    training.load_pretrained_backbone(model, config)
+    pretrained_weights.load_pretrained_backbone(model, config)
     backbone = model.get_layer("backbone")
     for name, (kernel, bias) in layers.items():
         np.testing.assert_array_equal(backbone.get_layer(name).kernel.numpy(), kernel, err_msg=name)
@@ -634,7 +636,7 @@ def test_imagenet_backbone_from_a_local_weights_file(tmp_path, monkeypatch):
     def one_line_error(error_type, source, match):
         config.model.backbone.pretrained = source
         with pytest.raises(error_type, match=match) as raised:
-            training.load_pretrained_backbone(model, config)
+            pretrained_weights.load_pretrained_backbone(model, config)
         assert "\n" not in str(raised.value) and "model.backbone.pretrained" in str(raised.value)
 
     one_line_error(FileNotFoundError, f"imagenet:{tmp_path / 'missing.h5'}", "no file")

@@ -3,7 +3,7 @@
 docs/reference_conventions.md#densecrf: a DenseCRF2D over the padded network input (320x320 for RMI), a
 Gaussian (smoothness) and a bilateral (appearance) pairwise term with Potts compatibilities, 5 mean-field
 iterations, label = argmax of the marginals. Run it on the padded image and the padded-size logits, then
-map the labels back to the original image size (`data.preprocessing.unpad_and_resize`).
+map the labels back to the original image size (`image_ops.unpad_and_resize`).
 
 Uses `pydensecrf` (package `pydensecrf2`, the project's `crf` extra), imported only when a function runs.
 

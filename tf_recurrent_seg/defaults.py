@@ -6,6 +6,8 @@ only the `model` section, the training code the `train` section.
 
 import ml_collections
 
+from tf_recurrent_seg import image_ops
+
 # Images whose header declares more pixels are refused before decoding (decompression bombs): tens of megapixels,
 # far above any dataset image (COCO and ReferIt are under 1 MP; a 50-megapixel photo is 8688 x 5792).
 MAX_IMAGE_PIXELS = 64_000_000
@@ -61,8 +63,8 @@ def referring_data_config() -> ml_collections.ConfigDict:
     config.train_records = "data/synthetic_referring/train"  # records prefix, glob or list of files
     config.eval_records = "data/synthetic_referring/test"
     config.vocabulary = "data/synthetic_referring/vocabulary.txt"
-    # The reference ResNet/DeepLab weights' BGR mean (docs/reference_conventions.md#image-preprocessing).
-    config.normalization = "caffe"
+    # "caffe": the reference ResNet/DeepLab weights' BGR mean (docs/reference_conventions.md#image-preprocessing).
+    config.normalization = image_ops.REFERRING_NORMALIZATION
     config.strip_pieces = True  # tokenizer: False reproduces the reference exactly (imported checkpoints)
     config.length_bins = "refcoco"  # which paper's length break-down (Tables 2-5) evaluation reports
     config.max_image_pixels = MAX_IMAGE_PIXELS  # larger images are skipped (`too_large`) without decoding
@@ -75,7 +77,7 @@ def parsing_data_config() -> ml_collections.ConfigDict:
     config.train_records = "data/synthetic_parsing/train"
     config.eval_records = "data/synthetic_parsing/test"
     config.left_right_pairs = ()  # label ids a horizontal flip swaps (ATR: (9, 10), (12, 13), (14, 15))
-    config.normalization = "caffe_vgg"
+    config.normalization = image_ops.PARSING_NORMALIZATION  # "caffe_vgg": keras vgg16 preprocess_input
     config.scale_range = (0.5, 1.5)  # random scale augmentation
     config.max_image_pixels = MAX_IMAGE_PIXELS  # larger images are skipped (`too_large`) without decoding
     return config

@@ -320,10 +320,14 @@ def figures_section(
     """Draws the plots and returns the report lines that show them."""
     referring_curves = {REFERRING_NAMES[m]: validation[m] for m in referring}
     parsing_curves = {name: validation[name] for name in parsing}
-    report_figures.plot_validation_curves(referring_curves, "overall_iou", str(report_dir / "validation_referring.png"),
-                                          "Referring: validation overall IoU during training")  # fmt: skip
-    report_figures.plot_validation_curves(parsing_curves, "mean_iou", str(report_dir / "validation_parsing.png"),
-                                          "Parsing: validation mean IoU during training")  # fmt: skip
+    report_figures.plot_validation_curves(
+        referring_curves, "overall_iou_at_input_size", str(report_dir / "validation_referring.png"),
+        "Referring: validation overall IoU during training",
+    )  # fmt: skip
+    report_figures.plot_validation_curves(
+        parsing_curves, "mean_iou_at_input_size", str(report_dir / "validation_parsing.png"),
+        "Parsing: validation mean IoU during training",
+    )  # fmt: skip
     bins = list(referring["rmi"][0]["results"]["direct"]["by_length"])
     by_length = {
         REFERRING_NAMES[m]: [{b: run["results"]["direct"]["by_length"][b]["overall_iou"] for b in bins} for run in runs]

@@ -7,7 +7,7 @@
 Referring segmentation (RMI paper §4.2, docs/reference_conventions.md#referring-evaluation): the evaluation pipeline
 (`data.pipeline.referring_dataset(training=False)`) feeds resized-and-padded images; the predicted mask is
 `logits >= 0` on the model's upsampled (S x S) logits, mapped back to the ORIGINAL image size by
-`undo_resize_and_pad_batch` (crop the placed region, nearest resize to the original size; not the authors'
+`image_ops.undo_resize_and_pad_batch` (crop the placed region, nearest resize to the original size; not the authors'
 scale-and-centre-crop: docs/decisions.md#evaluation-map-back) and compared with the original ground-truth mask
 there: overall (cumulative) IoU, precision@0.5..0.9 and mean IoU, overall and per expression-length group
 (paper Tables 2-5; length in tokens, docs/decisions.md#length-bins; bins from `config.data.length_bins` or
@@ -39,10 +39,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_recurrent_seg import image_ops
 from tf_recurrent_seg import metrics as metrics_lib
-from tf_recurrent_seg.data import pipeline, records
-from tf_recurrent_seg.data.image_header import configured_limit as max_image_pixels
+from tf_recurrent_seg.data import from_config, pipeline, records
 from tf_recurrent_seg.defaults import HORSE_COW_CLASSES
+from tf_recurrent_seg.text import Vocabulary
 
 METRICS_FILE = "metrics.json"
 TABLES_FILE = "tables.md"
@@ -53,15 +54,6 @@ _REFERRING_NAMES = {"rmi": "RMI", "lstm": "LSTM"}
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
-
-
-def denormalize_images(images, normalization: str) -> np.ndarray:
-    """Inverse of `pipeline.normalize_images`: normalised BGR float (..., 3) -> uint8 RGB (the padded network
-    input; padding comes back as 0). Exact: the pipeline normalised uint8 pixels in float32."""
-    if normalization not in pipeline.NORMALIZATION_MEANS:
-        raise ValueError(f"normalization must be one of {sorted(pipeline.NORMALIZATION_MEANS)}, got {normalization!r}")
-    bgr = np.asarray(images, np.float32) + pipeline.NORMALIZATION_MEANS[normalization]
-    return np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
 
 
 def _load_crf():
@@ -232,14 +224,10 @@ def evaluate(
 
 
 def _referring_dataset(config, eval_records, batch_size, counter):
-    from tf_recurrent_seg.text import Vocabulary
-
-    data = config.data
+    vocabulary = Vocabulary.load(config.data.vocabulary)
     return pipeline.referring_dataset(
-        eval_records, Vocabulary.load(data.vocabulary), training=False, batch_size=batch_size,
-        image_size=config.model.image_size, max_words=config.model.max_words,
-        normalization=data.get("normalization", "caffe"), strip_pieces=data.get("strip_pieces", True),
-        skip_counter=counter, max_image_pixels=max_image_pixels(config),
+        eval_records, vocabulary, training=False, batch_size=batch_size, skip_counter=counter,
+        **from_config.referring_options(config),
     )  # fmt: skip
 
 
@@ -270,19 +258,19 @@ def _evaluate_referring(
     } if bins else {}  # fmt: skip
     counter = pipeline.SkipCounter()
     dataset = _referring_dataset(config, eval_records, batch_size, counter)
-    normalization = config.data.get("normalization", "caffe")
+    normalization = config.data.get("normalization", image_ops.REFERRING_NORMALIZATION)
 
     @tf.function(reduce_retracing=True)
     def predict(features, targets):
         logits = model({"image": features["image"], "tokens": features["tokens"]}, training=False)["logits"][..., 0]
-        masks = pipeline.undo_resize_and_pad_batch(
+        masks = image_ops.undo_resize_and_pad_batch(
             tf.cast(logits >= 0, tf.uint8), targets["placement"], targets["original_size"], "nearest"
         )
         return logits, masks
 
     @tf.function(reduce_retracing=True)
     def unpad(masks, placement, original_size):
-        return pipeline.undo_resize_and_pad_batch(tf.cast(masks, tf.uint8), placement, original_size, "nearest")
+        return image_ops.undo_resize_and_pad_batch(tf.cast(masks, tf.uint8), placement, original_size, "nearest")
 
     def update(name, targets, masks):
         overall[name].update_state(targets["original_mask"], masks, original_size=targets["original_size"])
@@ -315,7 +303,7 @@ def _evaluate_referring(
         update(DIRECT, targets, masks[:count])
         if crf_module is not None:
             tic = time.perf_counter()
-            images = denormalize_images(features["image"][:count].numpy(), normalization)
+            images = image_ops.denormalize_images(features["image"][:count].numpy(), normalization)
             logits_np = logits[:count].numpy()
             refined = np.stack([crf_module.refine_referring(images[i], logits_np[i]) for i in range(count)])
             crf_seconds += time.perf_counter() - tic
@@ -354,20 +342,19 @@ def _evaluate_referring(
 def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, batch_size, log_every) -> dict:
     num_classes = int(config.model.num_classes)
     class_names = list(config.model.get("class_names", None) or [f"class_{i}" for i in range(num_classes)])
-    normalization = config.data.get("normalization", "caffe_vgg")
+    normalization = config.data.get("normalization", image_ops.PARSING_NORMALIZATION)
     variants = [DIRECT] + ([DCRF] if crf_module is not None else [])
     confusion = {name: metrics_lib.ConfusionMatrixMetric(num_classes, name=f"confusion_{name}") for name in variants}
     counter = pipeline.SkipCounter()
     dataset = pipeline.parsing_dataset(
-        eval_records, training=False, batch_size=batch_size, num_classes=num_classes,
-        image_size=config.model.image_size, normalization=normalization, skip_counter=counter,
-        max_image_pixels=max_image_pixels(config),
+        eval_records, training=False, batch_size=batch_size, skip_counter=counter,
+        **from_config.parsing_options(config, training=False),
     )  # fmt: skip
 
     @tf.function(reduce_retracing=True)
     def predict(features, targets):
         logits = model(features["image"], training=False)["logits"]
-        labels = pipeline.undo_resize_and_pad_batch(
+        labels = image_ops.undo_resize_and_pad_batch(
             tf.argmax(logits, axis=-1, output_type=tf.int32),
             targets["placement"],
             targets["original_size"],
@@ -378,7 +365,7 @@ def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, bat
 
     @tf.function(reduce_retracing=True)
     def unpad(labels, placement, original_size):
-        return pipeline.undo_resize_and_pad_batch(
+        return image_ops.undo_resize_and_pad_batch(
             tf.cast(labels, tf.int32), placement, original_size, "nearest", pad_value=metrics_lib.IGNORE_LABEL
         )
 
@@ -394,7 +381,7 @@ def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, bat
         )
         if crf_module is not None:
             tic = time.perf_counter()
-            images = denormalize_images(features["image"][:count].numpy(), normalization)
+            images = image_ops.denormalize_images(features["image"][:count].numpy(), normalization)
             probabilities = tf.nn.softmax(tf.cast(logits[:count], tf.float32), axis=-1).numpy()
             refined = np.stack([crf_module.refine_parsing(images[i], probabilities[i]) for i in range(count)])
             crf_seconds += time.perf_counter() - tic

@@ -5,15 +5,15 @@ SavedModel (`export_saved_model`), two signatures:
   request) and, for referring models, `expression` (tf.string, shape (1,)). Inside the graph: decode
   (3 channels, first frame of an animation; `tf.io.decode_image` like the records pipeline, whose JPEG decoder
   uses libjpeg's fast integer DCT: up to a few grey levels from Pillow's decode of the same file), resize-and-pad to
-  `config.model.image_size` (Pillow-exact bilinear, as `preprocessing.resize_and_pad`), normalise
+  `config.model.image_size` (Pillow-exact bilinear, as `image_ops.resize_and_pad`), normalise
   (`config.data.normalization`), tokenise with the vocabulary baked into the SavedModel (a constant-initialised hash
   table; words not in it -> `<unk>`, first `config.model.max_words` tokens kept, left-padded), run the model, and
   map the prediction back to the image's OWN resolution. Outputs, with a leading batch dimension of 1:
     referring: `mask` (1, H, W) uint8 0/1 and `probabilities` (1, H, W) float32 (sigmoid);
     parsing:   `labels` (1, H, W) int32 class ids and `probabilities` (1, H, W, C) float32 (softmax).
   `mask` / `labels` are the evaluation protocol's prediction: thresholded (logits >= 0) or arg-maxed at
-  S x S, then cropped and resized back with PIL-style nearest neighbour (`pipeline.undo_resize_and_pad`,
-  equal to `preprocessing.unpad_and_resize`). `probabilities` are cropped and resized back bilinearly
+  S x S, then cropped and resized back with PIL-style nearest neighbour (`image_ops.undo_resize_and_pad`,
+  equal to `image_ops.unpad_and_resize`). `probabilities` are cropped and resized back bilinearly
   (smooth maps), so at a few boundary pixels `probabilities >= 0.5` can differ from `mask`.
   Bad requests fail with InvalidArgumentError whose message names the input: more than one image or
   expression, empty or non-image `image_bytes`, an image whose header declares more than `max_image_pixels`
@@ -49,12 +49,12 @@ import numpy as np
 import tensorflow as tf
 
 from tf_recurrent_seg.data import image_header
-from tf_recurrent_seg.data.pipeline import (
-    encode_tf,
+from tf_recurrent_seg.data.pipeline import encode_tf, vocabulary_table
+from tf_recurrent_seg.image_ops import (
+    default_normalization,
     normalize_images,
     resize_and_pad_image,
     undo_resize_and_pad,
-    vocabulary_table,
 )
 from tf_recurrent_seg.text import Vocabulary
 
@@ -339,7 +339,7 @@ def _normalization(config) -> str:
         return config.data.normalization
     from tf_recurrent_seg.workdir import is_referring
 
-    return "caffe" if is_referring(config) else "caffe_vgg"
+    return default_normalization(is_referring(config))
 
 
 def export_saved_model(
@@ -362,7 +362,7 @@ def export_saved_model(
             `saved_models/rmi/1`.
         vocabulary: referring models only: a `Vocabulary` or a vocabulary file; default
             `config.data.vocabulary`. Its tokens are baked into the SavedModel (no file needed at serving).
-        exact_resize: True: Pillow's bilinear resize bit for bit (what `preprocessing.resize_and_pad` and
+        exact_resize: True: Pillow's bilinear resize bit for bit (what `image_ops.resize_and_pad` and
             the evaluation reference do); False: the faster float resize (within 1 grey level).
         max_image_pixels: `serving_default` refuses (INVALID_ARGUMENT) an image whose header declares more
             pixels, before decoding it: a small file can declare a huge image (a decompression bomb).

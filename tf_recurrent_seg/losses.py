@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from tf_recurrent_seg.layers.resize import resize_bilinear
+from tf_recurrent_seg.image_ops import resize_bilinear
 
 
 def referring_loss(
@@ -35,7 +35,7 @@ def referring_loss(
         logits_lowres: float tensor (B, h, w, 1), the head's low-resolution logits.
         masks: 0/1 tensor (B, H, W) or (B, H, W, 1) of any numeric dtype, at image resolution.
         resize_convention: 'half_pixel' (`tf.image.resize`) or 'reference' (TF1 `resize_bilinear` without
-            half-pixel centres, the authors' code); see `tf_recurrent_seg.layers.resize.resize_bilinear`.
+            half-pixel centres, the authors' code); see `tf_recurrent_seg.image_ops.resize_bilinear`.
         global_batch_size: when given, the per-example sums are divided by this instead of the local batch
             size — the right scaling inside `strategy.run` of a distributed custom loop, where each replica
             sees B = global_batch_size / num_replicas examples and the gradients are summed across replicas

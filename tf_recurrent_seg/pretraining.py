@@ -26,10 +26,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg import allocator
+from tf_recurrent_seg import allocator, image_ops
 from tf_recurrent_seg.backbones import build_backbone
 from tf_recurrent_seg.backbones.resnet import check_weight_shapes
-from tf_recurrent_seg.data import pipeline, synthetic
+from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.layers.head import BilinearResize
 
 BACKBONE_FILE = "backbone.keras"
@@ -80,7 +80,7 @@ def _dataset(arrays: dict[str, np.ndarray], normalization: str, batch_size: int,
         dataset = dataset.shuffle(len(arrays["image"]), seed=seed, reshuffle_each_iteration=True).repeat()
 
     def split(example):
-        image = pipeline.normalize_images(example["image"], normalization)
+        image = image_ops.normalize_images(example["image"], normalization)
         return image, {name: tf.cast(example[name], tf.int32) for name in ATTRIBUTES}
 
     return dataset.batch(batch_size, drop_remainder=seed is not None).map(split).prefetch(2)

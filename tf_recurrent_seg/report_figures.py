@@ -27,6 +27,8 @@ METRIC_LABELS = {
     "pixel_accuracy": "pixel accuracy",
     "mean_iou_without_background": "mean IoU without background",
     "foreground_iou": "foreground IoU",
+    "overall_iou_at_input_size": "overall IoU (at the input size)",
+    "mean_iou_at_input_size": "mean IoU (at the input size)",
 }
 
 

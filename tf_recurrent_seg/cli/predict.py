@@ -215,29 +215,15 @@ def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -
     raise app.UsageError(f"the run's vocabulary {path} (config data.vocabulary) does not exist here: pass --vocabulary")
 
 
-def normalize_image(padded: np.ndarray, normalization: str) -> np.ndarray:
-    """(S, S, 3) uint8 RGB -> float32 network input, as the config's data.normalization says."""
-    from tf_recurrent_seg.data.preprocessing import caffe_preprocess
-
-    if normalization == "caffe":
-        return caffe_preprocess(padded)
-    from tf_recurrent_seg.data.pipeline import NORMALIZATION_MEANS
-
-    if normalization not in NORMALIZATION_MEANS:
-        raise ValueError(
-            f"config data.normalization must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}"
-        )
-    return padded[..., ::-1].astype(np.float32) - np.asarray(NORMALIZATION_MEANS[normalization], np.float32)
-
-
 def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """(padded uint8 (S, S, 3), normalised float32 (1, S, S, 3), placement) for the model."""
-    from tf_recurrent_seg.data.preprocessing import resize_and_pad
+    from tf_recurrent_seg import image_ops
 
-    padded, placement = resize_and_pad(image, config.model.image_size)
-    default = "caffe" if config.model.name in ("rmi", "lstm") else "caffe_vgg"
+    padded, placement = image_ops.resize_and_pad(image, config.model.image_size)
+    default = image_ops.default_normalization(config.model.name in ("rmi", "lstm"))
     normalization = config.data.get("normalization", default) if "data" in config else default
-    return padded, normalize_image(padded, normalization)[None], placement
+    image_ops.check_normalization(normalization, "config data.normalization")
+    return padded, image_ops.normalize_images_np(padded, normalization)[None], placement
 
 
 # ----------------------------------------------------------------------------------------------- referring
@@ -271,19 +257,9 @@ def with_word_outputs(model, config):
 
 def _upsample(lowres: np.ndarray, size: int, convention: str) -> np.ndarray:
     """(N, h, w) -> (N, size, size) with the model's own bilinear convention."""
-    from tf_recurrent_seg.layers import resize_bilinear
+    from tf_recurrent_seg.image_ops import resize_bilinear
 
     return np.asarray(resize_bilinear(lowres[..., None].astype(np.float32), (size, size), convention))[..., 0]
-
-
-def _unpad_float(values: np.ndarray, placement, original_size) -> np.ndarray:
-    """Crops a padded-size float map to the image region and resizes it bilinearly to the original size."""
-    from PIL import Image
-
-    top, left, new_h, new_w = placement
-    crop = np.ascontiguousarray(values[top : top + new_h, left : left + new_w], np.float32)
-    height, width = original_size
-    return np.asarray(Image.fromarray(crop, mode="F").resize((width, height), Image.BILINEAR))
 
 
 def predict_referring(
@@ -295,7 +271,7 @@ def predict_referring(
     the tokens the model saw; "crf" whether the mask was refined; with `steps`, "word_masks" (one bool
     (H, W) mask per word) and "word_responses" (one float (H, W) response map per word); "timings" (s).
     """
-    from tf_recurrent_seg.data.preprocessing import unpad_and_resize
+    from tf_recurrent_seg.image_ops import unpad_and_resize, unpad_and_resize_float
 
     timings = {}
     strip_pieces = config.data.get("strip_pieces", True) if "data" in config else True
@@ -343,7 +319,7 @@ def predict_referring(
         result["word_masks"] = [
             unpad_and_resize(step >= 0, placement, original_size).astype(bool) for step in word_logits
         ]
-        result["word_responses"] = [_unpad_float(step, placement, original_size) for step in responses]
+        result["word_responses"] = [unpad_and_resize_float(step, placement, original_size) for step in responses]
     return result
 
 
@@ -390,7 +366,7 @@ def predict_parsing(model, config, image: np.ndarray, *, crf: bool = False, step
     Returns a dict: "labels" int32 (H, W) at the image's size; "class_names"; "crf"; with `steps`,
     "layer_labels" (the argmax of each deeply supervised prediction, (H, W) each); "timings" (s).
     """
-    from tf_recurrent_seg.data.preprocessing import unpad_and_resize
+    from tf_recurrent_seg.image_ops import unpad_and_resize
 
     timings = {}
     tic = time.perf_counter()

@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 from tf_recurrent_seg.cli.common import run_app
 
-STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")  # = training.STRATEGIES (kept TF-free here)
+STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")  # = distribute.STRATEGIES (kept TF-free here)
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -58,8 +58,9 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
     from tf_recurrent_seg import training
+    from tf_recurrent_seg.distribute import make_strategy
 
-    strategy = training.make_strategy(flag_values.strategy, tpu=flag_values.tpu)
+    strategy = make_strategy(flag_values.strategy, tpu=flag_values.tpu)
     config = flag_values.config
     if flag_values.cache_features is not None:
         with config.unlocked():

@@ -65,7 +65,9 @@ def image_to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def decode_image_bytes(data: bytes, what: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, np.ndarray]:
+def decode_image_bytes(
+    data: bytes, what: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[bytes, np.ndarray]:
     """Decodes image bytes; returns (bytes to store, (H, W, 3) uint8 pixels).
 
     The original bytes are kept when they are an 8-bit RGB JPEG or PNG; anything converted is stored as PNG,

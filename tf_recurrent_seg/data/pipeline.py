@@ -1,7 +1,7 @@
 """tf.data input pipelines of both tasks: records -> decoded, resized, tokenised, normalised batches.
 
 `referring_dataset` (RMI, 320x320) and `parsing_dataset` (LG-LSTM, 321x321) read the TFRecords of
-`tf_recurrent_seg.data.records`; `undo_resize_and_pad` maps a prediction back to the original resolution.
+`tf_recurrent_seg.data.records`; `image_ops.undo_resize_and_pad` maps a prediction back to the original resolution.
 
 Order of the stages (training; evaluation has no shuffle/repeat/augmentation and
 reads the shards round-robin, which is the conversion order of `records.ShardedRecordWriter` output):
@@ -12,7 +12,7 @@ reads the shards round-robin, which is the conversion order of `records.ShardedR
     -> normalisation of the whole batch (vectorised) -> prefetch.
 
 How each stage treats images, masks, label maps, padding, normalisation, tokenisation and bad records,
-and why: docs/input_pipeline.md. In short: placement and image resize as `preprocessing.resize_and_pad`
+and why: docs/input_pipeline.md. In short: placement and image resize as `image_ops.resize_and_pad`
 (Pillow BILINEAR; `exact_resize=True` is bit-exact, the default within 1 grey level), masks through the same
 filter then > 0, label maps with PIL-exact nearest neighbour, tokens exactly as `Vocabulary.encode`; bad
 records are logged, counted per reason (`skip_counter=`) and dropped, never fatal.
@@ -52,14 +52,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_recurrent_seg import image_ops
 from tf_recurrent_seg.data import image_header, records
-from tf_recurrent_seg.data.preprocessing import CAFFE_BGR_MEAN
 from tf_recurrent_seg.text import DEFAULT_MAX_WORDS, PAD_ID, UNK_ID, Vocabulary
 
 IGNORE_LABEL = records.IGNORE_LABEL
-# keras.applications.{resnet,vgg16}.preprocess_input ("caffe" mode): BGR minus this mean, no scaling.
-IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
-NORMALIZATION_MEANS = {"caffe": CAFFE_BGR_MEAN, "keras_resnet": IMAGENET_BGR_MEAN, "caffe_vgg": IMAGENET_BGR_MEAN}
 
 # Expression-length buckets for training batches: lengths < 3, 3, 4, ..., 10, 11-12, 13-15, 16-20.
 DEFAULT_LENGTH_BOUNDARIES = (3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 16)
@@ -128,207 +125,14 @@ class SkipCounter:
         detail = detail.numpy().decode("utf-8", "replace")
         logging.warning(
             "skipping record %d of %s: %s (%s%s); skipped so far: %s",
-            int(index), path.numpy().decode("utf-8", "replace"), reason, _SKIP_DESCRIPTIONS[status],
-            f"; {detail}" if detail else "", counts,
+            int(index),
+            path.numpy().decode("utf-8", "replace"),
+            reason,
+            _SKIP_DESCRIPTIONS[status],
+            f"; {detail}" if detail else "",
+            counts,
         )
         return False
-
-
-# --- normalisation ----------------------------------------------------------------------------------------
-
-
-def normalize_images(images: tf.Tensor, normalization: str) -> tf.Tensor:
-    """RGB (..., 3) pixels in [0, 255] (any dtype) -> float32 BGR minus the mean of `normalization`.
-
-    "caffe": Caffe ResNet/DeepLab mean (104.00698793, 116.66876762, 122.67891434); "keras_resnet" and
-    "caffe_vgg": ImageNet mean (103.939, 116.779, 123.68), equal to keras.applications.resnet / vgg16
-    `preprocess_input`.
-    """
-    if normalization not in NORMALIZATION_MEANS:
-        raise ValueError(f"normalization must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}")
-    images = tf.cast(images, tf.float32)
-    return tf.reverse(images, axis=[-1]) - tf.constant(NORMALIZATION_MEANS[normalization], tf.float32)
-
-
-# --- resize and pad -----------------------------------------------------------------------------------------
-
-
-def resize_placement(height, width, size: int) -> tf.Tensor:
-    """(top, left, new_h, new_w) int32 of `preprocessing.resize_and_pad` for an image of `height` x `width`."""
-    h = tf.cast(height, tf.float64)
-    w = tf.cast(width, tf.float64)
-    scale = tf.minimum(size / h, size / w)
-    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), 1)  # tf.round: half to even, like round()
-    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), 1)
-    return tf.stack([(size - new_h) // 2, (size - new_w) // 2, new_h, new_w])
-
-
-_PIL_PRECISION_BITS = 22  # Pillow's fixed-point coefficients for 8-bit images (Resample.c, 32 - 8 - 2)
-
-
-def _pil_coefficients(in_size, out_size):
-    """Pillow's bilinear resampling taps along one axis (Resample.c `precompute_coeffs`, box = whole image):
-    source indices (out, K) and fixed-point weights (out, K) int32, K = 2 ceil(support) + 1."""
-    scale = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
-    filterscale = tf.maximum(scale, 1.0)
-    support = filterscale  # the bilinear filter's support is 1
-    ksize = tf.cast(tf.math.ceil(support), tf.int32) * 2 + 1
-    center = (tf.cast(tf.range(out_size), tf.float64) + 0.5) * scale
-    xmin = tf.maximum(tf.cast(tf.floor(center - support + 0.5), tf.int32), 0)
-    count = tf.minimum(tf.cast(tf.floor(center + support + 0.5), tf.int32), in_size) - xmin
-    taps = tf.range(ksize)[None, :]
-    index = xmin[:, None] + taps
-    t = (tf.cast(index, tf.float64) - center[:, None] + 0.5) * (1.0 / filterscale)
-    weights = tf.maximum(1.0 - tf.abs(t), 0.0) * tf.cast(taps < count[:, None], tf.float64)
-    weights = weights / tf.reduce_sum(weights, axis=1, keepdims=True)
-    fixed = tf.cast(tf.floor(weights * (1 << _PIL_PRECISION_BITS) + 0.5), tf.int32)
-    return tf.minimum(index, in_size - 1), fixed
-
-
-def _pil_resample_rows(x: tf.Tensor, out_size) -> tf.Tensor:
-    """Pillow's 8-bit bilinear pass along axis 0 of an (n, m, C) uint8 tensor: integer weights, round half up."""
-    index, fixed = _pil_coefficients(tf.shape(x)[0], out_size)
-    taps = tf.cast(tf.gather(x, index), tf.int32)  # (out, K, m, C)
-    total = tf.reduce_sum(taps * fixed[:, :, None, None], axis=1) + (1 << (_PIL_PRECISION_BITS - 1))
-    return tf.cast(tf.clip_by_value(tf.bitwise.right_shift(total, _PIL_PRECISION_BITS), 0, 255), tf.uint8)
-
-
-def _pil_bilinear_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
-    """Pillow's BILINEAR resize of an (h, w, C) uint8 image, bit-exact: two separable passes with Pillow's
-    fixed-point weights, each rounded to uint8. Pass order as Pillow 13 (python-pillow/Pillow#9549): vertical
-    first when the height is reduced and by more than twice the width reduction, horizontal first otherwise
-    (older Pillow: always horizontal first; the results differ by 1 grey level on some pixels)."""
-    image = tf.cast(image, tf.uint8)
-    shape = tf.shape(image)
-    height, width = shape[0], shape[1]
-
-    def horizontal(x):
-        return tf.transpose(_pil_resample_rows(tf.transpose(x, [1, 0, 2]), new_w), [1, 0, 2])
-
-    def vertical(x):
-        return _pil_resample_rows(x, new_h)
-
-    vertical_first = tf.logical_and(new_h < height, (height - new_h) > 2 * (width - new_w))
-    out = tf.cond(vertical_first, lambda: horizontal(vertical(image)), lambda: vertical(horizontal(image)))
-    return tf.ensure_shape(out, image.shape[:-3] + [None, None, image.shape[-1]])
-
-
-def _fast_bilinear_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
-    """Antialiased bilinear resize (`tf.image.resize(antialias=True)`, the triangle filter Pillow uses) in
-    one float pass, rounded half up to uint8: within 1 grey level of Pillow's, several times faster than
-    `_pil_bilinear_resize`."""
-    x = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]), method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.floor(x + 0.5), 0.0, 255.0), tf.uint8)
-
-
-def _bilinear_resize(image: tf.Tensor, new_h, new_w, exact: bool) -> tf.Tensor:
-    return (_pil_bilinear_resize if exact else _fast_bilinear_resize)(image, new_h, new_w)
-
-
-def _pil_nearest_indices(in_size, out_size) -> tf.Tensor:
-    """Source indices of PIL's NEAREST resize along one axis: x_k = in/out * (k + 1/2) accumulated by
-    repeated float64 addition (as PIL's ImagingScaleAffine does), truncated, clipped to in - 1."""
-    step = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
-    steps = tf.concat([[step * 0.5], tf.fill([tf.maximum(out_size - 1, 0)], step)], axis=0)[:out_size]
-    coords = tf.math.cumsum(steps)
-    return tf.minimum(tf.cast(tf.floor(coords), tf.int32), in_size - 1)
-
-
-def _nearest_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
-    """PIL NEAREST resize of an (h, w) or (h, w, C) tensor of any dtype."""
-    shape = tf.shape(image)
-    rows = _pil_nearest_indices(shape[0], new_h)
-    cols = _pil_nearest_indices(shape[1], new_w)
-    return tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)
-
-
-def _pad_to(image: tf.Tensor, top, left, size: int, value) -> tf.Tensor:
-    shape = tf.shape(image)
-    paddings = [[top, size - top - shape[0]], [left, size - left - shape[1]]] + [[0, 0]] * (image.shape.rank - 2)
-    padded = tf.pad(image, paddings, constant_values=tf.cast(value, image.dtype))
-    return tf.ensure_shape(padded, [size, size] + image.shape[2:].as_list())
-
-
-def resize_and_pad_image(image: tf.Tensor, size: int, *, exact: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-    """TF `preprocessing.resize_and_pad` of an (h, w, C) uint8 image: ((S, S, C) uint8, placement (4,) int32).
-
-    `exact=True` reproduces Pillow's BILINEAR bit for bit (slower); the default is within 1 grey level."""
-    shape = tf.shape(image)
-    placement = resize_placement(shape[0], shape[1], size)
-    resized = _bilinear_resize(image, placement[2], placement[3], exact)
-    return _pad_to(resized, placement[0], placement[1], size, 0), placement
-
-
-def resize_and_pad_mask(mask: tf.Tensor, placement: tf.Tensor, size: int, *, exact: bool = False) -> tf.Tensor:
-    """(h, w) 0/1 mask -> (S, S) float32 0/1: bilinear resize to uint8 as `resize_and_pad_image`, then > 0
-    (i.e. interpolated value >= 0.5), zero-padded at `placement`."""
-    resized = _bilinear_resize(tf.cast(mask > 0, tf.uint8)[..., None], placement[2], placement[3], exact)[..., 0]
-    return _pad_to(tf.cast(resized > 0, tf.float32), placement[0], placement[1], size, 0)
-
-
-def resize_and_pad_image_and_mask(image: tf.Tensor, mask: tf.Tensor, size: int, *, exact: bool = False):
-    """`resize_and_pad_image` and `resize_and_pad_mask` in one resize (the mask as a 4th channel; the same
-    values as the two calls). Returns ((S, S, 3) uint8, (S, S) float32, placement)."""
-    stacked = tf.concat([tf.cast(image, tf.uint8), tf.cast(mask > 0, tf.uint8)[..., None]], axis=-1)
-    resized, placement = resize_and_pad_image(stacked, size, exact=exact)
-    return resized[..., :3], tf.cast(resized[..., 3] > 0, tf.float32), placement
-
-
-def resize_and_pad_labels(
-    labels: tf.Tensor, placement: tf.Tensor, size: int, pad_value: int = IGNORE_LABEL
-) -> tf.Tensor:
-    """(h, w) label map -> (S, S) int32: PIL nearest resize, padded with `pad_value` (255 = ignore)."""
-    resized = _nearest_resize(tf.cast(labels, tf.int32), placement[2], placement[3])
-    return _pad_to(resized, placement[0], placement[1], size, pad_value)
-
-
-def undo_resize_and_pad(prediction: tf.Tensor, placement, original_size, method: str = "nearest") -> tf.Tensor:
-    """Maps one (S, S) or (S, S, C) prediction back to the original (h, w[, C]) resolution.
-
-    Crops the placed region (top, left, new_h, new_w) and resizes it to `original_size` (height, width).
-    "nearest" (label maps, 0/1 masks; any dtype) equals `preprocessing.unpad_and_resize`; "bilinear" (float
-    logits/probabilities, threshold afterwards) uses `tf.image.resize`'s half-pixel bilinear. How this differs
-    from the RMI authors' scale-and-centre-crop, and when it matters: docs/decisions.md#evaluation-map-back.
-    """
-    prediction = tf.convert_to_tensor(prediction)
-    placement = tf.cast(placement, tf.int32)
-    original_size = tf.cast(original_size, tf.int32)
-    if prediction.shape.rank not in (2, 3):
-        raise ValueError(
-            f"prediction must be (S, S) or (S, S, C), got shape {prediction.shape}; for a batch use "
-            "undo_resize_and_pad_batch"
-        )
-    top, left, new_h, new_w = placement[0], placement[1], placement[2], placement[3]
-    crop = prediction[top : top + new_h, left : left + new_w]
-    if method == "nearest":
-        return _nearest_resize(crop, original_size[0], original_size[1])
-    if method == "bilinear":
-        squeeze = prediction.shape.rank == 2
-        crop = crop[..., None] if squeeze else crop
-        out = tf.image.resize(tf.cast(crop, tf.float32), original_size, method="bilinear")
-        return out[..., 0] if squeeze else out
-    raise ValueError(f"method must be 'nearest' or 'bilinear', got {method!r}")
-
-
-def undo_resize_and_pad_batch(
-    predictions, placements, original_sizes, method: str = "nearest", pad_value=0
-) -> tf.Tensor:
-    """`undo_resize_and_pad` of a (B, S, S[, C]) batch, padded with `pad_value` to (B, Hmax, Wmax[, C]) like the
-    evaluation elements' "original_mask"/"original_labels" (valid region `[:h, :w]`)."""
-    predictions = tf.convert_to_tensor(predictions)
-    placements = tf.cast(placements, tf.int32)
-    original_sizes = tf.cast(original_sizes, tf.int32)
-    max_h, max_w = tf.reduce_max(original_sizes[:, 0]), tf.reduce_max(original_sizes[:, 1])
-
-    def one(args):
-        prediction, placement, size = args
-        out = undo_resize_and_pad(prediction, placement, size, method)
-        paddings = [[0, max_h - size[0]], [0, max_w - size[1]]] + [[0, 0]] * (out.shape.rank - 2)
-        return tf.pad(out, paddings, constant_values=tf.cast(pad_value, out.dtype))
-
-    dtype = tf.float32 if method == "bilinear" else predictions.dtype
-    spec = tf.TensorSpec([None, None] + predictions.shape[3:].as_list(), dtype)
-    return tf.map_fn(one, (predictions, placements, original_sizes), fn_output_signature=spec)
 
 
 # --- tokenisation -------------------------------------------------------------------------------------------
@@ -405,7 +209,9 @@ def resolve_files(file_pattern_or_paths) -> list[str]:
     return files
 
 
-def _serialized_records(files, *, training, input_context, shuffle_buffer, seed, repeat, deterministic) -> tf.data.Dataset:
+def _serialized_records(
+    files, *, training, input_context, shuffle_buffer, seed, repeat, deterministic
+) -> tf.data.Dataset:
     """(serialized, shard path, index in shard) for this input pipeline's shards."""
     if input_context is not None:
         pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -430,8 +236,11 @@ def _serialized_records(files, *, training, input_context, shuffle_buffer, seed,
     # Evaluation reads all shards round-robin, which is the conversion order of ShardedRecordWriter's output
     # (example i in shard i mod N); training mixes up to 16 shards at a time.
     dataset = dataset.interleave(
-        read, cycle_length=min(len(files), 16) if training else len(files), block_length=1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic,
+        read,
+        cycle_length=min(len(files), 16) if training else len(files),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
     )
     if training and shuffle_buffer and shuffle_buffer > 1:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -458,7 +267,9 @@ def _decode_referring_mask(encoded: tf.Tensor, skip: tf.Tensor) -> tuple[tf.Tens
     converted by `decode_png(channels=1)` into something that looks valid (16-bit 0/1 becomes all 0; RGB
     becomes grey levels), so its header is checked first and it is not decoded."""
     bit_depth, colour_type = _png_depth_and_colour(encoded)
-    is_grey_png = tf.equal(tf.strings.substr(encoded, 0, 8), b"\x89PNG\r\n\x1a\n") & (bit_depth == 8) & (colour_type == 0)
+    is_grey_png = (
+        tf.equal(tf.strings.substr(encoded, 0, 8), b"\x89PNG\r\n\x1a\n") & (bit_depth == 8) & (colour_type == 0)
+    )
     mask = tf.cond(
         is_grey_png & ~skip,
         lambda: tf.io.decode_png(encoded, channels=1)[..., 0],
@@ -504,6 +315,13 @@ def _filter_bad(dataset: tf.data.Dataset, counter: SkipCounter) -> tf.data.Datas
     return dataset.filter(keep)
 
 
+def _decoded_records(files, decode, sentinel, counter: SkipCounter, **read_options) -> tf.data.Dataset:
+    """This pipeline's records, decoded by `decode`, bad ones counted in `counter` and dropped (both tasks)."""
+    dataset = _serialized_records(files, **read_options)
+    dataset = _guarded_decode(dataset, decode, sentinel, deterministic=read_options["deterministic"])
+    return _filter_bad(dataset, counter)
+
+
 def _options(deterministic: bool) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = deterministic
@@ -529,7 +347,7 @@ def referring_dataset(
     batch_size: int,
     image_size: int = 320,
     max_words: int = DEFAULT_MAX_WORDS,
-    normalization: str = "caffe",
+    normalization: str = image_ops.REFERRING_NORMALIZATION,
     input_context: tf.distribute.InputContext | None = None,
     shuffle_buffer: int = 256,
     seed: int | None = None,
@@ -560,7 +378,7 @@ def referring_dataset(
             `length_boundaries`); ignored with batch_size 1 and in evaluation.
         repeat: repeat forever; default `training`.
         strip_pieces: see `text.tokenize` (False reproduces the authors' tokenisation exactly).
-        exact_resize: reproduce Pillow's bilinear resize (`preprocessing.resize_and_pad`) bit for bit, at
+        exact_resize: reproduce Pillow's bilinear resize (`image_ops.resize_and_pad`) bit for bit, at
             0.6-0.9x the throughput; default: one antialiased float pass, within 1 grey level of it.
         skip_counter: receives the counts of dropped records (bad images, size mismatches, empty expressions).
         max_image_pixels: a record whose image header declares more pixels is skipped (`too_large`) without
@@ -572,7 +390,7 @@ def referring_dataset(
         A tf.data.Dataset of (features, targets) batches, prefetched.
     """
     _check_common(batch_size, image_size)
-    if normalization not in ("caffe", "keras_resnet"):
+    if normalization not in image_ops.REFERRING_NORMALIZATIONS:
         raise ValueError(
             f"normalization must be 'caffe' or 'keras_resnet' for the referring task, got {normalization!r}"
         )
@@ -597,26 +415,50 @@ def referring_dataset(
         detail = tf.strings.format(
             "image {} ({}x{}, header {}x{}), sent_id {}, mask {}x{} (PNG bit depth {}, colour type {}, values {}..{}), "
             "expression '{}'",
-            [parsed["image/filename"], tf.shape(image)[0], tf.shape(image)[1], declared[0], declared[1],
-             parsed["sent_id"], tf.shape(mask)[0], tf.shape(mask)[1], *_png_depth_and_colour(parsed["mask/encoded"]),
-             tf.reduce_min(tf.cast(mask, tf.int32)), tf.reduce_max(tf.cast(mask, tf.int32)), parsed["expression/raw"]],
+            [
+                parsed["image/filename"],
+                tf.shape(image)[0],
+                tf.shape(image)[1],
+                declared[0],
+                declared[1],
+                parsed["sent_id"],
+                tf.shape(mask)[0],
+                tf.shape(mask)[1],
+                *_png_depth_and_colour(parsed["mask/encoded"]),
+                tf.reduce_min(tf.cast(mask, tf.int32)),
+                tf.reduce_max(tf.cast(mask, tf.int32)),
+                parsed["expression/raw"],
+            ],
         )
         return {
-            "image": image, "mask": tf.cast(mask > 0, tf.uint8), "tokens": tokens, "num_tokens": num_tokens,
+            "image": image,
+            "mask": tf.cast(mask > 0, tf.uint8),
+            "tokens": tokens,
+            "num_tokens": num_tokens,
             "ref_id": parsed["ref_id"],
-            "sent_id": parsed["sent_id"], "status": status, "path": path, "index": index, "detail": detail,
+            "sent_id": parsed["sent_id"],
+            "status": status,
+            "path": path,
+            "index": index,
+            "detail": detail,
         }
 
     def sentinel(path, index):
         return {
-            "image": tf.zeros([0, 0, 3], tf.uint8), "mask": tf.zeros([0, 0], tf.uint8),
-            "tokens": tf.zeros([max_words], tf.int32), "num_tokens": tf.constant(0, tf.int32),
-            "ref_id": tf.constant(-1, tf.int64), "sent_id": tf.constant(-1, tf.int64),
-            "status": tf.constant(_UNDECODABLE), "path": path, "index": index, "detail": tf.constant(""),
+            "image": tf.zeros([0, 0, 3], tf.uint8),
+            "mask": tf.zeros([0, 0], tf.uint8),
+            "tokens": tf.zeros([max_words], tf.int32),
+            "num_tokens": tf.constant(0, tf.int32),
+            "ref_id": tf.constant(-1, tf.int64),
+            "sent_id": tf.constant(-1, tf.int64),
+            "status": tf.constant(_UNDECODABLE),
+            "path": path,
+            "index": index,
+            "detail": tf.constant(""),
         }
 
     def prepare(element):
-        image, mask, placement = resize_and_pad_image_and_mask(
+        image, mask, placement = image_ops.resize_and_pad_image_and_mask(
             element["image"], element["mask"], image_size, exact=exact_resize
         )
         features = {"image": image, "tokens": element["tokens"]}
@@ -634,12 +476,10 @@ def referring_dataset(
             features["num_tokens"] = element["num_tokens"]  # removed after batching
         return features, targets
 
-    dataset = _serialized_records(
-        files, training=training, input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat,
-        deterministic=deterministic,
-    )
-    dataset = _guarded_decode(dataset, decode, sentinel, deterministic=deterministic)
-    dataset = _filter_bad(dataset, counter)
+    dataset = _decoded_records(
+        files, decode, sentinel, counter, training=training, input_context=input_context,
+        shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, deterministic=deterministic,
+    )  # fmt: skip
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     if training and group_by_length and batch_size > 1:
         boundaries = sorted(set(int(b) for b in length_boundaries))
@@ -659,8 +499,10 @@ def referring_dataset(
         padding = (
             {"image": tf.constant(0, tf.uint8), "tokens": tf.constant(PAD_ID, tf.int32)},
             {
-                "mask": tf.constant(0, tf.float32), "original_mask": tf.constant(0, tf.float32),
-                "original_size": tf.constant(0, tf.int32), "placement": tf.constant(0, tf.int32),
+                "mask": tf.constant(0, tf.float32),
+                "original_mask": tf.constant(0, tf.float32),
+                "original_size": tf.constant(0, tf.int32),
+                "placement": tf.constant(0, tf.int32),
                 "num_tokens": tf.constant(0, tf.int32),
                 "ref_id": tf.constant(0, tf.int64),
                 "sent_id": tf.constant(0, tf.int64),
@@ -668,7 +510,10 @@ def referring_dataset(
         )
         dataset = dataset.padded_batch(batch_size, padding_values=padding)
     dataset = dataset.map(
-        lambda features, targets: ({**features, "image": normalize_images(features["image"], normalization)}, targets),
+        lambda features, targets: (
+            {**features, "image": image_ops.normalize_images(features["image"], normalization)},
+            targets,
+        ),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
@@ -700,7 +545,7 @@ def augment_parsing_example(
 ):
     """Training augmentation of one (h, w, 3) uint8 image and its (h, w) label map, deterministic in `seed` (2,).
 
-    Random scale s ~ U(scale_range) (image bilinear as `resize_and_pad_image`, `exact` as there; labels
+    Random scale s ~ U(scale_range) (image bilinear as `image_ops.resize_and_pad_image`, `exact` as there; labels
     Pillow-nearest; sizes round(h*s), round(w*s)), pad
     bottom/right to at least S with 0 (image) / 255 (labels), random S x S crop, and with probability 1/2 a
     horizontal flip whose label ids are mapped through `swap_table` (flip_swap_table). Returns ((S, S, 3)
@@ -716,9 +561,11 @@ def augment_parsing_example(
     new_h = tf.maximum(tf.cast(tf.round(tf.cast(shape[0], tf.float64) * scale), tf.int32), 1)
     new_w = tf.maximum(tf.cast(tf.round(tf.cast(shape[1], tf.float64) * scale), tf.int32), 1)
     same = tf.logical_and(tf.equal(new_h, shape[0]), tf.equal(new_w, shape[1]))
-    image = tf.cond(same, lambda: tf.cast(image, tf.uint8), lambda: _bilinear_resize(image, new_h, new_w, exact))
+    image = tf.cond(
+        same, lambda: tf.cast(image, tf.uint8), lambda: image_ops.bilinear_resize(image, new_h, new_w, exact)
+    )
     labels = tf.cast(labels, tf.int32)
-    labels = tf.cond(same, lambda: labels, lambda: _nearest_resize(labels, new_h, new_w))
+    labels = tf.cond(same, lambda: labels, lambda: image_ops.nearest_resize(labels, new_h, new_w))
     pad_h, pad_w = tf.maximum(image_size - new_h, 0), tf.maximum(image_size - new_w, 0)
     image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
     labels = tf.pad(labels, [[0, pad_h], [0, pad_w]], constant_values=IGNORE_LABEL)
@@ -743,7 +590,7 @@ def parsing_dataset(
     num_classes: int,
     image_size: int = 321,
     left_right_pairs: Sequence[tuple[int, int]] = (),
-    normalization: str = "caffe_vgg",
+    normalization: str = image_ops.PARSING_NORMALIZATION,
     input_context: tf.distribute.InputContext | None = None,
     shuffle_buffer: int = 256,
     seed: int | None = None,
@@ -770,8 +617,7 @@ def parsing_dataset(
             as in `referring_dataset`.
     """
     _check_common(batch_size, image_size)
-    if normalization not in NORMALIZATION_MEANS:
-        raise ValueError(f"normalization must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}")
+    image_ops.check_normalization(normalization)
     if not 0 < num_classes <= IGNORE_LABEL:
         raise ValueError(f"num_classes must be in [1, {IGNORE_LABEL}], got {num_classes}")
     low, high = scale_range
@@ -789,7 +635,9 @@ def parsing_dataset(
         too_large = declared[0] * declared[1] > max_image_pixels
         image = _decode_image_unless(too_large, parsed["image/encoded"])
         labels = tf.cond(
-            too_large, lambda: tf.zeros([0, 0], tf.uint8), lambda: tf.io.decode_png(parsed["label/encoded"], channels=1)[..., 0]
+            too_large,
+            lambda: tf.zeros([0, 0], tf.uint8),
+            lambda: tf.io.decode_png(parsed["label/encoded"], channels=1)[..., 0],
         )
         mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(labels)))
         invalid = tf.reduce_any((labels >= num_classes) & tf.not_equal(labels, IGNORE_LABEL))
@@ -797,27 +645,44 @@ def parsing_dataset(
         status = tf.where(too_large, _TOO_LARGE, status)
         detail = tf.strings.format(
             "image {} ({}x{}, header {}x{}), label map {}x{}, max label {}",
-            [parsed["image/filename"], tf.shape(image)[0], tf.shape(image)[1], declared[0], declared[1],
-             tf.shape(labels)[0], tf.shape(labels)[1], tf.reduce_max(tf.cast(labels, tf.int32))],
+            [
+                parsed["image/filename"],
+                tf.shape(image)[0],
+                tf.shape(image)[1],
+                declared[0],
+                declared[1],
+                tf.shape(labels)[0],
+                tf.shape(labels)[1],
+                tf.reduce_max(tf.cast(labels, tf.int32)),
+            ],
         )
         return {"image": image, "labels": labels, "status": status, "path": path, "index": index, "detail": detail}
 
     def sentinel(path, index):
         return {
-            "image": tf.zeros([0, 0, 3], tf.uint8), "labels": tf.zeros([0, 0], tf.uint8),
-            "status": tf.constant(_UNDECODABLE), "path": path, "index": index, "detail": tf.constant(""),
+            "image": tf.zeros([0, 0, 3], tf.uint8),
+            "labels": tf.zeros([0, 0], tf.uint8),
+            "status": tf.constant(_UNDECODABLE),
+            "path": path,
+            "index": index,
+            "detail": tf.constant(""),
         }
 
     def prepare_train(element, seed_pair):
         image, labels = augment_parsing_example(
-            element["image"], element["labels"], seed_pair, image_size=image_size, scale_range=scale_range,
-            swap_table=swap_table, exact=exact_resize,
+            element["image"],
+            element["labels"],
+            seed_pair,
+            image_size=image_size,
+            scale_range=scale_range,
+            swap_table=swap_table,
+            exact=exact_resize,
         )
         return {"image": image}, {"labels": labels}
 
     def prepare_eval(element):
-        image, placement = resize_and_pad_image(element["image"], image_size, exact=exact_resize)
-        labels = resize_and_pad_labels(element["labels"], placement, image_size)
+        image, placement = image_ops.resize_and_pad_image(element["image"], image_size, exact=exact_resize)
+        labels = image_ops.resize_and_pad_labels(element["labels"], placement, image_size)
         return {"image": image}, {
             "labels": labels,
             "original_labels": tf.cast(element["labels"], tf.int32),
@@ -825,12 +690,10 @@ def parsing_dataset(
             "placement": placement,
         }
 
-    dataset = _serialized_records(
-        files, training=training, input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat,
-        deterministic=deterministic,
-    )
-    dataset = _guarded_decode(dataset, decode, sentinel, deterministic=deterministic)
-    dataset = _filter_bad(dataset, counter)
+    dataset = _decoded_records(
+        files, decode, sentinel, counter, training=training, input_context=input_context,
+        shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, deterministic=deterministic,
+    )  # fmt: skip
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
         dataset = tf.data.Dataset.zip((dataset, seeds))
@@ -841,13 +704,15 @@ def parsing_dataset(
         padding = (
             {"image": tf.constant(0, tf.uint8)},
             {
-                "labels": tf.constant(IGNORE_LABEL, tf.int32), "original_labels": tf.constant(IGNORE_LABEL, tf.int32),
-                "original_size": tf.constant(0, tf.int32), "placement": tf.constant(0, tf.int32),
+                "labels": tf.constant(IGNORE_LABEL, tf.int32),
+                "original_labels": tf.constant(IGNORE_LABEL, tf.int32),
+                "original_size": tf.constant(0, tf.int32),
+                "placement": tf.constant(0, tf.int32),
             },
         )
         dataset = dataset.padded_batch(batch_size, padding_values=padding)
     dataset = dataset.map(
-        lambda features, targets: ({"image": normalize_images(features["image"], normalization)}, targets),
+        lambda features, targets: ({"image": image_ops.normalize_images(features["image"], normalization)}, targets),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))

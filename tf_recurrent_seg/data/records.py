@@ -65,7 +65,9 @@ def _int64(value: int) -> tf.train.Feature:
 def encode_png(array: np.ndarray) -> bytes:
     """PNG bytes of a 2-D uint8 array (a mask or a label map)."""
     if array.ndim != 2 or array.dtype != np.uint8:
-        raise ValueError(f"a mask or label map must be a 2-D uint8 array, got shape {array.shape} and dtype {array.dtype}")
+        raise ValueError(
+            f"a mask or label map must be a 2-D uint8 array, got shape {array.shape} and dtype {array.dtype}"
+        )
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -102,7 +104,14 @@ def referring_example(
 
 
 def parsing_example(
-    image_encoded: bytes, height: int, width: int, filename: str, labels: np.ndarray, num_classes: int, dataset: str, split: str
+    image_encoded: bytes,
+    height: int,
+    width: int,
+    filename: str,
+    labels: np.ndarray,
+    num_classes: int,
+    dataset: str,
+    split: str,
 ) -> tf.train.Example:
     """A parsing example; `labels` is a (height, width) uint8 map of ids in [0, num_classes) or IGNORE_LABEL."""
     if labels.shape != (height, width):

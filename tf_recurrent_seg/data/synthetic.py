@@ -203,6 +203,7 @@ class Description:
 # the backbone-pretraining scenes (`pretraining_examples`), disjoint from the referring and parsing splits.
 SPLIT_STREAMS = {"train": 0, "test": 1, "validation": 2, "pretrain": 3}
 
+
 def parse_expression(expression: str) -> Description:
     """Parses an expression of the grammar back into its Description (inverse of `Description.text`).
 

@@ -3,7 +3,6 @@
 from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMean, L2Normalize, TileToMap
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM, ConvMultimodalLSTMCell
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
-from tf_recurrent_seg.layers.resize import resize_bilinear
 from tf_recurrent_seg.layers.spatial import SpatialCoordinates, spatial_coordinates
 
 __all__ = [
@@ -18,6 +17,5 @@ __all__ = [
     "SpatialCoordinates",
     "TileToMap",
     "TrimLeadingPadding",
-    "resize_bilinear",
     "spatial_coordinates",
 ]

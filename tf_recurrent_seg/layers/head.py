@@ -2,7 +2,7 @@
 
 import keras
 
-from tf_recurrent_seg.layers.resize import RESIZE_CONVENTIONS, resize_bilinear
+from tf_recurrent_seg.image_ops import RESIZE_CONVENTIONS, resize_bilinear
 
 
 @keras.saving.register_keras_serializable(package="tf_recurrent_seg")
@@ -31,6 +31,9 @@ class L2Normalize(keras.layers.Layer):
         square_sum = keras.ops.sum(keras.ops.square(inputs), axis=-1, keepdims=True)
         return inputs * keras.ops.rsqrt(keras.ops.maximum(square_sum, self.epsilon))
 
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
 
@@ -57,6 +60,9 @@ class BoundedAtanh(keras.layers.Layer):
     def call(self, inputs):
         one = 1.0 + self.epsilon
         return 0.5 * (keras.ops.log(one + inputs) - keras.ops.log(one - inputs))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

@@ -9,12 +9,13 @@ map. The transition layer makes the first H from convolutional features.
 
 Because the k spatial LSTMs read the same H_j with the same weights, their gates are identical: they are
 computed once per position (one matmul together with the depth LSTM's) and applied to the k memories.
-Neighbours are gathered by shifting the hidden maps with zero padding (pad + slice, builtin TFLite ops);
-measured against `keras.ops.image.extract_patches` on 41x41x(8x64) maps, shifting moves 9x less data
-and ran faster (benchmarks/lg_lstm.py prints both).
+Neighbours are gathered by shifting the hidden maps with zero padding (`neighbour_gather="shift"`: pad +
+slice) or from one `tf.image.extract_patches` call (`"extract_patches"`: 3x3 patches of all k maps, 9x the
+data); both give the same numbers (docs/decisions.md#neighbour-gather, benchmarks/lg_lstm.py times both).
 """
 
 import keras
+import tensorflow as tf
 
 # Offsets (dy, dx) from the receiving position to each neighbour, in slot order (docs/equations.md#lg-lstm-input-state).
 NEIGHBOURHOODS = {
@@ -23,14 +24,17 @@ NEIGHBOURHOODS = {
     2: ((-1, 0), (0, -1)),  # "local 2": top, left
 }
 HIDDEN_FORMS = ("grid", "standard")  # tanh(o * m') (Grid LSTM, docs/decisions.md#lg-lstm-hidden-form), or o * tanh(m')
+NEIGHBOUR_GATHERS = ("shift", "extract_patches")  # docs/decisions.md#neighbour-gather
 GRID_CELLS = 3  # the global hidden cells come from a 3x3 grid (§3.2.2)
 
 
-def _check_options(neighbourhood: int, hidden_form: str) -> None:
+def _check_options(neighbourhood: int, hidden_form: str, neighbour_gather: str) -> None:
     if neighbourhood not in NEIGHBOURHOODS:
         raise ValueError(f"neighbourhood must be one of {sorted(NEIGHBOURHOODS)}, got {neighbourhood!r}")
     if hidden_form not in HIDDEN_FORMS:
         raise ValueError(f"hidden_form must be one of {HIDDEN_FORMS}, got {hidden_form!r}")
+    if neighbour_gather not in NEIGHBOUR_GATHERS:
+        raise ValueError(f"neighbour_gather must be one of {NEIGHBOUR_GATHERS}, got {neighbour_gather!r}")
 
 
 def grid_bins(size: int) -> list[tuple[int, int]]:
@@ -65,6 +69,9 @@ class GridMaxPool(keras.layers.Layer):
     def call(self, hidden_map):
         return grid_max_pool(hidden_map)
 
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], GRID_CELLS * GRID_CELLS * input_shape[-1])
+
 
 def shift_from_neighbour(hidden_map, offset: tuple[int, int]):
     """result[:, y, x] = hidden_map[:, y + dy, x + dx], zero where that position is outside the map."""
@@ -75,13 +82,42 @@ def shift_from_neighbour(hidden_map, offset: tuple[int, int]):
     return padded[:, 1 + dy : row_stop, 1 + dx : column_stop, :]
 
 
-def assemble_input_state(spatial_hidden, depth_hidden, neighbourhood: int, use_global: bool):
-    """Builds H = [f ; neighbour slots ; own depth hidden] from (B, H, W, k, d) and (B, H, W, d) hidden maps."""
+def gather_by_shift(spatial_hidden, neighbourhood: int):
+    """(B, H, W, k, d) -> (B, H, W, k * d): slot n at (y, x) is direction n's map at (y + dy_n, x + dx_n), else 0."""
     slots = [
         shift_from_neighbour(spatial_hidden[..., n, :], offset)
         for n, offset in enumerate(NEIGHBOURHOODS[neighbourhood])
     ]
-    parts = slots + [depth_hidden]
+    return keras.ops.concatenate(slots, axis=-1)
+
+
+def gather_by_patches(spatial_hidden, neighbourhood: int):
+    """`gather_by_shift` from one `tf.image.extract_patches` call over the k maps stacked on the channels.
+
+    With a 3x3 window, stride 1 and SAME padding the patch at (y, x) covers rows y - 1 .. y + 1 and columns
+    x - 1 .. x + 1, zeros outside the map, channels ordered (patch row, patch column, direction, unit): patch
+    position (dy + 1, dx + 1) of direction n holds its map at (y + dy, x + dx), the slot's value.
+    """
+    shape = keras.ops.shape(spatial_hidden)
+    units = spatial_hidden.shape[-1]
+    maps = keras.ops.reshape(spatial_hidden, (shape[0], shape[1], shape[2], neighbourhood * units))
+    patches = tf.image.extract_patches(
+        maps, sizes=[1, 3, 3, 1], strides=[1, 1, 1, 1], rates=[1, 1, 1, 1], padding="SAME"
+    )
+    patches = keras.ops.reshape(patches, (shape[0], shape[1], shape[2], 9 * neighbourhood, units))
+    indices = [(3 * (dy + 1) + dx + 1) * neighbourhood + n for n, (dy, dx) in enumerate(NEIGHBOURHOODS[neighbourhood])]
+    slots = keras.ops.take(patches, indices, axis=3)
+    return keras.ops.reshape(slots, (shape[0], shape[1], shape[2], neighbourhood * units))
+
+
+_GATHERS = {"shift": gather_by_shift, "extract_patches": gather_by_patches}
+
+
+def assemble_input_state(
+    spatial_hidden, depth_hidden, neighbourhood: int, use_global: bool, neighbour_gather: str = "shift"
+):
+    """Builds H = [f ; neighbour slots ; own depth hidden] from (B, H, W, k, d) and (B, H, W, d) hidden maps."""
+    parts = [_GATHERS[neighbour_gather](spatial_hidden, neighbourhood), depth_hidden]
     if use_global:
         pooled = grid_max_pool(depth_hidden)
         shape = keras.ops.shape(depth_hidden)
@@ -117,15 +153,17 @@ class _LocalGlobalBase(keras.layers.Layer):
         neighbourhood: int = 8,
         use_global: bool = True,
         hidden_form: str = "grid",
+        neighbour_gather: str = "shift",
         kernel_initializer="lstm_uniform",
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_options(neighbourhood, hidden_form)
+        _check_options(neighbourhood, hidden_form, neighbour_gather)
         self.units = units
         self.neighbourhood = neighbourhood
         self.use_global = use_global
         self.hidden_form = hidden_form
+        self.neighbour_gather = neighbour_gather
         # The paper initialises LSTM weights uniformly in [-0.1, 0.1] (§4.1).
         self.kernel_initializer = kernel_initializer
         self._initializer = (
@@ -138,8 +176,18 @@ class _LocalGlobalBase(keras.layers.Layer):
         return self.add_weight(name=name, shape=shape, initializer=initializer or self._initializer)
 
     def _outputs(self, spatial_hidden, spatial_memory, depth_hidden, depth_memory):
-        state = assemble_input_state(spatial_hidden, depth_hidden, self.neighbourhood, self.use_global)
+        state = assemble_input_state(
+            spatial_hidden, depth_hidden, self.neighbourhood, self.use_global, self.neighbour_gather
+        )
         return [state, spatial_memory, depth_memory]
+
+    def _output_shapes(self, batch, height, width):
+        """[H, spatial memory, depth memory] shapes at a (batch, height, width) position grid."""
+        return [
+            (batch, height, width, input_state_channels(self.units, self.neighbourhood, self.use_global)),
+            (batch, height, width, self.neighbourhood, self.units),
+            (batch, height, width, self.units),
+        ]
 
     def get_config(self):
         return {
@@ -148,6 +196,7 @@ class _LocalGlobalBase(keras.layers.Layer):
             "neighbourhood": self.neighbourhood,
             "use_global": self.use_global,
             "hidden_form": self.hidden_form,
+            "neighbour_gather": self.neighbour_gather,
             "kernel_initializer": self.kernel_initializer
             if isinstance(self.kernel_initializer, str)
             else keras.initializers.serialize(self._initializer),
@@ -167,6 +216,8 @@ class TransitionLayer(_LocalGlobalBase):
         neighbourhood: 8, 4 ("local 4") or 2 ("local 2") neighbours.
         use_global: include the global hidden cells f in H (False: the paper's "w/o global").
         hidden_form: "grid" (h = tanh(o * m), the paper's form) or "standard" (h = o * tanh(m)).
+        neighbour_gather: "shift" (pad + slice each direction's map) or "extract_patches" (one
+            `tf.image.extract_patches` call); the same numbers (docs/decisions.md#neighbour-gather).
         distinct_spatial_weights: one weight matrix per direction (default). With one shared matrix all
             directions would hold identical memories forever (same input, weights and zero start), so the
             eight directions would collapse into one (docs/decisions.md#transition-layer-weights).
@@ -207,6 +258,9 @@ class TransitionLayer(_LocalGlobalBase):
         depth_hidden, depth_memory = _lstm_update(depth_gates, None, self.hidden_form)
         return self._outputs(spatial_hidden, spatial_memory, depth_hidden, depth_memory)
 
+    def compute_output_shape(self, features_shape):
+        return self._output_shapes(*features_shape[:3])
+
     def get_config(self):
         return {**super().get_config(), "distinct_spatial_weights": self.distinct_spatial_weights}
 
@@ -224,6 +278,7 @@ class LGLSTMLayer(_LocalGlobalBase):
         neighbourhood: 8, 4 ("local 4") or 2 ("local 2") neighbours.
         use_global: include the global hidden cells f in H (False: "w/o global").
         hidden_form: "grid" (h = tanh(o * m)) or "standard" (h = o * tanh(m)).
+        neighbour_gather: "shift" (pad + slice) or "extract_patches" (docs/decisions.md#neighbour-gather).
         kernel_initializer: "lstm_uniform" (uniform [-0.1, 0.1], §4.1) or a Keras initializer.
 
     Example:
@@ -258,3 +313,6 @@ class LGLSTMLayer(_LocalGlobalBase):
         spatial_hidden, spatial_memory = _lstm_update(spatial_gates[..., None, :], spatial_memory, self.hidden_form)
         depth_hidden, depth_memory = _lstm_update(depth_gates, depth_memory, self.hidden_form)
         return self._outputs(spatial_hidden, spatial_memory, depth_hidden, depth_memory)
+
+    def compute_output_shape(self, input_shape):
+        return self._output_shapes(*input_shape[0][:3])

@@ -113,6 +113,9 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         memory = keras.ops.where(is_word, memory, previous_memory)
         return hidden, [hidden, memory, visual_gates]
 
+    def compute_output_shape(self, step_input_shape, states_shape):
+        return tuple(states_shape[0]), [tuple(shape) for shape in states_shape]
+
     def concatenated_kernel(self):
         """The equivalent single (visual + word + units, 4u) kernel of the concatenated form."""
         return keras.ops.concatenate([self.visual_kernel, self.word_kernel, self.recurrent_kernel], axis=0)

@@ -42,8 +42,11 @@ class PaddingMask(keras.layers.Layer):
     def call(self, tokens):
         return keras.ops.not_equal(tokens, 0)
 
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
     def compute_output_spec(self, tokens):
-        return keras.KerasTensor(tokens.shape, dtype="bool")
+        return keras.KerasTensor(self.compute_output_shape(tokens.shape), dtype="bool")
 
 
 @keras.saving.register_keras_serializable(package="tf_recurrent_seg")

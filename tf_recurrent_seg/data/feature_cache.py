@@ -1,0 +1,240 @@
+"""Backbone features cached once for training RMI / the LSTM baseline (`train.cache_features`).
+
+The backbone is frozen (BN on stored statistics), so its features are computed once per training IMAGE. What is
+cached is everything frozen: res5c, the 2048-channel input of the resnet variant's fc1000 (the deeplab variant's
+backbone output is res5c too), NOT fc1000's output: fc1000 is trainable in the reference code, so caching its output
+would silently freeze it. Only a config that freezes fc1000 too (`model.backbone.train_classifier=False`, the
+synthetic configs) caches its output. Training then runs fc1000 (resnet variant) + the head on the cached res5c with
+the FULL model's variables, so checkpoints and model.keras are the full model's, and a step from cached features
+equals a step through the full model (tests/test_training.py checks loss and gradients to 1e-5; on CPU they are
+bit-identical). The cached pipeline batches without the expression-length grouping of `referring_dataset` (the
+reference batch is 1) and shuffles expressions in a small buffer (`CACHED_SHUFFLE_BUFFER`). Storage is float32 by
+default (`train.feature_dtype`, if the config has it, may be "float16"): float32 keeps that exactness; float16
+halves the disk (res5c at paper size is 40x40x2048 = 13.1 MB per image in float32, 6.6 MB in float16) at a relative
+rounding error of ~5e-4 on the features. The cache is one TFRecord record per image: the raw features, the token ids
+of each of that image's expressions and each expression's padded SxS mask (PNG), written under
+`<workdir>/features/pipeline-<i>-of-<n>/` by each input pipeline for its own record shards (no coordination between
+workers), and reused on restart when its manifest (source files, sizes, backbone weight fingerprint) still matches.
+Images are identified by the content of their preprocessed pixels, so expressions of the same image share one entry
+whatever their order in the records. Building it runs the evaluation pipeline over the records twice (first
+collecting every expression's tokens and mask PNG, a few KB each, in memory; then computing each image's features
+once, on its first appearance, and writing it with its expressions); the backbone forward dominates at paper size
+(~3 s per image on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import keras
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_recurrent_seg.data import from_config, pipeline
+from tf_recurrent_seg.text import Vocabulary
+
+FEATURES_DIR = "features"
+FEATURES_MANIFEST = "manifest.json"
+FEATURE_CACHE_VERSION = 2  # 2: the record key "features" (was "res5c"); fc1000 output when it is frozen
+CACHED_SHUFFLE_BUFFER = 32  # expressions; each holds a whole feature map (13 MB at paper size)
+
+
+def classifier_trains(model_config: ml_collections.ConfigDict) -> bool:
+    """Whether the backbone's fc1000 trains with the head (resnet variant, `backbone.train_classifier`)."""
+    backbone = model_config.backbone
+    return backbone.variant == "resnet" and bool(backbone.get("train_classifier", True))
+
+
+def cached_feature_extractor(model: keras.Model) -> keras.Model:
+    """image -> the features `train.cache_features` caches: everything frozen in the backbone. That is res5c,
+    fc1000's input, when fc1000 trains (the resnet variant, as in the reference code), else the backbone's output."""
+    backbone = model.backbone
+    if classifier_trains(model.config.model):
+        return keras.Model(backbone.inputs, backbone.get_layer("fc1000").input, name="cached_feature_extractor")
+    return backbone
+
+
+def _backbone_fingerprint(extractor: keras.Model) -> str:
+    digest = hashlib.sha256()
+    for weight in extractor.weights:
+        digest.update(np.ascontiguousarray(np.asarray(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def _bytes_feature(values: list[bytes]) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+
+
+def build_feature_cache(
+    model: keras.Model,
+    config: ml_collections.ConfigDict,
+    files: list[str],
+    output_dir: str,
+    vocabulary: Vocabulary,
+    dtype: str = "float32",
+    max_shards: int = 16,
+    images_per_shard: int = 64,
+) -> dict:
+    """Writes the frozen backbone features (`cached_feature_extractor`) of every image of the referring records
+    `files` (see the module docstring).
+
+    Reuses `output_dir` when its manifest matches (same files, sizes, dtype and backbone weights). Returns
+    the manifest: {"num_images", "num_expressions", "shape", "dtype", "files": [shard paths], ...}.
+    """
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"feature dtype must be 'float32' or 'float16', got {dtype!r}")
+    extractor = cached_feature_extractor(model)
+    options = from_config.referring_options(config)
+    expected = {
+        "version": FEATURE_CACHE_VERSION,
+        "source_files": [path if "://" in path else os.path.abspath(path) for path in files],
+        "dtype": dtype,
+        "backbone_fingerprint": _backbone_fingerprint(extractor),
+        "vocabulary_size": len(vocabulary),
+        **options,
+    }
+    manifest_file = os.path.join(output_dir, FEATURES_MANIFEST)
+    if tf.io.gfile.exists(manifest_file):
+        with tf.io.gfile.GFile(manifest_file) as file:
+            manifest = json.load(file)
+        if {key: manifest.get(key) for key in expected} == expected:
+            logging.info("reusing cached features in %s (%d images)", output_dir, manifest["num_images"])
+            return manifest
+        logging.info("cached features in %s are stale: rebuilding", output_dir)
+    if tf.io.gfile.exists(output_dir):
+        tf.io.gfile.rmtree(output_dir)
+    tf.io.gfile.makedirs(output_dir)
+
+    def dataset():
+        return pipeline.referring_dataset(files, vocabulary, training=False, batch_size=1, **options)
+
+    def image_key(image: np.ndarray) -> str:
+        return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+    # Pass 1: every expression's tokens and mask, grouped by image content, images in first-seen order.
+    start = time.perf_counter()
+    expressions: dict[str, list[tuple[np.ndarray, bytes]]] = {}
+    for features, targets in dataset():
+        key = image_key(features["image"].numpy())
+        mask_png = tf.io.encode_png(tf.cast(targets["mask"][0, ..., None], tf.uint8)).numpy()
+        expressions.setdefault(key, []).append((features["tokens"].numpy()[0].astype(np.int64), mask_png))
+    num_images = len(expressions)
+    num_expressions = sum(len(entries) for entries in expressions.values())
+    if num_images == 0:
+        raise ValueError(f"no usable training example in {files}")
+    num_shards = min(max_shards, -(-num_images // images_per_shard))
+    shard_names = [f"features-{index:05d}-of-{num_shards:05d}.tfrecord" for index in range(num_shards)]
+    writers = [tf.io.TFRecordWriter(os.path.join(output_dir, name)) for name in shard_names]
+
+    # Pass 2: features once per image, written with all of that image's expressions.
+    predict = tf.function(lambda images: extractor(images, training=False))
+    written, shape = 0, None
+    try:
+        for features, _ in dataset():
+            image = features["image"]
+            key = image_key(image.numpy())
+            entries = expressions.pop(key, None)
+            if entries is None:  # already written (another expression of the same image)
+                continue
+            cached = predict(image)[0].numpy().astype(dtype)
+            shape = list(cached.shape)
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "features": _bytes_feature([cached.tobytes()]),
+                        "features/shape": tf.train.Feature(int64_list=tf.train.Int64List(value=shape)),
+                        "tokens": tf.train.Feature(
+                            int64_list=tf.train.Int64List(
+                                value=np.concatenate([tokens for tokens, _ in entries]).tolist()
+                            )
+                        ),
+                        "masks": _bytes_feature([mask for _, mask in entries]),
+                    }
+                )
+            )
+            writers[written % num_shards].write(example.SerializeToString())
+            written += 1
+            if written % 100 == 0:
+                logging.info("cached features of %d/%d images", written, num_images)
+    finally:
+        for writer in writers:
+            writer.close()
+    manifest = {
+        **expected,
+        "num_images": written,
+        "num_expressions": num_expressions,
+        "shape": shape,
+        "files": shard_names,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    temporary = manifest_file + ".tmp"
+    with tf.io.gfile.GFile(temporary, "w") as file:
+        json.dump(manifest, file, indent=2)
+    tf.io.gfile.rename(temporary, manifest_file, overwrite=True)  # last: a killed build is rebuilt
+    logging.info(
+        "cached %s backbone features %s of %d images (%d expressions) in %s (%.1f s)",
+        dtype,
+        shape,
+        written,
+        manifest["num_expressions"],
+        output_dir,
+        manifest["seconds"],
+    )
+    return manifest
+
+
+def cached_referring_dataset(
+    cache_dir: str,
+    *,
+    training: bool,
+    batch_size: int,
+    seed: int | None = None,
+    shuffle_buffer: int = CACHED_SHUFFLE_BUFFER,
+    deterministic: bool = True,
+) -> tf.data.Dataset:
+    """Batches ({"backbone_features": (B, h, w, C) float32, "tokens": (B, T) int32}, {"mask": (B, S, S) float32}) from a
+    feature cache. training: shuffled shards and expressions, repeated, drop_remainder; otherwise the cache
+    order (images in first-seen order of the records, each image's expressions in record order), one pass."""
+    with tf.io.gfile.GFile(os.path.join(cache_dir, FEATURES_MANIFEST)) as file:
+        manifest = json.load(file)
+    files = [os.path.join(cache_dir, name) for name in manifest["files"]]
+    shape, max_words, dtype = manifest["shape"], manifest["max_words"], tf.as_dtype(manifest["dtype"])
+    spec = {
+        "features": tf.io.FixedLenFeature([], tf.string),
+        "tokens": tf.io.VarLenFeature(tf.int64),
+        "masks": tf.io.VarLenFeature(tf.string),
+    }
+
+    def expressions_of(serialized):
+        parsed = tf.io.parse_single_example(serialized, spec)
+        features = tf.cast(tf.reshape(tf.io.decode_raw(parsed["features"], dtype), shape), tf.float32)
+        tokens = tf.cast(tf.reshape(tf.sparse.to_dense(parsed["tokens"]), [-1, max_words]), tf.int32)
+        masks = tf.sparse.to_dense(parsed["masks"], default_value="")
+
+        def expression(tokens_i, mask_png):
+            mask = tf.cast(tf.io.decode_png(mask_png, channels=1)[..., 0], tf.float32)
+            return {"backbone_features": features, "tokens": tokens_i}, {"mask": mask}
+
+        return tf.data.Dataset.from_tensor_slices((tokens, masks)).map(expression)
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+        dataset = dataset.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(len(files), 4),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=deterministic,
+        )
+        dataset = dataset.flat_map(expressions_of).shuffle(shuffle_buffer, seed=seed)
+        dataset = dataset.batch(batch_size, drop_remainder=True)
+    else:
+        # Shards hold images round-robin: reading them round-robin restores the first-seen order.
+        dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=len(files), block_length=1)
+        dataset = dataset.flat_map(expressions_of).batch(batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)
