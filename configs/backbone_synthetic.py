@@ -11,5 +11,5 @@ parsing configs load the result with `--config.model.backbone.pretrained=keras:<
 from tf_recurrent_seg.defaults import apply_config_variant, backbone_pretraining_config
 
 
-def get_config(variants: str | None = None):
-    return apply_config_variant(backbone_pretraining_config(), variants)
+def get_config(variant: str | None = None):
+    return apply_config_variant(backbone_pretraining_config(), variant)

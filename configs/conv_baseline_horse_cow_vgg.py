@@ -10,5 +10,5 @@ prediction), `smoke` (every size shrunk for a CPU run in seconds).
 from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_parsing_dataset
 
 
-def get_config(variants: str | None = None):
-    return apply_config_variant(use_parsing_dataset(parsing_config("conv_baseline"), "horse_cow"), variants)
+def get_config(variant: str | None = None):
+    return apply_config_variant(use_parsing_dataset(parsing_config("conv_baseline"), "horse_cow"), variant)

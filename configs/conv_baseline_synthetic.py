@@ -9,5 +9,5 @@ Variants, comma-separated: `extra` (five 3x3 convs before the prediction), `smok
 from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_synthetic_parsing
 
 
-def get_config(variants: str | None = None):
-    return apply_config_variant(use_synthetic_parsing(parsing_config("conv_baseline")), variants)
+def get_config(variant: str | None = None):
+    return apply_config_variant(use_synthetic_parsing(parsing_config("conv_baseline")), variant)

@@ -14,5 +14,5 @@ VGG-16 base at 321x321 (the Horse-Cow setting) instead.
 from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_parsing_dataset
 
 
-def get_config(variants: str | None = None):
-    return apply_config_variant(use_parsing_dataset(parsing_config("lg_lstm"), "fashionista"), variants)
+def get_config(variant: str | None = None):
+    return apply_config_variant(use_parsing_dataset(parsing_config("lg_lstm"), "fashionista"), variant)

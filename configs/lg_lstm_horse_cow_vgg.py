@@ -10,5 +10,5 @@ Variants, comma-separated: `local4` / `local2` (4 or 2 neighbours), `no_global` 
 from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_parsing_dataset
 
 
-def get_config(variants: str | None = None):
-    return apply_config_variant(use_parsing_dataset(parsing_config("lg_lstm"), "horse_cow"), variants)
+def get_config(variant: str | None = None):
+    return apply_config_variant(use_parsing_dataset(parsing_config("lg_lstm"), "horse_cow"), variant)

@@ -14,5 +14,5 @@ Variants, comma-separated: `local4`, `local2`, `no_global` (Table 5), `smoke`.
 from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_synthetic_parsing
 
 
-def get_config(variants: str | None = None):
-    return apply_config_variant(use_synthetic_parsing(parsing_config("lg_lstm")), variants)
+def get_config(variant: str | None = None):
+    return apply_config_variant(use_synthetic_parsing(parsing_config("lg_lstm")), variant)

@@ -7,7 +7,7 @@ folder levels down) `JPEGImages/<id>.jpg` and `SegmentationClassAug/<id>.png` (c
 Usage:
     python -m data_tools.atr --data_dir /data/humanparsing --output_dir data/atr [--num_shards 4]
 
-Classes (18, `parsing_common.ATR_CLASSES`): background, hat, hair, sunglass, upper-clothes, skirt, pants, dress,
+Classes (18, `defaults.ATR_CLASSES`): background, hat, hair, sunglass, upper-clothes, skirt, pants, dress,
 belt, left-shoe, right-shoe, face, left-leg, right-leg, left-arm, right-arm, bag, scarf. A horizontal flip
 must swap 9<->10, 12<->13, 14<->15 (`LEFT_RIGHT_PAIRS`, written to `<output_dir>/classes.json`).
 
@@ -31,10 +31,11 @@ from absl import flags, logging
 
 from data_tools import parsing_common as common
 from tf_recurrent_seg.cli.common import run_main
+from tf_recurrent_seg.defaults import ATR_CLASSES, ATR_LEFT_RIGHT_PAIRS
 
 DATASET = "atr"
-CLASS_NAMES = common.ATR_CLASSES
-LEFT_RIGHT_PAIRS = common.ATR_LEFT_RIGHT_PAIRS
+CLASS_NAMES = ATR_CLASSES
+LEFT_RIGHT_PAIRS = ATR_LEFT_RIGHT_PAIRS
 PAPER_SPLIT_SIZES = (6000, 700, 1000)
 SPLIT_NAMES = ("train", "val", "test")
 

@@ -78,10 +78,11 @@ from data_tools import parsing_common as common
 from tf_recurrent_seg.cli.common import run_main
 from tf_recurrent_seg.data.image_io import BadRecord, decode_image_bytes, error_text
 from tf_recurrent_seg.data.records import IGNORE_LABEL
+from tf_recurrent_seg.defaults import ATR_CLASSES, ATR_LEFT_RIGHT_PAIRS
 
 DATASET = "fashionista"
-CLASS_NAMES = common.ATR_CLASSES
-LEFT_RIGHT_PAIRS = common.ATR_LEFT_RIGHT_PAIRS
+CLASS_NAMES = ATR_CLASSES
+LEFT_RIGHT_PAIRS = ATR_LEFT_RIGHT_PAIRS
 
 # The 56 names of v0.2.1, in the file's order.
 FASHIONISTA_LABELS = (

@@ -16,7 +16,7 @@ Records are converted in the order of the id file; when an id file is absent, th
 (and classes.json says so). An id listed whose image or label map is missing is skipped, as is an id listed
 twice (second occurrence).
 
-Classes (20, the same for both, `parsing_common.LIP_CLASSES`): background, hat, hair, glove, sunglasses,
+Classes (20, the same for both, `defaults.LIP_CLASSES`): background, hat, hair, glove, sunglasses,
 upper-clothes, dress, coat, socks, pants, jumpsuits, scarf, skirt, face, left-arm, right-arm, left-leg,
 right-leg, left-shoe, right-shoe. A horizontal flip must swap 14<->15, 16<->17, 18<->19 (`LEFT_RIGHT_PAIRS`,
 written to `<output_dir>/classes.json` with the flip permutation).
@@ -34,9 +34,10 @@ from absl import flags, logging
 
 from data_tools import parsing_common as common
 from tf_recurrent_seg.cli.common import run_main
+from tf_recurrent_seg.defaults import LIP_CLASSES, LIP_LEFT_RIGHT_PAIRS
 
-CLASS_NAMES = common.LIP_CLASSES
-LEFT_RIGHT_PAIRS = common.LIP_LEFT_RIGHT_PAIRS
+CLASS_NAMES = LIP_CLASSES
+LEFT_RIGHT_PAIRS = LIP_LEFT_RIGHT_PAIRS
 DATASETS = ("lip", "cihp")
 
 

@@ -28,21 +28,6 @@ import numpy as np
 from tf_recurrent_seg.data.image_io import BadRecord, read_image, read_label_map
 from tf_recurrent_seg.data.records import IGNORE_LABEL, ShardedRecordWriter, manifest_path, parsing_example
 
-ATR_CLASSES = (
-    "background", "hat", "hair", "sunglass", "upper-clothes", "skirt", "pants", "dress", "belt",
-    "left-shoe", "right-shoe", "face", "left-leg", "right-leg", "left-arm", "right-arm", "bag", "scarf",
-)  # fmt: skip
-ATR_LEFT_RIGHT_PAIRS = ((9, 10), (12, 13), (14, 15))
-
-LIP_CLASSES = (
-    "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
-    "jumpsuits", "scarf", "skirt", "face", "left-arm", "right-arm", "left-leg", "right-leg", "left-shoe",
-    "right-shoe",
-)  # fmt: skip
-LIP_LEFT_RIGHT_PAIRS = ((14, 15), (16, 17), (18, 19))
-
-HORSE_COW_CLASSES = ("background", "head", "body", "leg", "tail")
-
 Loader = Callable[[], tuple[bytes, np.ndarray, np.ndarray]]
 
 

@@ -42,9 +42,10 @@ from data_tools import parsing_common as common
 from tf_recurrent_seg.cli.common import run_main
 from tf_recurrent_seg.data.image_io import BadRecord, read_image
 from tf_recurrent_seg.data.records import IGNORE_LABEL
+from tf_recurrent_seg.defaults import HORSE_COW_CLASSES
 
 DATASET = "pascal_part"
-CLASS_NAMES = common.HORSE_COW_CLASSES
+CLASS_NAMES = HORSE_COW_CLASSES
 LEFT_RIGHT_PAIRS = ()  # no left/right classes
 PART_GROUPS = {
     "head": ("head", "leye", "reye", "lear", "rear", "muzzle", "lhorn", "rhorn"),

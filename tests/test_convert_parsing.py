@@ -21,7 +21,8 @@ from PIL import Image
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 scipy_io = pytest.importorskip("scipy.io")
 
-from data_tools import atr, fashionista, lip, parsing_common, pascal_part  # noqa: E402
+from data_tools import atr, fashionista, lip, pascal_part  # noqa: E402
+from tf_recurrent_seg import defaults  # noqa: E402
 from tf_recurrent_seg.data.records import decode_parsing, read_manifest, shard_paths  # noqa: E402
 
 RNG = np.random.default_rng(11)
@@ -231,7 +232,7 @@ def test_lip_conversion_follows_id_lists(tmp_path):
             np.testing.assert_array_equal(record["labels"], expected[record_id][1])
             assert record["encoded"] == expected[record_id][0] and record["dataset"] == b"lip"
     info = json.loads((tmp_path / "out" / "classes.json").read_text())
-    assert info["class_names"] == list(parsing_common.LIP_CLASSES) and len(info["class_names"]) == 20
+    assert info["class_names"] == list(defaults.LIP_CLASSES) and len(info["class_names"]) == 20
     assert info["left_right_pairs"] == [[14, 15], [16, 17], [18, 19]]
     assert info["flip_permutation"][14:] == [15, 14, 17, 16, 19, 18]
     assert lip.LEFT_RIGHT_PAIRS == ((14, 15), (16, 17), (18, 19))
@@ -505,12 +506,12 @@ def test_fashionista_mapping_covers_the_56_names():
     assert set(fashionista.FASHIONISTA_TO_ATR) == set(fashionista.FASHIONISTA_LABELS)
     targets = set(fashionista.FASHIONISTA_TO_ATR.values())
     side = {fashionista.SKIN, fashionista.FOOTWEAR, fashionista.LEGWEAR, fashionista.HANDWEAR, fashionista.IGNORE}
-    assert targets - side <= set(parsing_common.ATR_CLASSES)
+    assert targets - side <= set(defaults.ATR_CLASSES)
     # every ATR class is reachable (face/arms/legs/shoes through the pose)
     reachable = (targets - side) | {
         name for key in side - {fashionista.IGNORE} for name in fashionista.SIDE_CANDIDATES[key]
     }
-    assert reachable == set(parsing_common.ATR_CLASSES)
+    assert reachable == set(defaults.ATR_CLASSES)
     assert (
         fashionista.FASHIONISTA_TO_ATR["null"] == "background"
         and fashionista.FASHIONISTA_TO_ATR["skin"] == fashionista.SKIN
@@ -540,7 +541,7 @@ def test_fashionista_conversion(tmp_path, sides):
     test_reasons = read_manifest(str(tmp_path / "out" / "test"))["skipped_records"]
     assert test_reasons[0]["record"] == "truths(5)" and "['mystery']" in test_reasons[0]["reason"]
     info = json.loads((tmp_path / "out" / "classes.json").read_text())
-    assert info["class_names"] == list(parsing_common.ATR_CLASSES) and info["left_right_pairs"] == [
+    assert info["class_names"] == list(defaults.ATR_CLASSES) and info["left_right_pairs"] == [
         [9, 10],
         [12, 13],
         [14, 15],

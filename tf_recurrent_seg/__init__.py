@@ -8,6 +8,4 @@ that importing the package imports TensorFlow (a few seconds), as Keras Hub's im
 __version__ = "0.1.0"
 
 # Every module that defines a class decorated with @keras.saving.register_keras_serializable.
-from tf_recurrent_seg import backbones, layers, metrics, optimization  # noqa: E402,F401
-from tf_recurrent_seg.layers import lg_lstm  # noqa: E402,F401
-from tf_recurrent_seg.models import parsing, referring  # noqa: E402,F401
+from tf_recurrent_seg import backbones, layers, metrics, models, optimization  # noqa: E402,F401

@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from tf_recurrent_seg.data import records
 from tf_recurrent_seg.data.synthetic import Description
 
 # Kept equal to metrics.IGNORE_LABEL (test_baselines checks it): importing metrics here would import TensorFlow,
 # which the referring rules do not need.
-IGNORE_LABEL = 255
+IGNORE_LABEL = records.IGNORE_LABEL
 
 EXPRESSION_TYPES = ("attributes", "location", "relation")
 

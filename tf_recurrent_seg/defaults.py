@@ -290,25 +290,27 @@ LIP_CLASSES = (
     "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
     "jumpsuits", "scarf", "skirt", "face", "left-arm", "right-arm", "left-leg", "right-leg", "left-shoe", "right-shoe",
 )  # fmt: skip
+ATR_LEFT_RIGHT_PAIRS = ((9, 10), (12, 13), (14, 15))  # left/right shoe, leg, arm: swapped by a flip
+LIP_LEFT_RIGHT_PAIRS = ((14, 15), (16, 17), (18, 19))  # left/right arm, leg, shoe
 PARSING_DATASETS = {
     "horse_cow": {"records": "data/horse_cow", "eval": "test", "classes": HORSE_COW_CLASSES, "left_right_pairs": ()},
     "atr": {
         "records": "data/atr",
         "eval": "test",
         "classes": ATR_CLASSES,
-        "left_right_pairs": ((9, 10), (12, 13), (14, 15)),
+        "left_right_pairs": ATR_LEFT_RIGHT_PAIRS,
     },
     "fashionista": {
         "records": "data/fashionista",
         "eval": "test",
         "classes": ATR_CLASSES,
-        "left_right_pairs": ((9, 10), (12, 13), (14, 15)),
+        "left_right_pairs": ATR_LEFT_RIGHT_PAIRS,
     },
     "lip": {
         "records": "data/lip",
         "eval": "val",
         "classes": LIP_CLASSES,
-        "left_right_pairs": ((14, 15), (16, 17), (18, 19)),
+        "left_right_pairs": LIP_LEFT_RIGHT_PAIRS,
     },
 }
 

@@ -56,9 +56,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_recurrent_seg.data import records
+
 DEFAULT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_MAX_WORDS = 20  # RMI paper §4.2: expressions are truncated to 20 "words", tokens in the authors' code
-IGNORE_LABEL = 255
+IGNORE_LABEL = records.IGNORE_LABEL
 
 # Paper Tables 2-5: four groups of roughly equal size by expression length, counted in tokens (at most 20:
 # longer expressions are truncated to 20 tokens, so the last group ends at 20; docs/decisions.md#length-bins).

@@ -16,33 +16,7 @@ Why a custom loop and not `model.fit`: Keras 3's `fit` fails under MultiWorkerMi
 (docs/decisions.md#custom-training-loop); the loop below runs unchanged under OneDevice, Mirrored,
 MultiWorkerMirrored and TPU strategies.
 
-Losses (scaled so that the gradients SUMMED over replicas are those of the global batch):
-- RMI / LSTM baseline: `referring_loss(logits_lowres, mask, global_batch_size=G)` (per-example sums divided
-  by the GLOBAL batch) + `weight_decay_loss(model, train.weight_decay) / num_replicas`; Adam with the
-  polynomial schedule and doubled learning rate on the conv biases only (`conv_bias_predicate`, the reference's
-  `biases` set; its LSTM biases are not doubled).
-- Parsing (LG-LSTM, conv baselines): `parsing_loss(outputs["layer_logits"], labels) / num_replicas` (the mean
-  of the per-replica pixel means; labels at the model's input size, as the pipeline gives them); SGD with
-  Caffe-style weight decay inside the optimiser (no loss term). The backbone gets the pretrained learning rate
-  (`train.pretrained_learning_rate`) only when it starts from pretrained weights (`model.backbone.pretrained`:
-  "imagenet" for the paper's VGG-16 base; None for the smoke and synthetic configs, trained from scratch).
-The logged loss is `strategy.reduce(SUM)` of those scaled per-replica losses, i.e. the global-batch loss.
-
-Checkpoints (`tf.train.CheckpointManager` of `tf.train.Checkpoint(model, optimizer, step)` in
-`<workdir>/checkpoints`): every `train.checkpoint_every` steps, at the last step, and when the process gets
-SIGTERM: a signal handler only sets a flag; the flag is all-reduced (SUM, > 0 = stop) inside the next step,
-so under MultiWorkerMirroredStrategy every worker learns that one of them was told to stop, all checkpoint
-after the same step and `train` returns normally (exit status 0) without writing model.keras. A restarted
-run restores the latest checkpoint (weights, optimiser slots and iterations, hence the learning-rate
-schedule position, and `step`) and continues to `train.num_steps`. With `train.deterministic` (the default)
-its input pipelines are built with the same seed and fast-forwarded past the batches of the steps already taken
-(`resume_input`), so the resumed run sees the batches the uninterrupted run saw and ends with its weights;
-the price is reading and decoding those examples once more at restart. A tf.data iterator checkpoint would
-avoid that, but it stores the shuffle buffers (a whole feature map per cached expression). With
-`train.deterministic=False` the pipelines are reseeded with `train.seed + step` instead (no replay). Multi-worker
-checkpointing follows TF's recipe: saving may involve collectives, so EVERY worker saves, the chief into
-`<workdir>/checkpoints` and the others into a private temporary directory that is deleted right after; every worker
-restores from the chief's directory (the workdir must be on a filesystem all workers see, e.g. GCS or NFS).
+Losses across replicas, checkpoints, SIGTERM and exact resume: docs/training.md.
 
 Validation (chief only, every `train.eval_every` steps and at the end): `tf_recurrent_seg.validation`.
 

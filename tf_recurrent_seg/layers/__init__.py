@@ -1,6 +1,7 @@
 """Custom Keras layers, each registered for `.keras` serialisation under the package "tf_recurrent_seg"."""
 
 from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMean, L2Normalize, TileToMap
+from tf_recurrent_seg.layers.lg_lstm import GridMaxPool, LGLSTMLayer, TransitionLayer
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM, ConvMultimodalLSTMCell
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
 from tf_recurrent_seg.layers.spatial import SpatialCoordinates, spatial_coordinates
@@ -11,11 +12,14 @@ __all__ = [
     "ChannelMean",
     "ConvMultimodalLSTM",
     "ConvMultimodalLSTMCell",
+    "GridMaxPool",
     "L2Normalize",
+    "LGLSTMLayer",
     "LeftPadSteps",
     "PaddingMask",
     "SpatialCoordinates",
     "TileToMap",
+    "TransitionLayer",
     "TrimLeadingPadding",
     "spatial_coordinates",
 ]

@@ -12,8 +12,6 @@ from tf_recurrent_seg.backbones import build_backbone
 from tf_recurrent_seg.layers.head import BilinearResize
 from tf_recurrent_seg.layers.lg_lstm import LGLSTMLayer, TransitionLayer
 
-PARSING_MODELS = ("lg_lstm", "conv_baseline")
-
 
 @keras.saving.register_keras_serializable(package="tf_recurrent_seg")
 class StackPredictions(keras.layers.Layer):
@@ -111,5 +109,5 @@ def build_parsing_model(config: ml_collections.ConfigDict) -> keras.Model:
     """Builds whichever parsing model `config.model.name` names."""
     builders = {"lg_lstm": build_lg_lstm, "conv_baseline": build_parsing_baseline}
     if config.model.name not in builders:
-        raise ValueError(f"config.model.name must be one of {PARSING_MODELS}, got {config.model.name!r}")
+        raise ValueError(f"config.model.name must be one of {sorted(builders)}, got {config.model.name!r}")
     return builders[config.model.name](config)
