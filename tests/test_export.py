@@ -535,10 +535,24 @@ def test_fixed_steps_model_from_config_and_weight_files(rmi, rmi_tflite_inputs, 
     reference = np.asarray(model(rmi_tflite_inputs)["logits"])
     model.save_weights(tmp_path / "model.weights.h5")
     tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
-    for weights in (model.get_weights(), str(tmp_path / "model.weights.h5"), str(tmp_path / "ckpt")):
-        fixed = fixed_steps_referring_model((config, weights))
-        assert fixed.config.model.fixed_steps and not model.config.model.fixed_steps
-        np.testing.assert_allclose(fixed(rmi_tflite_inputs)["logits"], reference, atol=1e-5)
+    # fixed_steps_referring_model takes a model: built from the config, with the weights loaded into it.
+    loaders = {
+        "arrays": lambda built: built.set_weights(model.get_weights()),
+        "weights.h5": lambda built: built.load_weights(tmp_path / "model.weights.h5"),
+        # read(), unlike restore(), adds no save_counter, so every object of the model must have been restored.
+        "checkpoint": lambda built: (
+            tf.train.Checkpoint(model=built)
+            .read(str(tmp_path / "ckpt"))
+            .expect_partial()
+            .assert_existing_objects_matched()
+        ),
+    }
+    for name, load in loaders.items():
+        built = build_model(config)
+        load(built)
+        fixed = fixed_steps_referring_model(built)
+        assert fixed.config.model.fixed_steps and not model.config.model.fixed_steps, name
+        np.testing.assert_allclose(fixed(rmi_tflite_inputs)["logits"], reference, atol=1e-5, err_msg=name)
     # A model with per-word outputs (extra outputs, no extra weights) converts to the same logits-only model.
     words_config = shrink_config(referring_config("rmi"))
     words_config.model.return_word_outputs = True
@@ -553,6 +567,8 @@ def test_tflite_argument_errors(rmi):
         convert_referring_to_tflite(rmi["model"], quantization="int4")
     with pytest.raises(ValueError, match="use convert_to_tflite for parsing models"):
         fixed_steps_referring_model(build_model(shrink_config(parsing_config("lg_lstm"))))
+    with pytest.raises(ValueError, match="build the model"):  # a (config, weights) pair is not a model
+        fixed_steps_referring_model((rmi["config"], rmi["model"].get_weights()))
     too_small = Vocabulary([*SPECIAL_TOKENS, *[f"w{i}" for i in range(60)]])
     with pytest.raises(ValueError, match="vocabulary_size"):
         export_saved_model(rmi["model"], rmi["config"], "/nonexistent/never_written", too_small)

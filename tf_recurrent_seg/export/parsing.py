@@ -1,0 +1,111 @@
+"""Export of parsing models (LG-LSTM, conv baselines): the SavedModel's `serving_default` (image bytes ->
+labels, probabilities at the image's resolution) and `serve_tensors`, and the TFLite flatbuffer
+(`convert_to_tflite`). Signatures, outputs, errors and examples: docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import ml_collections
+import tensorflow as tf
+
+from tf_recurrent_seg.data import image_header
+from tf_recurrent_seg.export.common import (
+    SERVING_SIGNATURE,
+    TENSORS_SIGNATURE,
+    _check_quantization,
+    _convert_archive,
+    _image_preprocessor,
+    _serving_archive,
+    _write_saved_model,
+)
+from tf_recurrent_seg.image_ops import undo_resize_and_pad
+from tf_recurrent_seg.workdir import is_referring
+
+# --- SavedModel ---------------------------------------------------------------------------------------------
+
+
+def export_saved_model(
+    model: keras.Model,
+    config: ml_collections.ConfigDict,
+    export_dir: str | os.PathLike,
+    *,
+    exact_resize: bool = True,
+    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
+) -> str:
+    """Writes the SavedModel of a parsing model: `serving_default` (image_bytes) -> labels, probabilities at the
+    image's resolution; `serve_tensors` (image) -> logits (docs/serving.md).
+
+    Args: as `tf_recurrent_seg.export.export_saved_model` (no vocabulary).
+
+    Returns:
+        `export_dir`.
+    """
+    config = ml_collections.ConfigDict(config)
+    if is_referring(config):
+        raise ValueError(f"config.model.name {config.model.name!r} is a referring model: use export.referring")
+    size = config.model.image_size
+    preprocess = _image_preprocessor(config, exact_resize=exact_resize, max_image_pixels=max_image_pixels)
+    archive = _serving_archive()
+
+    def serving_default(image_bytes):
+        image, placement, original_size = preprocess(image_bytes)
+        logits = model(image, training=False)["logits"][0]
+        labels = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        labels = undo_resize_and_pad(labels, placement, original_size, "nearest")
+        probabilities = undo_resize_and_pad(tf.nn.softmax(logits, axis=-1), placement, original_size, "bilinear")
+        return {"labels": labels[None], "probabilities": probabilities[None]}
+
+    def serve_tensors(image):
+        return {"logits": model(image, training=False)["logits"]}
+
+    archive.add_endpoint(
+        SERVING_SIGNATURE, serving_default, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+    )
+    archive.add_endpoint(
+        TENSORS_SIGNATURE,
+        serve_tensors,
+        input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="image")],
+    )
+    return _write_saved_model(archive, export_dir)
+
+
+# --- TFLite -------------------------------------------------------------------------------------------------
+
+
+def convert_to_tflite(
+    model: keras.Model, input_shape: tuple[int, ...], output_key: str = "logits", quantization: str | None = None
+) -> bytes:
+    """Converts `model`'s `output_key` output for a fixed input shape to a TFLite flatbuffer, builtin ops only.
+
+    The model goes through a SavedModel (`keras.export.ExportArchive`) first: converting a concrete function
+    of a Keras 3 model directly leaves its weights as unfrozen resource variables (READ_VARIABLE ops that
+    the interpreter cannot run), while the SavedModel path freezes them.
+
+    Args:
+        model: a Keras model taking one float32 tensor.
+        input_shape: the full static input shape, batch included (e.g. (1, 321, 321, 3)).
+        output_key: which entry of the model's output dict to export.
+        quantization: None (float32), "float16" (float16 weights, half the size, float32 compute) or
+            "dynamic_range" (int8 weights, about a quarter of the size; hybrid int8 kernels).
+
+    Returns:
+        The serialized TFLite model. A model that needs Flex (TF) ops raises a conversion error.
+
+    Example:
+    ```python
+    content = convert_to_tflite(build_lg_lstm(config), (1, 321, 321, 3))
+    interpreter = ai_edge_litert.interpreter.Interpreter(model_content=content)
+    ```
+    """
+    _check_quantization(quantization)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serve",
+        lambda images: model(images, training=False)[output_key],
+        input_signature=[tf.TensorSpec(input_shape, tf.float32)],
+    )
+    return _convert_archive(archive, quantization)
