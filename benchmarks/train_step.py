@@ -112,7 +112,7 @@ def demo_head_steps(steps: int, warmup: int) -> dict:
     """ms per cached training step of the demo's LSTM and RMI heads, before and after the allocator fix."""
     import runpy
 
-    from tf_recurrent_seg import allocator, optimization, training, workdir
+    from tf_recurrent_seg import allocator, models, optimization, training
 
     rng = np.random.default_rng(0)
     timings = {}
@@ -124,7 +124,7 @@ def demo_head_steps(steps: int, warmup: int) -> dict:
         for name in ("lstm", "rmi"):
             config = runpy.run_path(f"configs/{name}_synthetic.py")["get_config"]()
             config.model.backbone.pretrained = None
-            model = workdir.build_model(config)
+            model = models.build_model(config)
             optimizer = optimization.build_optimizer(config.train, is_bias=optimization.conv_bias_predicate(model))
             optimizer.build(model.trainable_variables)
             batch, side, channels = 16, 32, int(config.model.backbone.classifier_units)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from tf_recurrent_seg import evaluation, image_ops, workdir
+from tf_recurrent_seg import evaluation, image_ops, models, workdir
 from tf_recurrent_seg import metrics as metrics_lib
 from tf_recurrent_seg.data import pipeline, records
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
@@ -376,7 +376,7 @@ def _tiny_referring(synthetic_dirs):
 
 def test_end_to_end_tiny_rmi(synthetic_dirs, crf_stub, tmp_path):
     config = _tiny_referring(synthetic_dirs)
-    model = workdir.build_model(config)
+    model = models.build_model(config)
     results = evaluation.evaluate(model, config, crf=True, batch_size=2, out_dir=str(tmp_path))
     assert results["num_examples"] == 5 and results["method"] == "R+RMI"
     assert results["length_bins_dataset"] == "synthetic"
@@ -391,7 +391,7 @@ def test_end_to_end_tiny_rmi(synthetic_dirs, crf_stub, tmp_path):
 def test_end_to_end_tiny_lg_lstm(synthetic_dirs, tmp_path):
     config = shrink_config(parsing_config("lg_lstm"))
     config.data.eval_records = str(synthetic_dirs / "parsing" / "test")
-    model = workdir.build_model(config)
+    model = models.build_model(config)
     results = evaluation.evaluate(model, config, batch_size=2, out_dir=str(tmp_path))
     assert results["num_examples"] == 3 and results["method"] == "LG-LSTM"
     direct = results["results"]["direct"]
@@ -410,7 +410,7 @@ def test_real_densecrf_when_available(synthetic_dirs):
     if not hasattr(crf, "refine_referring"):
         pytest.skip("tf_recurrent_seg.crf has no refine_referring yet")
     config = _tiny_referring(synthetic_dirs)
-    results = evaluation.evaluate(workdir.build_model(config), config, crf=True, max_examples=2, batch_size=2)
+    results = evaluation.evaluate(models.build_model(config), config, crf=True, max_examples=2, batch_size=2)
     assert results["num_examples"] == 2
     _in_unit_interval(results["results"]["dcrf"])
 
@@ -421,7 +421,7 @@ def test_cli_writes_into_workdir_eval(synthetic_dirs, crf_stub, tmp_path, capsys
     config = _tiny_referring(synthetic_dirs)
     run_dir = tmp_path / "run"
     workdir.save_config(config, str(run_dir))
-    model = workdir.build_model(config)
+    model = models.build_model(config)
     tf.train.Checkpoint(model=model).save(str(run_dir / workdir.CHECKPOINT_DIR / "ckpt"))
     flag_values = flags.FlagValues()
     cli.define_flags(flag_values)

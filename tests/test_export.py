@@ -29,8 +29,9 @@ from tf_recurrent_seg.export import (
     export_saved_model,
     fixed_steps_referring_model,
 )
+from tf_recurrent_seg.models import build_model
 from tf_recurrent_seg.text import SPECIAL_TOKENS, Vocabulary
-from tf_recurrent_seg.workdir import MODEL_FILE, VOCABULARY_FILE, build_model, save_config, save_vocabulary
+from tf_recurrent_seg.workdir import MODEL_FILE, VOCABULARY_FILE, save_config, save_vocabulary
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ["the", "man", "on", "left", "right", "dog", "red", "shirt", "with", "a", "of", "in", ","]

@@ -37,7 +37,7 @@ def make_image() -> np.ndarray:
 def runs(tmp_path_factory):
     import keras
 
-    from tf_recurrent_seg import workdir
+    from tf_recurrent_seg import models, workdir
     from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
     from tf_recurrent_seg.image_ops import caffe_preprocess, resize_and_pad
     from tf_recurrent_seg.text import build_vocabulary
@@ -52,7 +52,7 @@ def runs(tmp_path_factory):
     config.data.vocabulary = str(root / "vocabulary.txt")
     vocabulary = build_vocabulary([EXPRESSION, "the blue square on the right"])
     vocabulary.save(config.data.vocabulary)
-    model = workdir.build_model(config)
+    model = models.build_model(config)
     padded, _ = resize_and_pad(image, config.model.image_size)
     tokens = vocabulary.encode(EXPRESSION, config.model.max_words)[None]
     logits = np.asarray(model({"image": caffe_preprocess(padded)[None], "tokens": tokens})["logits"])
@@ -64,7 +64,7 @@ def runs(tmp_path_factory):
     model.save(referring_dir / "model.keras")
 
     parsing = shrink_config(parsing_config("lg_lstm"))
-    parsing_model = workdir.build_model(parsing)
+    parsing_model = models.build_model(parsing)
     for index in range(parsing.model.num_layers):  # N(0, 0.001) prediction convs give one class everywhere
         prediction = parsing_model.get_layer(f"prediction_{index + 1}")
         kernel, bias = prediction.get_weights()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_recurrent_seg import distribute, pretrained_weights, training
+from tf_recurrent_seg import distribute, models, pretrained_weights, training
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.data import feature_cache, pipeline
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
@@ -150,7 +150,7 @@ _GRADIENT_SCALE_SCRIPT = textwrap.dedent(
     import keras, numpy as np, tensorflow as tf
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tf_recurrent_seg import distribute, training, workdir
+    from tf_recurrent_seg import distribute, models, training, workdir
     from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config, vgg_backbone_config
 
     rng = np.random.default_rng(0)
@@ -180,7 +180,7 @@ _GRADIENT_SCALE_SCRIPT = textwrap.dedent(
             replicas = strategy.num_replicas_in_sync
             keras.utils.set_random_seed(0)
             with strategy.scope():
-                model = workdir.build_model(config)
+                model = models.build_model(config)
                 optimizer = keras.optimizers.SGD(0.1)
                 optimizer.build(model.trainable_variables)
             initial = [np.asarray(v) for v in model.trainable_variables]
@@ -495,7 +495,7 @@ def _records_with_a_shared_image(data_dir: pathlib.Path, path: pathlib.Path) -> 
 def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, variant):
     config = _referring_test_config(data_dir, name, variant)
     keras.utils.set_random_seed(0)
-    model = workdir_lib.build_model(config)
+    model = models.build_model(config)
     vocabulary = Vocabulary.load(config.data.vocabulary)
     files = _records_with_a_shared_image(data_dir, tmp_path / "shared.tfrecord")
     cache_dir = str(tmp_path / "features")
@@ -625,7 +625,7 @@ def test_imagenet_backbone_from_a_local_weights_file(tmp_path, monkeypatch):
     config = shrink_config(parsing_config("lg_lstm"))
     config.model.backbone = vgg_backbone_config()  # pretrained="imagenet", the paper's
     config.model.backbone.fc_units = 32
-    model = workdir_lib.build_model(config)
+    model = models.build_model(config)
     config.model.backbone.pretrained = f"imagenet:{path}"
     pretrained_weights.load_pretrained_backbone(model, config)
     backbone = model.get_layer("backbone")

@@ -99,6 +99,14 @@ def loop_config() -> ml_collections.ConfigDict:
     return config
 
 
+REFERRING_MODELS = ("rmi", "lstm")  # model.name of the referring models; the others parse
+
+
+def is_referring(config: ml_collections.ConfigDict) -> bool:
+    """Whether `config` describes a referring segmentation model (RMI, LSTM baseline)."""
+    return config.model.name in REFERRING_MODELS
+
+
 def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collections.ConfigDict:
     """Configuration of an RMI or LSTM-baseline referring segmentation model at paper size."""
     if model not in ("rmi", "lstm"):

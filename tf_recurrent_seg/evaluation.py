@@ -42,7 +42,7 @@ from absl import logging
 from tf_recurrent_seg import image_ops
 from tf_recurrent_seg import metrics as metrics_lib
 from tf_recurrent_seg.data import from_config, pipeline, records
-from tf_recurrent_seg.defaults import HORSE_COW_CLASSES
+from tf_recurrent_seg.defaults import HORSE_COW_CLASSES, is_referring
 from tf_recurrent_seg.text import Vocabulary
 
 METRICS_FILE = "metrics.json"
@@ -193,8 +193,6 @@ def evaluate(
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples must be positive or None, got {max_examples}")
-    from tf_recurrent_seg.workdir import is_referring
-
     eval_records = eval_records if eval_records is not None else config.data.eval_records
     crf_module = _load_crf() if crf else None
     start = time.perf_counter()

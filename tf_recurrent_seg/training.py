@@ -50,7 +50,9 @@ from absl import logging
 from tf_recurrent_seg import allocator, losses, optimization, summaries, validation
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.data import feature_cache, from_config, pipeline
+from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.distribute import make_strategy, worker_role
+from tf_recurrent_seg.models import build_model
 from tf_recurrent_seg.models.referring import check_referring_inputs
 from tf_recurrent_seg.pretrained_weights import backbone_is_pretrained, load_pretrained_backbone
 from tf_recurrent_seg.text import Vocabulary
@@ -216,7 +218,7 @@ def _check_settings(config: ml_collections.ConfigDict, strategy: tf.distribute.S
     """One-line errors for settings that cannot train, before anything is built."""
     train_config = config.train
     if train_config.get("cache_features", False):
-        if not workdir_lib.is_referring(config):
+        if not is_referring(config):
             raise ValueError("train.cache_features applies to referring models (rmi, lstm) only")
         if config.model.backbone.trainable:
             raise ValueError("train.cache_features needs a frozen backbone (model.backbone.trainable=False)")
@@ -231,7 +233,7 @@ def _start_run(config: ml_collections.ConfigDict, workdir: str, is_chief: bool) 
     """Writes config.json (and the vocabulary copy), seeds every generator; returns `train.deterministic`."""
     if is_chief:
         workdir_lib.save_config(config, workdir)
-        if workdir_lib.is_referring(config):  # export, predict and evaluate read the run's copy, from anywhere
+        if is_referring(config):  # export, predict and evaluate read the run's copy, from anywhere
             workdir_lib.save_vocabulary(config, workdir)
     keras.utils.set_random_seed(int(config.train.seed))
     # Same seed, same run (`train.deterministic`, default True): deterministic kernels and input order. Off, the
@@ -247,8 +249,8 @@ def _build_model_and_optimizer(config: ml_collections.ConfigDict, strategy: tf.d
     several replicas)."""
     train_config = config.train
     with strategy.scope():
-        model = workdir_lib.build_model(config)
-        if workdir_lib.is_referring(config):
+        model = build_model(config)
+        if is_referring(config):
             optimizer = optimization.build_optimizer(train_config, is_bias=optimization.conv_bias_predicate(model))
         else:
             is_pretrained = None  # trained from scratch: every variable at train.learning_rate
@@ -284,7 +286,7 @@ def _input_fn(
     if deterministic and start_step:
         logging.info("replaying the input of steps 1-%d so that the resumed run sees the same batches", start_step)
     skip_steps = start_step if deterministic else 0
-    if not workdir_lib.is_referring(config):
+    if not is_referring(config):
 
         def parsing_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             dataset = pipeline.parsing_dataset(
@@ -332,7 +334,7 @@ def _input_fn(
 def _make_train_step(model: keras.Model, optimizer, config: ml_collections.ConfigDict, strategy):
     """`train_step(iterator, stop_requested) -> (global-batch loss, stop votes)`: one step on every replica; the
     SIGTERM flag is all-reduced inside the step so that every worker stops after the same one."""
-    referring = workdir_lib.is_referring(config)
+    referring = is_referring(config)
     global_batch, num_replicas = int(config.train.batch_size), strategy.num_replicas_in_sync
 
     @tf.function

@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_recurrent_seg import image_ops, metrics, summaries
-from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.data import from_config, pipeline
+from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.text import Vocabulary
 
 SUFFIX = "_at_input_size"
@@ -46,7 +46,7 @@ def make_validator(model: keras.Model, config: ml_collections.ConfigDict) -> Cal
     Scores: referring {"overall_iou_at_input_size"}; parsing {"pixel_accuracy_at_input_size",
     "mean_iou_at_input_size"} (pixels labelled 255 ignored).
     """
-    referring = workdir_lib.is_referring(config)
+    referring = is_referring(config)
     dataset = _validation_dataset(config, referring)
     num_classes = 2 if referring else int(config.model.num_classes)
 

@@ -16,6 +16,9 @@ import shutil
 
 import keras
 import ml_collections
+import tensorflow as tf
+
+from tf_recurrent_seg.models import build_model
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -78,29 +81,8 @@ def load_validation_log(workdir: str) -> list[dict]:
         return json.load(file)
 
 
-def build_model(config: ml_collections.ConfigDict) -> keras.Model:
-    """The model a config describes (referring: rmi / lstm; parsing: lg_lstm / conv_baseline)."""
-    from tf_recurrent_seg.models.parsing import build_parsing_model
-    from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
-
-    builders = {"rmi": build_rmi, "lstm": build_lstm_baseline}
-    if config.model.name in builders:
-        return builders[config.model.name](config)
-    return build_parsing_model(config)
-
-
-def is_referring(config: ml_collections.ConfigDict) -> bool:
-    return config.model.name in ("rmi", "lstm")
-
-
 def load_model(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDict]:
     """The run's final model (model.keras) or, while it trains, the model at its latest checkpoint."""
-    import tensorflow as tf
-
-    # The model modules register their custom classes for keras.models.load_model when imported.
-    import tf_recurrent_seg.models.parsing  # noqa: F401
-    import tf_recurrent_seg.models.referring  # noqa: F401
-
     config = load_config(workdir)
     model_path = os.path.join(workdir, MODEL_FILE)
     if os.path.exists(model_path):

@@ -47,10 +47,11 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from tf_recurrent_seg import evaluation, workdir
+    from tf_recurrent_seg.defaults import is_referring
 
     values = flag_values
     model, config = workdir.load_model(values.workdir)
-    if workdir.is_referring(config):  # the run's copy of its vocabulary, found from any working directory
+    if is_referring(config):  # the run's copy of its vocabulary, found from any working directory
         config.data.vocabulary = workdir.vocabulary_path(values.workdir, config)
     baseline = evaluation.load_results(values.baseline) if values.baseline else None
     out_dir = values.out_dir or os.path.join(values.workdir, workdir.EVAL_DIR)

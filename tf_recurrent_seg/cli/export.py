@@ -99,8 +99,9 @@ def export_run(
     max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> dict[str, str]:
     """Exports the run in `workdir`; returns {"saved_model": path[, "tflite": path]}."""
+    from tf_recurrent_seg.defaults import is_referring
     from tf_recurrent_seg.export import convert_referring_to_tflite, convert_to_tflite, export_saved_model
-    from tf_recurrent_seg.workdir import VOCABULARY_FILE, is_referring, load_config, load_model, vocabulary_path
+    from tf_recurrent_seg.workdir import VOCABULARY_FILE, load_config, load_model, vocabulary_path
 
     export_dir = export_dir or default_export_dir(workdir)
     version = next_version(export_dir) if version is None else version

@@ -231,7 +231,7 @@ def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tu
 
 def with_word_outputs(model, config):
     """The RMI model with per-word outputs: `model` itself when built so, else a rebuild sharing its weights."""
-    from tf_recurrent_seg import workdir as workdir_lib
+    from tf_recurrent_seg.models import build_model
 
     if config.model.name != "rmi":
         raise app.UsageError(
@@ -241,7 +241,7 @@ def with_word_outputs(model, config):
         return model
     word_config = config.copy_and_resolve_references()
     word_config.model.return_word_outputs = True
-    rebuilt = workdir_lib.build_model(word_config)
+    rebuilt = build_model(word_config)
     source, target = model.weights, rebuilt.weights
     mismatched = [
         (a.path, b.path) for a, b in zip(source, target) if a.path != b.path or tuple(a.shape) != tuple(b.shape)
@@ -427,7 +427,7 @@ def write_parsing(result: dict, image: np.ndarray, output: pathlib.Path) -> list
 # ----------------------------------------------------------------------------------------------- command
 
 
-REFERRING_MODELS = ("rmi", "lstm")  # as workdir.is_referring, without importing TensorFlow
+REFERRING_MODELS = ("rmi", "lstm")  # = defaults.REFERRING_MODELS
 
 
 def check_task_flags(config, options) -> None:

@@ -17,12 +17,12 @@ import keras
 import ml_collections
 
 from tf_recurrent_seg.data import image_header
+from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.export import parsing, referring
 from tf_recurrent_seg.export.common import QUANTIZATIONS, SERVING_SIGNATURE, TENSORS_SIGNATURE
 from tf_recurrent_seg.export.parsing import convert_to_tflite
 from tf_recurrent_seg.export.referring import convert_referring_to_tflite, fixed_steps_referring_model
 from tf_recurrent_seg.text import Vocabulary
-from tf_recurrent_seg.workdir import is_referring
 
 __all__ = [
     "QUANTIZATIONS",

@@ -13,8 +13,8 @@ import ml_collections
 import tensorflow as tf
 
 from tf_recurrent_seg.data import image_header
+from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.image_ops import default_normalization, normalize_images, resize_and_pad_image
-from tf_recurrent_seg.workdir import is_referring
 
 QUANTIZATIONS = (None, "float16", "dynamic_range")
 SERVING_SIGNATURE = "serving_default"

@@ -12,6 +12,7 @@ import ml_collections
 import tensorflow as tf
 
 from tf_recurrent_seg.data import image_header
+from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.export.common import (
     SERVING_SIGNATURE,
     TENSORS_SIGNATURE,
@@ -22,7 +23,6 @@ from tf_recurrent_seg.export.common import (
     _write_saved_model,
 )
 from tf_recurrent_seg.image_ops import undo_resize_and_pad
-from tf_recurrent_seg.workdir import is_referring
 
 # --- SavedModel ---------------------------------------------------------------------------------------------
 

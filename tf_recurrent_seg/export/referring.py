@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tf_recurrent_seg.data import image_header
 from tf_recurrent_seg.data.pipeline import encode_tf, vocabulary_table
+from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.export.common import (
     SERVING_SIGNATURE,
     TENSORS_SIGNATURE,
@@ -26,7 +27,6 @@ from tf_recurrent_seg.export.common import (
 from tf_recurrent_seg.image_ops import undo_resize_and_pad
 from tf_recurrent_seg.models.referring import ReferringSegmentationModel
 from tf_recurrent_seg.text import Vocabulary
-from tf_recurrent_seg.workdir import is_referring
 
 # --- SavedModel ---------------------------------------------------------------------------------------------
 
@@ -140,14 +140,14 @@ def fixed_steps_referring_model(model: keras.Model) -> keras.Model:
 
     Args:
         model: a trained `ReferringSegmentationModel` (`build_rmi` / `build_lstm_baseline`, with or without its
-            backbone); its config is `model.config`. From a config and weights: `workdir.build_model(config)`,
+            backbone); its config is `model.config`. From a config and weights: `models.build_model(config)`,
             load the weights into it, and pass that.
     """
     if not isinstance(model, ReferringSegmentationModel):
         hint = (
             "use convert_to_tflite for parsing models"
             if isinstance(model, keras.Model)
-            else "build the model (workdir.build_model(config)) and load its weights first"
+            else "build the model (models.build_model(config)) and load its weights first"
         )
         raise ValueError(
             f"expected a referring model (build_rmi / build_lstm_baseline), got {type(model).__name__}; {hint}"

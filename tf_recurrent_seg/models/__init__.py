@@ -1,5 +1,5 @@
 """Model builders: `build_rmi`, `build_lstm_baseline` (referring segmentation); `build_lg_lstm`,
-`build_parsing_baseline`, `build_parsing_model` (object parsing)."""
+`build_parsing_baseline`, `build_parsing_model` (object parsing); `build_model` for any config."""
 
 from tf_recurrent_seg.models.parsing import StackPredictions, build_lg_lstm, build_parsing_baseline, build_parsing_model
 from tf_recurrent_seg.models.referring import (
@@ -11,6 +11,7 @@ from tf_recurrent_seg.models.referring import (
 )
 
 __all__ = [
+    "build_model",
     "ReferringSegmentationModel",
     "StackPredictions",
     "build_lg_lstm",
@@ -21,3 +22,11 @@ __all__ = [
     "build_rmi",
     "build_rmi_head",
 ]
+
+
+def build_model(config):
+    """The model a config describes (referring: rmi / lstm; parsing: lg_lstm / conv_baseline)."""
+    builders = {"rmi": build_rmi, "lstm": build_lstm_baseline}
+    if config.model.name in builders:
+        return builders[config.model.name](config)
+    return build_parsing_model(config)
