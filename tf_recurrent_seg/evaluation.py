@@ -28,12 +28,13 @@ prec., Avg. recall, Avg. F-1 with and without background, and Table 4's per-clas
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -242,21 +243,18 @@ def _deranged_expressions(dataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return tokens[source], num_tokens[source]
 
 
-def _evaluate_referring(
-    model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions=None
-) -> dict:
-    bins_name, bins = resolve_length_bins(config, eval_records)
-    max_words = config.model.max_words
-    shuffled = shuffle_expressions is not None
-    variants = [DIRECT] + ([DCRF] if crf_module is not None else []) + ([SHUFFLED] if shuffled else [])
+def _referring_metrics(variants: list[str], bins, max_words: int) -> tuple[dict, dict]:
+    """(overall metrics, per-length metrics ({} without length bins)) of each evaluated variant."""
     overall = {name: metrics_lib.ReferringSegmentationMetrics(name=f"referring_{name}") for name in variants}
     binned = {
         name: metrics_lib.LengthBinnedReferringMetrics(bins, max_words=max_words, name=f"length_{name}")
         for name in variants
     } if bins else {}  # fmt: skip
-    counter = pipeline.SkipCounter()
-    dataset = _referring_dataset(config, eval_records, batch_size, counter)
-    normalization = config.data.get("normalization", image_ops.REFERRING_NORMALIZATION)
+    return overall, binned
+
+
+def _referring_predictors(model) -> tuple[Callable, Callable]:
+    """(predict(features, targets) -> (logits, masks at the original size), unpad(masks, placement, size))."""
 
     @tf.function(reduce_retracing=True)
     def predict(features, targets):
@@ -270,22 +268,62 @@ def _evaluate_referring(
     def unpad(masks, placement, original_size):
         return image_ops.undo_resize_and_pad_batch(tf.cast(masks, tf.uint8), placement, original_size, "nearest")
 
-    def update(name, targets, masks):
-        overall[name].update_state(targets["original_mask"], masks, original_size=targets["original_size"])
-        intersection, union = metrics_lib.intersection_and_union(
-            targets["original_mask"], masks, original_size=targets["original_size"]
-        )
-        per_example[name]["sent_id"] += targets["sent_id"].numpy().tolist()
-        per_example[name]["intersection"] += intersection.numpy().astype(np.int64).tolist()
-        per_example[name]["union"] += union.numpy().astype(np.int64).tolist()
-        if binned:
-            binned[name].update_state(
-                targets["original_mask"], masks, targets["num_tokens"], original_size=targets["original_size"]
-            )
+    return predict, unpad
 
+
+def _update_referring(overall: dict, binned: dict, per_example: dict, name: str, targets, masks) -> None:
+    """Adds one batch of variant `name`'s masks to its overall, per-length and per-example records."""
+    overall[name].update_state(targets["original_mask"], masks, original_size=targets["original_size"])
+    intersection, union = metrics_lib.intersection_and_union(
+        targets["original_mask"], masks, original_size=targets["original_size"]
+    )
+    per_example[name]["sent_id"] += targets["sent_id"].numpy().tolist()
+    per_example[name]["intersection"] += intersection.numpy().astype(np.int64).tolist()
+    per_example[name]["union"] += union.numpy().astype(np.int64).tolist()
+    if binned:
+        binned[name].update_state(
+            targets["original_mask"], masks, targets["num_tokens"], original_size=targets["original_size"]
+        )
+
+
+def _crf_refined_masks(crf_module, features, logits, count: int, normalization: str) -> np.ndarray:
+    """(count, S, S) DenseCRF-refined masks of the first `count` examples of a batch (padded S x S)."""
+    images = image_ops.denormalize_images(features["image"][:count].numpy(), normalization)
+    logits_np = logits[:count].numpy()
+    return np.stack([crf_module.refine_referring(images[i], logits_np[i]) for i in range(count)])
+
+
+def _referring_results(variants: list[str], overall: dict, binned: dict, per_example: dict) -> dict:
+    """{variant: metric values, with "by_length" (if binned) and "per_example"}."""
+    results = {}
+    for name in variants:
+        values = metrics_lib.to_python(overall[name].result())
+        values["num_examples"] = int(values["num_examples"])
+        if binned:
+            by_length = binned[name].results_by_bin()
+            for entry in by_length.values():
+                entry["num_examples"] = int(entry["num_examples"])
+            values["by_length"] = by_length
+        values["per_example"] = per_example[name]
+        results[name] = values
+    return results
+
+
+def _evaluate_referring(
+    model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions=None
+) -> dict:
+    bins_name, bins = resolve_length_bins(config, eval_records)
+    shuffled = shuffle_expressions is not None
+    variants = [DIRECT] + ([DCRF] if crf_module is not None else []) + ([SHUFFLED] if shuffled else [])
+    overall, binned = _referring_metrics(variants, bins, config.model.max_words)
+    counter = pipeline.SkipCounter()
+    dataset = _referring_dataset(config, eval_records, batch_size, counter)
+    normalization = config.data.get("normalization", image_ops.REFERRING_NORMALIZATION)
+    predict, unpad = _referring_predictors(model)
     if shuffled:
         other_tokens, other_num_tokens = _deranged_expressions(dataset, shuffle_expressions)
     per_example = {name: {"sent_id": [], "intersection": [], "union": []} for name in variants}
+    update = functools.partial(_update_referring, overall, binned, per_example)
     seen, crf_seconds = 0, 0.0
     for step, (features, targets) in enumerate(dataset):
         logits, masks = predict(features, targets)
@@ -301,9 +339,7 @@ def _evaluate_referring(
         update(DIRECT, targets, masks[:count])
         if crf_module is not None:
             tic = time.perf_counter()
-            images = image_ops.denormalize_images(features["image"][:count].numpy(), normalization)
-            logits_np = logits[:count].numpy()
-            refined = np.stack([crf_module.refine_referring(images[i], logits_np[i]) for i in range(count)])
+            refined = _crf_refined_masks(crf_module, features, logits, count, normalization)
             crf_seconds += time.perf_counter() - tic
             update(DCRF, targets, unpad(refined, targets["placement"], targets["original_size"]))
         seen += count
@@ -316,19 +352,9 @@ def _evaluate_referring(
         if max_examples is not None and seen >= max_examples:
             break
 
-    results = {}
-    for name in variants:
-        values = metrics_lib.to_python(overall[name].result())
-        values["num_examples"] = int(values["num_examples"])
-        if binned:
-            by_length = binned[name].results_by_bin()
-            for entry in by_length.values():
-                entry["num_examples"] = int(entry["num_examples"])
-            values["by_length"] = by_length
-        values["per_example"] = per_example[name]
-        results[name] = values
     output = {
-        "task": "referring", "num_examples": seen, "skipped_records": counter.counts, "results": results,
+        "task": "referring", "num_examples": seen, "skipped_records": counter.counts,
+        "results": _referring_results(variants, overall, binned, per_example),
         "length_bins_dataset": bins_name, "length_bins": [list(b) for b in bins] if bins else None,
         "backbone": config.model.backbone.get("variant"), "shuffle_expressions": shuffle_expressions,
     }  # fmt: skip

@@ -128,6 +128,53 @@ def weight_decay_loss(model: keras.Model, rate: float) -> tf.Tensor:
     return tf.cast(rate, tf.float32) * l2
 
 
+def _checked_parsing_inputs(layer_logits, labels) -> tuple[tf.Tensor, tf.Tensor]:
+    """(logits (B, N, H, W, C), labels (B, H, W)) after the static rank, dtype and shape checks of `parsing_loss`."""
+    logits = tf.convert_to_tensor(layer_logits)
+    labels = tf.convert_to_tensor(labels)
+    if logits.shape.rank != 5:
+        raise ValueError(f"layer_logits must have shape (B, N, H, W, C), got shape {logits.shape}")
+    if labels.shape.rank == 4 and (labels.shape[-1] is None or labels.shape[-1] == 1):
+        labels = tf.squeeze(labels, axis=-1)
+    elif labels.shape.rank != 3:
+        raise ValueError(f"labels must have shape (B, H, W) or (B, H, W, 1), got shape {labels.shape}")
+    if not labels.dtype.is_integer:
+        raise ValueError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype.name}")
+    logits_bhw = tf.TensorShape([logits.shape[0], logits.shape[2], logits.shape[3]])
+    if not logits_bhw.is_compatible_with(labels.shape):
+        raise ValueError(
+            f"labels (B, H, W) = {labels.shape} do not match layer_logits (B, N, H, W, C) = {logits.shape}"
+        )
+    return logits, labels
+
+
+def _parsing_label_checks(
+    labels: tf.Tensor, valid: tf.Tensor, logits_shape: tf.Tensor, static_classes: int | None, ignore_label: int
+) -> list:
+    """Run-time assertions of `parsing_loss`: labels (B, H, W) match the logits, non-ignored ids lie in [0, C)."""
+    num_classes = logits_shape[4]
+    out_of_range = tf.logical_and(valid, tf.logical_or(labels < 0, labels >= num_classes))
+    class_text = f"{static_classes} classes" if static_classes is not None else "the logits' class count"
+    return [
+        tf.debugging.assert_equal(
+            tf.shape(labels, out_type=tf.int64),
+            tf.gather(logits_shape, [0, 2, 3]),
+            message="labels (B, H, W) must match layer_logits (B, N, H, W, C)",
+        ),
+        tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(out_of_range)),
+            [
+                f"labels contain class ids outside [0, C) for C = {class_text} of layer_logits that are not "
+                f"ignore_label = {ignore_label}; number of classes:",
+                num_classes,
+                "offending labels:",
+                tf.boolean_mask(labels, out_of_range),
+            ],
+            summarize=10,
+        ),
+    ]
+
+
 def parsing_loss(layer_logits: tf.Tensor, labels: tf.Tensor, ignore_label: int = 255) -> tf.Tensor:
     """Deep-supervision softmax cross-entropy of the LG-LSTM parsing network (paper 002, §3.1 and §4.1).
 
@@ -180,48 +227,12 @@ def parsing_loss(layer_logits: tf.Tensor, labels: tf.Tensor, ignore_label: int =
         >>> round(float(parsing_loss(logits, labels)), 4)  # 5 * log(3)
         5.4931
     """
-    logits = tf.convert_to_tensor(layer_logits)
-    labels = tf.convert_to_tensor(labels)
-    if logits.shape.rank != 5:
-        raise ValueError(f"layer_logits must have shape (B, N, H, W, C), got shape {logits.shape}")
-    if labels.shape.rank == 4 and (labels.shape[-1] is None or labels.shape[-1] == 1):
-        labels = tf.squeeze(labels, axis=-1)
-    elif labels.shape.rank != 3:
-        raise ValueError(f"labels must have shape (B, H, W) or (B, H, W, 1), got shape {labels.shape}")
-    if not labels.dtype.is_integer:
-        raise ValueError(f"labels must be an integer tensor of class ids, got dtype {labels.dtype.name}")
-    logits_bhw = tf.TensorShape([logits.shape[0], logits.shape[2], logits.shape[3]])
-    if not logits_bhw.is_compatible_with(labels.shape):
-        raise ValueError(
-            f"labels (B, H, W) = {labels.shape} do not match layer_logits (B, N, H, W, C) = {logits.shape}"
-        )
-
+    logits, labels = _checked_parsing_inputs(layer_logits, labels)
     logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int64)
     logits_shape = tf.shape(logits, out_type=tf.int64)
-    num_classes = logits_shape[4]
     valid = tf.not_equal(labels, tf.cast(ignore_label, tf.int64))
-    out_of_range = tf.logical_and(valid, tf.logical_or(labels < 0, labels >= num_classes))
-    static_classes = logits.shape[-1]
-    class_text = f"{static_classes} classes" if static_classes is not None else "the logits' class count"
-    checks = [
-        tf.debugging.assert_equal(
-            tf.shape(labels, out_type=tf.int64),
-            tf.gather(logits_shape, [0, 2, 3]),
-            message="labels (B, H, W) must match layer_logits (B, N, H, W, C)",
-        ),
-        tf.debugging.Assert(
-            tf.logical_not(tf.reduce_any(out_of_range)),
-            [
-                f"labels contain class ids outside [0, C) for C = {class_text} of layer_logits that are not "
-                f"ignore_label = {ignore_label}; number of classes:",
-                num_classes,
-                "offending labels:",
-                tf.boolean_mask(labels, out_of_range),
-            ],
-            summarize=10,
-        ),
-    ]
+    checks = _parsing_label_checks(labels, valid, logits_shape, logits.shape[-1], ignore_label)
     with tf.control_dependencies(checks):
         # Ignored pixels get class 0 (their loss is dropped below); out-of-range ones are kept as they are.
         safe_labels = tf.where(valid, labels, tf.zeros_like(labels))

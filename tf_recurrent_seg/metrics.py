@@ -446,6 +446,59 @@ def _nanmean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
+def _checked_confusion(
+    confusion, class_names: Sequence[str] | None, background: int | None
+) -> tuple[np.ndarray, list[str]]:
+    """(confusion as float64, the C class names) after checking the matrix, names and background id."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f"confusion must be a square (C, C) matrix, got shape {confusion.shape}")
+    num_classes = confusion.shape[0]
+    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for a {num_classes}-class confusion matrix")
+    if background is not None and not 0 <= background < num_classes:
+        raise ValueError(f"background must be a class id in [0, {num_classes}) or None, got {background}")
+    return confusion, names
+
+
+def _foreground_iou(confusion: np.ndarray, foreground: np.ndarray, background: int | None, total: float) -> float:
+    """IoU of foreground (any non-background class) vs background; NaN without background or union."""
+    if background is None:
+        return float("nan")
+    fg_intersection = confusion[np.ix_(foreground, foreground)].sum()
+    fg_union = total - confusion[background, background]
+    return fg_intersection / fg_union if fg_union > 0 else float("nan")
+
+
+def _f1_of(p: float, r: float) -> float:
+    """2PR / (P + R); 0 when both are 0, NaN when either is NaN."""
+    return 2 * p * r / (p + r) if p + r > 0 else (0.0 if p == p and r == r else float("nan"))
+
+
+def _per_class_scores(
+    names: list[str],
+    precision: np.ndarray,
+    recall: np.ndarray,
+    f1: np.ndarray,
+    iou: np.ndarray,
+    gt_pixels: np.ndarray,
+    predicted: np.ndarray,
+) -> dict[str, dict[str, float]]:
+    """{name: {"precision", "recall", "f1", "iou", "pixels", "predicted_pixels"}} of each class."""
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "iou": float(iou[i]),
+            "pixels": float(gt_pixels[i]),
+            "predicted_pixels": float(predicted[i]),
+        }
+        for i, name in enumerate(names)
+    }
+
+
 def parsing_scores(confusion, class_names: Sequence[str] | None = None, background: int | None = 0) -> dict:
     """Every number of the LG-LSTM paper's tables from one confusion matrix (rows truth, columns prediction).
 
@@ -471,15 +524,8 @@ def parsing_scores(confusion, class_names: Sequence[str] | None = None, backgrou
           "predicted_pixels"}}.
         - num_pixels, background (its name or None), class_names.
     """
-    confusion = np.asarray(confusion, dtype=np.float64)
-    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
-        raise ValueError(f"confusion must be a square (C, C) matrix, got shape {confusion.shape}")
+    confusion, names = _checked_confusion(confusion, class_names, background)
     num_classes = confusion.shape[0]
-    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
-    if len(names) != num_classes:
-        raise ValueError(f"{len(names)} class names for a {num_classes}-class confusion matrix")
-    if background is not None and not 0 <= background < num_classes:
-        raise ValueError(f"background must be a class id in [0, {num_classes}) or None, got {background}")
 
     tp = np.diag(confusion)
     gt_pixels = confusion.sum(axis=1)
@@ -496,16 +542,7 @@ def parsing_scores(confusion, class_names: Sequence[str] | None = None, backgrou
     if background is not None:
         foreground[background] = False
     fg_total = gt_pixels[foreground].sum()
-    if background is None:
-        foreground_iou = float("nan")
-    else:
-        fg_intersection = confusion[np.ix_(foreground, foreground)].sum()
-        fg_union = total - confusion[background, background]
-        foreground_iou = fg_intersection / fg_union if fg_union > 0 else float("nan")
-
-    def f1_of(p, r):
-        return 2 * p * r / (p + r) if p + r > 0 else (0.0 if p == p and r == r else float("nan"))
-
+    foreground_iou = _foreground_iou(confusion, foreground, background, total)
     scores = {
         "pixel_accuracy": float(tp.sum() / total) if total > 0 else float("nan"),
         "foreground_accuracy": float(tp[foreground].sum() / fg_total) if fg_total > 0 else float("nan"),
@@ -519,21 +556,11 @@ def parsing_scores(confusion, class_names: Sequence[str] | None = None, backgrou
         "average_recall_without_background": _nanmean(recall[foreground]),
         "average_f1_without_background": _nanmean(f1[foreground]),
     }
-    scores["f1_of_average_precision_recall"] = f1_of(scores["average_precision"], scores["average_recall"])
-    scores["f1_of_average_precision_recall_without_background"] = f1_of(
+    scores["f1_of_average_precision_recall"] = _f1_of(scores["average_precision"], scores["average_recall"])
+    scores["f1_of_average_precision_recall_without_background"] = _f1_of(
         scores["average_precision_without_background"], scores["average_recall_without_background"]
     )
-    scores["per_class"] = {
-        name: {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "iou": float(iou[i]),
-            "pixels": float(gt_pixels[i]),
-            "predicted_pixels": float(predicted[i]),
-        }
-        for i, name in enumerate(names)
-    }
+    scores["per_class"] = _per_class_scores(names, precision, recall, f1, iou, gt_pixels, predicted)
     scores["num_pixels"] = float(total)
     scores["background"] = names[background] if background is not None else None
     scores["class_names"] = names

@@ -20,7 +20,9 @@ did not consume (head variables, optimiser slots, `DeepLab/fc1_voc12/*`).
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from typing import Protocol
 
 import keras
@@ -77,6 +79,47 @@ def _check_backbone_is_reference_compatible(backbone: keras.Model) -> None:
             )
 
 
+def _read_variable(
+    reader: CheckpointReaderLike,
+    shapes: dict[str, list[int]],
+    consumed: set[str],
+    name: str,
+    expected_shape: tuple[int, ...],
+) -> np.ndarray:
+    """Checkpoint variable `name` as float32, added to `consumed`; ValueError if missing or of another shape."""
+    if name not in shapes:
+        raise ValueError(f"checkpoint variable {name!r} (expected shape {list(expected_shape)}) is missing")
+    if tuple(shapes[name]) != tuple(expected_shape):
+        raise ValueError(
+            f"checkpoint variable {name!r} has shape {list(shapes[name])}, expected {list(expected_shape)}"
+        )
+    consumed.add(name)
+    return np.asarray(reader.get_tensor(name), dtype=np.float32)
+
+
+def _tf1_layer_values(
+    layer: keras.layers.Layer, prefix: str, scope: str, read: Callable[[str, tuple[int, ...]], np.ndarray]
+) -> list[np.ndarray]:
+    """The Keras weights of one backbone layer from its checkpoint scope `prefix`, read with `read(name, shape)`."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        channels = (layer.gamma.shape[0],)
+        # Keras order: gamma, beta, moving mean, moving variance.
+        gamma, beta, mean, variance = (read(f"{prefix}/{v}", channels) for v in ("gamma", "beta", "mean", "variance"))
+        if scope == "DeepLab":
+            # Reciprocal first, then the product, both rounded to float32 (as the TF1 graph does).
+            inverse = np.float32(1.0) / read(f"{prefix}/factor", (1,))
+            mean, variance = inverse * mean, inverse * variance
+        return [gamma, beta, mean, variance]
+    if isinstance(layer, keras.layers.Conv2D):
+        kernel = read(f"{prefix}/DW", tuple(layer.kernel.shape))
+        if layer.name == "fc1000":
+            bias = read(f"{prefix}/biases", tuple(layer.bias.shape))
+        else:
+            bias = np.zeros(layer.bias.shape, np.float32)  # the reference convs have no bias
+        return [kernel, bias]
+    raise ValueError(f"backbone layer {layer.name!r} ({type(layer).__name__}) has no TF1 counterpart")
+
+
 def load_tf1_backbone_weights(backbone: keras.Model, reader: CheckpointReaderLike, scope: str) -> set[str]:
     """Sets a `build_resnet101` backbone's weights from a TF1 TF-resnet / TF-deeplab checkpoint.
 
@@ -117,19 +160,8 @@ def load_tf1_backbone_weights(backbone: keras.Model, reader: CheckpointReaderLik
     if scope not in TF1_BACKBONE_SCOPES:
         raise ValueError(f"scope must be one of {TF1_BACKBONE_SCOPES}, got {scope!r}")
     _check_backbone_is_reference_compatible(backbone)
-    shapes = reader.get_variable_to_shape_map()
     consumed: set[str] = set()
-
-    def read(name: str, expected_shape: tuple[int, ...]) -> np.ndarray:
-        if name not in shapes:
-            raise ValueError(f"checkpoint variable {name!r} (expected shape {list(expected_shape)}) is missing")
-        if tuple(shapes[name]) != tuple(expected_shape):
-            raise ValueError(
-                f"checkpoint variable {name!r} has shape {list(shapes[name])}, expected {list(expected_shape)}"
-            )
-        consumed.add(name)
-        return np.asarray(reader.get_tensor(name), dtype=np.float32)
-
+    read = functools.partial(_read_variable, reader, reader.get_variable_to_shape_map(), consumed)
     assignments = []
     for layer in backbone.layers:
         if not layer.weights:
@@ -137,27 +169,7 @@ def load_tf1_backbone_weights(backbone: keras.Model, reader: CheckpointReaderLik
         prefix = _tf1_prefix(layer.name, scope)
         if prefix is None:
             raise ValueError(f"backbone layer {layer.name!r} has no counterpart in a TF1 {scope} checkpoint")
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = (layer.gamma.shape[0],)
-            # Keras order: gamma, beta, moving mean, moving variance.
-            gamma, beta, mean, variance = (
-                read(f"{prefix}/{v}", channels) for v in ("gamma", "beta", "mean", "variance")
-            )
-            if scope == "DeepLab":
-                # Reciprocal first, then the product, both rounded to float32 (as the TF1 graph does).
-                inverse = np.float32(1.0) / read(f"{prefix}/factor", (1,))
-                mean, variance = inverse * mean, inverse * variance
-            values = [gamma, beta, mean, variance]
-        elif isinstance(layer, keras.layers.Conv2D):
-            kernel = read(f"{prefix}/DW", tuple(layer.kernel.shape))
-            if layer.name == "fc1000":
-                bias = read(f"{prefix}/biases", tuple(layer.bias.shape))
-            else:
-                bias = np.zeros(layer.bias.shape, np.float32)  # the reference convs have no bias
-            values = [kernel, bias]
-        else:
-            raise ValueError(f"backbone layer {layer.name!r} ({type(layer).__name__}) has no TF1 counterpart")
-        assignments.append((layer, values))
+        assignments.append((layer, _tf1_layer_values(layer, prefix, scope, read)))
 
     for layer, values in assignments:
         layer.set_weights(values)

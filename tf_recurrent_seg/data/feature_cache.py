@@ -24,10 +24,12 @@ once, on its first appearance, and writing it with its expressions); the backbon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 
 import keras
 import ml_collections
@@ -70,6 +72,89 @@ def _bytes_feature(values: list[bytes]) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
 
+def _image_key(image: np.ndarray) -> str:
+    """Identity of an image in the cache: the SHA-1 of its preprocessed pixels."""
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def _reusable_manifest(manifest_file: str, expected: dict, output_dir: str) -> dict | None:
+    """The cache's manifest when it exists and matches `expected` (then logged as reused), else None."""
+    if tf.io.gfile.exists(manifest_file):
+        with tf.io.gfile.GFile(manifest_file) as file:
+            manifest = json.load(file)
+        if {key: manifest.get(key) for key in expected} == expected:
+            logging.info("reusing cached features in %s (%d images)", output_dir, manifest["num_images"])
+            return manifest
+        logging.info("cached features in %s are stale: rebuilding", output_dir)
+    return None
+
+
+def _collect_expressions(dataset: tf.data.Dataset) -> dict[str, list[tuple[np.ndarray, bytes]]]:
+    """Pass 1: every expression's (int64 tokens, mask PNG), grouped by image content, images in first-seen order."""
+    expressions: dict[str, list[tuple[np.ndarray, bytes]]] = {}
+    for features, targets in dataset:
+        key = _image_key(features["image"].numpy())
+        mask_png = tf.io.encode_png(tf.cast(targets["mask"][0, ..., None], tf.uint8)).numpy()
+        expressions.setdefault(key, []).append((features["tokens"].numpy()[0].astype(np.int64), mask_png))
+    return expressions
+
+
+def _feature_example(cached: np.ndarray, entries: list[tuple[np.ndarray, bytes]]) -> tf.train.Example:
+    """The cache record of one image: its features, and the tokens and mask PNG of each of its expressions."""
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "features": _bytes_feature([cached.tobytes()]),
+                "features/shape": tf.train.Feature(int64_list=tf.train.Int64List(value=list(cached.shape))),
+                "tokens": tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=np.concatenate([tokens for tokens, _ in entries]).tolist())
+                ),
+                "masks": _bytes_feature([mask for _, mask in entries]),
+            }
+        )
+    )
+
+
+def _write_features(
+    make_dataset: Callable[[], tf.data.Dataset],
+    extractor: keras.Model,
+    expressions: dict[str, list[tuple[np.ndarray, bytes]]],
+    writers: list,
+    dtype: str,
+    num_images: int,
+) -> tuple[int, list[int] | None]:
+    """Pass 2 over `make_dataset()`: each image's features, computed once on its first appearance, written
+    round-robin to `writers` with all of that image's expressions (popped from `expressions`); closes the
+    writers. Returns (images written, feature shape)."""
+    predict = tf.function(lambda images: extractor(images, training=False))
+    written, shape = 0, None
+    try:
+        for features, _ in make_dataset():
+            image = features["image"]
+            key = _image_key(image.numpy())
+            entries = expressions.pop(key, None)
+            if entries is None:  # already written (another expression of the same image)
+                continue
+            cached = predict(image)[0].numpy().astype(dtype)
+            shape = list(cached.shape)
+            writers[written % len(writers)].write(_feature_example(cached, entries).SerializeToString())
+            written += 1
+            if written % 100 == 0:
+                logging.info("cached features of %d/%d images", written, num_images)
+    finally:
+        for writer in writers:
+            writer.close()
+    return written, shape
+
+
+def _write_manifest(manifest_file: str, manifest: dict) -> None:
+    """Writes the manifest through a temporary file renamed last, so that a killed build is rebuilt."""
+    temporary = manifest_file + ".tmp"
+    with tf.io.gfile.GFile(temporary, "w") as file:
+        json.dump(manifest, file, indent=2)
+    tf.io.gfile.rename(temporary, manifest_file, overwrite=True)  # last: a killed build is rebuilt
+
+
 def build_feature_cache(
     model: keras.Model,
     config: ml_collections.ConfigDict,
@@ -99,30 +184,16 @@ def build_feature_cache(
         **options,
     }
     manifest_file = os.path.join(output_dir, FEATURES_MANIFEST)
-    if tf.io.gfile.exists(manifest_file):
-        with tf.io.gfile.GFile(manifest_file) as file:
-            manifest = json.load(file)
-        if {key: manifest.get(key) for key in expected} == expected:
-            logging.info("reusing cached features in %s (%d images)", output_dir, manifest["num_images"])
-            return manifest
-        logging.info("cached features in %s are stale: rebuilding", output_dir)
+    reusable = _reusable_manifest(manifest_file, expected, output_dir)
+    if reusable is not None:
+        return reusable
     if tf.io.gfile.exists(output_dir):
         tf.io.gfile.rmtree(output_dir)
     tf.io.gfile.makedirs(output_dir)
+    dataset = functools.partial(pipeline.referring_dataset, files, vocabulary, training=False, batch_size=1, **options)
 
-    def dataset():
-        return pipeline.referring_dataset(files, vocabulary, training=False, batch_size=1, **options)
-
-    def image_key(image: np.ndarray) -> str:
-        return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
-
-    # Pass 1: every expression's tokens and mask, grouped by image content, images in first-seen order.
     start = time.perf_counter()
-    expressions: dict[str, list[tuple[np.ndarray, bytes]]] = {}
-    for features, targets in dataset():
-        key = image_key(features["image"].numpy())
-        mask_png = tf.io.encode_png(tf.cast(targets["mask"][0, ..., None], tf.uint8)).numpy()
-        expressions.setdefault(key, []).append((features["tokens"].numpy()[0].astype(np.int64), mask_png))
+    expressions = _collect_expressions(dataset())
     num_images = len(expressions)
     num_expressions = sum(len(entries) for entries in expressions.values())
     if num_images == 0:
@@ -130,40 +201,7 @@ def build_feature_cache(
     num_shards = min(max_shards, -(-num_images // images_per_shard))
     shard_names = [f"features-{index:05d}-of-{num_shards:05d}.tfrecord" for index in range(num_shards)]
     writers = [tf.io.TFRecordWriter(os.path.join(output_dir, name)) for name in shard_names]
-
-    # Pass 2: features once per image, written with all of that image's expressions.
-    predict = tf.function(lambda images: extractor(images, training=False))
-    written, shape = 0, None
-    try:
-        for features, _ in dataset():
-            image = features["image"]
-            key = image_key(image.numpy())
-            entries = expressions.pop(key, None)
-            if entries is None:  # already written (another expression of the same image)
-                continue
-            cached = predict(image)[0].numpy().astype(dtype)
-            shape = list(cached.shape)
-            example = tf.train.Example(
-                features=tf.train.Features(
-                    feature={
-                        "features": _bytes_feature([cached.tobytes()]),
-                        "features/shape": tf.train.Feature(int64_list=tf.train.Int64List(value=shape)),
-                        "tokens": tf.train.Feature(
-                            int64_list=tf.train.Int64List(
-                                value=np.concatenate([tokens for tokens, _ in entries]).tolist()
-                            )
-                        ),
-                        "masks": _bytes_feature([mask for _, mask in entries]),
-                    }
-                )
-            )
-            writers[written % num_shards].write(example.SerializeToString())
-            written += 1
-            if written % 100 == 0:
-                logging.info("cached features of %d/%d images", written, num_images)
-    finally:
-        for writer in writers:
-            writer.close()
+    written, shape = _write_features(dataset, extractor, expressions, writers, dtype, num_images)
     manifest = {
         **expected,
         "num_images": written,
@@ -172,10 +210,7 @@ def build_feature_cache(
         "files": shard_names,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    temporary = manifest_file + ".tmp"
-    with tf.io.gfile.GFile(temporary, "w") as file:
-        json.dump(manifest, file, indent=2)
-    tf.io.gfile.rename(temporary, manifest_file, overwrite=True)  # last: a killed build is rebuilt
+    _write_manifest(manifest_file, manifest)
     logging.info(
         "cached %s backbone features %s of %d images (%d expressions) in %s (%.1f s)",
         dtype,

@@ -44,6 +44,7 @@ distributed = strategy.distribute_datasets_from_function(dataset_fn)
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import threading
 from collections.abc import Sequence
@@ -336,7 +337,140 @@ def _check_common(batch_size: int, image_size: int) -> None:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
 
 
+def _normalize_batch(normalization: str, features: dict, targets: dict) -> tuple[dict, dict]:
+    """(features with the batch's "image" normalised by `image_ops.normalize_images`, targets) (both tasks)."""
+    return {**features, "image": image_ops.normalize_images(features["image"], normalization)}, targets
+
+
 # --- referring ------------------------------------------------------------------------------------------------
+
+
+def _decode_referring(
+    record: tf.Tensor,
+    path: tf.Tensor,
+    index: tf.Tensor,
+    *,
+    table: tf.lookup.StaticHashTable,
+    max_words: int,
+    strip_pieces: bool,
+    max_image_pixels: int,
+) -> dict[str, tf.Tensor]:
+    """One referring record -> image, 0/1 mask, tokens, ids and its status (docs/input_pipeline.md#bad-records)."""
+    parsed = tf.io.parse_single_example(record, records.REFERRING_FEATURES)
+    tokens, num_tokens = encode_tf(parsed["expression/raw"], table, max_words, strip_pieces=strip_pieces)
+    declared = image_header.header_size_tf(parsed["image/encoded"])
+    too_large = declared[0] * declared[1] > max_image_pixels
+    image = _decode_image_unless(too_large, parsed["image/encoded"])
+    mask, mask_format_ok = _decode_referring_mask(parsed["mask/encoded"], skip=too_large)
+    mask_values_ok = tf.reduce_all((mask == 0) | (mask == 1)) | tf.reduce_all((mask == 0) | (mask == 255))
+    mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(mask)))
+    status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(tf.equal(num_tokens, 0), _EMPTY_EXPRESSION, _OK))
+    status = tf.where(mask_format_ok & mask_values_ok, status, _INVALID_MASK)
+    status = tf.where(too_large, _TOO_LARGE, status)
+    detail = tf.strings.format(
+        "image {} ({}x{}, header {}x{}), sent_id {}, mask {}x{} (PNG bit depth {}, colour type {}, values {}..{}), "
+        "expression '{}'",
+        [
+            parsed["image/filename"],
+            tf.shape(image)[0],
+            tf.shape(image)[1],
+            declared[0],
+            declared[1],
+            parsed["sent_id"],
+            tf.shape(mask)[0],
+            tf.shape(mask)[1],
+            *_png_depth_and_colour(parsed["mask/encoded"]),
+            tf.reduce_min(tf.cast(mask, tf.int32)),
+            tf.reduce_max(tf.cast(mask, tf.int32)),
+            parsed["expression/raw"],
+        ],
+    )
+    return {
+        "image": image,
+        "mask": tf.cast(mask > 0, tf.uint8),
+        "tokens": tokens,
+        "num_tokens": num_tokens,
+        "ref_id": parsed["ref_id"],
+        "sent_id": parsed["sent_id"],
+        "status": status,
+        "path": path,
+        "index": index,
+        "detail": detail,
+    }
+
+
+def _referring_sentinel(path: tf.Tensor, index: tf.Tensor, *, max_words: int) -> dict[str, tf.Tensor]:
+    """The element standing for an undecodable referring record (status _UNDECODABLE)."""
+    return {
+        "image": tf.zeros([0, 0, 3], tf.uint8),
+        "mask": tf.zeros([0, 0], tf.uint8),
+        "tokens": tf.zeros([max_words], tf.int32),
+        "num_tokens": tf.constant(0, tf.int32),
+        "ref_id": tf.constant(-1, tf.int64),
+        "sent_id": tf.constant(-1, tf.int64),
+        "status": tf.constant(_UNDECODABLE),
+        "path": path,
+        "index": index,
+        "detail": tf.constant(""),
+    }
+
+
+def _prepare_referring(
+    element: dict[str, tf.Tensor], *, image_size: int, exact_resize: bool, training: bool, grouped: bool
+) -> tuple[dict, dict]:
+    """A decoded element -> (features, targets) at S x S; evaluation fields unless `training`, "num_tokens"
+    in the features when `grouped` (length grouping; removed after batching)."""
+    image, mask, placement = image_ops.resize_and_pad_image_and_mask(
+        element["image"], element["mask"], image_size, exact=exact_resize
+    )
+    features = {"image": image, "tokens": element["tokens"]}
+    targets = {"mask": mask}
+    if not training:
+        targets.update(
+            original_mask=tf.cast(element["mask"] > 0, tf.float32),
+            original_size=tf.shape(element["mask"])[:2],
+            placement=placement,
+            num_tokens=element["num_tokens"],
+            ref_id=element["ref_id"],
+            sent_id=element["sent_id"],
+        )
+    if grouped:
+        features["num_tokens"] = element["num_tokens"]  # removed after batching
+    return features, targets
+
+
+def _batch_referring(
+    dataset: tf.data.Dataset, training: bool, grouped: bool, batch_size: int, length_boundaries: Sequence[int]
+) -> tf.data.Dataset:
+    """Training: batches grouped by expression length when `grouped`, else plain, drop_remainder; evaluation:
+    padded batches keeping the last partial one (docs/input_pipeline.md#padding-values)."""
+    if grouped:
+        boundaries = sorted(set(int(b) for b in length_boundaries))
+        dataset = dataset.bucket_by_sequence_length(
+            lambda features, targets: features["num_tokens"],
+            bucket_boundaries=boundaries,
+            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+            no_padding=True,
+            drop_remainder=True,
+        )
+        return dataset.map(
+            lambda features, targets: ({k: v for k, v in features.items() if k != "num_tokens"}, targets)
+        )
+    if training:
+        return dataset.batch(batch_size, drop_remainder=True)
+    padding = (
+        {"image": tf.constant(0, tf.uint8), "tokens": tf.constant(PAD_ID, tf.int32)},
+        {
+            "mask": tf.constant(0, tf.float32),
+            "original_mask": tf.constant(0, tf.float32),
+            "original_size": tf.constant(0, tf.int32),
+            "placement": tf.constant(0, tf.int32),
+            "num_tokens": tf.constant(0, tf.int32),
+            "ref_id": tf.constant(0, tf.int64),
+            "sent_id": tf.constant(0, tf.int64),
+        },
+    )
+    return dataset.padded_batch(batch_size, padding_values=padding)
 
 
 def referring_dataset(
@@ -399,123 +533,22 @@ def referring_dataset(
     counter = skip_counter if skip_counter is not None else SkipCounter()
     files = resolve_files(file_pattern_or_paths)
     table = vocabulary_table(vocabulary)
-
-    def decode(record, path, index):
-        parsed = tf.io.parse_single_example(record, records.REFERRING_FEATURES)
-        tokens, num_tokens = encode_tf(parsed["expression/raw"], table, max_words, strip_pieces=strip_pieces)
-        declared = image_header.header_size_tf(parsed["image/encoded"])
-        too_large = declared[0] * declared[1] > max_image_pixels
-        image = _decode_image_unless(too_large, parsed["image/encoded"])
-        mask, mask_format_ok = _decode_referring_mask(parsed["mask/encoded"], skip=too_large)
-        mask_values_ok = tf.reduce_all((mask == 0) | (mask == 1)) | tf.reduce_all((mask == 0) | (mask == 255))
-        mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(mask)))
-        status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(tf.equal(num_tokens, 0), _EMPTY_EXPRESSION, _OK))
-        status = tf.where(mask_format_ok & mask_values_ok, status, _INVALID_MASK)
-        status = tf.where(too_large, _TOO_LARGE, status)
-        detail = tf.strings.format(
-            "image {} ({}x{}, header {}x{}), sent_id {}, mask {}x{} (PNG bit depth {}, colour type {}, values {}..{}), "
-            "expression '{}'",
-            [
-                parsed["image/filename"],
-                tf.shape(image)[0],
-                tf.shape(image)[1],
-                declared[0],
-                declared[1],
-                parsed["sent_id"],
-                tf.shape(mask)[0],
-                tf.shape(mask)[1],
-                *_png_depth_and_colour(parsed["mask/encoded"]),
-                tf.reduce_min(tf.cast(mask, tf.int32)),
-                tf.reduce_max(tf.cast(mask, tf.int32)),
-                parsed["expression/raw"],
-            ],
-        )
-        return {
-            "image": image,
-            "mask": tf.cast(mask > 0, tf.uint8),
-            "tokens": tokens,
-            "num_tokens": num_tokens,
-            "ref_id": parsed["ref_id"],
-            "sent_id": parsed["sent_id"],
-            "status": status,
-            "path": path,
-            "index": index,
-            "detail": detail,
-        }
-
-    def sentinel(path, index):
-        return {
-            "image": tf.zeros([0, 0, 3], tf.uint8),
-            "mask": tf.zeros([0, 0], tf.uint8),
-            "tokens": tf.zeros([max_words], tf.int32),
-            "num_tokens": tf.constant(0, tf.int32),
-            "ref_id": tf.constant(-1, tf.int64),
-            "sent_id": tf.constant(-1, tf.int64),
-            "status": tf.constant(_UNDECODABLE),
-            "path": path,
-            "index": index,
-            "detail": tf.constant(""),
-        }
-
-    def prepare(element):
-        image, mask, placement = image_ops.resize_and_pad_image_and_mask(
-            element["image"], element["mask"], image_size, exact=exact_resize
-        )
-        features = {"image": image, "tokens": element["tokens"]}
-        targets = {"mask": mask}
-        if not training:
-            targets.update(
-                original_mask=tf.cast(element["mask"] > 0, tf.float32),
-                original_size=tf.shape(element["mask"])[:2],
-                placement=placement,
-                num_tokens=element["num_tokens"],
-                ref_id=element["ref_id"],
-                sent_id=element["sent_id"],
-            )
-        if training and group_by_length and batch_size > 1:
-            features["num_tokens"] = element["num_tokens"]  # removed after batching
-        return features, targets
-
-    dataset = _decoded_records(
-        files, decode, sentinel, counter, training=training, input_context=input_context,
-        shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, deterministic=deterministic,
+    grouped = training and group_by_length and batch_size > 1  # num_tokens kept in the features until batching
+    decode = functools.partial(
+        _decode_referring, table=table, max_words=max_words, strip_pieces=strip_pieces,
+        max_image_pixels=max_image_pixels,
     )  # fmt: skip
-    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    if training and group_by_length and batch_size > 1:
-        boundaries = sorted(set(int(b) for b in length_boundaries))
-        dataset = dataset.bucket_by_sequence_length(
-            lambda features, targets: features["num_tokens"],
-            bucket_boundaries=boundaries,
-            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-            no_padding=True,
-            drop_remainder=True,
-        )
-        dataset = dataset.map(
-            lambda features, targets: ({k: v for k, v in features.items() if k != "num_tokens"}, targets)
-        )
-    elif training:
-        dataset = dataset.batch(batch_size, drop_remainder=True)
-    else:
-        padding = (
-            {"image": tf.constant(0, tf.uint8), "tokens": tf.constant(PAD_ID, tf.int32)},
-            {
-                "mask": tf.constant(0, tf.float32),
-                "original_mask": tf.constant(0, tf.float32),
-                "original_size": tf.constant(0, tf.int32),
-                "placement": tf.constant(0, tf.int32),
-                "num_tokens": tf.constant(0, tf.int32),
-                "ref_id": tf.constant(0, tf.int64),
-                "sent_id": tf.constant(0, tf.int64),
-            },
-        )
-        dataset = dataset.padded_batch(batch_size, padding_values=padding)
-    dataset = dataset.map(
-        lambda features, targets: (
-            {**features, "image": image_ops.normalize_images(features["image"], normalization)},
-            targets,
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
+    dataset = _decoded_records(
+        files, decode, functools.partial(_referring_sentinel, max_words=max_words), counter, training=training,
+        input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat,
+        deterministic=deterministic,
+    )  # fmt: skip
+    prepare = functools.partial(
+        _prepare_referring, image_size=image_size, exact_resize=exact_resize, training=training, grouped=grouped
     )
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+    dataset = _batch_referring(dataset, training, grouped, batch_size, length_boundaries)
+    dataset = dataset.map(functools.partial(_normalize_batch, normalization), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
 
 
@@ -582,6 +615,98 @@ def augment_parsing_example(
     return tf.ensure_shape(image, [image_size, image_size, 3]), tf.ensure_shape(labels, [image_size, image_size])
 
 
+def _decode_parsing(
+    record: tf.Tensor, path: tf.Tensor, index: tf.Tensor, *, num_classes: int, max_image_pixels: int
+) -> dict[str, tf.Tensor]:
+    """One parsing record -> image, label map and its status (docs/input_pipeline.md#bad-records)."""
+    parsed = tf.io.parse_single_example(record, records.PARSING_FEATURES)
+    declared = image_header.header_size_tf(parsed["image/encoded"])
+    too_large = declared[0] * declared[1] > max_image_pixels
+    image = _decode_image_unless(too_large, parsed["image/encoded"])
+    labels = tf.cond(
+        too_large,
+        lambda: tf.zeros([0, 0], tf.uint8),
+        lambda: tf.io.decode_png(parsed["label/encoded"], channels=1)[..., 0],
+    )
+    mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(labels)))
+    invalid = tf.reduce_any((labels >= num_classes) & tf.not_equal(labels, IGNORE_LABEL))
+    status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(invalid, _INVALID_LABELS, _OK))
+    status = tf.where(too_large, _TOO_LARGE, status)
+    detail = tf.strings.format(
+        "image {} ({}x{}, header {}x{}), label map {}x{}, max label {}",
+        [
+            parsed["image/filename"],
+            tf.shape(image)[0],
+            tf.shape(image)[1],
+            declared[0],
+            declared[1],
+            tf.shape(labels)[0],
+            tf.shape(labels)[1],
+            tf.reduce_max(tf.cast(labels, tf.int32)),
+        ],
+    )
+    return {"image": image, "labels": labels, "status": status, "path": path, "index": index, "detail": detail}
+
+
+def _parsing_sentinel(path: tf.Tensor, index: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The element standing for an undecodable parsing record (status _UNDECODABLE)."""
+    return {
+        "image": tf.zeros([0, 0, 3], tf.uint8),
+        "labels": tf.zeros([0, 0], tf.uint8),
+        "status": tf.constant(_UNDECODABLE),
+        "path": path,
+        "index": index,
+        "detail": tf.constant(""),
+    }
+
+
+def _prepare_parsing_train(
+    element: dict[str, tf.Tensor],
+    seed_pair: tf.Tensor,
+    *,
+    image_size: int,
+    scale_range: tuple[float, float],
+    swap_table: np.ndarray,
+    exact_resize: bool,
+) -> tuple[dict, dict]:
+    """A decoded training element -> ({"image"}, {"labels"}) augmented by `augment_parsing_example`."""
+    image, labels = augment_parsing_example(
+        element["image"],
+        element["labels"],
+        seed_pair,
+        image_size=image_size,
+        scale_range=scale_range,
+        swap_table=swap_table,
+        exact=exact_resize,
+    )
+    return {"image": image}, {"labels": labels}
+
+
+def _prepare_parsing_eval(element: dict[str, tf.Tensor], *, image_size: int, exact_resize: bool) -> tuple[dict, dict]:
+    """A decoded evaluation element -> resized-and-padded image and labels, plus the original labels and sizes."""
+    image, placement = image_ops.resize_and_pad_image(element["image"], image_size, exact=exact_resize)
+    labels = image_ops.resize_and_pad_labels(element["labels"], placement, image_size)
+    return {"image": image}, {
+        "labels": labels,
+        "original_labels": tf.cast(element["labels"], tf.int32),
+        "original_size": tf.shape(element["labels"])[:2],
+        "placement": placement,
+    }
+
+
+def _parsing_eval_padding() -> tuple[dict, dict]:
+    """padded_batch values of parsing evaluation: image 0, labels 255 (docs/input_pipeline.md#padding-values)."""
+    return (
+        {"image": tf.constant(0, tf.uint8)},
+        {
+            "labels": tf.constant(IGNORE_LABEL, tf.int32),
+            "original_labels": tf.constant(IGNORE_LABEL, tf.int32),
+            "original_size": tf.constant(0, tf.int32),
+            "placement": tf.constant(0, tf.int32),
+        },
+    )
+
+
 def parsing_dataset(
     file_pattern_or_paths,
     *,
@@ -628,91 +753,23 @@ def parsing_dataset(
     deterministic = not training if deterministic is None else bool(deterministic)
     counter = skip_counter if skip_counter is not None else SkipCounter()
     files = resolve_files(file_pattern_or_paths)
-
-    def decode(record, path, index):
-        parsed = tf.io.parse_single_example(record, records.PARSING_FEATURES)
-        declared = image_header.header_size_tf(parsed["image/encoded"])
-        too_large = declared[0] * declared[1] > max_image_pixels
-        image = _decode_image_unless(too_large, parsed["image/encoded"])
-        labels = tf.cond(
-            too_large,
-            lambda: tf.zeros([0, 0], tf.uint8),
-            lambda: tf.io.decode_png(parsed["label/encoded"], channels=1)[..., 0],
-        )
-        mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(labels)))
-        invalid = tf.reduce_any((labels >= num_classes) & tf.not_equal(labels, IGNORE_LABEL))
-        status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(invalid, _INVALID_LABELS, _OK))
-        status = tf.where(too_large, _TOO_LARGE, status)
-        detail = tf.strings.format(
-            "image {} ({}x{}, header {}x{}), label map {}x{}, max label {}",
-            [
-                parsed["image/filename"],
-                tf.shape(image)[0],
-                tf.shape(image)[1],
-                declared[0],
-                declared[1],
-                tf.shape(labels)[0],
-                tf.shape(labels)[1],
-                tf.reduce_max(tf.cast(labels, tf.int32)),
-            ],
-        )
-        return {"image": image, "labels": labels, "status": status, "path": path, "index": index, "detail": detail}
-
-    def sentinel(path, index):
-        return {
-            "image": tf.zeros([0, 0, 3], tf.uint8),
-            "labels": tf.zeros([0, 0], tf.uint8),
-            "status": tf.constant(_UNDECODABLE),
-            "path": path,
-            "index": index,
-            "detail": tf.constant(""),
-        }
-
-    def prepare_train(element, seed_pair):
-        image, labels = augment_parsing_example(
-            element["image"],
-            element["labels"],
-            seed_pair,
-            image_size=image_size,
-            scale_range=scale_range,
-            swap_table=swap_table,
-            exact=exact_resize,
-        )
-        return {"image": image}, {"labels": labels}
-
-    def prepare_eval(element):
-        image, placement = image_ops.resize_and_pad_image(element["image"], image_size, exact=exact_resize)
-        labels = image_ops.resize_and_pad_labels(element["labels"], placement, image_size)
-        return {"image": image}, {
-            "labels": labels,
-            "original_labels": tf.cast(element["labels"], tf.int32),
-            "original_size": tf.shape(element["labels"])[:2],
-            "placement": placement,
-        }
-
+    decode = functools.partial(_decode_parsing, num_classes=num_classes, max_image_pixels=max_image_pixels)
     dataset = _decoded_records(
-        files, decode, sentinel, counter, training=training, input_context=input_context,
+        files, decode, _parsing_sentinel, counter, training=training, input_context=input_context,
         shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, deterministic=deterministic,
     )  # fmt: skip
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
         dataset = tf.data.Dataset.zip((dataset, seeds))
+        prepare_train = functools.partial(
+            _prepare_parsing_train, image_size=image_size, scale_range=scale_range, swap_table=swap_table,
+            exact_resize=exact_resize,
+        )  # fmt: skip
         dataset = dataset.map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
         dataset = dataset.batch(batch_size, drop_remainder=True)
     else:
+        prepare_eval = functools.partial(_prepare_parsing_eval, image_size=image_size, exact_resize=exact_resize)
         dataset = dataset.map(prepare_eval, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        padding = (
-            {"image": tf.constant(0, tf.uint8)},
-            {
-                "labels": tf.constant(IGNORE_LABEL, tf.int32),
-                "original_labels": tf.constant(IGNORE_LABEL, tf.int32),
-                "original_size": tf.constant(0, tf.int32),
-                "placement": tf.constant(0, tf.int32),
-            },
-        )
-        dataset = dataset.padded_batch(batch_size, padding_values=padding)
-    dataset = dataset.map(
-        lambda features, targets: ({"image": image_ops.normalize_images(features["image"], normalization)}, targets),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+        dataset = dataset.padded_batch(batch_size, padding_values=_parsing_eval_padding())
+    dataset = dataset.map(functools.partial(_normalize_batch, normalization), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))
