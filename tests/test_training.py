@@ -557,6 +557,65 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
         )
 
 
+def _write_tiny_cache(cache_dir: pathlib.Path, lengths_per_image: list[list[int]], max_words: int = 8) -> None:
+    """A feature cache in `feature_cache`'s record layout, written by hand: one 2x2x1 feature map per image whose
+    value is the image index, and per expression left-padded token ids (word id 5) of the given lengths."""
+    cache_dir.mkdir(parents=True)
+    mask_png = tf.io.encode_png(tf.zeros((4, 4, 1), tf.uint8)).numpy()
+    with tf.io.TFRecordWriter(str(cache_dir / "features-00000-of-00001.tfrecord")) as writer:
+        for image, lengths in enumerate(lengths_per_image):
+            tokens = [[0] * (max_words - n) + [5] * n for n in lengths]
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "features": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[np.full((2, 2, 1), image, np.float32).tobytes()])),
+                "tokens": tf.train.Feature(int64_list=tf.train.Int64List(value=sum(tokens, []))),
+                "masks": tf.train.Feature(bytes_list=tf.train.BytesList(value=[mask_png] * len(lengths))),
+            }))  # fmt: skip
+            writer.write(example.SerializeToString())
+    manifest = {"files": ["features-00000-of-00001.tfrecord"], "shape": [2, 2, 1], "max_words": max_words,
+                "dtype": "float32"}  # fmt: skip
+    (cache_dir / feature_cache.FEATURES_MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_cached_training_batches_group_expressions_by_token_count(tmp_path):
+    """The mLSTM runs as many steps as a batch's longest expression: training batches from the cache hold
+    expressions of one length bucket (boundaries 3, 5: lengths 1-2 / 3-4 / 5+), as `referring_dataset`'s do."""
+    lengths = [[1, 2, 3, 4, 5, 6], [2, 4, 6, 1, 3, 5], [6, 5, 4, 3, 2, 1], [1, 6, 2, 5, 3, 4]]
+    _write_tiny_cache(tmp_path / "cache", lengths)
+    grouped = feature_cache.cached_referring_dataset(
+        str(tmp_path / "cache"), training=True, batch_size=4, seed=0, length_boundaries=(3, 5)
+    )
+    bucket_of = np.digitize  # bucket index of a length, boundaries (3, 5)
+    for features, targets in grouped.take(12):
+        counts = np.count_nonzero(features["tokens"].numpy(), axis=1)
+        assert len(set(bucket_of(counts, [3, 5]))) == 1, counts
+        assert features["backbone_features"].shape == (4, 2, 2, 1) and targets["mask"].shape == (4, 4, 4)
+    plain = feature_cache.cached_referring_dataset(
+        str(tmp_path / "cache"), training=True, batch_size=4, seed=0, group_by_length=False
+    )
+    mixed = [len(set(bucket_of(np.count_nonzero(f["tokens"].numpy(), axis=1), [3, 5]))) for f, _ in plain.take(12)]
+    assert max(mixed) > 1  # without grouping, some batch mixes buckets: the check above can fail
+
+
+def test_feature_cache_builds_are_serialised(tmp_path):
+    """Two runs sharing a cache directory: the second waits on the first's lock, then finds the cache built."""
+    import threading
+
+    order, cache_dir = [], str(tmp_path / "cache")
+
+    def second_run():
+        with feature_cache._one_builder_at_a_time(cache_dir):
+            order.append("second")
+
+    with feature_cache._one_builder_at_a_time(cache_dir):
+        waiter = threading.Thread(target=second_run)
+        waiter.start()
+        time.sleep(0.5)
+        order.append("first done")
+    waiter.join(timeout=10)
+    assert order == ["first done", "second"]
+
+
 def test_cache_features_rejects_parsing_and_trainable_backbones(tmp_path):
     config = shrink_config(parsing_config("lg_lstm"))
     config.train.cache_features = True

@@ -13,6 +13,7 @@ Every step runs as the command line the report quotes, so each number can be rep
 printed next to it. The report states what was measured, whatever it shows.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -21,11 +22,17 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 from absl import flags
+from PIL import Image
 
+from tf_recurrent_seg import demo_report
 from tf_recurrent_seg.cli.common import run_app
+from tf_recurrent_seg.data import synthetic
+from tf_recurrent_seg.evaluation import load_results
+from tf_recurrent_seg.workdir import load_validation_log
 
 # (name, config, variants) of the parsing runs, in the order Table 5 lists them.
 PARSING_RUNS = [
@@ -38,10 +45,10 @@ PARSING_RUNS = [
 REFERRING_MODELS = ("lstm", "rmi")
 REFERRING_IMAGE_SIZE, PARSING_IMAGE_SIZE = 128, 97
 BUDGETS = {
-    # About 100 minutes on a 2-core CPU; step counts chosen on the validation split (see defaults.py).
+    # About 45 minutes on a 2-core CPU; step counts chosen on the validation split (see defaults.py).
     "full": {"referring_train": 3000, "referring_validation": 300, "referring_test": 600,
              "parsing_train": 1200, "parsing_validation": 120, "parsing_test": 120,
-             "pretrain_steps": 600, "lstm_steps": 5000, "rmi_steps": 5000, "parsing_steps": 3000,
+             "pretrain_steps": 600, "lstm_steps": 3000, "rmi_steps": 5000, "parsing_steps": 3000,
              "referring_seeds": 3, "parsing_seeds": 1, "figures": 1,
              "parsing_runs": [name for name, _, _ in PARSING_RUNS], "tflite": True},
     # For the tests: every kind of step runs, on tiny data, in a few minutes.
@@ -51,6 +58,9 @@ BUDGETS = {
               "referring_seeds": 1, "parsing_seeds": 1, "figures": 1,
               "parsing_runs": ["conv_baseline", "lg_lstm"], "tflite": False},
 }  # fmt: skip
+# Measured ms per training step with one CPU thread (2-core machine): the order in which the runs start.
+ONE_THREAD_MS_PER_STEP = {"lstm": 42, "rmi": 80, "conv_baseline": 80, "conv_baseline_extra": 130, "lg_lstm": 220,
+                          "lg_lstm_local2": 170, "lg_lstm_no_global": 210}  # fmt: skip
 SEED = 0  # the data seed; training seeds are 0, 1, ... (one run each)
 ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ")  # "I1121 15:26:26.066 1405 train.py:602] "
 
@@ -65,17 +75,50 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string(
         "export_dir", "saved_models", "Where SavedModels and TFLite models are exported.", flag_values=flag_values
     )
+    flags.DEFINE_integer(
+        "jobs",
+        0,
+        "Commands run at a time (0: one per CPU core, at most 4); the cores are shared among them.",
+        flag_values=flag_values,
+    )
+
+
+@dataclasses.dataclass
+class Job:
+    """One command of the demo: `name` (unique, shown before its output lines), `what` it does (the report's
+    "Step"), its `arguments` after `python`, the `after` jobs it needs finished, and `threads` (None: the
+    runner's per-job share of the cores)."""
+
+    name: str
+    what: str
+    arguments: list[str]
+    after: tuple[str, ...] = ()
+    threads: int | None = None
+
+    @property
+    def shown(self) -> str:
+        return " ".join(shlex.quote(part) for part in ["python", *self.arguments])
 
 
 class Steps:
-    """Runs commands, streams their output with a timestamp, and remembers them for the report."""
+    """Runs the demo's commands, up to `parallel` at a time, streams their progress lines with a timestamp, and
+    remembers them for the report.
 
-    def __init__(self):
+    Most of the demo's processes are small graphs whose ops gain little from a second thread (the LSTM head's
+    cached step: 21 ms on one thread, 30 ms on two), so on a 2-core machine two one-thread processes at a time
+    get through the work about twice as fast as one two-thread process.
+    """
+
+    def __init__(self, parallel: int = 1):
         self.start = time.perf_counter()
-        self.commands: list[tuple[str, str, float]] = []  # (what, command, seconds)
+        self.parallel = max(1, parallel)
+        self.threads_per_job = max(1, (os.cpu_count() or 1) // self.parallel)
+        self.commands: list[tuple[str, str, float]] = []  # (what, command, seconds), in start order
+        self._print_lock = threading.Lock()
 
     def log(self, message: str) -> None:
-        print(f"[demo {time.perf_counter() - self.start:7.1f}s] {message}", flush=True)
+        with self._print_lock:
+            print(f"[demo {time.perf_counter() - self.start:7.1f}s] {message}", flush=True)
 
     def fresh(self, workdir: str) -> str:
         """Removes a previous demo's run in `workdir`: a leftover checkpoint would otherwise be resumed, trained on
@@ -85,22 +128,54 @@ class Steps:
             shutil.rmtree(workdir)
         return workdir
 
-    def run(self, what: str, arguments: list[str]) -> None:
-        command = [sys.executable, *arguments]
-        shown = " ".join(shlex.quote(part) for part in ["python", *arguments])
-        self.log(f"{what}: {shown}")
-        tic = time.perf_counter()
-        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    def run(self, jobs: list[Job]) -> None:
+        """Runs `jobs`, each once every job in its `after` has succeeded; among the jobs ready at a time, list
+        order first. The first failure stops the others and raises."""
+        waiting, running, succeeded = list(jobs), {}, set()
+        try:
+            while waiting or running:
+                for job in [job for job in waiting if set(job.after) <= succeeded]:
+                    if len(running) >= self.parallel:
+                        break
+                    waiting.remove(job)
+                    running[job.name] = self._start(job)
+                if not running:
+                    raise RuntimeError(f"demo jobs wait for jobs that do not exist: {[job.name for job in waiting]}")
+                time.sleep(0.2)
+                for name, (job, process, reader, tic) in list(running.items()):
+                    if process.poll() is None:
+                        continue
+                    del running[name]
+                    reader.join()
+                    if process.returncode != 0:
+                        raise RuntimeError(f"{job.what} failed (exit {process.returncode}): {job.shown}")
+                    succeeded.add(name)
+                    self.commands[self.commands.index((job.what, job.shown, -1.0))] = (
+                        job.what, job.shown, time.perf_counter() - tic)  # fmt: skip
+        finally:
+            for _, process, _, _ in running.values():
+                process.kill()
+
+    def _start(self, job: Job) -> tuple:
+        self.log(f"{job.name}: {job.what}: {job.shown}")
+        threads = str(job.threads or self.threads_per_job)
+        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
+                       "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}  # fmt: skip
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
-        )
+            [sys.executable, *job.arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=environment,
+        )  # fmt: skip
+        reader = threading.Thread(target=self._stream, args=(job.name, process), daemon=True)
+        reader.start()
+        self.commands.append((job.what, job.shown, -1.0))  # seconds filled in when it ends
+        return job, process, reader, time.perf_counter()
+
+    def _stream(self, name: str, process: subprocess.Popen) -> None:
         for line in process.stdout:
             # Progress lines only: absl's own prefix noise and TF's start-up chatter are dropped.
             if any(key in line for key in ("step ", "wrote", "examples", "overall_iou", "Wrote", "mean_iou")):
-                print(f"    {ABSL_PREFIX.sub('', line.rstrip())[-160:]}", flush=True)
-        if process.wait() != 0:
-            raise RuntimeError(f"{what} failed (exit {process.returncode}): {shown}")
-        self.commands.append((what, shown, time.perf_counter() - tic))
+                with self._print_lock:
+                    print(f"    [{name}] {ABSL_PREFIX.sub('', line.rstrip())[-150:]}", flush=True)
 
 
 def referring_override(data_dir: str) -> list[str]:
@@ -116,10 +191,6 @@ def parsing_override(data_dir: str) -> list[str]:
 
 def write_example_inputs(report_dir: pathlib.Path, count: int) -> list[tuple[pathlib.Path, str]]:
     """Test-split scenes (same seed stream as the test records) saved as PNGs, with their expressions."""
-    from PIL import Image
-
-    from tf_recurrent_seg.data import synthetic
-
     inputs = []
     stream = (SEED, synthetic.SPLIT_STREAMS["test"])
     for example in synthetic.referring_examples(stream, count, image_size=REFERRING_IMAGE_SIZE):
@@ -129,80 +200,122 @@ def write_example_inputs(report_dir: pathlib.Path, count: int) -> list[tuple[pat
     return inputs
 
 
-def generate_data(steps: Steps, budget: dict, data: str) -> None:
+def data_jobs(budget: dict, data: str) -> list[Job]:
+    jobs = []
     for task, size, extra in (
         ("referring", REFERRING_IMAGE_SIZE, []),
         ("parsing", PARSING_IMAGE_SIZE, ["--parsing_kind=animal"]),
     ):
-        steps.run(f"generate the synthetic {task} data (train / validation / test)", [
+        jobs.append(Job(f"data_{task}", f"generate the synthetic {task} data (train / validation / test)", [
             "-m", "data_tools.synthetic", f"--task={task}", f"--output_dir={data}/synthetic_{task}", *extra,
             f"--num_train={budget[f'{task}_train']}", f"--num_validation={budget[f'{task}_validation']}",
-            f"--num_test={budget[f'{task}_test']}", f"--seed={SEED}", f"--image_size={size}"])  # fmt: skip
+            f"--num_test={budget[f'{task}_test']}", f"--seed={SEED}", f"--image_size={size}"]))  # fmt: skip
+    return jobs
 
 
-def train_referring(steps: Steps, budget: dict, data: str, runs: str, pretrained: str) -> dict[str, list[str]]:
-    """Both heads on the frozen pretrained backbone, one run per seed; all share one feature cache."""
-    workdirs = {model: [] for model in REFERRING_MODELS}
+def pretraining_job(steps: Steps, budget: dict, runs: str) -> Job:
+    """Everything else waits for the backbone, so it gets every core."""
+    steps.fresh(f"{runs}/backbone")
+    small = ["--config.data.num_train=64", "--config.data.num_validation=8"] if FLAGS.budget == "quick" else []
+    return Job("pretrain", "pretrain the backbone on synthetic scenes (stand-in for ImageNet / PASCAL)", [
+        "-m", "tf_recurrent_seg.cli.pretrain", "--config=configs/backbone_synthetic.py", f"--workdir={runs}/backbone",
+        f"--config.train.num_steps={budget['pretrain_steps']}", *small], threads=os.cpu_count())  # fmt: skip
+
+
+def referring_jobs(steps: Steps, budget: dict, data: str, runs: str, pretrained: str) -> dict[str, Job]:
+    """Both heads on the frozen pretrained backbone, one run per seed; all share one feature cache (the first
+    run to start builds it, the others wait for it)."""
+    jobs = {}
     for seed in range(budget["referring_seeds"]):
         for model in REFERRING_MODELS:
-            workdir = steps.fresh(f"{runs}/{model}_seed{seed}")
-            steps.run(f"train {model.upper()} (seed {seed}) on cached features", [
+            name, workdir = f"{model}_seed{seed}", steps.fresh(f"{runs}/{model}_seed{seed}")
+            jobs[name] = Job(name, f"train {model.upper()} (seed {seed}) on cached features", [
                 "-m", "tf_recurrent_seg.cli.train", f"--config=configs/{model}_synthetic.py", f"--workdir={workdir}",
                 f"--config.train.num_steps={budget[f'{model}_steps']}", f"--config.train.seed={seed}",
                 f"--config.model.backbone.pretrained={pretrained}", f"--config.train.feature_cache_dir={runs}/features",
-                *referring_override(data)])  # fmt: skip
-            workdirs[model].append(workdir)
-    return workdirs
+                *referring_override(data)], after=("pretrain", "data_referring"))  # fmt: skip
+    return jobs
 
 
-def train_parsing(steps: Steps, budget: dict, data: str, runs: str, pretrained: str) -> dict[str, list[str]]:
+def parsing_jobs(steps: Steps, budget: dict, data: str, runs: str, pretrained: str) -> dict[str, Job]:
     """The five Table 5 models, each fine-tuned from the same pretrained backbone for the same steps."""
-    runs_to_train = [run for run in PARSING_RUNS if run[0] in budget["parsing_runs"]]
-    workdirs = {name: [] for name, _, _ in runs_to_train}
+    jobs = {}
     for seed in range(budget["parsing_seeds"]):
-        for name, config, variants in runs_to_train:
+        for name, config, variants in PARSING_RUNS:
+            if name not in budget["parsing_runs"]:
+                continue
             workdir = steps.fresh(f"{runs}/{name}_seed{seed}")
-            steps.run(f"train {name} (seed {seed})", [
+            jobs[f"{name}_seed{seed}"] = Job(f"{name}_seed{seed}", f"train {name} (seed {seed})", [
                 "-m", "tf_recurrent_seg.cli.train", f"--config={config}" + (f":{variants}" if variants else ""),
                 f"--workdir={workdir}", f"--config.train.num_steps={budget['parsing_steps']}",
                 f"--config.train.seed={seed}", f"--config.model.backbone.pretrained={pretrained}",
-                *parsing_override(data)])  # fmt: skip
-            workdirs[name].append(workdir)
-    return workdirs
+                *parsing_override(data)], after=("pretrain", "data_parsing"))  # fmt: skip
+    return jobs
 
 
-def evaluate_on_test(
-    steps: Steps, workdirs: dict[str, list[str]], test_records: str, referring: bool
-) -> dict[str, list[dict]]:
+def evaluation_jobs(training: dict[str, Job], test_records: str, referring: bool) -> list[Job]:
     """Scores every run once on the test split (DenseCRF rows; shuffled expressions for referring runs)."""
-    from tf_recurrent_seg.evaluation import load_results
+    jobs = []
+    for name, job in training.items():
+        model, seed = name.rsplit("_seed", 1)
+        extra = ["--crf", f"--shuffle_expressions={seed}"] if referring else (["--crf"] if model == "lg_lstm" else [])
+        jobs.append(Job(f"evaluate_{name}", f"evaluate {model} (seed {seed}) on the test split", [
+            "-m", "tf_recurrent_seg.cli.evaluate", f"--workdir={workdir_of(job)}", f"--eval_records={test_records}",
+            f"--out_dir={workdir_of(job)}/eval_test", *extra], after=(name,)))  # fmt: skip
+    return jobs
 
+
+def workdir_of(job: Job) -> str:
+    return next(part.split("=", 1)[1] for part in job.arguments if part.startswith("--workdir="))
+
+
+def test_results(training: dict[str, Job]) -> dict[str, list[dict]]:
+    """{model: [test-split results of seed 0, 1, ...]} of the training jobs' runs."""
     results = {}
-    for name, runs in workdirs.items():
-        for seed, workdir in enumerate(runs):
-            extra = (
-                ["--crf", f"--shuffle_expressions={seed}"] if referring else (["--crf"] if name == "lg_lstm" else [])
-            )
-            steps.run(f"evaluate {name} (seed {seed}) on the test split", [
-                "-m", "tf_recurrent_seg.cli.evaluate", f"--workdir={workdir}", f"--eval_records={test_records}",
-                f"--out_dir={workdir}/eval_test", *extra])  # fmt: skip
-        results[name] = [load_results(f"{workdir}/eval_test") for workdir in runs]
+    for name, job in training.items():
+        results.setdefault(name.rsplit("_seed", 1)[0], []).append(load_results(f"{workdir_of(job)}/eval_test"))
     return results
 
 
-def export_and_draw(steps: Steps, budget: dict, referring: dict, parsing: dict, report_dir: pathlib.Path) -> list[str]:
-    """SavedModel + TFLite of RMI and LG-LSTM (seed 0), and the prediction figures; returns the report lines."""
-    for name, workdir in (("rmi", referring["rmi"][0]), ("lg_lstm", parsing["lg_lstm"][0])):
-        steps.run(f"export {name} (SavedModel{' + TFLite' if budget['tflite'] else ''})", [
-            "-m", "tf_recurrent_seg.cli.export", f"--workdir={workdir}", f"--export_dir={FLAGS.export_dir}/demo_{name}"]
-            + (["--tflite"] if budget["tflite"] else []))  # fmt: skip
-    lines = ["## Predictions on test scenes (seed 0)", ""]
+def workdirs_by_model(training: dict[str, Job]) -> dict[str, list[str]]:
+    workdirs = {}
+    for name, job in training.items():
+        workdirs.setdefault(name.rsplit("_seed", 1)[0], []).append(workdir_of(job))
+    return workdirs
+
+
+def export_and_predict_jobs(budget: dict, referring: dict, parsing: dict, report_dir: pathlib.Path) -> list[Job]:
+    """SavedModel + TFLite of RMI and LG-LSTM (seed 0), and the predictions drawn in the report."""
+    jobs = []
+    for name, runs in (("rmi", referring), ("lg_lstm", parsing)):
+        jobs.append(Job(f"export_{name}", f"export {name} (SavedModel{' + TFLite' if budget['tflite'] else ''})", [
+            "-m", "tf_recurrent_seg.cli.export", f"--workdir={workdir_of(runs[f'{name}_seed0'])}",
+            f"--export_dir={FLAGS.export_dir}/demo_{name}"] + (["--tflite"] if budget["tflite"] else []),
+            after=(f"{name}_seed0",)))  # fmt: skip
     for index, (image, expression) in enumerate(write_example_inputs(report_dir, budget["figures"])):
         for model in REFERRING_MODELS:
-            steps.run(f"predict with {model.upper()} on test scene {index}", [
-                "-m", "tf_recurrent_seg.cli.predict", f"--workdir={referring[model][0]}", f"--image={image}",
-                f"--expression={expression}", f"--output={report_dir}/{model}_{index}.png"]
-                + (["--steps"] if model == "rmi" else []))  # fmt: skip
+            jobs.append(Job(f"predict_{model}_{index}", f"predict with {model.upper()} on test scene {index}", [
+                "-m", "tf_recurrent_seg.cli.predict", f"--workdir={workdir_of(referring[f'{model}_seed0'])}",
+                f"--image={image}", f"--expression={expression}", f"--output={report_dir}/{model}_{index}.png"]
+                + (["--steps"] if model == "rmi" else []), after=(f"{model}_seed0",)))  # fmt: skip
+    write_parsing_input(report_dir)
+    for name in ("lg_lstm", "conv_baseline"):
+        jobs.append(Job(f"predict_{name}", f"predict with {name} on a test figure", [
+            "-m", "tf_recurrent_seg.cli.predict", f"--workdir={workdir_of(parsing[f'{name}_seed0'])}",
+            f"--image={report_dir}/parsing_input.png", f"--output={report_dir}/parsing_{name}.png"],
+            after=(f"{name}_seed0",)))  # fmt: skip
+    return jobs
+
+
+def write_parsing_input(report_dir: pathlib.Path) -> None:
+    stream = (SEED, synthetic.SPLIT_STREAMS["test"])
+    figure = next(iter(synthetic.parsing_examples(stream, 1, image_size=PARSING_IMAGE_SIZE)))
+    Image.fromarray(figure["image"]).save(report_dir / "parsing_input.png")
+
+
+def prediction_lines(budget: dict, report_dir: pathlib.Path) -> list[str]:
+    lines = ["## Predictions on test scenes (seed 0)", ""]
+    for index, (_, expression) in enumerate(write_example_inputs(report_dir, budget["figures"])):
         lines += [
             f'Test scene {index}, "{expression}": LSTM, RMI, RMI after each word (Figures 1, 5) and its mLSTM '
             "response maps (Figure 6).",
@@ -214,25 +327,6 @@ def export_and_draw(steps: Steps, budget: dict, referring: dict, parsing: dict, 
             f"![response maps](rmi_{index}_responses.png)",
             "",
         ]
-    from PIL import Image
-
-    from tf_recurrent_seg.data import synthetic
-
-    figure = next(
-        iter(synthetic.parsing_examples((SEED, synthetic.SPLIT_STREAMS["test"]), 1, image_size=PARSING_IMAGE_SIZE))
-    )
-    Image.fromarray(figure["image"]).save(report_dir / "parsing_input.png")
-    for name in ("lg_lstm", "conv_baseline"):
-        steps.run(
-            f"predict with {name} on a test figure",
-            [
-                "-m",
-                "tf_recurrent_seg.cli.predict",
-                f"--workdir={parsing[name][0]}",
-                f"--image={report_dir}/parsing_input.png",
-                f"--output={report_dir}/parsing_{name}.png",
-            ],
-        )
     lines += [
         "Parsing, a test figure: LG-LSTM, then the conv baseline.",
         "",
@@ -240,6 +334,20 @@ def export_and_draw(steps: Steps, budget: dict, referring: dict, parsing: dict, 
         "",
     ]
     return lines
+
+
+def in_priority_order(referring: dict[str, Job], parsing: dict[str, Job], budget: dict) -> list[Job]:
+    """Training jobs longest first (the last to finish decides the demo's length), except that a referring run
+    starts first: it builds the feature cache the other referring runs read."""
+
+    def seconds(job: Job) -> float:
+        model = job.name.rsplit("_seed", 1)[0]
+        steps = budget["parsing_steps"] if job.name in parsing else budget[f"{model}_steps"]
+        return steps * ONE_THREAD_MS_PER_STEP[model] / 1000
+
+    cache_builder = next(iter(referring.values()))
+    others = sorted((job for job in [*referring.values(), *parsing.values()] if job is not cache_builder), key=seconds)
+    return [cache_builder, *reversed(others)]
 
 
 def write_report(
@@ -253,9 +361,6 @@ def write_report(
     figure_lines: list[str],
 ) -> list[str]:
     """REPORT.md (see `tf_recurrent_seg.demo_report`); returns its findings."""
-    from tf_recurrent_seg import demo_report
-    from tf_recurrent_seg.data import synthetic
-
     rules = demo_report.referring_rules(SEED, budget["referring_test"], REFERRING_IMAGE_SIZE)
     parsing_rule = demo_report.parsing_rules(SEED, budget["parsing_train"], budget["parsing_test"], PARSING_IMAGE_SIZE,
                                              synthetic.ANIMAL_CLASSES)  # fmt: skip
@@ -299,6 +404,9 @@ def write_report(
         *figure_lines,
         "## Commands (run from the repository root, in this order)",
         "",
+        f"The demo ran up to {steps.parallel} of them at a time ({steps.threads_per_job} CPU thread(s) each, the "
+        "pretraining all cores), each once the runs it reads had finished; the seconds are each command's own.",
+        "",
         "| Step | Command | Seconds |",
         "|---|---|---|",
         *(f"| {what} | `{command}` | {seconds:.0f} |" for what, command, seconds in steps.commands),
@@ -310,39 +418,32 @@ def write_report(
 def main(argv):
     del argv
     budget = BUDGETS[FLAGS.budget]
-    steps = Steps()
+    steps = Steps(parallel=FLAGS.jobs or min(os.cpu_count() or 1, 4))
     report_dir = pathlib.Path(FLAGS.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     runs, data = FLAGS.runs_dir, FLAGS.data_dir
+    steps.log(f"up to {steps.parallel} commands at a time, {steps.threads_per_job} CPU thread(s) each")
 
-    generate_data(steps, budget, data)
-    steps.fresh(f"{runs}/backbone")
-    steps.run(
-        "pretrain the backbone on synthetic scenes (stand-in for ImageNet / PASCAL)",
-        [
-            "-m",
-            "tf_recurrent_seg.cli.pretrain",
-            "--config=configs/backbone_synthetic.py",
-            f"--workdir={runs}/backbone",
-            f"--config.train.num_steps={budget['pretrain_steps']}",
-        ]
-        + (["--config.data.num_train=64", "--config.data.num_validation=8"] if FLAGS.budget == "quick" else []),
-    )
     pretrained = f"keras:{runs}/backbone/backbone.keras"
-    referring_runs = train_referring(steps, budget, data, runs, pretrained)
-    parsing_runs = train_parsing(steps, budget, data, runs, pretrained)
-    referring = evaluate_on_test(steps, referring_runs, f"{data}/synthetic_referring/test", referring=True)
-    parsing = evaluate_on_test(steps, parsing_runs, f"{data}/synthetic_parsing/test", referring=False)
-    figure_lines = export_and_draw(steps, budget, referring_runs, parsing_runs, report_dir)
-
-    from tf_recurrent_seg.workdir import load_validation_log
+    referring = referring_jobs(steps, budget, data, runs, pretrained)
+    parsing = parsing_jobs(steps, budget, data, runs, pretrained)
+    steps.run([
+        pretraining_job(steps, budget, runs), *data_jobs(budget, data),
+        *in_priority_order(referring, parsing, budget),
+        *evaluation_jobs(referring, f"{data}/synthetic_referring/test", referring=True),
+        *evaluation_jobs(parsing, f"{data}/synthetic_parsing/test", referring=False),
+        *export_and_predict_jobs(budget, referring, parsing, report_dir),
+    ])  # fmt: skip
 
     validation = {
-        name: [load_validation_log(w) for w in workdirs]
-        for name, workdirs in {**referring_runs, **parsing_runs}.items()
+        name: [load_validation_log(workdir) for workdir in workdirs]
+        for name, workdirs in {**workdirs_by_model(referring), **workdirs_by_model(parsing)}.items()
     }
     pretraining = json.loads(pathlib.Path(f"{runs}/backbone/metrics.json").read_text())
-    findings = write_report(steps, budget, report_dir, pretraining, referring, parsing, validation, figure_lines)
+    results = test_results(referring), test_results(parsing)
+    findings = write_report(
+        steps, budget, report_dir, pretraining, *results, validation, prediction_lines(budget, report_dir)
+    )
     steps.log(f"wrote {report_dir / 'REPORT.md'}")
     print("\n".join(findings), flush=True)
 

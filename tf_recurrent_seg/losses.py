@@ -176,7 +176,7 @@ def _parsing_label_checks(
 
 
 def parsing_loss(layer_logits: tf.Tensor, labels: tf.Tensor, ignore_label: int = 255) -> tf.Tensor:
-    """Deep-supervision softmax cross-entropy of the LG-LSTM parsing network (paper 002, §3.1 and §4.1).
+    """Deep-supervision softmax cross-entropy of the LG-LSTM parsing network (LG-LSTM paper §3.1 and §4.1).
 
     Every LG-LSTM layer's prediction gets its own pixel-wise softmax cross-entropy ("the individual
     cross-entropy loss ... after each feed-forward convolutional layer"); the loss is the SUM over the N

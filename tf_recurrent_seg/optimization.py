@@ -215,7 +215,7 @@ def is_kernel_variable(variable: Any) -> bool:
 class PretrainedScaledSGD(VariableLearningRateMixin, keras.optimizers.SGD):
     """SGD with momentum, Caffe-style L2 weight decay and a reduced learning rate for pretrained variables.
 
-    The LG-LSTM training recipe (paper 002, §4.1): SGD, momentum 0.9, weight decay 5e-4, learning rate 1e-3
+    The LG-LSTM training recipe (LG-LSTM paper §4.1): SGD, momentum 0.9, weight decay 5e-4, learning rate 1e-3
     for the new layers (transition, LG-LSTM and prediction convs) and 1e-4 (multiplier 0.1) for the layers
     finetuned from a pretrained network. For one variable w with gradient g and learning rate
     ``lr_w = learning_rate * (pretrained_learning_rate_multiplier if is_pretrained(w) else 1)``:
@@ -426,7 +426,7 @@ def build_optimizer(train_config: Any, is_bias: Callable[[Any], bool] | None = N
 def build_parsing_optimizer(
     train_config: Any, is_pretrained: Callable[[Any], bool] | None = None
 ) -> PretrainedScaledSGD:
-    """The LG-LSTM training optimiser (paper 002, §4.1): `PretrainedScaledSGD` from `train_config`.
+    """The LG-LSTM training optimiser (LG-LSTM paper §4.1): `PretrainedScaledSGD` from `train_config`.
 
     Args:
         train_config: reads `learning_rate` (1e-3, the new layers'), `pretrained_learning_rate` (1e-4; the

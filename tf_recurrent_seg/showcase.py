@@ -19,7 +19,15 @@ from tf_recurrent_seg.cli.common import run_main
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras
 import numpy as np
+
+from tf_recurrent_seg.backbones import load_imagenet_weights
+from tf_recurrent_seg.defaults import referring_config
+from tf_recurrent_seg.image_ops import caffe_preprocess
+from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
+from tf_recurrent_seg.text import build_vocabulary
+from tf_recurrent_seg.visualize import heat_map, overlay_mask, save_strip
 
 EXPRESSION = "the red circle on the left"
 SCENE_OBJECTS = [  # (shape, colour, centre x, centre y, radius) on a 320 x 320 canvas
@@ -66,15 +74,6 @@ def log(message: str, start: float) -> None:
 
 def main(argv):
     del argv
-    import keras
-
-    from tf_recurrent_seg.backbones import load_imagenet_weights
-    from tf_recurrent_seg.defaults import referring_config
-    from tf_recurrent_seg.image_ops import caffe_preprocess
-    from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
-    from tf_recurrent_seg.text import build_vocabulary
-    from tf_recurrent_seg.visualize import heat_map, overlay_mask, save_strip
-
     start = time.perf_counter()
     keras.utils.set_random_seed(FLAGS.seed)
     output_dir = pathlib.Path(FLAGS.output_dir)

@@ -319,12 +319,14 @@ def _input_fn(
                 dtype=train_config.get("feature_dtype", "float32"),
             )  # fmt: skip
             dataset = feature_cache.cached_referring_dataset(
-                cache_dir, training=True, batch_size=batch, seed=data_seed, deterministic=deterministic
-            )
+                cache_dir, training=True, batch_size=batch, seed=data_seed, deterministic=deterministic,
+                **from_config.referring_training_options(config),
+            )  # fmt: skip
         else:
             dataset = pipeline.referring_dataset(
                 train_files, vocabulary, training=True, batch_size=batch, input_context=context, seed=data_seed,
                 deterministic=deterministic, **from_config.referring_options(config),
+                **from_config.referring_training_options(config),
             )  # fmt: skip
         return resume_input(dataset, context, skip_steps, num_replicas)
 

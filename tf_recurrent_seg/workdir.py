@@ -4,6 +4,8 @@
 <workdir>/vocabulary.txt     referring runs: a copy of config.data.vocabulary, made when training starts, so
                              that export, predict and evaluate find it from any working directory
 <workdir>/checkpoints/       tf.train.CheckpointManager checkpoints (model, optimizer, step)
+<workdir>/features/          referring runs with train.cache_features: the frozen backbone's features, unless
+                             train.feature_cache_dir puts them elsewhere (data/feature_cache.py)
 <workdir>/model.keras        the final model, written when training ends
 <workdir>/tensorboard/       summaries
 <workdir>/validation.json    validation scores logged during training ([{"step", <score>: ...}])

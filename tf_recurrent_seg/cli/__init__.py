@@ -1,1 +1,1 @@
-"""absl entry points: train, evaluate, export, predict (`python -m tf_recurrent_seg.cli.<name>`)."""
+"""absl entry points: pretrain, train, evaluate, export, predict (`python -m tf_recurrent_seg.cli.<name>`)."""

@@ -20,6 +20,9 @@ from tf_recurrent_seg.cli.common import run_app
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tf_recurrent_seg import evaluation, workdir
+from tf_recurrent_seg.defaults import is_referring
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Defines the flags on `flag_values` (done by `run`; importing the module defines nothing)."""
@@ -46,9 +49,6 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from tf_recurrent_seg import evaluation, workdir
-    from tf_recurrent_seg.defaults import is_referring
-
     values = flag_values
     model, config = workdir.load_model(values.workdir)
     if is_referring(config):  # the run's copy of its vocabulary, found from any working directory

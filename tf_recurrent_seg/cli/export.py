@@ -16,9 +16,12 @@ import os
 from absl import app, flags, logging
 
 from tf_recurrent_seg.cli.common import run_app
-from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS
+from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, is_referring
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tf_recurrent_seg.export import convert_referring_to_tflite, convert_to_tflite, export_saved_model
+from tf_recurrent_seg.workdir import VOCABULARY_FILE, load_config, load_model, vocabulary_path
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -99,10 +102,6 @@ def export_run(
     max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> dict[str, str]:
     """Exports the run in `workdir`; returns {"saved_model": path[, "tflite": path]}."""
-    from tf_recurrent_seg.defaults import is_referring
-    from tf_recurrent_seg.export import convert_referring_to_tflite, convert_to_tflite, export_saved_model
-    from tf_recurrent_seg.workdir import VOCABULARY_FILE, load_config, load_model, vocabulary_path
-
     export_dir = export_dir or default_export_dir(workdir)
     version = next_version(export_dir) if version is None else version
     if version < 0:

@@ -29,11 +29,12 @@ Outputs, next to `--output` (which must end in .png):
   LG-LSTM layer).
 
 Bad inputs (missing or unreadable image, empty expression, missing vocabulary, conflicting flags) stop
-with a one-line message naming the flag, before TensorFlow is loaded where possible.
+with a one-line message naming the flag, before the model is loaded where possible.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import time
@@ -44,9 +45,27 @@ from tf_recurrent_seg.cli.common import run_main
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras
+import ml_collections
 import numpy as np
+from PIL import Image
 
-from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS
+from tf_recurrent_seg import image_ops
+from tf_recurrent_seg import workdir as workdir_lib
+from tf_recurrent_seg.crf import refine_parsing, refine_referring, require_pydensecrf
+from tf_recurrent_seg.data.image_io import BadRecord, read_image
+from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, REFERRING_MODELS
+from tf_recurrent_seg.image_ops import resize_bilinear, unpad_and_resize, unpad_and_resize_float
+from tf_recurrent_seg.models import build_model
+from tf_recurrent_seg.text import Vocabulary, tokenize
+from tf_recurrent_seg.visualize import (
+    colorize_labels,
+    heat_map,
+    label_palette,
+    overlay_mask,
+    save_legend_strip,
+    save_panels,
+)
 
 FLAGS = flags.FLAGS
 
@@ -94,8 +113,6 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 def read_input_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """(H, W, 3) uint8 RGB of `path`; app.UsageError naming --image when it is missing, unreadable or declares
     more than `max_pixels` pixels (refused from its header, not decoded)."""
-    from tf_recurrent_seg.data.image_io import BadRecord, read_image
-
     if not path:
         raise app.UsageError("--image is required")
     if not os.path.exists(path):
@@ -114,8 +131,6 @@ def read_input_image(path: str, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarra
 
 def check_expression(expression: str | None, strip_pieces: bool = True) -> list[str]:
     """The expression's tokens; app.UsageError naming --expression when it has none."""
-    from tf_recurrent_seg.text import tokenize
-
     if expression is None:
         raise app.UsageError("--expression is required for a referring model")
     try:
@@ -145,10 +160,6 @@ def sibling(output: pathlib.Path, suffix: str) -> pathlib.Path:
 
 
 def load_config_json(path: str):
-    import json
-
-    import ml_collections
-
     if not os.path.exists(path):
         raise app.UsageError(f"--config_json: {path} does not exist")
     try:
@@ -170,14 +181,6 @@ def load_predictor(workdir: str | None = None, model_path: str | None = None, co
     elif not os.path.exists(model_path):
         raise app.UsageError(f"--model: {model_path} does not exist")
     config = load_config_json(config_json) if config_json else None
-
-    import keras
-
-    # Registers the custom layers and model classes that keras.models.load_model looks up.
-    import tf_recurrent_seg.models.parsing  # noqa: F401
-    import tf_recurrent_seg.models.referring  # noqa: F401
-    from tf_recurrent_seg import workdir as workdir_lib
-
     if workdir:
         try:
             model, run_config = workdir_lib.load_model(workdir)
@@ -200,9 +203,9 @@ def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -
         if not os.path.exists(override):
             raise app.UsageError(f"--vocabulary: {override} does not exist")
         return override
-    # The run's copy (made when training starts; workdir.VOCABULARY_FILE, not imported: workdir loads Keras) first;
-    # runs trained before it existed: data.vocabulary.
-    run_copy = os.path.join(workdir, "vocabulary.txt") if workdir else None
+    # The run's copy (made when training starts; workdir.VOCABULARY_FILE) first; runs trained before it existed:
+    # data.vocabulary.
+    run_copy = os.path.join(workdir, workdir_lib.VOCABULARY_FILE) if workdir else None
     if run_copy and os.path.isfile(run_copy):
         return run_copy
     path = config.data.get("vocabulary") if "data" in config else None
@@ -217,8 +220,6 @@ def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -
 
 def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """(padded uint8 (S, S, 3), normalised float32 (1, S, S, 3), placement) for the model."""
-    from tf_recurrent_seg import image_ops
-
     padded, placement = image_ops.resize_and_pad(image, config.model.image_size)
     default = image_ops.default_normalization(config.model.name in ("rmi", "lstm"))
     normalization = config.data.get("normalization", default) if "data" in config else default
@@ -231,8 +232,6 @@ def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tu
 
 def with_word_outputs(model, config):
     """The RMI model with per-word outputs: `model` itself when built so, else a rebuild sharing its weights."""
-    from tf_recurrent_seg.models import build_model
-
     if config.model.name != "rmi":
         raise app.UsageError(
             f"--steps needs an RMI model (per-word mLSTM states); this run's model is {config.model.name!r}"
@@ -257,8 +256,6 @@ def with_word_outputs(model, config):
 
 def _upsample(lowres: np.ndarray, size: int, convention: str) -> np.ndarray:
     """(N, h, w) -> (N, size, size) with the model's own bilinear convention."""
-    from tf_recurrent_seg.image_ops import resize_bilinear
-
     return np.asarray(resize_bilinear(lowres[..., None].astype(np.float32), (size, size), convention))[..., 0]
 
 
@@ -271,8 +268,6 @@ def predict_referring(
     the tokens the model saw; "crf" whether the mask was refined; with `steps`, "word_masks" (one bool
     (H, W) mask per word) and "word_responses" (one float (H, W) response map per word); "timings" (s).
     """
-    from tf_recurrent_seg.image_ops import unpad_and_resize, unpad_and_resize_float
-
     timings = {}
     strip_pieces = config.data.get("strip_pieces", True) if "data" in config else True
     max_words = config.model.max_words
@@ -301,8 +296,6 @@ def predict_referring(
 
     tic = time.perf_counter()
     if crf:
-        from tf_recurrent_seg.crf import refine_referring
-
         padded_mask = refine_referring(padded, logits)
     else:
         padded_mask = logits >= 0
@@ -324,10 +317,6 @@ def predict_referring(
 
 
 def write_referring(result: dict, image: np.ndarray, output: pathlib.Path) -> list[pathlib.Path]:
-    from PIL import Image
-
-    from tf_recurrent_seg.visualize import heat_map, overlay_mask, save_panels
-
     output.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(overlay_mask(image, result["mask"])).save(output)
     written = [output]
@@ -366,8 +355,6 @@ def predict_parsing(model, config, image: np.ndarray, *, crf: bool = False, step
     Returns a dict: "labels" int32 (H, W) at the image's size; "class_names"; "crf"; with `steps`,
     "layer_labels" (the argmax of each deeply supervised prediction, (H, W) each); "timings" (s).
     """
-    from tf_recurrent_seg.image_ops import unpad_and_resize
-
     timings = {}
     tic = time.perf_counter()
     padded, inputs, placement = prepare_image(image, config)
@@ -379,8 +366,6 @@ def predict_parsing(model, config, image: np.ndarray, *, crf: bool = False, step
 
     tic = time.perf_counter()
     if crf:
-        from tf_recurrent_seg.crf import refine_parsing
-
         shifted = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
         probabilities = shifted / shifted.sum(axis=-1, keepdims=True)  # softmax
         padded_labels = refine_parsing(padded, probabilities)
@@ -400,10 +385,6 @@ def predict_parsing(model, config, image: np.ndarray, *, crf: bool = False, step
 
 
 def write_parsing(result: dict, image: np.ndarray, output: pathlib.Path) -> list[pathlib.Path]:
-    from PIL import Image
-
-    from tf_recurrent_seg.visualize import colorize_labels, label_palette, save_legend_strip, save_panels
-
     output.parent.mkdir(parents=True, exist_ok=True)
     names = result["class_names"]
     palette = label_palette(len(names))
@@ -425,9 +406,6 @@ def write_parsing(result: dict, image: np.ndarray, output: pathlib.Path) -> list
 
 
 # ----------------------------------------------------------------------------------------------- command
-
-
-REFERRING_MODELS = ("rmi", "lstm")  # = defaults.REFERRING_MODELS
 
 
 def check_task_flags(config, options) -> None:
@@ -456,8 +434,6 @@ def main(argv, flag_values: flags.FlagValues | None = None) -> None:
         check_expression(options.expression)
     if options.crf:
         try:
-            from tf_recurrent_seg.crf import require_pydensecrf
-
             require_pydensecrf()
         except ImportError as error:
             raise app.UsageError(f"--crf: {error}") from None
@@ -477,8 +453,6 @@ def main(argv, flag_values: flags.FlagValues | None = None) -> None:
     loaded = time.perf_counter() - start
     check_task_flags(config, options)
     if config.model.name in REFERRING_MODELS:
-        from tf_recurrent_seg.text import Vocabulary
-
         vocabulary_path = resolve_vocabulary_path(config, options.workdir, options.vocabulary)
         try:
             vocabulary = Vocabulary.load(vocabulary_path)

@@ -12,6 +12,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from tf_recurrent_seg import pretraining
 from tf_recurrent_seg.cli.common import run_app
 
 
@@ -28,8 +29,6 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from tf_recurrent_seg import pretraining
-
     metrics = pretraining.pretrain(flag_values.config, flag_values.workdir)
     print(json.dumps(metrics), flush=True)
     return metrics

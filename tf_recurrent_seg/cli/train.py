@@ -19,9 +19,9 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from tf_recurrent_seg import training
 from tf_recurrent_seg.cli.common import run_app
-
-STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")  # = distribute.STRATEGIES (kept TF-free here)
+from tf_recurrent_seg.distribute import STRATEGIES, make_strategy
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -57,9 +57,6 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     # The strategy first: MultiWorkerMirroredStrategy must exist before any other TF op runs.
-    from tf_recurrent_seg import training
-    from tf_recurrent_seg.distribute import make_strategy
-
     strategy = make_strategy(flag_values.strategy, tpu=flag_values.tpu)
     config = flag_values.config
     if flag_values.cache_features is not None:

@@ -1,1 +1,1 @@
-"""Data: preprocessing (and, later, TFRecord schemas and tf.data pipelines)."""
+"""Data: TFRecord schemas, source-image reading, synthetic scenes, tf.data pipelines and the feature cache."""

@@ -7,8 +7,9 @@ would silently freeze it. Only a config that freezes fc1000 too (`model.backbone
 synthetic configs) caches its output. Training then runs fc1000 (resnet variant) + the head on the cached res5c with
 the FULL model's variables, so checkpoints and model.keras are the full model's, and a step from cached features
 equals a step through the full model (tests/test_training.py checks loss and gradients to 1e-5; on CPU they are
-bit-identical). The cached pipeline batches without the expression-length grouping of `referring_dataset` (the
-reference batch is 1) and shuffles expressions in a small buffer (`CACHED_SHUFFLE_BUFFER`). Storage is float32 by
+bit-identical). Like `referring_dataset`, the cached pipeline batches expressions of similar token count together
+(the mLSTM runs as many steps as the batch's longest expression) after shuffling them in a small buffer
+(`CACHED_SHUFFLE_BUFFER`); each length bucket holds up to batch - 1 waiting expressions. Storage is float32 by
 default (`train.feature_dtype`, if the config has it, may be "float16"): float32 keeps that exactness; float16
 halves the disk (res5c at paper size is 40x40x2048 = 13.1 MB per image in float32, 6.6 MB in float16) at a relative
 rounding error of ~5e-4 on the features. The cache is one TFRecord record per image: the raw features, the token ids
@@ -24,12 +25,14 @@ once, on its first appearance, and writing it with its expressions); the backbon
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import keras
 import ml_collections
@@ -38,7 +41,7 @@ import tensorflow as tf
 from absl import logging
 
 from tf_recurrent_seg.data import from_config, pipeline
-from tf_recurrent_seg.text import Vocabulary
+from tf_recurrent_seg.text import PAD_ID, Vocabulary
 
 FEATURES_DIR = "features"
 FEATURES_MANIFEST = "manifest.json"
@@ -155,6 +158,20 @@ def _write_manifest(manifest_file: str, manifest: dict) -> None:
     tf.io.gfile.rename(temporary, manifest_file, overwrite=True)  # last: a killed build is rebuilt
 
 
+@contextlib.contextmanager
+def _one_builder_at_a_time(output_dir: str):
+    """Holds an exclusive lock on `<output_dir>.lock` (local paths): runs that share a cache directory, started
+    together, build it once and the others then reuse it. Remote paths (gs://) are not locked."""
+    if "://" in output_dir:
+        yield
+        return
+    lock_path = os.path.abspath(output_dir.rstrip("/")) + ".lock"
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    with open(lock_path, "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def build_feature_cache(
     model: keras.Model,
     config: ml_collections.ConfigDict,
@@ -183,21 +200,36 @@ def build_feature_cache(
         "vocabulary_size": len(vocabulary),
         **options,
     }
-    manifest_file = os.path.join(output_dir, FEATURES_MANIFEST)
-    reusable = _reusable_manifest(manifest_file, expected, output_dir)
-    if reusable is not None:
-        return reusable
+    with _one_builder_at_a_time(output_dir):
+        manifest_file = os.path.join(output_dir, FEATURES_MANIFEST)
+        reusable = _reusable_manifest(manifest_file, expected, output_dir)
+        if reusable is not None:
+            return reusable
+        dataset = functools.partial(
+            pipeline.referring_dataset, files, vocabulary, training=False, batch_size=1, **options
+        )
+        return _write_cache(dataset, extractor, expected, output_dir, dtype, max_shards, images_per_shard)
+
+
+def _write_cache(
+    dataset: Callable[[], tf.data.Dataset],
+    extractor: keras.Model,
+    expected: dict,
+    output_dir: str,
+    dtype: str,
+    max_shards: int,
+    images_per_shard: int,
+) -> dict:
+    """Writes the cache shards and, last, the manifest (`expected` plus what was written) into a fresh `output_dir`."""
     if tf.io.gfile.exists(output_dir):
         tf.io.gfile.rmtree(output_dir)
     tf.io.gfile.makedirs(output_dir)
-    dataset = functools.partial(pipeline.referring_dataset, files, vocabulary, training=False, batch_size=1, **options)
-
     start = time.perf_counter()
     expressions = _collect_expressions(dataset())
     num_images = len(expressions)
     num_expressions = sum(len(entries) for entries in expressions.values())
     if num_images == 0:
-        raise ValueError(f"no usable training example in {files}")
+        raise ValueError(f"no usable training example in {expected['source_files']}")
     num_shards = min(max_shards, -(-num_images // images_per_shard))
     shard_names = [f"features-{index:05d}-of-{num_shards:05d}.tfrecord" for index in range(num_shards)]
     writers = [tf.io.TFRecordWriter(os.path.join(output_dir, name)) for name in shard_names]
@@ -210,7 +242,7 @@ def build_feature_cache(
         "files": shard_names,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    _write_manifest(manifest_file, manifest)
+    _write_manifest(os.path.join(output_dir, FEATURES_MANIFEST), manifest)
     logging.info(
         "cached %s backbone features %s of %d images (%d expressions) in %s (%.1f s)",
         dtype,
@@ -231,10 +263,13 @@ def cached_referring_dataset(
     seed: int | None = None,
     shuffle_buffer: int = CACHED_SHUFFLE_BUFFER,
     deterministic: bool = True,
+    group_by_length: bool = True,
+    length_boundaries: Sequence[int] = pipeline.DEFAULT_LENGTH_BOUNDARIES,
 ) -> tf.data.Dataset:
     """Batches ({"backbone_features": (B, h, w, C) float32, "tokens": (B, T) int32}, {"mask": (B, S, S) float32}) from a
-    feature cache. training: shuffled shards and expressions, repeated, drop_remainder; otherwise the cache
-    order (images in first-seen order of the records, each image's expressions in record order), one pass."""
+    feature cache. training: shuffled shards and expressions, repeated, drop_remainder, grouped by token count
+    (buckets split at `length_boundaries`) when `group_by_length`; otherwise the cache order (images in first-seen
+    order of the records, each image's expressions in record order), one pass."""
     with tf.io.gfile.GFile(os.path.join(cache_dir, FEATURES_MANIFEST)) as file:
         manifest = json.load(file)
     files = [os.path.join(cache_dir, name) for name in manifest["files"]]
@@ -267,7 +302,16 @@ def cached_referring_dataset(
             deterministic=deterministic,
         )
         dataset = dataset.flat_map(expressions_of).shuffle(shuffle_buffer, seed=seed)
-        dataset = dataset.batch(batch_size, drop_remainder=True)
+        if group_by_length:
+            dataset = dataset.bucket_by_sequence_length(
+                lambda features, targets: tf.math.count_nonzero(features["tokens"] != PAD_ID, dtype=tf.int32),
+                bucket_boundaries=sorted(set(int(b) for b in length_boundaries)),
+                bucket_batch_sizes=[batch_size] * (len(set(length_boundaries)) + 1),
+                no_padding=True,
+                drop_remainder=True,
+            )
+        else:
+            dataset = dataset.batch(batch_size, drop_remainder=True)
     else:
         # Shards hold images round-robin: reading them round-robin restores the first-seen order.
         dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=len(files), block_length=1)

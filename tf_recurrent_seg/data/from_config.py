@@ -24,6 +24,11 @@ def referring_options(config: ml_collections.ConfigDict) -> dict:
     }
 
 
+def referring_training_options(config: ml_collections.ConfigDict) -> dict:
+    """What only the referring training pipelines read (the full one and the cached one)."""
+    return {"group_by_length": bool(config.data.get("group_by_length", True))}
+
+
 def parsing_options(config: ml_collections.ConfigDict, training: bool) -> dict:
     """`parsing_dataset` keywords of `config`; training adds the augmentation (flip pairs, scale range)."""
     options = {
