@@ -80,7 +80,7 @@ def tokens_with_words(count, vocabulary_size, rng):
 
 def main():
     config = referring_config("rmi", "resnet")
-    head = build_rmi_head(config)
+    head = build_rmi_head(config.model)
     rng = np.random.default_rng(0)
     side = feature_size(config.model)
     visual = rng.normal(size=(1, side, side, config.model.visual_dim)).astype(np.float32)

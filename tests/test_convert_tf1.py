@@ -259,7 +259,7 @@ def test_command_line_writes_a_model_that_matches_the_reference(tmp_path, paper_
     assert f"Wrote {output}" in result.stdout
 
     model = keras.models.load_model(output)
-    assert model.config.model.vocabulary_size == 10 and model.config.model.resize_convention == "reference"
+    assert model.model_config.vocabulary_size == 10 and model.model_config.resize_convention == "reference"
     rng = np.random.default_rng(8)
     visual = rng.normal(size=(1, 40, 40, 1000)).astype(np.float32)
     tokens = np.zeros((1, 20), np.int32)

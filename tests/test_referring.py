@@ -1,5 +1,8 @@
 """RMI and LSTM-baseline models: numpy references of the heads (through TF1-layout checkpoints and the
-importer), pad invariance, per-word outputs, .keras round trips and input errors."""
+importer), pad invariance, per-word outputs, explicit-argument configs, .keras round trips (files of the old
+whole-config format too) and input errors."""
+
+import json
 
 import keras
 import numpy as np
@@ -9,7 +12,14 @@ from tf1_checkpoints import random_head_weights, sizes_of, small_config, tf1_hea
 
 from tf_recurrent_seg.convert_tf1 import convert_checkpoint
 from tf_recurrent_seg.defaults import referring_config
-from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi, feature_size, visual_input_channels
+from tf_recurrent_seg.models.referring import (
+    ReferringSegmentationModel,
+    build_lstm_baseline,
+    build_rmi,
+    feature_size,
+    model_arguments,
+    visual_input_channels,
+)
 
 RNG = np.random.default_rng(1)
 BUILDERS = {"rmi": build_rmi, "lstm": build_lstm_baseline}
@@ -95,9 +105,61 @@ def test_model_round_trip(tmp_path, model_name, variant):
     expected = model(inputs)
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert json.dumps(loaded.get_config()) == json.dumps(model.get_config())  # JSON: a tuple comes back a list
     assert set(loaded(inputs)) == set(expected)
     for key, value in loaded(inputs).items():
         np.testing.assert_array_equal(value, expected[key], err_msg=key)
+
+
+ARGUMENTS = {
+    "head", "vocabulary_size", "image_size", "max_words", "embedding_dim", "embedding_init_scale", "language_units",
+    "mlstm_units", "hidden_units", "visual_dim", "forget_bias", "l2_epsilon", "atanh_epsilon", "resize_convention",
+    "fixed_steps", "classifier_bias_init", "return_word_outputs", "backbone", "include_backbone",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model_name", ["rmi", "lstm"])
+def test_config_holds_the_architecture_only(model_name):
+    config = small_config(model_name, "deeplab")
+    model = BUILDERS[model_name](config, include_backbone=False)
+    model_config = model.get_config()
+    assert set(model_config) == ARGUMENTS | {"name", "trainable", "dtype"}
+    serialized = json.dumps(model_config)
+    for absent in ("train_records", "learning_rate", "data", "train"):
+        assert f'"{absent}"' not in serialized, absent
+    assert model_config["backbone"] == config.model.backbone.to_dict()
+    assert model_config["head"] == model_name and model_config["include_backbone"] is False
+    # model_config gives the config's model section back, as a copy.
+    assert model.model_config.to_dict() == config.model.to_dict()
+    model.model_config.image_size = 1
+    assert model.model_config.image_size == config.model.image_size
+    rebuilt = ReferringSegmentationModel.from_config(model_config)
+    assert rebuilt.get_config() == model_config
+
+
+def test_model_arguments_of_configs_without_the_later_fields():
+    model_section = small_config("rmi", "resnet").model.to_dict()
+    del model_section["classifier_bias_init"], model_section["return_word_outputs"]
+    arguments = model_arguments(model_section)
+    assert arguments["classifier_bias_init"] == 0.0 and arguments["return_word_outputs"] is False
+    assert set(arguments) == ARGUMENTS - {"include_backbone"}
+
+
+@pytest.mark.parametrize("model_name", ["rmi", "lstm"])
+def test_old_whole_config_format_loads(model_name):
+    """Files saved when the model took the whole training config hold `{"config": {model, data, train}, ...}`."""
+    config = small_config(model_name, "resnet")
+    old = ReferringSegmentationModel.from_config(
+        {"config": config.to_dict(), "include_backbone": True, "name": model_name}
+    )
+    new = BUILDERS[model_name](config)
+    assert old.name == model_name and "train" not in old.get_config()
+    assert old.get_config() == {**new.get_config(), "name": model_name}
+    assert [(w.path, tuple(w.shape)) for w in old.weights] == [(w.path, tuple(w.shape)) for w in new.weights]
+    old.set_weights(new.get_weights())
+    inputs = {"image": RNG.normal(size=(2, 64, 64, 3)).astype(np.float32), "tokens": TOKENS[:2]}
+    for key, value in new(inputs).items():
+        np.testing.assert_array_equal(old(inputs)[key], value, err_msg=key)
 
 
 @pytest.mark.parametrize("model_name, variant, output_channels", [("rmi", "resnet", 1000), ("lstm", "deeplab", 2048)])

@@ -66,10 +66,11 @@ def cached_forward(model: keras.Model, backbone_features: tf.Tensor, tokens: tf.
     Uses the full model's own layers and variables, so it equals `model({"image", "tokens"})` for the image
     whose features it is given (the frozen part of the backbone is the only thing skipped)."""
     visual = backbone_features
-    if feature_cache.classifier_trains(model.config.model):
+    model_config = model.model_config
+    if feature_cache.classifier_trains(model_config):
         visual = model.backbone.get_layer("fc1000")(backbone_features)
     inputs = {"visual_features": visual, "tokens": tokens}
-    tokens = check_referring_inputs(inputs, model.config.model, include_backbone=False)
+    tokens = check_referring_inputs(inputs, model_config, include_backbone=False)
     return model.head({"visual_features": visual, "tokens": tokens}, training=training)
 
 

@@ -7,10 +7,11 @@
     python -m tf_recurrent_seg.cli.predict --workdir runs/lg_lstm --image horse.jpg --output out.png [--crf]
 
 The model comes from a run directory (`--workdir`: model.keras, else the latest checkpoint; config.json) or
-from `--model PATH.keras --config_json PATH` (a referring model carries its config, so `--config_json` may
-be left out for one). Everything else comes from the run's config: the input size (model.image_size), the
-normalisation (data.normalization), the vocabulary (the run's copy `<workdir>/vocabulary.txt`, else
-data.vocabulary, or `--vocabulary`) and the tokenizer (data.strip_pieces).
+from `--model PATH.keras --config_json PATH` (a referring model carries its architecture, the config's
+`model` section, so `--config_json` may be left out for one: the data settings then take their defaults and
+the vocabulary comes from `--vocabulary`). Everything else comes from the run's config: the input size
+(model.image_size), the normalisation (data.normalization), the vocabulary (the run's copy
+`<workdir>/vocabulary.txt`, else data.vocabulary, or `--vocabulary`) and the tokenizer (data.strip_pieces).
 
 Inference follows the evaluation protocol (docs/reference_conventions.md#referring-evaluation): resize
 keeping the aspect ratio and centre zero-pad to image_size, normalise, run the model, threshold the
@@ -189,12 +190,13 @@ def load_predictor(workdir: str | None = None, model_path: str | None = None, co
         return model, config or run_config
     model = keras.models.load_model(model_path)
     if config is None:
-        carried = getattr(model, "config", None)
-        if carried is None or "model" not in carried:
+        # A referring model carries its architecture (`model_config`), not the run's data or training settings.
+        carried = getattr(model, "model_config", None)
+        if carried is None:
             raise app.UsageError(
                 f"--config_json is required with --model {model_path} (the model does not carry its config)"
             )
-        config = carried
+        config = ml_collections.ConfigDict({"model": carried.to_dict()})
     return model, config
 
 

@@ -59,7 +59,7 @@ def cached_feature_extractor(model: keras.Model) -> keras.Model:
     """image -> the features `train.cache_features` caches: everything frozen in the backbone. That is res5c,
     fc1000's input, when fc1000 trains (the resnet variant, as in the reference code), else the backbone's output."""
     backbone = model.backbone
-    if classifier_trains(model.config.model):
+    if classifier_trains(model.model_config):
         return keras.Model(backbone.inputs, backbone.get_layer("fc1000").input, name="cached_feature_extractor")
     return backbone
 

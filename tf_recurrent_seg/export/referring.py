@@ -140,8 +140,8 @@ def fixed_steps_referring_model(model: keras.Model) -> keras.Model:
 
     Args:
         model: a trained `ReferringSegmentationModel` (`build_rmi` / `build_lstm_baseline`, with or without its
-            backbone); its config is `model.config`. From a config and weights: `models.build_model(config)`,
-            load the weights into it, and pass that.
+            backbone). From a config and weights: `models.build_model(config)`, load the weights into it, and
+            pass that.
     """
     if not isinstance(model, ReferringSegmentationModel):
         hint = (
@@ -152,10 +152,9 @@ def fixed_steps_referring_model(model: keras.Model) -> keras.Model:
         raise ValueError(
             f"expected a referring model (build_rmi / build_lstm_baseline), got {type(model).__name__}; {hint}"
         )
-    fixed_config = ml_collections.ConfigDict(model.config.to_dict())
-    fixed_config.model.fixed_steps = True
-    fixed_config.model.return_word_outputs = False  # only the logits are exported; no weights involved
-    fixed = ReferringSegmentationModel(fixed_config, include_backbone=model.include_backbone, name="fixed_steps")
+    arguments = {**model.get_config(), "name": "fixed_steps", "fixed_steps": True}
+    arguments["return_word_outputs"] = False  # only the logits are exported; no weights involved
+    fixed = ReferringSegmentationModel.from_config(arguments)
     fixed.set_weights(model.get_weights())
     return fixed
 
@@ -183,7 +182,7 @@ def convert_referring_to_tflite(
     """
     _check_quantization(quantization)
     model = fixed_steps_referring_model(model)
-    model_config = model.config.model
+    model_config = model.model_config
     size = model_config.image_size
     tokens_spec = tf.TensorSpec((1, model_config.max_words), tf.int32, name="tokens")
     if model.include_backbone:

@@ -8,6 +8,7 @@ from tf_recurrent_seg.models.referring import (
     build_lstm_baseline_head,
     build_rmi,
     build_rmi_head,
+    model_arguments,
 )
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "build_parsing_model",
     "build_rmi",
     "build_rmi_head",
+    "model_arguments",
 ]
 
 

@@ -4,7 +4,8 @@ Each model is a backbone (ResNet-101, atrous, output stride 8) plus a head that 
 model of its own, taking `{"visual_features", "tokens"}`. The head alone is what trains on cached
 backbone features (the backbone is frozen, as in the reference code). `ReferringSegmentationModel` joins
 the two and checks its inputs, so a wrong rank, dtype, size or token id is a ValueError that names the
-input rather than a silent cast or an error deep inside TensorFlow.
+input rather than a silent cast or an error deep inside TensorFlow. It takes explicit architecture
+arguments; `model_arguments` translates a config's `model` section into them.
 """
 
 import math
@@ -14,7 +15,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from tf_recurrent_seg.backbones import build_resnet101
+from tf_recurrent_seg.backbones import build_backbone
 from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMean, L2Normalize, TileToMap
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
@@ -112,20 +113,19 @@ def _upsample(logits_lowres, model_config, name):
     return BilinearResize(size, size, model_config.resize_convention, name=name)(logits_lowres)
 
 
-def build_rmi_head(config: ml_collections.ConfigDict) -> keras.Model:
+def build_rmi_head(model_config: ml_collections.ConfigDict) -> keras.Model:
     """The RMI head: language LSTM + convolutional multimodal LSTM + atanh-ReLU-1x1 classifier.
 
     Args:
-        config: a `referring_config("rmi", ...)`; only `config.model` is read.
+        model_config: the `model` section of a `referring_config("rmi", ...)`, or a model's `model_config`.
 
     Returns:
         A functional model from `{"visual_features": (B, h, w, C) float32, "tokens": (B, T) int32}` to
         `{"logits": (B, S, S, 1), "logits_lowres": (B, h, w, 1), "response_map": (B, S, S, 1)}`, plus,
-        with `config.model.return_word_outputs`, `"word_logits_lowres"` and `"word_response_maps_lowres"`
+        with `model_config.return_word_outputs`, `"word_logits_lowres"` and `"word_response_maps_lowres"`
         of shape (B, T, h, w, 1): the prediction and the response map after each word (Figures 1, 5, 6),
         aligned with the token positions.
     """
-    model_config = config.model
     inputs, visual, spatial, mask, embedded = _shared_head_layers(model_config)
     language = _language_lstm(model_config, return_sequences=True)(embedded, mask=mask)
     language = L2Normalize(model_config.l2_epsilon, name="language_l2")(language)
@@ -171,16 +171,15 @@ def build_rmi_head(config: ml_collections.ConfigDict) -> keras.Model:
     return keras.Model(inputs, outputs, name="rmi_head")
 
 
-def build_lstm_baseline_head(config: ml_collections.ConfigDict) -> keras.Model:
+def build_lstm_baseline_head(model_config: ml_collections.ConfigDict) -> keras.Model:
     """The language-only baseline head: the last LSTM state tiled over the map, then two 1x1 convs.
 
     Args:
-        config: a `referring_config("lstm", ...)`; only `config.model` is read.
+        model_config: the `model` section of a `referring_config("lstm", ...)`, or a model's `model_config`.
 
     Returns:
         A functional model from `{"visual_features", "tokens"}` to `{"logits", "logits_lowres"}`.
     """
-    model_config = config.model
     inputs, visual, spatial, mask, embedded = _shared_head_layers(model_config)
     language = _language_lstm(model_config, return_sequences=False)(embedded, mask=mask)
     language = L2Normalize(model_config.l2_epsilon, name="language_l2")(language)
@@ -246,47 +245,187 @@ def check_referring_inputs(inputs: dict, model_config: ml_collections.ConfigDict
         )  # identity: a cast to the same dtype adds no op to hang the dependency on
 
 
-@keras.saving.register_keras_serializable(package="tf_recurrent_seg")
-class ReferringSegmentationModel(keras.Model):
-    """A referring segmentation model: optional backbone, then an RMI or LSTM-baseline head.
+HEADS = ("rmi", "lstm")  # the `head` argument: RMI (§3.3) or the language-only LSTM baseline (§3.2)
 
-    Build it with `build_rmi(config)` or `build_lstm_baseline(config)`. Inputs are
-    `{"image": (B, S, S, 3) float32 preprocessed, "tokens": (B, T) int}`, or with
-    `include_backbone=False` `{"visual_features": (B, h, w, C), "tokens": (B, T)}` (cached features).
+
+def model_arguments(model_config: ml_collections.ConfigDict | dict) -> dict:
+    """The `ReferringSegmentationModel` arguments of a config's `model` section: the one place where a
+    `referring_config(...)` becomes a model (`build_rmi`, `build_lstm_baseline` and files saved before the
+    model took explicit arguments go through it).
 
     Args:
-        config: a `referring_config(...)` ConfigDict or its dict form.
-        include_backbone: whether the model starts from images (True) or from backbone features.
+        model_config: `config.model` of a `referring_config(...)` (a ConfigDict, or its dict form).
+
+    Returns:
+        A dict of every architecture argument except `include_backbone`. Fields that configs written before
+        they existed lack take the value those configs meant: `classifier_bias_init` 0.0, `return_word_outputs`
+        False.
 
     Example:
     ```python
     from tf_recurrent_seg.defaults import referring_config
-    model = build_rmi(referring_config("rmi"))
-    outputs = model({"image": images, "tokens": tokens})  # outputs["logits"]: (B, 320, 320, 1)
+    arguments = model_arguments(referring_config("lstm", "deeplab").model)
+    head_only = ReferringSegmentationModel(**arguments, include_backbone=False)
+    ```
+    """
+    if not isinstance(model_config, ml_collections.ConfigDict):
+        model_config = ml_collections.ConfigDict(model_config)
+    return {
+        "head": model_config.name,
+        "vocabulary_size": model_config.vocabulary_size,
+        "image_size": model_config.image_size,
+        "max_words": model_config.max_words,
+        "embedding_dim": model_config.embedding_dim,
+        "embedding_init_scale": model_config.embedding_init_scale,
+        "language_units": model_config.language_units,
+        "mlstm_units": model_config.mlstm_units,
+        "hidden_units": model_config.hidden_units,
+        "visual_dim": model_config.visual_dim,
+        "forget_bias": model_config.forget_bias,
+        "l2_epsilon": model_config.l2_epsilon,
+        "atanh_epsilon": model_config.atanh_epsilon,
+        "resize_convention": model_config.resize_convention,
+        "fixed_steps": model_config.fixed_steps,
+        "classifier_bias_init": float(model_config.get("classifier_bias_init", 0.0)),
+        "return_word_outputs": bool(model_config.get("return_word_outputs", False)),
+        "backbone": model_config.backbone.to_dict(),
+    }
+
+
+def _plain_dict(section) -> dict:
+    """A backbone section (ConfigDict or dict) as a new plain dict, so the model shares nothing with its caller."""
+    if isinstance(section, ml_collections.ConfigDict):
+        return section.to_dict()
+    return ml_collections.ConfigDict(dict(section)).to_dict()
+
+
+@keras.saving.register_keras_serializable(package="tf_recurrent_seg")
+class ReferringSegmentationModel(keras.Model):
+    """A referring segmentation model: optional backbone, then an RMI or LSTM-baseline head.
+
+    Built from its architecture alone: `get_config()` returns exactly these arguments (and Keras's `name`,
+    `trainable`, `dtype`), so a saved `.keras` file holds no training or data setting. From a
+    `referring_config(...)`: `build_rmi(config)` / `build_lstm_baseline(config)`, which translate `config.model`
+    with `model_arguments`. `model_config` gives the arguments back as a config `model` section.
+
+    Inputs are `{"image": (B, S, S, 3) float32 preprocessed, "tokens": (B, T) int}`, or with
+    `include_backbone=False` `{"visual_features": (B, h, w, C), "tokens": (B, T)}` (cached features). A wrong
+    key, rank, size, dtype or token id is a ValueError naming the input.
+
+    Args:
+        head: "rmi" (language LSTM + convolutional multimodal LSTM) or "lstm" (the language-only baseline).
+        vocabulary_size: rows of the word embedding; token ids must lie in [0, vocabulary_size).
+        image_size: S, the side of the square input image and of the upsampled outputs.
+        max_words: T, the token columns of the input (expressions left-padded with id 0).
+        embedding_dim: width of the word embedding.
+        embedding_init_scale: the embedding starts uniform in [-embedding_init_scale, embedding_init_scale].
+        language_units: width of the language LSTM.
+        mlstm_units: width of the multimodal LSTM (read by the "rmi" head).
+        hidden_units: width of conv1 (read by the "lstm" head).
+        visual_dim: D_I, the visual feature width: conv0's output (deeplab variant), or the backbone's
+            `classifier_units`, which it must equal (resnet variant).
+        forget_bias: constant added to the multimodal LSTM's forget gate (TF1's BasicLSTMCell).
+        l2_epsilon: bound on the squared norm in the L2 normalisations.
+        atanh_epsilon: epsilon of the bounded atanh on the multimodal LSTM's state ("rmi").
+        resize_convention: "half_pixel" (tf.image.resize) or "reference" (TF1's resize_bilinear, imported
+            checkpoints) for the upsampled outputs.
+        fixed_steps: True runs exactly max_words steps, unrolled (TFLite); False trims leading all-pad columns.
+        classifier_bias_init: the initial bias of conv2, the mask classifier.
+        return_word_outputs: with "rmi", also return each word's low-res logits and response map.
+        backbone: the backbone section as a plain dict (`defaults.backbone_config(variant).to_dict()`), built
+            by `backbones.build_backbone`; its `variant` ("resnet" or "deeplab") also decides the head's input.
+        include_backbone: whether the model starts from images (True) or from backbone features.
+        **kwargs: `keras.Model` arguments (`name`, `trainable`, `dtype`).
+
+    Example:
+    ```python
+    from tf_recurrent_seg.defaults import backbone_config
+    backbone = backbone_config("resnet")
+    backbone.update(blocks_per_stage=(1, 1, 1, 1), base_width=8, classifier_units=16)
+    model = ReferringSegmentationModel(
+        head="rmi", vocabulary_size=50, image_size=64, max_words=20, embedding_dim=16, embedding_init_scale=0.08,
+        language_units=16, mlstm_units=8, hidden_units=8, visual_dim=16, forget_bias=1.0, l2_epsilon=1e-12,
+        atanh_epsilon=1e-3, resize_convention="half_pixel", backbone=backbone.to_dict(),
+    )
+    outputs = model({"image": images, "tokens": tokens})  # outputs["logits"]: (B, 64, 64, 1)
+    # the paper's RMI (resnet variant): build_rmi(referring_config("rmi")), logits (B, 320, 320, 1)
     ```
     """
 
-    def __init__(self, config, include_backbone: bool = True, **kwargs):
+    def __init__(
+        self,
+        *,
+        head: str,
+        vocabulary_size: int,
+        image_size: int,
+        max_words: int,
+        embedding_dim: int,
+        embedding_init_scale: float,
+        language_units: int,
+        mlstm_units: int,
+        hidden_units: int,
+        visual_dim: int,
+        forget_bias: float,
+        l2_epsilon: float,
+        atanh_epsilon: float,
+        resize_convention: str,
+        backbone: dict,
+        fixed_steps: bool = False,
+        classifier_bias_init: float = 0.0,
+        return_word_outputs: bool = False,
+        include_backbone: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.config = ml_collections.ConfigDict(config)
-        self.include_backbone = include_backbone
-        model_config = self.config.model
-        if model_config.backbone.variant not in BACKBONE_VARIANTS:
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        backbone = _plain_dict(backbone)
+        if backbone.get("variant") not in BACKBONE_VARIANTS:
             raise ValueError(
-                f"model.backbone.variant must be one of {BACKBONE_VARIANTS}, got {model_config.backbone.variant!r}"
+                f"model.backbone.variant must be one of {BACKBONE_VARIANTS}, got {backbone.get('variant')!r}"
             )
-        size = model_config.image_size
+        # The arguments as a config `model` section, the form the head builders and helpers read.
+        self._model_section = ml_collections.ConfigDict(
+            {
+                "name": head,
+                "vocabulary_size": vocabulary_size,
+                "image_size": image_size,
+                "max_words": max_words,
+                "embedding_dim": embedding_dim,
+                "embedding_init_scale": embedding_init_scale,
+                "language_units": language_units,
+                "mlstm_units": mlstm_units,
+                "hidden_units": hidden_units,
+                "visual_dim": visual_dim,
+                "forget_bias": forget_bias,
+                "l2_epsilon": l2_epsilon,
+                "atanh_epsilon": atanh_epsilon,
+                "resize_convention": resize_convention,
+                "fixed_steps": fixed_steps,
+                "classifier_bias_init": classifier_bias_init,
+                "return_word_outputs": return_word_outputs,
+                "backbone": backbone,
+            }
+        )
+        self.include_backbone = include_backbone
+        model_config = self._model_section
         self.backbone = (
-            build_resnet101(model_config.backbone, input_shape=(size, size, 3), name="backbone")
+            build_backbone(model_config.backbone, input_shape=(image_size, image_size, 3), name="backbone")
             if include_backbone
             else None
         )
-        build_head = {"rmi": build_rmi_head, "lstm": build_lstm_baseline_head}[model_config.name]
-        self.head = build_head(self.config)
+        build_head = {"rmi": build_rmi_head, "lstm": build_lstm_baseline_head}[head]
+        self.head = build_head(model_config)
         self.built = True
 
+    @property
+    def model_config(self) -> ml_collections.ConfigDict:
+        """The arguments as a config `model` section (`name` = head, `backbone` a ConfigDict), for the helpers
+        that read `model_config.<field>`. A new copy on every access: changing it does not change the model."""
+        return ml_collections.ConfigDict(self._model_section.to_dict())
+
     def call(self, inputs, training=False):
-        tokens = check_referring_inputs(inputs, self.config.model, self.include_backbone)
+        tokens = check_referring_inputs(inputs, self._model_section, self.include_backbone)
         if self.include_backbone:
             visual_features = self.backbone(inputs["image"], training=training)
         else:
@@ -294,10 +433,20 @@ class ReferringSegmentationModel(keras.Model):
         return self.head({"visual_features": visual_features, "tokens": tokens}, training=training)
 
     def get_config(self):
-        return {**super().get_config(), "config": self.config.to_dict(), "include_backbone": self.include_backbone}
+        return {
+            **super().get_config(),
+            **model_arguments(self._model_section),
+            "include_backbone": self.include_backbone,
+        }
 
     @classmethod
     def from_config(cls, config):
+        config = dict(config)
+        if "config" in config:
+            # Saved before the explicit arguments: `config` holds the whole training config (model, data, train);
+            # only its model section describes the network (same layers and weights).
+            whole = config.pop("config")
+            config = {**model_arguments(whole["model"]), **config}
         return cls(**config)
 
 
@@ -307,12 +456,15 @@ def _check_model_name(config, expected):
 
 
 def build_rmi(config: ml_collections.ConfigDict, include_backbone: bool = True) -> ReferringSegmentationModel:
-    """Builds RMI (backbone + RMI head) from a `referring_config("rmi", variant)`."""
+    """Builds RMI (backbone + RMI head) from a `referring_config("rmi", variant)`; reads only `config.model`."""
     _check_model_name(config, "rmi")
-    return ReferringSegmentationModel(config, include_backbone=include_backbone, name="rmi")
+    return ReferringSegmentationModel(**model_arguments(config.model), include_backbone=include_backbone, name="rmi")
 
 
 def build_lstm_baseline(config: ml_collections.ConfigDict, include_backbone: bool = True) -> ReferringSegmentationModel:
-    """Builds the LSTM baseline (backbone + language-only head) from a `referring_config("lstm", variant)`."""
+    """Builds the LSTM baseline (backbone + language-only head) from a `referring_config("lstm", variant)`; reads
+    only `config.model`."""
     _check_model_name(config, "lstm")
-    return ReferringSegmentationModel(config, include_backbone=include_backbone, name="lstm_baseline")
+    return ReferringSegmentationModel(
+        **model_arguments(config.model), include_backbone=include_backbone, name="lstm_baseline"
+    )
