@@ -163,7 +163,7 @@ def lg_lstm_recurrent_flops(model_config, feature_side: int, feature_channels: i
 
     positions = feature_side**2
     gates = 4 * model_config.units
-    directions = model_config.neighbourhood if model_config.distinct_transition_weights else 1
+    directions = model_config.neighbourhood if model_config.distinct_spatial_weights else 1
     transition = 2 * positions * feature_channels * (directions + 1) * gates
     state_channels = input_state_channels(model_config.units, model_config.neighbourhood, model_config.use_global)
     layer = 2 * positions * state_channels * 2 * gates  # shared spatial gates + depth gates, one product

@@ -494,7 +494,9 @@ def test_parsing_table_layouts():
     assert horse.count("| 75.00 | 75.00 | 50.00 | 85.71 | 66.67 | 80.00 |") == 2
 
 
-@pytest.mark.parametrize("normalization", ["caffe", "keras_resnet", "caffe_vgg"])
+@pytest.mark.parametrize(
+    "normalization", ["bgr_minus_caffe_resnet_mean", "bgr_minus_imagenet_mean", "caffe", "keras_resnet", "caffe_vgg"]
+)
 def test_denormalize_inverts_the_pipeline(normalization):
     images = np.random.default_rng(0).integers(0, 256, (2, 9, 7, 3), dtype=np.uint8)
     normalized = image_ops.normalize_images(images, normalization).numpy()

@@ -336,7 +336,8 @@ def test_parsing_saved_model_labels_at_the_image_size(tmp_path):
     assert outputs["labels"].min() >= 0 and outputs["labels"].max() < num_classes
 
     padded, placement = image_ops.resize_and_pad(image, config.model.image_size)
-    batch = (padded[..., ::-1].astype(np.float32) - IMAGENET_BGR_MEAN)[None]  # config.data.normalization caffe_vgg
+    # config.data.normalization bgr_minus_imagenet_mean
+    batch = (padded[..., ::-1].astype(np.float32) - IMAGENET_BGR_MEAN)[None]
     logits = np.asarray(model(batch)["logits"])[0].astype(np.float64)
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)

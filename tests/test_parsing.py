@@ -42,7 +42,7 @@ def test_lg_lstm_structure_and_deep_supervision(share):
 
 
 def test_ablation_options_reach_the_layers():
-    config = small_config(neighbourhood=2, use_global=False, hidden_form="standard", distinct_transition_weights=False)
+    config = small_config(neighbourhood=2, use_global=False, hidden_form="standard", distinct_spatial_weights=False)
     model = build_lg_lstm(config)
     transition = model.get_layer("transition")
     assert isinstance(transition, TransitionLayer) and not transition.distinct_spatial_weights
@@ -50,6 +50,17 @@ def test_ablation_options_reach_the_layers():
         assert (layer.neighbourhood, layer.use_global, layer.hidden_form) == (2, False, "standard")
     # (0 global + 2 slots + 1 own) * d channels in the state the prediction convs read.
     assert model.get_layer("prediction_1").kernel.shape == (1, 1, 3 * config.model.units, 5)
+
+
+@pytest.mark.parametrize("distinct", [True, False])
+def test_distinct_spatial_weights_reaches_the_transition_layer(distinct):
+    # config.model.distinct_spatial_weights (formerly distinct_transition_weights) is the layer's option.
+    config = small_config(num_layers=1, distinct_spatial_weights=distinct)
+    transition = build_lg_lstm(config).get_layer("transition")
+    assert transition.distinct_spatial_weights is distinct
+    gate_units, directions = 4 * config.model.units, config.model.neighbourhood if distinct else 1
+    assert transition.spatial_kernel.shape[-1] == gate_units * directions
+    assert transition.spatial_bias.shape == (gate_units * directions,)
 
 
 def test_prediction_convs_start_from_the_paper_gaussian():

@@ -363,18 +363,49 @@ def test_in_graph_tokenisation_on_referit_val(shared_data_dir, vocabulary_name):
 
 def test_normalisation_values_on_a_known_pixel():
     pixel = np.array([[[[10, 20, 30]]]], np.uint8)
-    caffe = image_ops.normalize_images(pixel, "caffe").numpy()
+    caffe = image_ops.normalize_images(pixel, "bgr_minus_caffe_resnet_mean").numpy()
     np.testing.assert_array_equal(caffe, caffe_preprocess(pixel))
     np.testing.assert_array_equal(
         caffe[0, 0, 0], np.float32([30, 20, 10]) - np.float32([104.00698793, 116.66876762, 122.67891434])
     )
-    resnet = image_ops.normalize_images(pixel, "keras_resnet").numpy()
-    np.testing.assert_array_equal(resnet, keras.applications.resnet.preprocess_input(pixel.astype(np.float32)))
-    np.testing.assert_array_equal(resnet[0, 0, 0], np.float32([30, 20, 10]) - np.float32([103.939, 116.779, 123.68]))
-    vgg = image_ops.normalize_images(pixel, "caffe_vgg").numpy()
-    np.testing.assert_array_equal(vgg, keras.applications.vgg16.preprocess_input(pixel.astype(np.float32)))
-    with pytest.raises(ValueError, match="normalization"):
+    imagenet = image_ops.normalize_images(pixel, "bgr_minus_imagenet_mean").numpy()
+    np.testing.assert_array_equal(imagenet, keras.applications.resnet.preprocess_input(pixel.astype(np.float32)))
+    np.testing.assert_array_equal(imagenet, keras.applications.vgg16.preprocess_input(pixel.astype(np.float32)))
+    np.testing.assert_array_equal(imagenet[0, 0, 0], np.float32([30, 20, 10]) - np.float32([103.939, 116.779, 123.68]))
+    assert sorted(image_ops.NORMALIZATION_MEANS) == ["bgr_minus_caffe_resnet_mean", "bgr_minus_imagenet_mean"]
+    with pytest.raises(ValueError, match="normalization must be one of .*bgr_minus_imagenet_mean.*'torch'"):
         image_ops.normalize_images(pixel, "torch")
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("caffe", "bgr_minus_caffe_resnet_mean"),
+        ("keras_resnet", "bgr_minus_imagenet_mean"),
+        ("caffe_vgg", "bgr_minus_imagenet_mean"),
+    ],
+)
+def test_legacy_normalisation_names_give_the_same_numbers(old, new):
+    assert image_ops.LEGACY_NORMALIZATION_NAMES[old] == new
+    assert image_ops.check_normalization(old) == new and image_ops.check_normalization(new) == new
+    images = np.random.default_rng(1).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(
+        image_ops.normalize_images(images, old).numpy(), image_ops.normalize_images(images, new).numpy()
+    )
+    np.testing.assert_array_equal(
+        image_ops.normalize_images_np(images, old), image_ops.normalize_images_np(images, new)
+    )
+    np.testing.assert_array_equal(
+        image_ops.normalize_images_np(images, old), image_ops.normalize_images(images, new).numpy()
+    )
+    normalized = image_ops.normalize_images_np(images, new)
+    np.testing.assert_array_equal(
+        image_ops.denormalize_images(normalized, old), image_ops.denormalize_images(normalized, new)
+    )
+    np.testing.assert_array_equal(
+        image_ops.denormalize_images_tf(tf.constant(normalized), old).numpy(),
+        image_ops.denormalize_images_tf(tf.constant(normalized), new).numpy(),
+    )
 
 
 # --- parsing augmentation --------------------------------------------------------------------------------------
@@ -878,6 +909,6 @@ def test_argument_checks(referring_shards):
     with pytest.raises(ValueError, match="batch_size"):
         pipeline.referring_dataset(referring_shards, VOCAB, training=True, batch_size=0)
     with pytest.raises(ValueError, match="normalization"):
-        pipeline.referring_dataset(referring_shards, VOCAB, training=True, batch_size=1, normalization="caffe_vgg")
+        pipeline.referring_dataset(referring_shards, VOCAB, training=True, batch_size=1, normalization="torch")
     with pytest.raises(ValueError, match="scale_range"):
         pipeline.parsing_dataset(referring_shards, training=True, batch_size=1, num_classes=18, scale_range=(1.5, 0.5))

@@ -123,7 +123,8 @@ def test_referring_overlay_has_the_original_size(runs, tmp_path, capsys):
 
 
 def test_referring_mask_follows_the_evaluation_protocol(runs):
-    """Resize-and-pad to 64, caffe normalisation, logits >= 0, undo the resize-and-pad (nearest)."""
+    """Resize-and-pad to 64, bgr_minus_caffe_resnet_mean normalisation, logits >= 0, undo the resize-and-pad
+    (nearest)."""
     import keras
 
     from tf_recurrent_seg.image_ops import CAFFE_BGR_MEAN, unpad_and_resize
@@ -240,7 +241,7 @@ def test_parsing_labels_are_the_argmax_at_the_original_size(runs):
 
     model = keras.models.load_model(os.path.join(runs["lg_lstm"], "model.keras"))
     config = predict.load_config_json(os.path.join(runs["lg_lstm"], "config.json"))
-    assert config.data.normalization == "caffe_vgg"
+    assert config.data.normalization == "bgr_minus_imagenet_mean"
     result = predict.predict_parsing(model, config, runs["image"])
 
     resized = np.asarray(Image.fromarray(runs["image"]).resize((64, 36), Image.BILINEAR))

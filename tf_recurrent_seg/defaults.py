@@ -63,7 +63,7 @@ def referring_data_config() -> ml_collections.ConfigDict:
     config.train_records = "data/synthetic_referring/train"  # records prefix, glob or list of files
     config.eval_records = "data/synthetic_referring/test"
     config.vocabulary = "data/synthetic_referring/vocabulary.txt"
-    # "caffe": the reference ResNet/DeepLab weights' BGR mean (docs/reference_conventions.md#image-preprocessing).
+    # The reference ResNet/DeepLab weights' BGR mean (docs/reference_conventions.md#image-preprocessing).
     config.normalization = image_ops.REFERRING_NORMALIZATION
     config.strip_pieces = True  # tokenizer: False reproduces the reference exactly (imported checkpoints)
     config.length_bins = "refcoco"  # which paper's length break-down (Tables 2-5) evaluation reports
@@ -79,7 +79,7 @@ def parsing_data_config() -> ml_collections.ConfigDict:
     config.train_records = "data/synthetic_parsing/train"
     config.eval_records = "data/synthetic_parsing/test"
     config.left_right_pairs = ()  # label ids a horizontal flip swaps (ATR: (9, 10), (12, 13), (14, 15))
-    config.normalization = image_ops.PARSING_NORMALIZATION  # "caffe_vgg": keras vgg16 preprocess_input
+    config.normalization = image_ops.PARSING_NORMALIZATION  # keras vgg16 preprocess_input
     config.scale_range = (0.5, 1.5)  # random scale augmentation
     config.max_image_pixels = MAX_IMAGE_PIXELS  # larger images are skipped (`too_large`) without decoding
     return config
@@ -210,7 +210,7 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
         "grid"  # h = tanh(o * m'), eq. 1 (docs/decisions.md#lg-lstm-hidden-form); "standard": o * tanh(m')
     )
     config.model.share_lstm_weights = True  # §1: gate weights shared across LG-LSTM layers
-    config.model.distinct_transition_weights = True  # docs/decisions.md#transition-layer-weights
+    config.model.distinct_spatial_weights = True  # transition layer; docs/decisions.md#transition-layer-weights
     config.model.prediction_init_stddev = 0.001  # §4.1: new conv weights N(0, 0.001)
     config.model.extra_convs = 5 if model == "conv_baseline_extra" else 0  # Table 5 "VGG16 extra conv"
     config.model.extra_conv_filters = 576  # Table 5
@@ -386,7 +386,7 @@ def backbone_pretraining_config() -> ml_collections.ConfigDict:
     config.data.seed = 0  # scenes from the stream (seed, SPLIT_STREAMS["pretrain"])
     config.data.num_train = 2000
     config.data.num_validation = 200
-    config.data.normalization = "caffe"
+    config.data.normalization = image_ops.BGR_MINUS_CAFFE_RESNET_MEAN
     config.train = ml_collections.ConfigDict()
     config.train.batch_size = 16
     config.train.num_steps = 600
@@ -475,7 +475,7 @@ def use_synthetic_parsing(config: ml_collections.ConfigDict) -> ml_collections.C
     model.backbone.pretrained = "keras:runs/backbone_synthetic/backbone.keras"
     config.data.train_records = "data/synthetic_parsing/train"
     config.data.eval_records = "data/synthetic_parsing/validation"  # choices on validation; test once, at the end
-    config.data.normalization = "caffe"  # what the pretrained backbone saw
+    config.data.normalization = image_ops.BGR_MINUS_CAFFE_RESNET_MEAN  # what the pretrained backbone saw
     config.train.batch_size = 8
     # Chosen on the validation split (LG-LSTM, 60 figures): SGD 1e-2 for the new layers gave mean IoU 0.17 at
     # step 300 and 0.28 at 600; 5e-2 gave 0.22 at 300 and 0.30 at 400. The backbone's 1e-3 (1e-2: 0.18 at 300).

@@ -25,7 +25,8 @@ back: crop the placed region, resize it to (h, w) (nearest for labels and masks;
 scale-and-centre-crop: docs/decisions.md#evaluation-map-back). Why Pillow's BILINEAR and how close the
 graph's default resize is to it: docs/input_pipeline.md#resize-and-pad, docs/decisions.md#image-resize-filter.
 
-Normalisation: the one table of means (`NORMALIZATION_MEANS`) and of the default per task
+Normalisation: the one table of means (`NORMALIZATION_MEANS`, named for what each does), the names older
+configs used (`LEGACY_NORMALIZATION_NAMES`, accepted everywhere a name is) and the default per task
 (`REFERRING_NORMALIZATION`, `PARSING_NORMALIZATION`, `default_normalization`).
 """
 
@@ -322,11 +323,21 @@ def undo_resize_and_pad_batch(
 CAFFE_BGR_MEAN = np.array([104.00698793, 116.66876762, 122.67891434], np.float32)
 # keras.applications.{resnet,vgg16}.preprocess_input ("caffe" mode).
 IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
-NORMALIZATION_MEANS = {"caffe": CAFFE_BGR_MEAN, "keras_resnet": IMAGENET_BGR_MEAN, "caffe_vgg": IMAGENET_BGR_MEAN}
+# One name per operation, saying what it does.
+BGR_MINUS_CAFFE_RESNET_MEAN = "bgr_minus_caffe_resnet_mean"  # the authors' Caffe ResNet/DeepLab weights
+BGR_MINUS_IMAGENET_MEAN = "bgr_minus_imagenet_mean"  # keras.applications resnet / vgg16 preprocess_input
+NORMALIZATION_MEANS = {BGR_MINUS_CAFFE_RESNET_MEAN: CAFFE_BGR_MEAN, BGR_MINUS_IMAGENET_MEAN: IMAGENET_BGR_MEAN}
+# The names configs used before (config.json of older runs): accepted wherever a name is, as these.
+LEGACY_NORMALIZATION_NAMES = {
+    "caffe": BGR_MINUS_CAFFE_RESNET_MEAN,
+    "keras_resnet": BGR_MINUS_IMAGENET_MEAN,
+    "caffe_vgg": BGR_MINUS_IMAGENET_MEAN,
+}
 # Defaults when a config names none (and the values defaults.py's data configs hold).
-REFERRING_NORMALIZATION = "caffe"  # the authors' ResNet/DeepLab weights
-PARSING_NORMALIZATION = "caffe_vgg"  # LG-LSTM's VGG-16 base (keras vgg16 preprocess_input)
-REFERRING_NORMALIZATIONS = ("caffe", "keras_resnet")  # what `referring_dataset` accepts (ResNet backbones)
+REFERRING_NORMALIZATION = BGR_MINUS_CAFFE_RESNET_MEAN  # the authors' ResNet/DeepLab weights
+PARSING_NORMALIZATION = BGR_MINUS_IMAGENET_MEAN  # LG-LSTM's VGG-16 base (keras vgg16 preprocess_input)
+# What `referring_dataset` accepts (ResNet backbones: Caffe or keras.applications weights).
+REFERRING_NORMALIZATIONS = (BGR_MINUS_CAFFE_RESNET_MEAN, BGR_MINUS_IMAGENET_MEAN)
 
 
 def default_normalization(referring: bool) -> str:
@@ -334,10 +345,22 @@ def default_normalization(referring: bool) -> str:
     return REFERRING_NORMALIZATION if referring else PARSING_NORMALIZATION
 
 
-def check_normalization(normalization: str, name: str = "normalization") -> None:
-    """Raises ValueError (naming `name`) unless `normalization` is a key of `NORMALIZATION_MEANS`."""
-    if normalization not in NORMALIZATION_MEANS:
-        raise ValueError(f"{name} must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}")
+def canonical_normalization(normalization: str) -> str:
+    """`normalization` with a legacy name (`LEGACY_NORMALIZATION_NAMES`) replaced by its current one; other
+    names come back unchanged (unknown ones included: `check_normalization` rejects those)."""
+    return LEGACY_NORMALIZATION_NAMES.get(normalization, normalization)
+
+
+def check_normalization(normalization: str, name: str = "normalization") -> str:
+    """The current name of `normalization` (`canonical_normalization`); raises ValueError (naming `name`) unless
+    it is a key of `NORMALIZATION_MEANS` or a legacy name of one."""
+    canonical = canonical_normalization(normalization)
+    if canonical not in NORMALIZATION_MEANS:
+        raise ValueError(
+            f"{name} must be one of {sorted(NORMALIZATION_MEANS)} (older names: {sorted(LEGACY_NORMALIZATION_NAMES)}),"
+            f" got {normalization!r}"
+        )
+    return canonical
 
 
 def caffe_preprocess(images: np.ndarray) -> np.ndarray:
@@ -354,24 +377,24 @@ def caffe_preprocess(images: np.ndarray) -> np.ndarray:
 
 def normalize_images_np(images: np.ndarray, normalization: str) -> np.ndarray:
     """numpy `normalize_images`: RGB (..., 3) uint8 -> float32 BGR minus the mean of `normalization`
-    ("caffe": `caffe_preprocess`, which also takes grayscale and RGBA)."""
-    if normalization == "caffe":
+    ("bgr_minus_caffe_resnet_mean": `caffe_preprocess`, which also takes grayscale and RGBA)."""
+    normalization = check_normalization(normalization)
+    if normalization == BGR_MINUS_CAFFE_RESNET_MEAN:
         return caffe_preprocess(images)
-    check_normalization(normalization)
     return images[..., ::-1].astype(np.float32) - np.asarray(NORMALIZATION_MEANS[normalization], np.float32)
 
 
 def denormalize_images(images, normalization: str) -> np.ndarray:
     """Inverse of `normalize_images`: normalised BGR float (..., 3) -> uint8 RGB (the padded network
     input; padding comes back as 0). Exact: the pipeline normalised uint8 pixels in float32."""
-    check_normalization(normalization)
+    normalization = check_normalization(normalization)
     bgr = np.asarray(images, np.float32) + NORMALIZATION_MEANS[normalization]
     return np.clip(np.rint(bgr[..., ::-1]), 0, 255).astype(np.uint8)
 
 
 def denormalize_images_tf(images: tf.Tensor, normalization: str) -> tf.Tensor:
     """TF twin of `denormalize_images` for display: normalised BGR -> RGB floats in [0, 1] (TensorBoard images)."""
-    check_normalization(normalization)
+    normalization = check_normalization(normalization)
     mean = tf.constant(NORMALIZATION_MEANS[normalization], tf.float32)
     return tf.clip_by_value(tf.reverse(images + mean, axis=[-1]) / 255.0, 0.0, 1.0)
 
@@ -379,10 +402,10 @@ def denormalize_images_tf(images: tf.Tensor, normalization: str) -> tf.Tensor:
 def normalize_images(images: tf.Tensor, normalization: str) -> tf.Tensor:
     """RGB (..., 3) pixels in [0, 255] (any dtype) -> float32 BGR minus the mean of `normalization`.
 
-    "caffe": Caffe ResNet/DeepLab mean (104.00698793, 116.66876762, 122.67891434); "keras_resnet" and
-    "caffe_vgg": ImageNet mean (103.939, 116.779, 123.68), equal to keras.applications.resnet / vgg16
-    `preprocess_input`.
+    "bgr_minus_caffe_resnet_mean": Caffe ResNet/DeepLab mean (104.00698793, 116.66876762, 122.67891434);
+    "bgr_minus_imagenet_mean": ImageNet mean (103.939, 116.779, 123.68), equal to keras.applications.resnet /
+    vgg16 `preprocess_input`. Legacy names (`LEGACY_NORMALIZATION_NAMES`) are accepted.
     """
-    check_normalization(normalization)
+    normalization = check_normalization(normalization)
     images = tf.cast(images, tf.float32)
     return tf.reverse(images, axis=[-1]) - tf.constant(NORMALIZATION_MEANS[normalization], tf.float32)

@@ -147,6 +147,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
         every log step), "eval" (the last validation scores, chief only), "seconds", "is_chief",
         "weights_checksum" (sum of |w| over the trainable variables: equal on every worker)}.
     """
+    config = workdir_lib.upgrade_config(config)  # older field / normalisation names -> the current ones
     if isinstance(strategy, str):
         strategy = make_strategy(strategy)
     _check_settings(config, strategy)

@@ -165,7 +165,7 @@ def load_config_json(path: str):
         raise app.UsageError(f"--config_json: {path} does not exist")
     try:
         with open(path) as file:
-            return ml_collections.ConfigDict(json.load(file))
+            return workdir_lib.upgrade_config(ml_collections.ConfigDict(json.load(file)))
     except (OSError, ValueError) as error:
         raise app.UsageError(f"--config_json: cannot read {path} as a JSON config ({error})") from None
 

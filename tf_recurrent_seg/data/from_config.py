@@ -2,7 +2,8 @@
 
 The one place that reads `config.model` / `config.data` for `pipeline.referring_dataset` and
 `pipeline.parsing_dataset`, so that training, validation, evaluation and the feature cache build the same
-pipeline. Fields added after a run was trained fall back to their defaults (old `config.json` files).
+pipeline. Fields added after a run was trained fall back to their defaults (old `config.json` files); older
+normalisation names become their current ones (`image_ops.LEGACY_NORMALIZATION_NAMES`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ def referring_options(config: ml_collections.ConfigDict) -> dict:
     return {
         "image_size": int(config.model.image_size),
         "max_words": int(config.model.max_words),
-        "normalization": config.data.get("normalization", image_ops.REFERRING_NORMALIZATION),
+        "normalization": image_ops.canonical_normalization(
+            config.data.get("normalization", image_ops.REFERRING_NORMALIZATION)
+        ),
         "strip_pieces": bool(config.data.get("strip_pieces", True)),
         "max_image_pixels": configured_limit(config),
     }
@@ -34,7 +37,9 @@ def parsing_options(config: ml_collections.ConfigDict, training: bool) -> dict:
     options = {
         "num_classes": int(config.model.num_classes),
         "image_size": int(config.model.image_size),
-        "normalization": config.data.get("normalization", image_ops.PARSING_NORMALIZATION),
+        "normalization": image_ops.canonical_normalization(
+            config.data.get("normalization", image_ops.PARSING_NORMALIZATION)
+        ),
         "max_image_pixels": configured_limit(config),
     }
     if training:

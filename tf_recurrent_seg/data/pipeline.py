@@ -504,7 +504,8 @@ def referring_dataset(
         batch_size: batch size of THIS pipeline (per replica with `distribute_datasets_from_function`).
         image_size: S, the padded square size.
         max_words: T, the token sequence length.
-        normalization: "caffe" (Caffe ResNet/DeepLab weights) or "keras_resnet" (keras.applications ResNet).
+        normalization: "bgr_minus_caffe_resnet_mean" (Caffe ResNet/DeepLab weights) or "bgr_minus_imagenet_mean"
+            (keras.applications ResNet); the older names of `image_ops.LEGACY_NORMALIZATION_NAMES` are accepted.
         input_context: shards the files between input pipelines (disjoint; needs >= num_input_pipelines files).
         shuffle_buffer: records in the example-level shuffle buffer (encoded bytes; ~100-300 KB each).
         seed: shuffle seed.
@@ -524,10 +525,12 @@ def referring_dataset(
         A tf.data.Dataset of (features, targets) batches, prefetched.
     """
     _check_common(batch_size, image_size)
-    if normalization not in image_ops.REFERRING_NORMALIZATIONS:
+    if image_ops.canonical_normalization(normalization) not in image_ops.REFERRING_NORMALIZATIONS:
         raise ValueError(
-            f"normalization must be 'caffe' or 'keras_resnet' for the referring task, got {normalization!r}"
+            f"normalization must be one of {list(image_ops.REFERRING_NORMALIZATIONS)} for the referring task"
+            f" (older names: {sorted(image_ops.LEGACY_NORMALIZATION_NAMES)}), got {normalization!r}"
         )
+    normalization = image_ops.canonical_normalization(normalization)
     repeat = training if repeat is None else repeat
     deterministic = not training if deterministic is None else bool(deterministic)
     counter = skip_counter if skip_counter is not None else SkipCounter()
@@ -737,12 +740,13 @@ def parsing_dataset(
         num_classes: label ids must be < num_classes or 255; other records are skipped and counted.
         image_size: S (321 for DeepLab-LargeFOV).
         left_right_pairs: e.g. ATR ((9, 10), (12, 13), (14, 15)); LIP ((14, 15), (16, 17), (18, 19)).
-        normalization: "caffe_vgg" (keras vgg16 preprocess_input), "keras_resnet" or "caffe".
+        normalization: "bgr_minus_imagenet_mean" (keras vgg16 preprocess_input) or "bgr_minus_caffe_resnet_mean"
+            (or an older name of `image_ops.LEGACY_NORMALIZATION_NAMES`).
         input_context, shuffle_buffer, seed, repeat, exact_resize, skip_counter, max_image_pixels, deterministic:
             as in `referring_dataset`.
     """
     _check_common(batch_size, image_size)
-    image_ops.check_normalization(normalization)
+    normalization = image_ops.check_normalization(normalization)
     if not 0 < num_classes <= IGNORE_LABEL:
         raise ValueError(f"num_classes must be in [1, {IGNORE_LABEL}], got {num_classes}")
     low, high = scale_range

@@ -48,7 +48,7 @@ def build_lg_lstm(config: ml_collections.ConfigDict) -> keras.Model:
 
     Args:
         config: a `parsing_config("lg_lstm")`; reads `config.model` (units, num_layers, neighbourhood,
-            use_global, hidden_form, share_lstm_weights, distinct_transition_weights, num_classes, ...).
+            use_global, hidden_form, share_lstm_weights, distinct_spatial_weights, num_classes, ...).
 
     Returns:
         A functional model `image -> {"logits", "layer_logits"}` (see the module docstring).
@@ -70,7 +70,7 @@ def build_lg_lstm(config: ml_collections.ConfigDict) -> keras.Model:
     }
     image, features = _backbone_features(model_config)
     state = TransitionLayer(
-        distinct_spatial_weights=model_config.distinct_transition_weights, name="transition", **options
+        distinct_spatial_weights=model_config.distinct_spatial_weights, name="transition", **options
     )(features)
     shared_layer = LGLSTMLayer(name="lg_lstm", **options) if model_config.share_lstm_weights else None
     predictions = []
