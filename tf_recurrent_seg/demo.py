@@ -269,19 +269,20 @@ def workdir_of(job: Job) -> str:
     return next(part.split("=", 1)[1] for part in job.arguments if part.startswith("--workdir="))
 
 
-def test_results(training: dict[str, Job]) -> dict[str, list[dict]]:
-    """{model: [test-split results of seed 0, 1, ...]} of the training jobs' runs."""
-    results = {}
-    for name, job in training.items():
-        results.setdefault(name.rsplit("_seed", 1)[0], []).append(load_results(f"{workdir_of(job)}/eval_test"))
-    return results
-
-
 def workdirs_by_model(training: dict[str, Job]) -> dict[str, list[str]]:
+    """{model: [run directory of seed 0, 1, ...]} of the training jobs."""
     workdirs = {}
     for name, job in training.items():
         workdirs.setdefault(name.rsplit("_seed", 1)[0], []).append(workdir_of(job))
     return workdirs
+
+
+def test_results(training: dict[str, Job]) -> dict[str, list[dict]]:
+    """{model: [test-split results of seed 0, 1, ...]} of the training jobs' runs."""
+    return {
+        model: [load_results(f"{workdir}/eval_test") for workdir in workdirs]
+        for model, workdirs in workdirs_by_model(training).items()
+    }
 
 
 def export_and_predict_jobs(budget: dict, referring: dict, parsing: dict, report_dir: pathlib.Path) -> list[Job]:
