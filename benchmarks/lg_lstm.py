@@ -5,7 +5,7 @@
 Prints one JSON line. For one LG-LSTM layer at 41x41, d = 64, batch 1 (the Horse-Cow setting), in this
 process: `naive_ms` computes the gates of the eight spatial LSTMs and the depth LSTM as nine separate
 products (what nine independent LSTMs would do), `shared_gates_ms` is the package's layer (the eight
-spatial LSTMs share W^s and read the same H, so their gates are computed once); targets speedup >= 3,
+spatial LSTMs share W^s and read the same H, so their gates are computed once); targets speedup >= 4,
 max_abs_diff <= 1e-5. Also the neighbour gather (docs/decisions.md#neighbour-gather): `gather_*_ms` alone on
 the (1, 41, 41, 8, 64) hidden maps, `extract_patches_layer_ms` the layer with `neighbour_gather="extract_patches"`
 (its outputs differ from the default's by `gather_max_abs_diff`), `*_slowdown` extract_patches over shift

@@ -10,8 +10,9 @@ Prints one JSON line. In one process:
 - `lg_lstm`: `build_lg_lstm(parsing_config("lg_lstm"))` forward, 321x321 image, batch 1 (random weights:
   building reads no ImageNet weights, only training does).
 For each model: `gflops` (work of one forward pass), `ms` (minimum over `--repeats` timed calls of a
-`tf.function` after one warm-up call), `achieved_gflops_per_s`, `fraction_of_matmul` (target >= 0.5), and
-`parts`: the same numbers for the backbone and for the rest (head), so the share of each shows.
+`tf.function` after one warm-up call), `achieved_gflops_per_s`, `fraction_of_matmul` (LG-LSTM target >= 0.5),
+and `parts`: the same numbers for the backbone and for the rest (head), so the share of each shows (RMI head
+target: `rmi.parts.head.fraction_of_matmul` >= 0.65).
 
 How FLOPs are counted. A multiply-add is 2 FLOPs. The count is TensorFlow's own: the model's forward is
 traced as a concrete function with fully static input shapes, its variables are frozen into constants

@@ -9,6 +9,8 @@ Prints one JSON line. "cached": a step from cached res5c features (random 40x40x
 no backbone gradients are needed, but the tape still records its forward). Both take ~10-word expressions
 and a random 320x320 mask, run `training.referring_step_loss` and `optimizer.apply_gradients` in one
 `tf.function`, after `--warmup` untimed steps (tracing). The input pipeline is not part of the timing.
+Target: `speedup_cached_over_full` >= 3. What bounds it: the cached step still runs the head forward and
+backward (about three times the head's forward products), the full step adds only the backbone's forward.
 
 Demo size (`configs/{lstm,rmi}_synthetic.py`: 32x32x17 cached features, batch 16, 11-word expressions):
 `demo_lstm_ms`, `demo_rmi_ms` and `demo_rmi_over_lstm`, first after tf.data's malloc change (what a training

@@ -105,14 +105,17 @@ CASES = [
         ConvMultimodalLSTMCell,
         {"units": 5, "forget_bias": 0.5},
         {
-            "step_input": np.concatenate([_normal(2, 6), [[1.0], [0.0]]], axis=-1).astype(np.float32),
-            "states": [np.tanh(_normal(2, 3, 4, 5)), _normal(2, 3, 4, 5), _normal(2, 3, 4, 20)],
+            # The step input: that step's word term (B, 4 * units) and the word flag.
+            "step_input": np.concatenate([_normal(2, 20), [[1.0], [0.0]]], axis=-1).astype(np.float32),
+            # States channels first: (units, B, H, W) and (4 * units, B, H, W).
+            "states": [np.tanh(_normal(5, 2, 3, 4)), _normal(5, 2, 3, 4), _normal(20, 2, 3, 4)],
         },
-        [(2, 3, 4, 5), (2, 3, 4, 5), (2, 3, 4, 5), (2, 3, 4, 20)],
+        [(5, 2, 3, 4), (5, 2, 3, 4), (5, 2, 3, 4), (20, 2, 3, 4)],
         {
-            "build_shapes": {"step_input_shape": (2, 7), "visual_features_shape": (2, 3, 4, 9)},
-            # The visual term comes in with the states (get_initial_state computes it once per image).
-            "weights_without_gradient": ("visual_kernel", "bias"),
+            "build_shapes": {"word_features_shape": (2, 6), "visual_features_shape": (2, 3, 4, 9)},
+            # The visual and word terms come in with the states and the step input (computed once per
+            # image and once per expression, outside the step).
+            "weights_without_gradient": ("visual_kernel", "word_kernel", "bias"),
         },
     ),
     pytest.param(

@@ -94,7 +94,7 @@ def test_left_pad_steps_and_tile():
 
 def _random_cell(units=6, visual_channels=9, word_channels=5):
     cell = ConvMultimodalLSTMCell(units, forget_bias=1.0)
-    cell.build((None, word_channels + 1), (None, 3, 4, visual_channels))
+    cell.build((None, word_channels), (None, 3, 4, visual_channels))
     cell.set_weights([RNG.uniform(-0.5, 0.5, size=w.shape).astype(np.float32) for w in cell.get_weights()])
     return cell
 
@@ -106,8 +106,11 @@ def test_factorized_gates_equal_concatenated_form():
     words = RNG.normal(size=(2, 5)).astype(np.float32)
     hidden = RNG.uniform(-0.9, 0.9, size=(2, 3, 4, 6)).astype(np.float32)
     memory = RNG.normal(size=(2, 3, 4, 6)).astype(np.float32)
-    step_input = np.concatenate([words, np.ones((2, 1), np.float32)], axis=-1)
-    _, (new_hidden, new_memory, _) = cell(step_input, [hidden, memory, cell.visual_gates(visual)])
+    step_input = np.concatenate([cell.word_gates(words), np.ones((2, 1), np.float32)], axis=-1)
+    channels_first = (3, 0, 1, 2)  # the cell's state layout: (units, B, H, W)
+    states = [hidden.transpose(channels_first), memory.transpose(channels_first), cell.visual_gates(visual)]
+    _, (new_hidden, new_memory, _) = cell(step_input, states)
+    new_hidden, new_memory = (np.transpose(state, (1, 2, 3, 0)) for state in (new_hidden, new_memory))
 
     visual_kernel, word_kernel, recurrent_kernel, bias = (w.astype(np.float64) for w in cell.get_weights())
     kernel = np.concatenate([visual_kernel, word_kernel, recurrent_kernel])  # rows [visual; word; hidden]

@@ -21,14 +21,21 @@ GATE_ORDER = ("input", "candidate", "forget", "output")
 class ConvMultimodalLSTMCell(keras.layers.Layer):
     """One step of the 1x1 convolutional multimodal LSTM over a (H, W) grid, gates factorized.
 
-    States are `[h, c, visual_gates]`: the hidden and memory maps (B, H, W, units) and the per-image
-    visual term (B, H, W, 4 * units), which `get_initial_state(visual_features)` computes once and every
-    step passes on unchanged. The step input is (B, word_channels + 1): the word-level vector ([w_t; h_t]
-    in RMI) followed by a word flag, 1 for a word and 0 for a `<pad>` step, which leaves h and c unchanged
-    (the reference code skips such steps). The cell applies the flag itself, broadcast over the map:
-    Keras's RNN masking would tile the mask to every state's full shape on every step, which costs a
-    tenth of the layer's time at paper size. Gates follow TF1 BasicLSTMCell: columns (i, j, f, o), a constant
-    `forget_bias` added to f, c' = sigmoid(f + forget_bias) * c + sigmoid(i) * tanh(j), h' = sigmoid(o) * tanh(c').
+    States are `[h, c, visual_gates]`: the hidden and memory maps and the per-image visual term, held
+    channels first, (units, B, H, W) and (4 * units, B, H, W); `get_initial_state(visual_features)` computes
+    the visual term once and every step passes it on unchanged. Channels first, the per-pixel product is
+    K^T h on (units, B * H * W) and the four gates are contiguous row blocks of its result, so splitting them
+    copies nothing and the split's gradient is one contiguous concatenation; channels last, both move every
+    gate value through strided copies, which took more time than the product itself
+    (docs/decisions.md#mlstm-state-layout). `ConvMultimodalLSTM` converts to and from (B, H, W, C).
+
+    The step input is (B, 4u + 1): that step's word term W_w · [w_t; h_t] (`word_gates`; the layer computes
+    it for every step in one product before the loop, since per step the product would read the whole word
+    kernel and its gradient write a kernel-sized outer product), then a word flag, 1 for a word and 0 for a
+    `<pad>` step, which leaves h and c unchanged (the reference code skips such steps). The cell applies the
+    flag itself, broadcast over the map: Keras's RNN masking would tile the mask to every state's full shape
+    on every step. Gates follow TF1 BasicLSTMCell: columns (i, j, f, o), a constant `forget_bias` added to f,
+    c' = sigmoid(f + forget_bias) * c + sigmoid(i) * tanh(j), h' = sigmoid(o) * tanh(c').
 
     Weights: `visual_kernel` (visual_channels, 4u), `word_kernel` (word_channels, 4u),
     `recurrent_kernel` (u, 4u), `bias` (4u). Stacked as [visual; word; recurrent] rows they are the
@@ -43,8 +50,9 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
     cell = ConvMultimodalLSTMCell(units=8)
     visual = keras.random.normal((2, 5, 5, 12))
     states = cell.get_initial_state(visual_features=visual, word_channels=6)
-    step_input = keras.ops.concatenate([keras.random.normal((2, 6)), keras.ops.ones((2, 1))], axis=-1)
-    output, states = cell(step_input, states)  # output: (2, 5, 5, 8)
+    word_gates = cell.word_gates(keras.random.normal((2, 6)))  # (2, 32)
+    step_input = keras.ops.concatenate([word_gates, keras.ops.ones((2, 1))], axis=-1)
+    output, states = cell(step_input, states)  # output: (8, 2, 5, 5), channels first
     ```
     """
 
@@ -56,10 +64,11 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         self.state_size = [units, units, 4 * units]
         self.output_size = units
 
-    def build(self, step_input_shape, visual_features_shape=None):
+    def build(self, word_features_shape, visual_features_shape=None):
+        """Builds the kernels from the word features' (..., word_channels) and the visual features' shapes."""
         if visual_features_shape is None:
             raise ValueError("ConvMultimodalLSTMCell.build needs visual_features_shape (B, H, W, C)")
-        word_channels = step_input_shape[-1] - 1  # the last channel is the word flag
+        word_channels = word_features_shape[-1]
         visual_channels = visual_features_shape[-1]
         gate_units = 4 * self.units
         # The reference initialises the whole concatenated kernel with Glorot uniform; use that kernel's
@@ -78,8 +87,8 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(gate_units,), initializer="zeros")
 
     def visual_gates(self, visual_features):
-        """The once-per-image term W_v · [v; s] + b, shape (B, H, W, 4u), with the forget-bias constant
-        already added to the f block so no step has to add it again."""
+        """The once-per-image term W_v · [v; s] + b for (B, H, W, C) features, channels first (4u, B, H, W),
+        with the forget-bias constant already added to the f block so no step has to add it again."""
         forget_bias = keras.ops.concatenate(
             [
                 keras.ops.zeros((2 * self.units,)),
@@ -87,28 +96,39 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
                 keras.ops.zeros((self.units,)),
             ]
         )
-        return keras.ops.matmul(visual_features, self.visual_kernel) + (self.bias + forget_bias)
+        gates = keras.ops.matmul(visual_features, self.visual_kernel) + (self.bias + forget_bias)
+        return keras.ops.transpose(gates, (3, 0, 1, 2))
 
     def get_initial_state(self, visual_features, word_channels: int | None = None):
-        """Zero h and c and the visual term for `visual_features` (B, H, W, visual_channels)."""
+        """Zero h and c and the visual term for `visual_features` (B, H, W, visual_channels), channels first."""
         if not self.built:
-            self.build((None, word_channels + 1), visual_features.shape)
+            self.build((None, word_channels), visual_features.shape)
         gates = self.visual_gates(visual_features)
-        zeros = keras.ops.zeros_like(gates[..., : self.units])
+        zeros = keras.ops.zeros_like(gates[: self.units])
         return [zeros, zeros, gates]
 
+    def word_gates(self, word_features):
+        """The word term W_w · [w; h] of (..., word_channels) features: (..., 4u)."""
+        return keras.ops.matmul(word_features, self.word_kernel)
+
     def call(self, step_input, states):
-        previous_hidden, previous_memory, visual_gates = states
-        word_features, is_word = step_input[:, :-1], step_input[:, -1] > 0
-        hidden, memory = previous_hidden, previous_memory
-        word_gates = keras.ops.matmul(word_features, self.word_kernel)  # once per step per image
-        recurrent_gates = keras.ops.matmul(hidden, self.recurrent_kernel)  # the only per-pixel product
-        gates = recurrent_gates + (visual_gates + word_gates[:, None, None, :])
-        input_gate, candidate, forget_gate, output_gate = keras.ops.split(gates, 4, axis=-1)
+        previous_hidden, previous_memory, visual_gates = states  # (u, B, H, W), (u, B, H, W), (4u, B, H, W)
+        word_gates, is_word = keras.ops.transpose(step_input[:, :-1]), step_input[:, -1] > 0  # (4u, B), (B,)
+        shape = keras.ops.shape(previous_hidden)
+        # The only per-pixel product: K^T h on (u, B * H * W).
+        recurrent_gates = keras.ops.matmul(
+            keras.ops.transpose(self.recurrent_kernel), keras.ops.reshape(previous_hidden, (self.units, -1))
+        )
+        gates = keras.ops.reshape(recurrent_gates, (4 * self.units, shape[1], shape[2], shape[3])) + (
+            visual_gates + word_gates[:, :, None, None]
+        )
+        input_gate, candidate, forget_gate, output_gate = keras.ops.split(gates, 4, axis=0)
         # forget_bias is already inside visual_gates.
-        memory = keras.ops.sigmoid(forget_gate) * memory + keras.ops.sigmoid(input_gate) * keras.ops.tanh(candidate)
+        memory = keras.ops.sigmoid(forget_gate) * previous_memory + keras.ops.sigmoid(input_gate) * keras.ops.tanh(
+            candidate
+        )
         hidden = keras.ops.sigmoid(output_gate) * keras.ops.tanh(memory)
-        is_word = is_word[:, None, None, None]
+        is_word = is_word[None, :, None, None]
         hidden = keras.ops.where(is_word, hidden, previous_hidden)
         memory = keras.ops.where(is_word, memory, previous_memory)
         return hidden, [hidden, memory, visual_gates]
@@ -169,18 +189,20 @@ class ConvMultimodalLSTM(keras.layers.RNN):
             raise ValueError(f"visual_features must be (B, H, W, C), got shape {visual_features_shape}")
         if len(sequences_shape) != 3:
             raise ValueError(f"word features must be (B, T, C), got shape {sequences_shape}")
-        step_input_shape = (sequences_shape[0], sequences_shape[2] + 1)  # + the word flag
-        self.cell.build(step_input_shape, visual_features_shape)
-        super().build((*sequences_shape[:2], sequences_shape[2] + 1))
+        self.cell.build(sequences_shape, visual_features_shape)
+        super().build((*sequences_shape[:2], 4 * self.units + 1))  # the step input: word term + word flag
 
     def call(self, sequences, visual_features, mask=None, training=False):
         initial_state = self.cell.get_initial_state(visual_features)
         if mask is None:
             mask = keras.ops.ones(keras.ops.shape(sequences)[:2], dtype="bool")
         word_flag = keras.ops.cast(mask, sequences.dtype)[..., None]
-        step_inputs = keras.ops.concatenate([sequences, word_flag], axis=-1)
+        step_inputs = keras.ops.concatenate([self.cell.word_gates(sequences), word_flag], axis=-1)
         # The cell applies the word flag; Keras's own masking is not used (see the cell's docstring).
-        return super().call(step_inputs, initial_state=initial_state, mask=None, training=training)
+        hidden = super().call(step_inputs, initial_state=initial_state, mask=None, training=training)
+        # Back from the cell's channels-first layout: (u, B, H, W) -> (B, H, W, u), or for every step
+        # (u, T, B, H, W) (Keras swaps the stacked outputs' first two axes) -> (B, T, H, W, u).
+        return keras.ops.transpose(hidden, (2, 1, 3, 4, 0) if self.return_sequences else (1, 2, 3, 0))
 
     def compute_output_shape(self, sequences_shape, visual_features_shape=None):
         map_shape = tuple(visual_features_shape[1:3]) + (self.units,)
