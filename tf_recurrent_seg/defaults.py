@@ -98,6 +98,12 @@ def loop_config() -> ml_collections.ConfigDict:
     # finished steps to continue in the same order. False lets accelerators pick faster kernels and the input
     # pipeline deliver elements as they are ready (a few percent more throughput, runs differ, no replay).
     config.deterministic = True
+    # Accelerators only (docs/training.md#mixed-precision-and-xla): the Keras dtype policy the model is built
+    # under, "float32", "mixed_bfloat16" (TPUs, NVIDIA Ampere and later) or "mixed_float16" (older GPUs, with loss
+    # scaling); the LSTM memories, the logits and the loss stay float32. On a CPU the 16-bit types are slower.
+    config.mixed_precision = "float32"
+    # XLA for the training step's forward and backward pass and for the evaluation forward pass.
+    config.jit_compile = False
     return config
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg import image_ops
+from tf_recurrent_seg import image_ops, precision
 from tf_recurrent_seg import metrics as metrics_lib
 from tf_recurrent_seg.data import from_config, pipeline, records
 from tf_recurrent_seg.defaults import HORSE_COW_CLASSES, is_referring
@@ -164,6 +164,7 @@ def evaluate(
     baseline: Mapping | None = None,
     log_every: int = 50,
     shuffle_expressions: int | None = None,
+    jit_compile: bool | None = None,
 ) -> dict:
     """Evaluates `model` on `config.data.eval_records` with the papers' metrics.
 
@@ -181,6 +182,9 @@ def evaluate(
         shuffle_expressions: (referring) a seed: adds the result "shuffled", every image scored with ANOTHER
             example's expression (a random derangement drawn with this seed) against its own target: what the
             model gets without the right words, its blind-to-language score.
+        jit_compile: compile the model's forward pass with XLA (the mapping back to each image's size, whose shapes
+            vary, stays outside); None: `config.train.jit_compile` (False when the config has none). The numbers
+            differ from the uncompiled ones only by float rounding.
 
     Returns:
         A JSON-ready dict. Common keys: task ("referring" / "parsing"), method (paper row label), model,
@@ -196,15 +200,20 @@ def evaluate(
         raise ValueError(f"max_examples must be positive or None, got {max_examples}")
     eval_records = eval_records if eval_records is not None else config.data.eval_records
     crf_module = _load_crf() if crf else None
+    if jit_compile is None:
+        jit_compile = precision.jit_compile_enabled(config)
     start = time.perf_counter()
     if is_referring(config):
         results = _evaluate_referring(
-            model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions
-        )
+            model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions,
+            jit_compile,
+        )  # fmt: skip
     elif shuffle_expressions is not None:
         raise ValueError("shuffle_expressions applies to referring models only")
     else:
-        results = _evaluate_parsing(model, config, eval_records, crf_module, max_examples, batch_size, log_every)
+        results = _evaluate_parsing(
+            model, config, eval_records, crf_module, max_examples, batch_size, log_every, jit_compile
+        )
     seconds = time.perf_counter() - start
     results.update(
         method=method_name(config),
@@ -253,12 +262,18 @@ def _referring_metrics(variants: list[str], bins, max_words: int) -> tuple[dict,
     return overall, binned
 
 
-def _referring_predictors(model) -> tuple[Callable, Callable]:
-    """(predict(features, targets) -> (logits, masks at the original size), unpad(masks, placement, size))."""
+def _referring_predictors(model, jit_compile: bool = False) -> tuple[Callable, Callable]:
+    """(predict(features, targets) -> (logits, masks at the original size), unpad(masks, placement, size)); with
+    `jit_compile` the model's forward pass is XLA-compiled (static shapes), the mapping back is not."""
+
+    def forward(image, tokens):
+        return model({"image": image, "tokens": tokens}, training=False)["logits"]
+
+    forward = precision.jit(forward, jit_compile)
 
     @tf.function(reduce_retracing=True)
     def predict(features, targets):
-        logits = model({"image": features["image"], "tokens": features["tokens"]}, training=False)["logits"][..., 0]
+        logits = forward(features["image"], features["tokens"])[..., 0]
         masks = image_ops.undo_resize_and_pad_batch(
             tf.cast(logits >= 0, tf.uint8), targets["placement"], targets["original_size"], "nearest"
         )
@@ -310,8 +325,9 @@ def _referring_results(variants: list[str], overall: dict, binned: dict, per_exa
 
 
 def _evaluate_referring(
-    model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions=None
-) -> dict:
+    model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions=None,
+    jit_compile=False,
+) -> dict:  # fmt: skip
     bins_name, bins = resolve_length_bins(config, eval_records)
     shuffled = shuffle_expressions is not None
     variants = [DIRECT] + ([DCRF] if crf_module is not None else []) + ([SHUFFLED] if shuffled else [])
@@ -319,7 +335,7 @@ def _evaluate_referring(
     counter = pipeline.SkipCounter()
     dataset = _referring_dataset(config, eval_records, batch_size, counter)
     normalization = config.data.get("normalization", image_ops.REFERRING_NORMALIZATION)
-    predict, unpad = _referring_predictors(model)
+    predict, unpad = _referring_predictors(model, jit_compile)
     if shuffled:
         other_tokens, other_num_tokens = _deranged_expressions(dataset, shuffle_expressions)
     per_example = {name: {"sent_id": [], "intersection": [], "union": []} for name in variants}
@@ -363,7 +379,9 @@ def _evaluate_referring(
     return output
 
 
-def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, batch_size, log_every) -> dict:
+def _evaluate_parsing(
+    model, config, eval_records, crf_module, max_examples, batch_size, log_every, jit_compile=False
+) -> dict:
     num_classes = int(config.model.num_classes)
     class_names = list(config.model.get("class_names", None) or [f"class_{i}" for i in range(num_classes)])
     normalization = config.data.get("normalization", image_ops.PARSING_NORMALIZATION)
@@ -375,9 +393,11 @@ def _evaluate_parsing(model, config, eval_records, crf_module, max_examples, bat
         **from_config.parsing_options(config, training=False),
     )  # fmt: skip
 
+    forward = precision.jit(lambda image: model(image, training=False)["logits"], jit_compile)  # XLA: static shapes
+
     @tf.function(reduce_retracing=True)
     def predict(features, targets):
-        logits = model(features["image"], training=False)["logits"]
+        logits = forward(features["image"])
         labels = image_ops.undo_resize_and_pad_batch(
             tf.argmax(logits, axis=-1, output_type=tf.int32),
             targets["placement"],

@@ -22,6 +22,10 @@ Validation (chief only, every `train.eval_every` steps and at the end): `tf_recu
 
 Cached backbone features (`train.cache_features`): `tf_recurrent_seg.data.feature_cache`.
 
+Mixed precision (`train.mixed_precision`) and XLA (`train.jit_compile`): `tf_recurrent_seg.precision` and
+docs/training.md#mixed-precision-and-xla. The model is built under the policy; "mixed_float16" wraps the optimiser
+in a `keras.optimizers.LossScaleOptimizer`; XLA compiles each replica's forward and backward pass.
+
 Example:
 ```python
 from tf_recurrent_seg import training
@@ -47,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg import allocator, losses, optimization, summaries, validation
+from tf_recurrent_seg import allocator, losses, optimization, precision, summaries, validation
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.data import feature_cache, from_config, pipeline
 from tf_recurrent_seg.defaults import is_referring
@@ -219,11 +223,21 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
 def _check_settings(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy) -> None:
     """One-line errors for settings that cannot train, before anything is built."""
     train_config = config.train
+    precision.check_settings(train_config)
     if train_config.get("cache_features", False):
         if not is_referring(config):
             raise ValueError("train.cache_features applies to referring models (rmi, lstm) only")
         if config.model.backbone.trainable:
             raise ValueError("train.cache_features needs a frozen backbone (model.backbone.trainable=False)")
+    # The gradient graph of a step holds the backbone's max-pool gradient (ResNet's pool1, VGG's pools; also when
+    # the backbone is frozen: its variables are still watched, their gradients dropped), which TensorFlow's
+    # deterministic mode refuses to compile with XLA. Only the head on cached features leaves the backbone out.
+    if train_config.get("jit_compile", False) and train_config.get("deterministic", True):
+        if not train_config.get("cache_features", False):
+            raise ValueError(
+                "train.jit_compile with train.deterministic=True fails on the backbone's max-pool gradient (XLA has "
+                "no deterministic one): set train.deterministic=False, or train.cache_features=True (referring models)"
+            )
     num_replicas = strategy.num_replicas_in_sync
     if int(train_config.batch_size) % num_replicas:
         raise ValueError(
@@ -248,10 +262,13 @@ def _start_run(config: ml_collections.ConfigDict, workdir: str, is_chief: bool) 
 
 def _build_model_and_optimizer(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy):
     """The model and its optimiser, built in `strategy.scope()` (a lazy build inside strategy.run fails with
-    several replicas)."""
+    several replicas). The model's layers take the dtype policy of `train.mixed_precision` (each keeps it; the
+    global default is restored after the build); "mixed_float16" wraps the optimiser for loss scaling."""
     train_config = config.train
+    policy = precision.policy_name(config)
     with strategy.scope():
-        model = build_model(config)
+        with precision.policy_scope(policy):
+            model = build_model(config)
         if is_referring(config):
             optimizer = optimization.build_optimizer(train_config, is_bias=optimization.conv_bias_predicate(model))
         else:
@@ -259,6 +276,7 @@ def _build_model_and_optimizer(config: ml_collections.ConfigDict, strategy: tf.d
             if backbone_is_pretrained(config):
                 is_pretrained = optimization.variables_of(model.get_layer("backbone"))
             optimizer = optimization.build_parsing_optimizer(train_config, is_pretrained=is_pretrained)
+        optimizer = precision.wrap_optimizer(optimizer, policy)
         optimizer.build(model.trainable_variables)
     return model, optimizer
 
@@ -337,20 +355,45 @@ def _input_fn(
 
 def _make_train_step(model: keras.Model, optimizer, config: ml_collections.ConfigDict, strategy):
     """`train_step(iterator, stop_requested) -> (global-batch loss, stop votes)`: one step on every replica; the
-    SIGTERM flag is all-reduced inside the step so that every worker stops after the same one."""
+    SIGTERM flag is all-reduced inside the step so that every worker stops after the same one.
+
+    With `train.jit_compile` XLA compiles each replica's forward and backward pass (`replica_gradients`), where the
+    time goes. The input iterator, the optimiser's update (gradient all-reduce and loss-scale bookkeeping through
+    `merge_call`) and the stop vote stay outside the compiled function: they are not XLA-compilable under every
+    strategy. A `LossScaleOptimizer` (mixed_float16) scales the loss here and unscales the gradients in `apply`;
+    with several replicas they all skip a step when any one's gradients overflow (`skip_together`).
+    """
     referring = is_referring(config)
     global_batch, num_replicas = int(config.train.batch_size), strategy.num_replicas_in_sync
+    loss_scaling = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def replica_gradients(features, targets):
+        with tf.GradientTape() as tape:
+            if referring:
+                loss = referring_step_loss(model, config, features, targets, global_batch, num_replicas)
+            else:
+                loss = parsing_step_loss(model, features, targets, num_replicas)
+            scaled_loss = optimizer.scale_loss(loss) if loss_scaling else loss
+        return loss, tape.gradient(scaled_loss, model.trainable_variables)
+
+    jit_compile = precision.jit_compile_enabled(config)
+    replica_gradients = precision.jit(replica_gradients, jit_compile)
+    per_replica_batch = global_batch // num_replicas
+
+    def static_batch(tensor):
+        # Batches grouped by length (tf.data's bucketing) have an unknown batch dimension although every training
+        # batch is full (drop_remainder). XLA needs it known: the mLSTM loop's gradient keeps the per-step shapes.
+        return tf.ensure_shape(tensor, [per_replica_batch, *tensor.shape[1:]])
 
     @tf.function
     def train_step(iterator, stop_requested):
         def replica_step(inputs, stop_requested):
             features, targets = inputs
-            with tf.GradientTape() as tape:
-                if referring:
-                    loss = referring_step_loss(model, config, features, targets, global_batch, num_replicas)
-                else:
-                    loss = parsing_step_loss(model, features, targets, num_replicas)
-            grads = tape.gradient(loss, model.trainable_variables)
+            if jit_compile:
+                features, targets = tf.nest.map_structure(static_batch, (features, targets))
+            loss, grads = replica_gradients(features, targets)
+            if loss_scaling and num_replicas > 1:
+                grads = skip_together(grads)
             optimizer.apply_gradients(zip(grads, model.trainable_variables))
             stop = tf.distribute.get_replica_context().all_reduce("sum", tf.cast(stop_requested, tf.int32))
             return loss, stop
@@ -359,6 +402,36 @@ def _make_train_step(model: keras.Model, optimizer, config: ml_collections.Confi
         return strategy.reduce("sum", loss, axis=None), strategy.reduce("sum", stop, axis=None)
 
     return train_step
+
+
+def skip_together(grads: list) -> list:
+    """Inside `strategy.run`: the replica's gradients, made NaN on every replica when any replica's are not finite.
+
+    Keras's `LossScaleOptimizer` decides whether to skip a step from the gradients it is handed, before their
+    all-reduce: each replica from its own (strategies without `merge_call`, MirroredStrategy and
+    MultiWorkerMirroredStrategy among them) or all from the first replica's. A float16 overflow on one replica
+    then reaches the others through the all-reduce: NaN weights (tests/test_mixed_precision.py shows it on two
+    mirrored replicas). With every replica's gradients NaN as soon as one overflows, every replica skips the step
+    and halves the scale. Finite steps are unchanged (multiplied by 1).
+    """
+    finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(_gradient_values(g))) for g in grads if g is not None])
+    overflows = tf.distribute.get_replica_context().all_reduce("sum", 1.0 - tf.cast(finite, tf.float32))
+    factor = tf.where(overflows > 0, float("nan"), 1.0)
+
+    def scale(gradient):
+        if gradient is None:
+            return None
+        if isinstance(gradient, tf.IndexedSlices):  # the embedding's
+            return tf.IndexedSlices(
+                gradient.values * tf.cast(factor, gradient.dtype), gradient.indices, gradient.dense_shape
+            )
+        return gradient * tf.cast(factor, gradient.dtype)
+
+    return [scale(gradient) for gradient in grads]
+
+
+def _gradient_values(gradient) -> tf.Tensor:
+    return gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
 def _loop(config, workdir, start_step, train_step, iterator, stop_flag, step, optimizer, writer, validate,
@@ -389,6 +462,9 @@ def _loop(config, workdir, start_step, train_step, iterator, stop_flag, step, op
             losses_log.append([current, loss_value])
             _log_progress(writer, current, num_steps, loss_value, float(np.asarray(optimizer.learning_rate)),
                           steps_per_second * global_batch, (num_steps - current) / steps_per_second)  # fmt: skip
+            if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):  # halves at each skipped (overflow) step
+                with writer.as_default():
+                    summaries.scalar_summary("train/loss_scale", float(optimizer.dynamic_scale.numpy()), current)
             last_step, last_time = current, now
         if validate is not None and (current % eval_every == 0 or current == num_steps):
             scores = validate(current, writer)

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from tf_recurrent_seg import image_ops, metrics, summaries
+from tf_recurrent_seg import image_ops, metrics, precision, summaries
 from tf_recurrent_seg.data import from_config, pipeline
 from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.text import Vocabulary
@@ -50,12 +50,14 @@ def make_validator(model: keras.Model, config: ml_collections.ConfigDict) -> Cal
     dataset = _validation_dataset(config, referring)
     num_classes = 2 if referring else int(config.model.num_classes)
 
-    @tf.function
     def predict(features):
         if referring:
             logits = model({"image": features["image"], "tokens": features["tokens"]}, training=False)["logits"]
             return tf.cast(logits[..., 0] >= 0, tf.int32)  # docs/decisions.md#mask-threshold
         return tf.argmax(model(features["image"], training=False)["logits"], axis=-1, output_type=tf.int32)
+
+    # train.jit_compile: XLA for the validation forward pass too (the same static shapes as training's).
+    predict = tf.function(predict, jit_compile=True) if precision.jit_compile_enabled(config) else tf.function(predict)
 
     def validate(step: int, writer=None) -> dict[str, float]:
         referring_metric = metrics.ReferringSegmentationMetrics()

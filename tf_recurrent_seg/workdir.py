@@ -24,7 +24,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from tf_recurrent_seg import image_ops
+from tf_recurrent_seg import image_ops, precision
 from tf_recurrent_seg.models import build_model
 
 CONFIG_FILE = "config.json"
@@ -138,6 +138,7 @@ def load_model(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDict]:
     latest = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
     if latest is None:
         raise FileNotFoundError(f"{workdir} has neither {MODEL_FILE} nor a checkpoint")
-    model = build_model(config)
+    with precision.policy_scope(precision.policy_name(config)):  # the policy model.keras would have had
+        model = build_model(config)
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     return model, config

@@ -11,6 +11,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from tf_recurrent_seg import precision
 from tf_recurrent_seg.data import image_header
 from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.export.common import (
@@ -42,6 +43,10 @@ def export_saved_model(
 
     Returns:
         `export_dir`.
+
+    The signatures take and return float32 (and int32 / string) whatever dtype policy the model computes in: a model
+    trained under a mixed policy serves in that policy (fast on accelerators); pass `precision.float32_copy(model)`
+    to serve in float32 (CPUs).
     """
     config = ml_collections.ConfigDict(config)
     if is_referring(config):
@@ -52,14 +57,14 @@ def export_saved_model(
 
     def serving_default(image_bytes):
         image, placement, original_size = preprocess(image_bytes)
-        logits = model(image, training=False)["logits"][0]
+        logits = precision.float32_outputs(model(image, training=False)["logits"])[0]
         labels = tf.argmax(logits, axis=-1, output_type=tf.int32)
         labels = undo_resize_and_pad(labels, placement, original_size, "nearest")
         probabilities = undo_resize_and_pad(tf.nn.softmax(logits, axis=-1), placement, original_size, "bilinear")
         return {"labels": labels[None], "probabilities": probabilities[None]}
 
     def serve_tensors(image):
-        return {"logits": model(image, training=False)["logits"]}
+        return {"logits": precision.float32_outputs(model(image, training=False)["logits"])}
 
     archive.add_endpoint(
         SERVING_SIGNATURE, serving_default, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
@@ -101,6 +106,7 @@ def convert_to_tflite(
     ```
     """
     _check_quantization(quantization)
+    model = precision.float32_copy(model)  # TFLite has no bfloat16 kernels: a mixed-policy model converts in float32
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(

@@ -11,6 +11,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
+from tf_recurrent_seg import precision
 from tf_recurrent_seg.data import image_header
 from tf_recurrent_seg.data.pipeline import encode_tf, vocabulary_table
 from tf_recurrent_seg.defaults import is_referring
@@ -91,6 +92,10 @@ def export_saved_model(
 
     Returns:
         `export_dir`.
+
+    The signatures take and return float32 (and int32 / string / uint8) whatever dtype policy the model computes
+    in: a model trained under a mixed policy serves in that policy (fast on accelerators); pass
+    `precision.float32_copy(model)` to serve in float32 (CPUs).
     """
     config = ml_collections.ConfigDict(config)
     if not is_referring(config):
@@ -104,13 +109,16 @@ def export_saved_model(
     def serving_default(image_bytes, expression):
         tokens = _encode_expression(expression, table, config)
         image, placement, original_size = preprocess(image_bytes)
-        logits = model({"image": image, "tokens": tokens}, training=False)["logits"][0, :, :, 0]
+        logits = precision.float32_outputs(model({"image": image, "tokens": tokens}, training=False)["logits"])
+        logits = logits[0, :, :, 0]
         mask = undo_resize_and_pad(tf.cast(logits >= 0, tf.uint8), placement, original_size, "nearest")
         probabilities = undo_resize_and_pad(tf.sigmoid(logits), placement, original_size, "bilinear")
         return {"mask": mask[None], "probabilities": probabilities[None]}
 
     def serve_tensors(image, tokens):
-        return {"logits": model({"image": image, "tokens": tokens}, training=False)["logits"]}
+        return {
+            "logits": precision.float32_outputs(model({"image": image, "tokens": tokens}, training=False)["logits"])
+        }
 
     archive.add_endpoint(
         SERVING_SIGNATURE,
@@ -152,7 +160,9 @@ def fixed_steps_referring_model(model: keras.Model) -> keras.Model:
         raise ValueError(
             f"expected a referring model (build_rmi / build_lstm_baseline), got {type(model).__name__}; {hint}"
         )
-    arguments = {**model.get_config(), "name": "fixed_steps", "fixed_steps": True}
+    # float32 whatever the policy the model was trained under: TFLite has no bfloat16 kernels (its float16 route is
+    # `quantization="float16"`). The variables are float32 under every policy, so the weights carry over exactly.
+    arguments = {**model.get_config(), "name": "fixed_steps", "fixed_steps": True, "dtype": precision.FLOAT32}
     arguments["return_word_outputs"] = False  # only the logits are exported; no weights involved
     fixed = ReferringSegmentationModel.from_config(arguments)
     fixed.set_weights(model.get_weights())

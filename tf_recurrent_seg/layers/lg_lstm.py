@@ -133,15 +133,20 @@ def input_state_channels(units: int, neighbourhood: int, use_global: bool) -> in
 
 
 def _lstm_update(gates, memory, hidden_form: str):
-    """Gate order [input, forget, output, candidate]; returns (hidden, memory). Broadcasts gates over memory."""
+    """Gate order [input, forget, output, candidate]; returns (hidden, memory). Broadcasts gates over memory.
+
+    The update runs in float32 whatever the gates' dtype (mixed precision): the memory is returned in float32,
+    the hidden cells in the gates' dtype. Under float32 the casts are no-ops."""
+    compute_dtype = keras.backend.standardize_dtype(gates.dtype)
+    gates = keras.ops.cast(gates, "float32")
     input_gate, forget_gate, output_gate, candidate = keras.ops.split(gates, 4, axis=-1)
     memory = keras.ops.sigmoid(input_gate) * keras.ops.tanh(candidate) + (
-        0.0 if memory is None else keras.ops.sigmoid(forget_gate) * memory
+        0.0 if memory is None else keras.ops.sigmoid(forget_gate) * keras.ops.cast(memory, "float32")
     )
     output_gate = keras.ops.sigmoid(output_gate)
     if hidden_form == "grid":
-        return keras.ops.tanh(output_gate * memory), memory
-    return output_gate * keras.ops.tanh(memory), memory
+        return keras.ops.cast(keras.ops.tanh(output_gate * memory), compute_dtype), memory
+    return keras.ops.cast(output_gate * keras.ops.tanh(memory), compute_dtype), memory
 
 
 class _LocalGlobalBase(keras.layers.Layer):
@@ -290,6 +295,12 @@ class LGLSTMLayer(_LocalGlobalBase):
     ```
     """
 
+    @property
+    def input_dtype(self):
+        # Keras casts every floating input to this dtype, the memories included: float32 (a lossless widening of
+        # 16-bit values) keeps them float32 under a mixed policy; `call` narrows H to the compute dtype itself.
+        return "float32"
+
     def build(self, input_shape):
         state_channels, gate_units = input_shape[0][-1], 4 * self.units
         expected = input_state_channels(self.units, self.neighbourhood, self.use_global)
@@ -305,6 +316,7 @@ class LGLSTMLayer(_LocalGlobalBase):
 
     def call(self, inputs):
         state, spatial_memory, depth_memory = inputs
+        state = keras.ops.cast(state, self.compute_dtype)
         # One product for the shared spatial gates and the depth gates together.
         kernel = keras.ops.concatenate([self.spatial_kernel, self.depth_kernel], axis=-1)
         bias = keras.ops.concatenate([self.spatial_bias, self.depth_bias], axis=-1)

@@ -36,6 +36,8 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
     flag itself, broadcast over the map: Keras's RNN masking would tile the mask to every state's full shape
     on every step. Gates follow TF1 BasicLSTMCell: columns (i, j, f, o), a constant `forget_bias` added to f,
     c' = sigmoid(f + forget_bias) * c + sigmoid(i) * tanh(j), h' = sigmoid(o) * tanh(c').
+    Under a mixed dtype policy the matrix products run in the compute dtype; the states (h, c, the visual
+    term), the gate update and the output stay float32 (docs/training.md#mixed-precision-and-xla).
 
     Weights: `visual_kernel` (visual_channels, 4u), `word_kernel` (word_channels, 4u),
     `recurrent_kernel` (u, 4u), `bias` (4u). Stacked as [visual; word; recurrent] rows they are the
@@ -63,6 +65,13 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         # Keras RNN reads these; the map-shaped sizes are handled by ConvMultimodalLSTM.
         self.state_size = [units, units, 4 * units]
         self.output_size = units
+
+    @property
+    def input_dtype(self):
+        # Keras casts every floating argument of a call, the states included, to this dtype. float32 (a lossless
+        # widening of 16-bit values) keeps the states h, c and the visual term float32 under a mixed policy; `call`
+        # narrows the matmul operands to the compute dtype itself. Under float32 nothing changes.
+        return "float32"
 
     def build(self, word_features_shape, visual_features_shape=None):
         """Builds the kernels from the word features' (..., word_channels) and the visual features' shapes."""
@@ -96,7 +105,10 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
                 keras.ops.zeros((self.units,)),
             ]
         )
-        gates = keras.ops.matmul(visual_features, self.visual_kernel) + (self.bias + forget_bias)
+        # float32 under any policy: it is a state of the loop (see `input_dtype`); a no-op cast in float32.
+        gates = keras.ops.cast(keras.ops.matmul(visual_features, self.visual_kernel), "float32") + (
+            self.bias + forget_bias
+        )
         return keras.ops.transpose(gates, (3, 0, 1, 2))
 
     def get_initial_state(self, visual_features, word_channels: int | None = None):
@@ -108,16 +120,19 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         return [zeros, zeros, gates]
 
     def word_gates(self, word_features):
-        """The word term W_w · [w; h] of (..., word_channels) features: (..., 4u)."""
-        return keras.ops.matmul(word_features, self.word_kernel)
+        """The word term W_w · [w; h] of (..., word_channels) features: (..., 4u), float32 under any policy."""
+        word_features = keras.ops.cast(word_features, self.compute_dtype)
+        return keras.ops.cast(keras.ops.matmul(word_features, self.word_kernel), "float32")
 
     def call(self, step_input, states):
         previous_hidden, previous_memory, visual_gates = states  # (u, B, H, W), (u, B, H, W), (4u, B, H, W)
         word_gates, is_word = keras.ops.transpose(step_input[:, :-1]), step_input[:, -1] > 0  # (4u, B), (B,)
         shape = keras.ops.shape(previous_hidden)
-        # The only per-pixel product: K^T h on (u, B * H * W).
-        recurrent_gates = keras.ops.matmul(
-            keras.ops.transpose(self.recurrent_kernel), keras.ops.reshape(previous_hidden, (self.units, -1))
+        # The only per-pixel product: K^T h on (u, B * H * W); in the compute dtype, the gates, c and h in
+        # float32 under a mixed policy (no-op casts in float32).
+        hidden = keras.ops.cast(keras.ops.reshape(previous_hidden, (self.units, -1)), self.compute_dtype)
+        recurrent_gates = keras.ops.cast(
+            keras.ops.matmul(keras.ops.transpose(self.recurrent_kernel), hidden), "float32"
         )
         gates = keras.ops.reshape(recurrent_gates, (4 * self.units, shape[1], shape[2], shape[3])) + (
             visual_gates + word_gates[:, :, None, None]
@@ -179,7 +194,8 @@ class ConvMultimodalLSTM(keras.layers.RNN):
         **kwargs,
     ):
         kwargs.pop("cell", None)  # from_config passes the cell's config; the cell is rebuilt from units
-        cell = ConvMultimodalLSTMCell(units, forget_bias=forget_bias, name="cell")
+        # The cell computes in the layer's dtype policy (as keras.layers.LSTM's cell), also when loaded from a file.
+        cell = ConvMultimodalLSTMCell(units, forget_bias=forget_bias, name="cell", dtype=kwargs.get("dtype"))
         super().__init__(cell, return_sequences=return_sequences, unroll=unroll, **kwargs)
         self.units = units
         self.forget_bias = forget_bias
@@ -196,13 +212,17 @@ class ConvMultimodalLSTM(keras.layers.RNN):
         initial_state = self.cell.get_initial_state(visual_features)
         if mask is None:
             mask = keras.ops.ones(keras.ops.shape(sequences)[:2], dtype="bool")
-        word_flag = keras.ops.cast(mask, sequences.dtype)[..., None]
+        word_flag = keras.ops.cast(mask, "float32")[..., None]  # beside the float32 word term
         step_inputs = keras.ops.concatenate([self.cell.word_gates(sequences), word_flag], axis=-1)
-        # The cell applies the word flag; Keras's own masking is not used (see the cell's docstring).
-        hidden = super().call(step_inputs, initial_state=initial_state, mask=None, training=training)
+        # The cell applies the word flag; Keras's own masking is not used (see the cell's docstring). The loop is
+        # RNN.inner_loop, not RNN.call, which would cast the float32 states to a mixed policy's 16-bit compute dtype
+        # (nothing else in RNN.call applies here: no stateful run, no dropout masks). h comes out float32.
+        last_output, outputs, _ = self.inner_loop(step_inputs, initial_state, mask=None, training=training)
         # Back from the cell's channels-first layout: (u, B, H, W) -> (B, H, W, u), or for every step
-        # (u, T, B, H, W) (Keras swaps the stacked outputs' first two axes) -> (B, T, H, W, u).
-        return keras.ops.transpose(hidden, (2, 1, 3, 4, 0) if self.return_sequences else (1, 2, 3, 0))
+        # (u, T, B, H, W) (the loop swaps the stacked outputs' first two axes) -> (B, T, H, W, u).
+        if self.return_sequences:
+            return keras.ops.transpose(outputs, (2, 1, 3, 4, 0))
+        return keras.ops.transpose(last_output, (1, 2, 3, 0))
 
     def compute_output_shape(self, sequences_shape, visual_features_shape=None):
         map_shape = tuple(visual_features_shape[1:3]) + (self.units,)

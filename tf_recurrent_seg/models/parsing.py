@@ -8,6 +8,7 @@ prediction (N = number of LG-LSTM layers; 1 for the baselines), each upsampled t
 import keras
 import ml_collections
 
+from tf_recurrent_seg import precision
 from tf_recurrent_seg.backbones import build_backbone
 from tf_recurrent_seg.layers.head import BilinearResize
 from tf_recurrent_seg.layers.lg_lstm import LGLSTMLayer, TransitionLayer
@@ -21,10 +22,15 @@ class StackPredictions(keras.layers.Layer):
         return keras.ops.stack(predictions, axis=1)
 
 
+# Under a mixed dtype policy the prediction convolutions, the upsampling and the stacked logits stay float32: the
+# loss reads the logits (docs/training.md#mixed-precision-and-xla).
+FLOAT32 = precision.FLOAT32
+
+
 def _prediction_conv(model_config, name):
     # New convolutions start from N(0, 0.001) (§4.1).
     initializer = keras.initializers.RandomNormal(stddev=model_config.prediction_init_stddev)
-    return keras.layers.Conv2D(model_config.num_classes, 1, kernel_initializer=initializer, name=name)
+    return keras.layers.Conv2D(model_config.num_classes, 1, kernel_initializer=initializer, name=name, dtype=FLOAT32)
 
 
 def _backbone_features(model_config):
@@ -37,10 +43,10 @@ def _backbone_features(model_config):
 def _outputs(model_config, lowres_predictions):
     size = model_config.image_size
     upsampled = [
-        BilinearResize(size, size, model_config.resize_convention, name=f"upsample_{index + 1}")(logits)
+        BilinearResize(size, size, model_config.resize_convention, name=f"upsample_{index + 1}", dtype=FLOAT32)(logits)
         for index, logits in enumerate(lowres_predictions)
     ]
-    return {"logits": upsampled[-1], "layer_logits": StackPredictions(name="layer_logits")(upsampled)}
+    return {"logits": upsampled[-1], "layer_logits": StackPredictions(name="layer_logits", dtype=FLOAT32)(upsampled)}
 
 
 def build_lg_lstm(config: ml_collections.ConfigDict) -> keras.Model:

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from tf_recurrent_seg import precision
 from tf_recurrent_seg.backbones import build_backbone
 from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMean, L2Normalize, TileToMap
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM
@@ -22,6 +23,10 @@ from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadi
 from tf_recurrent_seg.layers.spatial import SpatialCoordinates
 
 BACKBONE_VARIANTS = ("resnet", "deeplab")
+# The dtype of the precision-sensitive layers under any policy (docs/training.md#mixed-precision-and-xla): the
+# language LSTM, the L2 normalisations (a sum of squares overflows float16), the bounded atanh (its epsilon 1e-3 is
+# below 16-bit resolution near 1) and everything from there to the logits, which the loss reads.
+FLOAT32 = precision.FLOAT32
 
 
 def feature_size(model_config: ml_collections.ConfigDict) -> int:
@@ -71,7 +76,7 @@ def _normalized_visual_features(visual_features, model_config):
             f"({model_config.backbone.classifier_units}) for the resnet variant, "
             "whose fc1000 output is the visual feature"
         )
-    return L2Normalize(model_config.l2_epsilon, name="visual_l2")(visual_features)
+    return L2Normalize(model_config.l2_epsilon, name="visual_l2", dtype=FLOAT32)(visual_features)
 
 
 def _embedded_words(tokens, model_config):
@@ -97,6 +102,7 @@ def _language_lstm(model_config, return_sequences):
         return_sequences=return_sequences,
         unroll=model_config.fixed_steps,
         name="language_lstm",
+        dtype=FLOAT32,  # its memory and state: float32 under any policy
     )
 
 
@@ -105,12 +111,12 @@ def _classifier(model_config):
     negative start, the log-odds of the target's share of the map, skips the steps a rare-positive loss
     otherwise spends moving the bias before the mask can appear."""
     bias = keras.initializers.Constant(float(model_config.get("classifier_bias_init", 0.0)))
-    return keras.layers.Conv2D(1, 1, bias_initializer=bias, name="conv2")
+    return keras.layers.Conv2D(1, 1, bias_initializer=bias, name="conv2", dtype=FLOAT32)
 
 
 def _upsample(logits_lowres, model_config, name):
     size = model_config.image_size
-    return BilinearResize(size, size, model_config.resize_convention, name=name)(logits_lowres)
+    return BilinearResize(size, size, model_config.resize_convention, name=name, dtype=FLOAT32)(logits_lowres)
 
 
 def build_rmi_head(model_config: ml_collections.ConfigDict) -> keras.Model:
@@ -128,7 +134,7 @@ def build_rmi_head(model_config: ml_collections.ConfigDict) -> keras.Model:
     """
     inputs, visual, spatial, mask, embedded = _shared_head_layers(model_config)
     language = _language_lstm(model_config, return_sequences=True)(embedded, mask=mask)
-    language = L2Normalize(model_config.l2_epsilon, name="language_l2")(language)
+    language = L2Normalize(model_config.l2_epsilon, name="language_l2", dtype=FLOAT32)(language)
     # Reference channel order [visual, word, language, spatial]; the mLSTM splits it as
     # visual-side [visual, spatial] (once per image) and word-side [word, language] (once per step).
     word_features = keras.layers.Concatenate(name="word_features")([embedded, language])
@@ -144,13 +150,14 @@ def build_rmi_head(model_config: ml_collections.ConfigDict) -> keras.Model:
 
     hidden_steps = None
     if word_outputs:
-        hidden_steps = LeftPadSteps(model_config.max_words, name="align_steps")(hidden)
-        hidden = LastStep(name="last_step")(hidden)
+        hidden_steps = LeftPadSteps(model_config.max_words, name="align_steps", dtype=FLOAT32)(hidden)
+        hidden = LastStep(name="last_step", dtype=FLOAT32)(hidden)
 
-    atanh = BoundedAtanh(model_config.atanh_epsilon, name="atanh")
-    relu = keras.layers.ReLU(name="relu")
+    # The mLSTM's h comes out float32; from here to the logits everything stays float32 (see FLOAT32).
+    atanh = BoundedAtanh(model_config.atanh_epsilon, name="atanh", dtype=FLOAT32)
+    relu = keras.layers.ReLU(name="relu", dtype=FLOAT32)
     classifier = _classifier(model_config)
-    channel_mean = ChannelMean(name="response")
+    channel_mean = ChannelMean(name="response", dtype=FLOAT32)
     response = atanh(hidden)
     logits_lowres = classifier(relu(response))
     outputs = {
@@ -161,12 +168,14 @@ def build_rmi_head(model_config: ml_collections.ConfigDict) -> keras.Model:
     if word_outputs:
         size = feature_size(model_config)
         # A 1x1 conv is pointwise: fold the steps into the rows so the same classifier serves every word.
-        steps_as_rows = keras.layers.Reshape((-1, size, model_config.mlstm_units), name="steps_as_rows")
-        rows_as_steps = keras.layers.Reshape((model_config.max_words, size, size, 1), name="rows_as_steps")
+        steps_as_rows = keras.layers.Reshape((-1, size, model_config.mlstm_units), name="steps_as_rows", dtype=FLOAT32)
+        rows_as_steps = keras.layers.Reshape(
+            (model_config.max_words, size, size, 1), name="rows_as_steps", dtype=FLOAT32
+        )
         step_response = atanh(steps_as_rows(hidden_steps))
         outputs["word_logits_lowres"] = rows_as_steps(classifier(relu(step_response)))
         outputs["word_response_maps_lowres"] = keras.layers.Reshape(
-            (model_config.max_words, size, size, 1), name="response_rows_as_steps"
+            (model_config.max_words, size, size, 1), name="response_rows_as_steps", dtype=FLOAT32
         )(channel_mean(step_response))
     return keras.Model(inputs, outputs, name="rmi_head")
 
@@ -182,7 +191,7 @@ def build_lstm_baseline_head(model_config: ml_collections.ConfigDict) -> keras.M
     """
     inputs, visual, spatial, mask, embedded = _shared_head_layers(model_config)
     language = _language_lstm(model_config, return_sequences=False)(embedded, mask=mask)
-    language = L2Normalize(model_config.l2_epsilon, name="language_l2")(language)
+    language = L2Normalize(model_config.l2_epsilon, name="language_l2", dtype=FLOAT32)(language)
     language = TileToMap(name="tile_language")(language, visual)
     features = keras.layers.Concatenate(name="multimodal_features")([visual, language, spatial])  # reference order
     hidden = keras.layers.Conv2D(model_config.hidden_units, 1, activation="relu", name="conv1")(features)
@@ -335,7 +344,9 @@ class ReferringSegmentationModel(keras.Model):
         backbone: the backbone section as a plain dict (`defaults.backbone_config(variant).to_dict()`), built
             by `backbones.build_backbone`; its `variant` ("resnet" or "deeplab") also decides the head's input.
         include_backbone: whether the model starts from images (True) or from backbone features.
-        **kwargs: `keras.Model` arguments (`name`, `trainable`, `dtype`).
+        **kwargs: `keras.Model` arguments (`name`, `trainable`, `dtype`). `dtype` is the dtype policy of the whole
+            model ("float32", "mixed_bfloat16", "mixed_float16"; default the global policy); the language LSTM, the
+            L2 normalisations and the layers from the mLSTM state to the logits stay float32 under any.
 
     Example:
     ```python
@@ -409,13 +420,16 @@ class ReferringSegmentationModel(keras.Model):
         )
         self.include_backbone = include_backbone
         model_config = self._model_section
-        self.backbone = (
-            build_backbone(model_config.backbone, input_shape=(image_size, image_size, 3), name="backbone")
-            if include_backbone
-            else None
-        )
-        build_head = {"rmi": build_rmi_head, "lstm": build_lstm_baseline_head}[head]
-        self.head = build_head(model_config)
+        # The layers take the model's dtype policy (`dtype`, default the global one), also when a saved model is
+        # loaded under another global policy; the precision-sensitive ones keep float32 (FLOAT32).
+        with precision.policy_scope(self.dtype_policy):
+            self.backbone = (
+                build_backbone(model_config.backbone, input_shape=(image_size, image_size, 3), name="backbone")
+                if include_backbone
+                else None
+            )
+            build_head = {"rmi": build_rmi_head, "lstm": build_lstm_baseline_head}[head]
+            self.head = build_head(model_config)
         self.built = True
 
     @property

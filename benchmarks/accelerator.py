@@ -1,0 +1,159 @@
+"""Training throughput and inference latency under float32, mixed precision and mixed precision + XLA.
+
+    python benchmarks/accelerator.py [--size auto|tiny|paper] [--steps 10] [--warmup 2] [--repeats 10]
+
+Prints one JSON line. On a GPU (`--size auto`, the default) the papers' sizes: RMI (ResNet-101 variant,
+320x320, 20-word limit, batch 1 as in the paper) trained end to end and on cached res5c features, and LG-LSTM
+(321x321, batch 2 as in the paper); on a CPU the `:smoke` sizes, so that `make bench` runs every path in a
+minute (CPU numbers say nothing about accelerators: float16 and bfloat16 are emulated there).
+
+For each setting, in this process:
+- `float32`: `train.mixed_precision="float32"`, `train.jit_compile=False` (the default);
+- `mixed`: "mixed_bfloat16" where the device has bfloat16 units (TPU, NVIDIA compute capability >= 8.0, and
+  the CPU), else "mixed_float16" (with loss scaling);
+- `mixed_xla`: the same with `train.jit_compile=True`.
+Training: the package's own step (`training._make_train_step`, the step `cli.train` runs, under the default
+distribution strategy) on one in-memory batch repeated, `examples_per_s` after `--warmup` untimed steps.
+Inference: the model's forward pass at batch 1 (`tf.function`, XLA-compiled for `mixed_xla`), `latency_ms`
+the median of `--repeats` calls. Goal on a current GPU: LG-LSTM <= 10 ms per 321x321 image at batch 1 (the
+LG-LSTM paper: 0.3 s per image on a TITAN X, §4.3).
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import tensorflow as tf
+
+from tf_recurrent_seg import precision, training
+from tf_recurrent_seg.data import feature_cache
+from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, referring_config
+from tf_recurrent_seg.models import build_model
+from tf_recurrent_seg.models.referring import feature_size
+
+WORDS = 10  # words per benchmark expression (a typical RefCOCO expression has about 4-10)
+
+
+def quiet_retracing_warnings() -> None:
+    # Every model gets its own training step, so tf.function's "retracing" warning says nothing here.
+    tf.get_logger().setLevel("ERROR")
+
+
+def device_description() -> dict:
+    """The device the benchmark runs on and whether it has bfloat16 units."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return {"device": f"CPU ({os.cpu_count()} cores, {platform.machine()})", "gpu": False, "bfloat16": True}
+    details = tf.config.experimental.get_device_details(gpus[0])
+    capability = details.get("compute_capability") or (0, 0)
+    name = details.get("device_name", gpus[0].name)
+    return {"device": f"{name} x{len(gpus)}", "gpu": True, "bfloat16": tuple(capability) >= (8, 0)}
+
+
+def settings(bfloat16: bool) -> dict:
+    mixed = precision.MIXED_BFLOAT16 if bfloat16 else precision.MIXED_FLOAT16
+    return {"float32": (precision.FLOAT32, False), "mixed": (mixed, False), "mixed_xla": (mixed, True)}
+
+
+def configs(size: str) -> dict:
+    """The three training set-ups at `size` ("paper" or "tiny")."""
+    variant = "smoke" if size == "tiny" else None
+    rmi = apply_config_variant(referring_config("rmi", "resnet"), variant)
+    rmi_cached = apply_config_variant(referring_config("rmi", "resnet"), variant)
+    rmi_cached.train.cache_features = True
+    lg_lstm = apply_config_variant(parsing_config("lg_lstm"), variant)
+    for config in (rmi, rmi_cached, lg_lstm):
+        config.model.backbone.pretrained = None  # random weights: nothing is downloaded
+    return {"rmi_full": rmi, "rmi_cached": rmi_cached, "lg_lstm": lg_lstm}
+
+
+def training_batch(name: str, config, model, rng) -> tuple[dict, dict]:
+    """One random batch in the form the training input pipeline gives."""
+    batch, size = int(config.train.batch_size), int(config.model.image_size)
+    if name == "lg_lstm":
+        labels = rng.integers(0, config.model.num_classes, (batch, size, size)).astype(np.int32)
+        return {"image": rng.normal(0, 50, (batch, size, size, 3)).astype(np.float32)}, {"labels": labels}
+    tokens = np.zeros((batch, config.model.max_words), np.int32)  # left-padded
+    tokens[:, -WORDS:] = rng.integers(4, config.model.vocabulary_size, (batch, WORDS))
+    targets = {"mask": (rng.random((batch, size, size)) > 0.7).astype(np.float32)}
+    if name == "rmi_cached":
+        side = feature_size(config.model)
+        channels = feature_cache.cached_feature_extractor(model).output.shape[-1]
+        return {"backbone_features": rng.random((batch, side, side, channels), np.float32), "tokens": tokens}, targets
+    return {"image": rng.normal(0, 50, (batch, size, size, 3)).astype(np.float32), "tokens": tokens}, targets
+
+
+def examples_per_second(name: str, config, steps: int, warmup: int, rng) -> float:
+    """The package's training step on one repeated in-memory batch."""
+    strategy = tf.distribute.get_strategy()
+    model, optimizer = training._build_model_and_optimizer(config, strategy)
+    batch = training_batch(name, config, model, rng)
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    train_step = training._make_train_step(model, optimizer, config, strategy)
+    stop = tf.constant(False)
+    for _ in range(warmup):
+        float(train_step(iterator, stop)[0])
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = train_step(iterator, stop)[0]
+    float(loss)
+    return steps * int(config.train.batch_size) / (time.perf_counter() - start)
+
+
+def latency_ms(name: str, config, jit_compile: bool, repeats: int, rng) -> float:
+    """Median batch-1 forward time of the model `config` describes."""
+    with precision.policy_scope(precision.policy_name(config)):
+        model = build_model(config)
+    size = int(config.model.image_size)
+    image = tf.constant(rng.normal(0, 50, (1, size, size, 3)).astype(np.float32))
+    if name == "lg_lstm":
+        forward = tf.function(lambda: model(image)["logits"], jit_compile=jit_compile)
+    else:
+        tokens = np.zeros((1, config.model.max_words), np.int32)
+        tokens[:, -WORDS:] = rng.integers(4, config.model.vocabulary_size, (1, WORDS))
+        tokens = tf.constant(tokens)
+        forward = tf.function(
+            lambda: model({"image": image, "tokens": tokens})["logits_lowres"], jit_compile=jit_compile
+        )
+    forward().numpy()  # trace and compile
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        forward().numpy()
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="auto", choices=["auto", "tiny", "paper"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    quiet_retracing_warnings()
+    device = device_description()
+    size = args.size if args.size != "auto" else ("paper" if device["gpu"] else "tiny")
+    rng = np.random.default_rng(0)
+    result = {"benchmark": "accelerator", **device, "size": size, "words": WORDS}
+    for setting, (policy, jit_compile) in settings(device["bfloat16"]).items():
+        measured = {"mixed_precision": policy, "jit_compile": jit_compile}
+        for name, config in configs(size).items():
+            config.train.mixed_precision, config.train.jit_compile = policy, jit_compile
+            measured[f"{name}_train_examples_per_s"] = round(
+                examples_per_second(name, config, args.steps, args.warmup, rng), 2
+            )
+            if name != "rmi_cached":  # serving runs the whole model
+                measured[f"{name}_latency_ms"] = round(latency_ms(name, config, jit_compile, args.repeats, rng), 2)
+        result[setting] = measured
+    result["tensorflow"] = tf.__version__
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
