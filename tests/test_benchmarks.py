@@ -113,7 +113,7 @@ def test_reports_on_fake_results_with_a_failed_script(run_all, tmp_path):
     )
     assert "no target" in rows["train_step"] and "speedup_cached_over_full=10" in rows["train_step"]
     assert "**FAILED**" in rows["pipeline"] and "ValueError: boom" in rows["pipeline"]
-    assert "rmi_examples_per_s >= 100" in rows["pipeline"]
+    assert "rmi_examples_per_s >= 150" in rows["pipeline"]
     assert "**FAILED**" in rows["broken"]
 
 
