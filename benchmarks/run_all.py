@@ -53,7 +53,7 @@ KEY_NUMBERS = {
     ],
     "mlstm": ["naive_ms", "factorized_ms", "ms_3_words", "matmul_gflops_per_s"],
     "lg_lstm": ["naive_ms", "shared_gates_ms", "model_ms", "backbone_ms", "lg_lstm_share"],
-    "pipeline": [],
+    "pipeline": ["rmi_cpu_ms_per_example", "parsing_cpu_ms_per_example"],
     "roofline": [
         "matmul_gflops_per_s",
         "rmi.gflops",

@@ -134,6 +134,39 @@ def test_mask_resize_matches_numpy(height, width):
 
 
 @pytest.mark.parametrize("height,width", SHAPES)
+def test_fast_resize_is_tf_image_resize_bit_for_bit(height, width):
+    """The default resize runs ScaleAndTranslate's row pass twice around a transpose instead of its column loop:
+    the same float32 sums, so the same values as one `tf.image.resize(antialias=True)`, for any channel count,
+    down- and upscaling."""
+    rng = np.random.default_rng(height + 7 * width)
+    for channels, (new_h, new_w) in [(3, resize_and_pad(np.zeros((height, width)), 320)[1][2:]), (1, (37, 300))]:
+        image = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+        expected = tf.image.resize(image.astype(np.float32), (new_h, new_w), antialias=True).numpy()
+        window = image_ops._antialiased_resize_window(tf.constant(image), new_h, new_w, 0, 0, new_h, new_w)
+        np.testing.assert_array_equal(window.numpy().view(np.uint32), expected.view(np.uint32))
+        rounded = np.clip(np.floor(expected + 0.5), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(image_ops.bilinear_resize(image, new_h, new_w, exact=False).numpy(), rounded)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_resize_crop_is_the_crop_of_the_resize(exact):
+    rng = np.random.default_rng(11)
+    image = rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    labels = rng.integers(0, 18, (90, 70), dtype=np.uint8)
+    for new_h, new_w, top, left, height, width in [
+        (120, 100, 0, 0, 120, 100),
+        (120, 100, 7, 30, 64, 70),
+        (45, 35, 3, 2, 40, 33),
+    ]:
+        full = image_ops.bilinear_resize(image, new_h, new_w, exact).numpy()
+        crop = image_ops.bilinear_resize_crop(image, new_h, new_w, top, left, height, width, exact).numpy()
+        np.testing.assert_array_equal(crop, full[top : top + height, left : left + width])
+        full_labels = image_ops.nearest_resize(labels, new_h, new_w).numpy()
+        crop_labels = image_ops.nearest_resize_crop(labels, new_h, new_w, top, left, height, width).numpy()
+        np.testing.assert_array_equal(crop_labels, full_labels[top : top + height, left : left + width])
+
+
+@pytest.mark.parametrize("height,width", SHAPES)
 def test_undo_resize_and_pad_equals_numpy(height, width):
     rng = np.random.default_rng(7)
     prediction = rng.integers(0, 6, (320, 320)).astype(np.uint8)

@@ -6,11 +6,12 @@ ones (tf.data pipelines, the SavedModel, evaluation) compute the same things, in
     section             numpy / Pillow                          TensorFlow
     placement           resize_placement_np                     resize_placement
     resize image        _pil_resize (Pillow, any filter)        bilinear_resize (Pillow's BILINEAR: bit-exact,
-                                                                or one float pass within 1 grey level);
+                                                                or one float pass within 1 grey level),
+                                                                bilinear_resize_crop (a window of it);
                                                                 resize_bilinear (inside the model: logits, loss)
-    resize mask/labels  _pil_resize (BILINEAR then > 0;         bilinear_resize then > 0; nearest_resize
-                        NEAREST)                                (PIL's NEAREST, bit-exact)
-    pad                 _pad_to_np                              _pad_to
+    resize mask/labels  _pil_resize (BILINEAR then > 0;         bilinear_resize then > 0; nearest_resize,
+                        NEAREST)                                nearest_resize_crop (PIL's NEAREST, bit-exact)
+    pad                 _pad_to_np                              pad_to
     resize and pad      resize_and_pad                          resize_and_pad_image, resize_and_pad_mask,
                                                                 resize_and_pad_image_and_mask, resize_and_pad_labels
     map back            unpad_and_resize (nearest),             undo_resize_and_pad ("nearest" / "bilinear"),
@@ -33,6 +34,7 @@ configs used (`LEGACY_NORMALIZATION_NAMES`, accepted everywhere a name is) and t
 from __future__ import annotations
 
 import numpy as np
+import PIL
 import tensorflow as tf
 from PIL import Image
 
@@ -97,11 +99,17 @@ def _pil_resample_rows(x: tf.Tensor, out_size) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.bitwise.right_shift(total, _PIL_PRECISION_BITS), 0, 255), tf.uint8)
 
 
+# Which pass order `_pil_bilinear_resize` follows: the installed Pillow's, so that `exact=True` stays bit-exact with
+# `resize_and_pad` (Pillow itself) whichever version another package pins (Gradio, for one, requires Pillow < 13).
+_PILLOW_13_PASS_ORDER = int(PIL.__version__.split(".")[0]) >= 13
+
+
 def _pil_bilinear_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
     """Pillow's BILINEAR resize of an (h, w, C) uint8 image, bit-exact: two separable passes with Pillow's
-    fixed-point weights, each rounded to uint8. Pass order as Pillow 13 (python-pillow/Pillow#9549): vertical
-    first when the height is reduced and by more than twice the width reduction, horizontal first otherwise
-    (older Pillow: always horizontal first; the results differ by 1 grey level on some pixels)."""
+    fixed-point weights, each rounded to uint8. Pass order as the installed Pillow's: from Pillow 13
+    (python-pillow/Pillow#9549) vertical first when the height is reduced and by more than twice the width
+    reduction, horizontal first otherwise; older Pillow always horizontal first (the two orders differ by 1 grey
+    level on some pixels)."""
     image = tf.cast(image, tf.uint8)
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
@@ -112,23 +120,76 @@ def _pil_bilinear_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
     def vertical(x):
         return _pil_resample_rows(x, new_h)
 
-    vertical_first = tf.logical_and(new_h < height, (height - new_h) > 2 * (width - new_w))
+    vertical_first = tf.logical_and(new_h < height, (height - new_h) > 2 * (width - new_w)) & _PILLOW_13_PASS_ORDER
     out = tf.cond(vertical_first, lambda: horizontal(vertical(image)), lambda: vertical(horizontal(image)))
     return tf.ensure_shape(out, image.shape[:-3] + [None, None, image.shape[-1]])
+
+
+def _resize_rows(x: tf.Tensor, out_rows, scale) -> tf.Tensor:
+    """(n, m) -> (out_rows, m) float32: the first `out_rows` rows of the row pass of `tf.image.resize(antialias=
+    True)` (its ScaleAndTranslate kernel, triangle filter) resizing the n rows by `scale`, each column on its own.
+
+    The m columns go in as the channels of a one-pixel-wide image: the kernel's row pass is then one vectorised
+    loop over whole rows, and its column pass (one column, weight exactly 1) copies the values unchanged. An output
+    row depends only on its own index, `scale` and n, so asking for fewer rows gives the same leading rows."""
+    n, m = tf.shape(x)[0], tf.shape(x)[1]
+    resized = tf.raw_ops.ScaleAndTranslate(
+        images=tf.reshape(x, [1, n, 1, m]),
+        size=tf.stack([out_rows, 1]),
+        scale=tf.stack([scale, tf.constant(1.0, tf.float32)]),
+        translation=tf.zeros([2], tf.float32),
+        kernel_type="triangle",
+        antialias=True,
+    )
+    return tf.reshape(resized, [out_rows, m])
+
+
+def _antialiased_resize_window(image: tf.Tensor, new_h, new_w, top, left, height, width) -> tf.Tensor:
+    """The (height, width, C) float32 window at (top, left) of `tf.image.resize(image, (new_h, new_w), "bilinear",
+    antialias=True)`, bit for bit, computed without the rest of the resized image.
+
+    That resize is TF's ScaleAndTranslate kernel: a pass over the rows, then a per-pixel loop over the columns
+    whose inner loop runs over the C (3 or 1) channels. Here the column pass is the kernel's row pass again, on the
+    transposed intermediate: every output value is the same weighted sum of the same float32 values in the same
+    order, hence identical. For one channel (masks) that takes about 2/3 of the time, for a window (a random crop)
+    about 4/5 (rows above the window skip the column pass); a whole 3-channel image costs the same either way.
+    `uint8` goes in as it is: the kernel converts each pixel to float32 exactly, like a cast would."""
+    shape = tf.shape(image)
+    h, w, c = shape[0], shape[1], shape[2]
+    scale_h = tf.cast(new_h, tf.float32) / tf.cast(h, tf.float32)  # the scales tf.image.resize passes
+    scale_w = tf.cast(new_w, tf.float32) / tf.cast(w, tf.float32)
+    rows = _resize_rows(tf.reshape(image, [h, w * c]), top + height, scale_h)[top:]  # (height, w * C)
+    columns = tf.reshape(tf.transpose(rows), [w, c * height])  # one row per source column: (C, height) values
+    columns = _resize_rows(columns, left + width, scale_w)[left:]  # (width, C * height)
+    window = tf.reshape(tf.transpose(tf.reshape(columns, [width * c, height])), [height, width, c])
+    return tf.ensure_shape(window, [None, None, image.shape[-1]])
+
+
+def _round_to_uint8(x: tf.Tensor) -> tf.Tensor:
+    """floor(x + 0.5) clipped to [0, 255], as uint8 (Pillow's rounding): the cast truncates the clipped,
+    non-negative x + 0.5, which is its floor, so no separate floor pass is needed."""
+    return tf.cast(tf.clip_by_value(x + 0.5, 0.0, 255.0), tf.uint8)
 
 
 def _fast_bilinear_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
     """Antialiased bilinear resize (`tf.image.resize(antialias=True)`, the triangle filter Pillow uses) in
     one float pass, rounded half up to uint8: within 1 grey level of Pillow's, several times faster than
     `_pil_bilinear_resize`."""
-    x = tf.image.resize(tf.cast(image, tf.float32), tf.stack([new_h, new_w]), method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.floor(x + 0.5), 0.0, 255.0), tf.uint8)
+    return _round_to_uint8(_antialiased_resize_window(image, new_h, new_w, 0, 0, new_h, new_w))
 
 
 def bilinear_resize(image: tf.Tensor, new_h, new_w, exact: bool) -> tf.Tensor:
     """Pillow's BILINEAR resize of an (h, w, C) uint8 image to (new_h, new_w): bit-exact with `exact`, else one
     antialiased float pass within 1 grey level of it."""
     return (_pil_bilinear_resize if exact else _fast_bilinear_resize)(image, new_h, new_w)
+
+
+def bilinear_resize_crop(image: tf.Tensor, new_h, new_w, top, left, height, width, exact: bool) -> tf.Tensor:
+    """`bilinear_resize(image, new_h, new_w, exact)[top : top + height, left : left + width]` (a window inside the
+    resized image); the default mode computes only that window (a random crop of a rescaled image)."""
+    if exact:
+        return _pil_bilinear_resize(image, new_h, new_w)[top : top + height, left : left + width]
+    return _round_to_uint8(_antialiased_resize_window(image, new_h, new_w, top, left, height, width))
 
 
 # Bilinear resizes inside the model (logits, response maps, the loss's targets), not of input images.
@@ -165,12 +226,29 @@ def _pil_nearest_indices(in_size, out_size) -> tf.Tensor:
     return tf.minimum(tf.cast(tf.floor(coords), tf.int32), in_size - 1)
 
 
+def _gather_rows_and_columns(image: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
+    """image[rows][:, cols] of an (h, w) or (h, w, C) tensor."""
+    picked = tf.gather(image, rows, axis=0)
+    if picked.shape.rank == 2:
+        # Columns of a 2-D map as rows of its transpose: the gather then copies runs of values, not single ones.
+        return tf.transpose(tf.gather(tf.transpose(picked), cols, axis=0))
+    return tf.gather(picked, cols, axis=1)
+
+
 def nearest_resize(image: tf.Tensor, new_h, new_w) -> tf.Tensor:
     """PIL NEAREST resize of an (h, w) or (h, w, C) tensor of any dtype."""
     shape = tf.shape(image)
     rows = _pil_nearest_indices(shape[0], new_h)
     cols = _pil_nearest_indices(shape[1], new_w)
-    return tf.gather(tf.gather(image, rows, axis=0), cols, axis=1)
+    return _gather_rows_and_columns(image, rows, cols)
+
+
+def nearest_resize_crop(image: tf.Tensor, new_h, new_w, top, left, height, width) -> tf.Tensor:
+    """`nearest_resize(image, new_h, new_w)[top : top + height, left : left + width]`, gathering only that window."""
+    shape = tf.shape(image)
+    rows = _pil_nearest_indices(shape[0], new_h)[top : top + height]
+    cols = _pil_nearest_indices(shape[1], new_w)[left : left + width]
+    return _gather_rows_and_columns(image, rows, cols)
 
 
 # --- pad ------------------------------------------------------------------------------------------------------
@@ -184,10 +262,20 @@ def _pad_to_np(resized: np.ndarray, placement, size: int, like: np.ndarray) -> n
     return padded
 
 
-def _pad_to(image: tf.Tensor, top, left, size: int, value) -> tf.Tensor:
+def pad_to(image: tf.Tensor, top, left, size: int, value) -> tf.Tensor:
+    """`image` (h, w[, C]) at (top, left) in a (size, size[, C]) canvas filled with `value`."""
     shape = tf.shape(image)
-    paddings = [[top, size - top - shape[0]], [left, size - left - shape[1]]] + [[0, 0]] * (image.shape.rank - 2)
-    padded = tf.pad(image, paddings, constant_values=tf.cast(value, image.dtype))
+    bottom, right = size - top - shape[0], size - left - shape[1]
+    value = tf.cast(value, image.dtype)
+    if image.shape.rank == 3:
+        # Pads the (h, w * C) view: tf.pad then copies whole rows instead of one C-element pixel at a time.
+        channels = shape[2]
+        rows = tf.reshape(image, [shape[0], shape[1] * channels])
+        padded = tf.pad(rows, [[top, bottom], [left * channels, right * channels]], constant_values=value)
+        padded = tf.reshape(padded, [size, size, channels])
+    else:
+        paddings = [[top, bottom], [left, right]] + [[0, 0]] * (image.shape.rank - 2)
+        padded = tf.pad(image, paddings, constant_values=value)
     return tf.ensure_shape(padded, [size, size] + image.shape[2:].as_list())
 
 
@@ -217,22 +305,23 @@ def resize_and_pad_image(image: tf.Tensor, size: int, *, exact: bool = False) ->
     shape = tf.shape(image)
     placement = resize_placement(shape[0], shape[1], size)
     resized = bilinear_resize(image, placement[2], placement[3], exact)
-    return _pad_to(resized, placement[0], placement[1], size, 0), placement
+    return pad_to(resized, placement[0], placement[1], size, 0), placement
 
 
 def resize_and_pad_mask(mask: tf.Tensor, placement: tf.Tensor, size: int, *, exact: bool = False) -> tf.Tensor:
     """(h, w) 0/1 mask -> (S, S) float32 0/1: bilinear resize to uint8 as `resize_and_pad_image`, then > 0
     (i.e. interpolated value >= 0.5), zero-padded at `placement`."""
-    resized = bilinear_resize(tf.cast(mask > 0, tf.uint8)[..., None], placement[2], placement[3], exact)[..., 0]
-    return _pad_to(tf.cast(resized > 0, tf.float32), placement[0], placement[1], size, 0)
+    resized = bilinear_resize(tf.cast(mask > 0, tf.uint8)[..., None], placement[2], placement[3], exact)
+    return pad_to(tf.cast(tf.squeeze(resized, -1) > 0, tf.float32), placement[0], placement[1], size, 0)
 
 
 def resize_and_pad_image_and_mask(image: tf.Tensor, mask: tf.Tensor, size: int, *, exact: bool = False):
-    """`resize_and_pad_image` and `resize_and_pad_mask` in one resize (the mask as a 4th channel; the same
-    values as the two calls). Returns ((S, S, 3) uint8, (S, S) float32, placement)."""
-    stacked = tf.concat([tf.cast(image, tf.uint8), tf.cast(mask > 0, tf.uint8)[..., None]], axis=-1)
-    resized, placement = resize_and_pad_image(stacked, size, exact=exact)
-    return resized[..., :3], tf.cast(resized[..., 3] > 0, tf.float32), placement
+    """`resize_and_pad_image` and `resize_and_pad_mask` at the image's placement. Returns ((S, S, 3) uint8,
+    (S, S) float32, placement). (Both resizes treat every channel on its own, so this equals resizing the mask as
+    a 4th channel of the image; stacking it there would cost more than the mask's own resize: a concat along the
+    channel axis copies one pixel at a time.)"""
+    padded, placement = resize_and_pad_image(image, size, exact=exact)
+    return padded, resize_and_pad_mask(mask, placement, size, exact=exact), placement
 
 
 def resize_and_pad_labels(
@@ -240,7 +329,7 @@ def resize_and_pad_labels(
 ) -> tf.Tensor:
     """(h, w) label map -> (S, S) int32: PIL nearest resize, padded with `pad_value` (255 = ignore)."""
     resized = nearest_resize(tf.cast(labels, tf.int32), placement[2], placement[3])
-    return _pad_to(resized, placement[0], placement[1], size, pad_value)
+    return pad_to(resized, placement[0], placement[1], size, pad_value)
 
 
 # --- map back -------------------------------------------------------------------------------------------------

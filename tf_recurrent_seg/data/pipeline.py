@@ -9,7 +9,8 @@ reads the shards round-robin, which is the conversion order of `records.ShardedR
     shards -> shuffle of the SERIALISED records (a buffer of encoded bytes, not of decoded images) ->
     guarded parallel decode (+ in-graph tokenisation) -> filter of bad records (logged and counted) ->
     parallel resize / augmentation on uint8 -> batch (grouped by expression length for referring training)
-    -> normalisation of the whole batch (vectorised) -> prefetch.
+    -> normalisation of the whole batch (one XLA-compiled pass) -> prefetch.
+Where the time goes (CPU ms per stage) and why the stages are written as they are: docs/input_pipeline.md#throughput.
 
 How each stage treats images, masks, label maps, padding, normalisation, tokenisation and bad records,
 and why: docs/input_pipeline.md. In short: placement and image resize as `image_ops.resize_and_pad`
@@ -273,10 +274,27 @@ def _decode_referring_mask(encoded: tf.Tensor, skip: tf.Tensor) -> tuple[tf.Tens
     )
     mask = tf.cond(
         is_grey_png & ~skip,
-        lambda: tf.io.decode_png(encoded, channels=1)[..., 0],
+        lambda: tf.squeeze(tf.io.decode_png(encoded, channels=1), -1),
         lambda: tf.zeros([0, 0], tf.uint8),
     )
     return mask, is_grey_png
+
+
+def _mask_values_ok(mask: tf.Tensor) -> tf.Tensor:
+    """Whether `mask` holds only 0 and 1, or only 0 and 255 (an empty mask passes). The maximum alone settles the
+    usual 0/1 mask, so only a mask with larger values takes a second pass."""
+    return tf.cond(
+        tf.reduce_max(mask) <= 1,
+        lambda: tf.constant(True),
+        lambda: tf.reduce_all((mask == 0) | (mask == 255)),
+    )
+
+
+def _detail_if_skipped(status: tf.Tensor, describe) -> tf.Tensor:
+    """`describe()` (the text a skipped record is logged with) for a record to skip, "" for a good one: only the
+    filter's logging reads it, and formatting it (with a pass over the mask or label map) for every record would
+    cost as much as the checks themselves."""
+    return tf.cond(tf.equal(status, _OK), lambda: tf.constant(""), describe)
 
 
 def _guarded_decode(dataset: tf.data.Dataset, decode_fn, sentinel, *, deterministic: bool) -> tf.data.Dataset:
@@ -337,9 +355,15 @@ def _check_common(batch_size: int, image_size: int) -> None:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
 
 
+# `image_ops.normalize_images` compiled by XLA, which fuses its cast, channel reversal and subtraction into one pass
+# over the batch: as three TF kernels they take 6-10 times longer (mostly reversing the 3-element channel axis, one
+# element at a time). The values are the same: a cast and one float32 subtraction per element, nothing to reorder.
+_normalize_images_fused = tf.function(image_ops.normalize_images, jit_compile=True, reduce_retracing=True)
+
+
 def _normalize_batch(normalization: str, features: dict, targets: dict) -> tuple[dict, dict]:
     """(features with the batch's "image" normalised by `image_ops.normalize_images`, targets) (both tasks)."""
-    return {**features, "image": image_ops.normalize_images(features["image"], normalization)}, targets
+    return {**features, "image": _normalize_images_fused(features["image"], normalization)}, targets
 
 
 # --- referring ------------------------------------------------------------------------------------------------
@@ -355,39 +379,41 @@ def _decode_referring(
     strip_pieces: bool,
     max_image_pixels: int,
 ) -> dict[str, tf.Tensor]:
-    """One referring record -> image, 0/1 mask, tokens, ids and its status (docs/input_pipeline.md#bad-records)."""
+    """One referring record -> image, mask, tokens, ids and its status (docs/input_pipeline.md#bad-records)."""
     parsed = tf.io.parse_single_example(record, records.REFERRING_FEATURES)
     tokens, num_tokens = encode_tf(parsed["expression/raw"], table, max_words, strip_pieces=strip_pieces)
     declared = image_header.header_size_tf(parsed["image/encoded"])
     too_large = declared[0] * declared[1] > max_image_pixels
     image = _decode_image_unless(too_large, parsed["image/encoded"])
     mask, mask_format_ok = _decode_referring_mask(parsed["mask/encoded"], skip=too_large)
-    mask_values_ok = tf.reduce_all((mask == 0) | (mask == 1)) | tf.reduce_all((mask == 0) | (mask == 255))
     mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(mask)))
     status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(tf.equal(num_tokens, 0), _EMPTY_EXPRESSION, _OK))
-    status = tf.where(mask_format_ok & mask_values_ok, status, _INVALID_MASK)
+    status = tf.where(mask_format_ok & _mask_values_ok(mask), status, _INVALID_MASK)
     status = tf.where(too_large, _TOO_LARGE, status)
-    detail = tf.strings.format(
-        "image {} ({}x{}, header {}x{}), sent_id {}, mask {}x{} (PNG bit depth {}, colour type {}, values {}..{}), "
-        "expression '{}'",
-        [
-            parsed["image/filename"],
-            tf.shape(image)[0],
-            tf.shape(image)[1],
-            declared[0],
-            declared[1],
-            parsed["sent_id"],
-            tf.shape(mask)[0],
-            tf.shape(mask)[1],
-            *_png_depth_and_colour(parsed["mask/encoded"]),
-            tf.reduce_min(tf.cast(mask, tf.int32)),
-            tf.reduce_max(tf.cast(mask, tf.int32)),
-            parsed["expression/raw"],
-        ],
-    )
+
+    def describe():
+        return tf.strings.format(
+            "image {} ({}x{}, header {}x{}), sent_id {}, mask {}x{} (PNG bit depth {}, colour type {}, values {}..{}), "
+            "expression '{}'",
+            [
+                parsed["image/filename"],
+                tf.shape(image)[0],
+                tf.shape(image)[1],
+                declared[0],
+                declared[1],
+                parsed["sent_id"],
+                tf.shape(mask)[0],
+                tf.shape(mask)[1],
+                *_png_depth_and_colour(parsed["mask/encoded"]),
+                tf.reduce_min(tf.cast(mask, tf.int32)),
+                tf.reduce_max(tf.cast(mask, tf.int32)),
+                parsed["expression/raw"],
+            ],
+        )
+
     return {
         "image": image,
-        "mask": tf.cast(mask > 0, tf.uint8),
+        "mask": mask,  # 0/1 or 0/255 as stored: its users take mask > 0
         "tokens": tokens,
         "num_tokens": num_tokens,
         "ref_id": parsed["ref_id"],
@@ -395,7 +421,7 @@ def _decode_referring(
         "status": status,
         "path": path,
         "index": index,
-        "detail": detail,
+        "detail": _detail_if_skipped(status, describe),
     }
 
 
@@ -514,7 +540,7 @@ def referring_dataset(
         repeat: repeat forever; default `training`.
         strip_pieces: see `text.tokenize` (False reproduces the authors' tokenisation exactly).
         exact_resize: reproduce Pillow's bilinear resize (`image_ops.resize_and_pad`) bit for bit, at
-            0.6-0.9x the throughput; default: one antialiased float pass, within 1 grey level of it.
+            about 0.7x the throughput; default: one antialiased float pass, within 1 grey level of it.
         skip_counter: receives the counts of dropped records (bad images, size mismatches, empty expressions).
         max_image_pixels: a record whose image header declares more pixels is skipped (`too_large`) without
             being decoded (decompression bombs).
@@ -586,6 +612,9 @@ def augment_parsing_example(
     bottom/right to at least S with 0 (image) / 255 (labels), random S x S crop, and with probability 1/2 a
     horizontal flip whose label ids are mapped through `swap_table` (flip_swap_table). Returns ((S, S, 3)
     uint8, (S, S) int32).
+
+    Only the part of the rescaled image and label map inside the crop is computed (`image_ops.bilinear_resize_crop`,
+    `nearest_resize_crop`; the same values as rescaling everything and cropping), then padded to S x S.
     """
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     shape = tf.shape(image)
@@ -596,19 +625,19 @@ def augment_parsing_example(
         scale = tf.constant(low, tf.float64)
     new_h = tf.maximum(tf.cast(tf.round(tf.cast(shape[0], tf.float64) * scale), tf.int32), 1)
     new_w = tf.maximum(tf.cast(tf.round(tf.cast(shape[1], tf.float64) * scale), tf.int32), 1)
+    # The crop of the rescaled image padded bottom/right to at least S: offsets drawn as before padding existed.
+    top = tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(new_h, image_size) - image_size + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], seeds[2], 0, tf.maximum(new_w, image_size) - image_size + 1, dtype=tf.int32)
+    height, width = tf.minimum(new_h - top, image_size), tf.minimum(new_w - left, image_size)  # the unpadded part
     same = tf.logical_and(tf.equal(new_h, shape[0]), tf.equal(new_w, shape[1]))
     image = tf.cond(
-        same, lambda: tf.cast(image, tf.uint8), lambda: image_ops.bilinear_resize(image, new_h, new_w, exact)
+        same,
+        lambda: tf.cast(image, tf.uint8)[top : top + height, left : left + width],
+        lambda: image_ops.bilinear_resize_crop(image, new_h, new_w, top, left, height, width, exact),
     )
-    labels = tf.cast(labels, tf.int32)
-    labels = tf.cond(same, lambda: labels, lambda: image_ops.nearest_resize(labels, new_h, new_w))
-    pad_h, pad_w = tf.maximum(image_size - new_h, 0), tf.maximum(image_size - new_w, 0)
-    image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
-    labels = tf.pad(labels, [[0, pad_h], [0, pad_w]], constant_values=IGNORE_LABEL)
-    top = tf.random.stateless_uniform([], seeds[1], 0, new_h + pad_h - image_size + 1, dtype=tf.int32)
-    left = tf.random.stateless_uniform([], seeds[2], 0, new_w + pad_w - image_size + 1, dtype=tf.int32)
-    image = image[top : top + image_size, left : left + image_size]
-    labels = labels[top : top + image_size, left : left + image_size]
+    labels = image_ops.nearest_resize_crop(labels, new_h, new_w, top, left, height, width)
+    image = image_ops.pad_to(image, 0, 0, image_size, 0)
+    labels = tf.cast(image_ops.pad_to(labels, 0, 0, image_size, IGNORE_LABEL), tf.int32)
     flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
     if swap_table is None:
         swap_table = np.arange(256, dtype=np.int32)
@@ -629,25 +658,34 @@ def _decode_parsing(
     labels = tf.cond(
         too_large,
         lambda: tf.zeros([0, 0], tf.uint8),
-        lambda: tf.io.decode_png(parsed["label/encoded"], channels=1)[..., 0],
+        lambda: tf.squeeze(tf.io.decode_png(parsed["label/encoded"], channels=1), -1),
     )
     mismatch = tf.reduce_any(tf.not_equal(tf.shape(image)[:2], tf.shape(labels)))
-    invalid = tf.reduce_any((labels >= num_classes) & tf.not_equal(labels, IGNORE_LABEL))
+    # A map whose largest id is below num_classes (the usual case) is valid without a second pass.
+    invalid = tf.cond(
+        tf.reduce_max(labels) < num_classes,
+        lambda: tf.constant(False),
+        lambda: tf.reduce_any((labels >= num_classes) & tf.not_equal(labels, IGNORE_LABEL)),
+    )
     status = tf.where(mismatch, _SIZE_MISMATCH, tf.where(invalid, _INVALID_LABELS, _OK))
     status = tf.where(too_large, _TOO_LARGE, status)
-    detail = tf.strings.format(
-        "image {} ({}x{}, header {}x{}), label map {}x{}, max label {}",
-        [
-            parsed["image/filename"],
-            tf.shape(image)[0],
-            tf.shape(image)[1],
-            declared[0],
-            declared[1],
-            tf.shape(labels)[0],
-            tf.shape(labels)[1],
-            tf.reduce_max(tf.cast(labels, tf.int32)),
-        ],
-    )
+
+    def describe():
+        return tf.strings.format(
+            "image {} ({}x{}, header {}x{}), label map {}x{}, max label {}",
+            [
+                parsed["image/filename"],
+                tf.shape(image)[0],
+                tf.shape(image)[1],
+                declared[0],
+                declared[1],
+                tf.shape(labels)[0],
+                tf.shape(labels)[1],
+                tf.reduce_max(tf.cast(labels, tf.int32)),
+            ],
+        )
+
+    detail = _detail_if_skipped(status, describe)
     return {"image": image, "labels": labels, "status": status, "path": path, "index": index, "detail": detail}
 
 
