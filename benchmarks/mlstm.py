@@ -6,6 +6,8 @@ factorized head, forward and forward + backward, at 3 and 20 words, against this
 Prints one JSON line. In one process:
 - `matmul_gflops_per_s`: a 2048 x 2048 float32 matmul, the rate this machine reaches on a friendly dense
   product while the process runs (best of the repeats);
+- `tf1_graph`: the reference's graph as the authors' TF1 code builds it, run by a `tf.compat.v1.Session`
+  (`tf1_graph_head`), with the same weights;
 - `concatenated`: the head with the mLSTM computed as the reference code does, every pixel and every step
   multiplying [visual; spatial; word; language; hidden] (3508 channels at paper size) by the full gate
   matrix (pad steps skipped by a `tf.cond`, as the reference does);
@@ -15,39 +17,26 @@ Prints one JSON line. In one process:
 Each at 3 and 20 real words (`ms`, analytic `gflops`, and `fraction_of_matmul`: the time the analytic work
 would take at the matmul rate, over the time measured). Summary keys: `speedup` (concatenated over
 factorized forward at 20 words; target >= 6, theory about 6.4), `max_abs_diff` of their logits (<= 1e-4),
-`ratio_20_to_3_words` of the factorized forward (>= 3: pad steps are trimmed, cost follows the words).
+`ratio_20_to_3_words` of the factorized forward (>= 3: pad steps are trimmed, cost follows the words),
+`speedup_over_tf1_graph` (the TF1 graph over the factorized forward at 20 words; target >= 6) and
+`tf1_max_abs_diff` of their logits (<= 1e-4).
 Times are the minimum over `REPEATS` calls after one warm-up call (timeit's habit on a shared machine).
 """
 
 import json
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
 import numpy as np
 import tensorflow as tf
+from _common import matmul_gflops_per_s, min_ms, rmi_head_flops
 
 from tf_recurrent_seg.defaults import referring_config
 from tf_recurrent_seg.models.referring import build_rmi_head, feature_size
 
 REPEATS = 5  # the minimum over repeats: the least disturbed run on a shared machine (timeit's habit)
-
-
-def analytic_gflops(model_config, words: int, concatenated: bool) -> float:
-    """Multiply-add work (x2) of the head's products at batch 1: mLSTM, language LSTM, word term."""
-    pixels = feature_size(model_config) ** 2
-    gates = 4 * model_config.mlstm_units
-    visual_channels = model_config.visual_dim + 8  # + the 8 spatial-coordinate channels
-    word_channels = model_config.embedding_dim + model_config.language_units
-    language = 2 * word_channels * 4 * model_config.language_units
-    if concatenated:  # every pixel, every word: the whole [visual; word; hidden] input times the gate matrix
-        per_word = 2 * pixels * (visual_channels + word_channels + model_config.mlstm_units) * gates
-        return words * (per_word + language) / 1e9
-    visual_term = 2 * pixels * visual_channels * gates  # once per image
-    per_word = 2 * pixels * model_config.mlstm_units * gates + 2 * word_channels * gates
-    return (visual_term + words * (per_word + language)) / 1e9
+MATMUL_SIZE = 2048
 
 
 def naive_head(head):
@@ -87,20 +76,65 @@ def naive_head(head):
     return run
 
 
-def min_ms(function, *args):
-    keras.tree.map_structure(np.asarray, function(*args))  # trace and warm up
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        keras.tree.map_structure(np.asarray, function(*args))
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.min(times))
+def tf1_graph_head(head, visual_features: np.ndarray, max_words: int):
+    """The reference's graph, built and run the TF1 way (`tf.compat.v1.Session`, placeholders, a Python loop
+    unrolled over the `max_words` steps, each pad step skipped by a `tf.cond`), with `head`'s weights as constants:
+    at every word the [visual; spatial; word; language] map (the word and language vectors tiled over the image)
+    and the hidden state, concatenated, go through one 1x1 convolution with the whole gate matrix; the language
+    LSTM is one product of [word; hidden]. Returns `run(tokens) -> logits_lowres`."""
+    cell = head.get_layer("mlstm").cell
+    lstm_cell = head.get_layer("language_lstm").cell
+    units, language_units = cell.units, lstm_cell.units
+    spatial = np.asarray(head.get_layer("spatial_coordinates")(visual_features))  # the reference feeds it as input
+    kernel = np.asarray(cell.concatenated_kernel())  # rows: [visual, spatial | word, language | hidden]
+    language_kernel = np.concatenate([np.asarray(lstm_cell.kernel), np.asarray(lstm_cell.recurrent_kernel)])
+    classifier_kernel, classifier_bias = (np.asarray(w) for w in head.get_layer("conv2").weights)
+    embeddings = np.asarray(head.get_layer("embedding").embeddings)
+    language_bias, bias = np.asarray(lstm_cell.bias), np.asarray(cell.bias)  # read while eager, outside the graph
 
+    def l2_normalize(x, layer):
+        epsilon = head.get_layer(layer).epsilon
+        return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x), axis=-1, keepdims=True), epsilon))
 
-def matmul_gflops_per_s(size: int = 2048) -> float:
-    a = tf.random.normal((size, size), seed=1)
-    b = tf.random.normal((size, size), seed=2)
-    return 2 * size**3 / (min_ms(tf.function(tf.matmul), a, b) * 1e-3) / 1e9
+    graph = tf.Graph()
+    with graph.as_default():
+        visual = tf.compat.v1.placeholder(tf.float32, visual_features.shape)
+        tokens = tf.compat.v1.placeholder(tf.int32, (1, max_words))
+        _, height, width, _ = visual_features.shape
+        visual_spatial = tf.concat([l2_normalize(visual, "visual_l2"), tf.constant(spatial)], axis=3)
+        embedded = tf.nn.embedding_lookup(tf.constant(embeddings), tokens)
+        # One graph constant per weight (the reference's variables), shared by the unrolled steps.
+        kernel_constant, language_kernel_constant = tf.constant(kernel[None, None]), tf.constant(language_kernel)
+        state = (tf.zeros((1, language_units)),) * 2 + (tf.zeros((1, height, width, units)),) * 2
+
+        def step(t, language_h, language_c, hidden, memory):
+            i, f, g, o = tf.split(  # the language LSTM (Keras gate order: i, f, candidate, o)
+                tf.matmul(tf.concat([embedded[:, t], language_h], 1), language_kernel_constant) + language_bias,
+                4,
+                axis=1,
+            )
+            language_c = tf.sigmoid(f) * language_c + tf.sigmoid(i) * tf.tanh(g)
+            language_h = tf.sigmoid(o) * tf.tanh(language_c)
+            word = tf.concat([embedded[:, t], l2_normalize(language_h, "language_l2")], axis=1)
+            tiled = tf.tile(word[:, None, None, :], (1, height, width, 1))
+            inputs = tf.concat([visual_spatial, tiled, hidden], axis=3)
+            gates = tf.nn.conv2d(inputs, kernel_constant, strides=1, padding="VALID") + bias
+            i, j, f, o = tf.split(gates, 4, axis=3)  # the mLSTM (BasicLSTMCell order: i, j, f, o)
+            memory = tf.sigmoid(f + cell.forget_bias) * memory + tf.sigmoid(i) * tf.tanh(j)
+            return language_h, language_c, tf.sigmoid(o) * tf.tanh(memory), memory
+
+        for t in range(max_words):
+            state = tf.cond(tokens[0, t] > 0, lambda t=t, state=state: step(t, *state), lambda state=state: state)
+        atanh = head.get_layer("atanh")
+        hidden = state[2]
+        response = 0.5 * (tf.math.log(1.0 + atanh.epsilon + hidden) - tf.math.log(1.0 + atanh.epsilon - hidden))
+        logits = tf.nn.conv2d(tf.nn.relu(response), classifier_kernel, strides=1, padding="VALID") + classifier_bias
+    session = tf.compat.v1.Session(graph=graph)
+
+    def run(visual_value, tokens_value):
+        return session.run(logits, {visual: visual_value, tokens: tokens_value})
+
+    return run
 
 
 def forward_and_backward(head):
@@ -118,7 +152,7 @@ def forward_and_backward(head):
 
 
 def timed(function, visual, tokens, gflops: float, matmul_rate: float) -> dict:
-    ms = min_ms(function, visual, tokens)
+    ms = min_ms(function, visual, tokens, repeats=REPEATS)
     return {
         "ms": round(ms, 1),
         "gflops": round(gflops, 2),
@@ -142,22 +176,25 @@ def main():
 
     factorized = tf.function(lambda v, t: head({"visual_features": v, "tokens": t})["logits_lowres"])
     naive = naive_head(head)
+    tf1_graph = tf1_graph_head(head, visual, tokens[20].shape[1])
     backward = forward_and_backward(head)
-    max_abs_diff = float(
-        np.max(np.abs(np.asarray(naive(visual, tokens[20])) - np.asarray(factorized(visual, tokens[20]))))
-    )
-    matmul_rate = matmul_gflops_per_s()
-    results = {"concatenated": {}, "factorized": {}, "factorized_backward": {}}
+    reference_logits = np.asarray(factorized(visual, tokens[20]))
+    max_abs_diff = float(np.max(np.abs(np.asarray(naive(visual, tokens[20])) - reference_logits)))
+    tf1_max_abs_diff = float(np.max(np.abs(tf1_graph(visual, tokens[20]) - reference_logits)))
+    matmul_rate = matmul_gflops_per_s(MATMUL_SIZE, REPEATS)
+    results = {"tf1_graph": {}, "concatenated": {}, "factorized": {}, "factorized_backward": {}}
     for words, words_tokens in tokens.items():
         key = f"{words}_words"
-        factorized_gflops = analytic_gflops(config.model, words, concatenated=False)
-        results["concatenated"][key] = timed(
-            naive, visual, words_tokens, analytic_gflops(config.model, words, concatenated=True), matmul_rate
-        )
+        factorized_gflops = rmi_head_flops(config.model, words) / 1e9
+        concatenated_gflops = rmi_head_flops(config.model, words, concatenated=True) / 1e9
+        results["tf1_graph"][key] = timed(tf1_graph, visual, words_tokens, concatenated_gflops, matmul_rate)
+        results["concatenated"][key] = timed(naive, visual, words_tokens, concatenated_gflops, matmul_rate)
         results["factorized"][key] = timed(factorized, visual, words_tokens, factorized_gflops, matmul_rate)
         # The backward pass does about twice the forward's products (gradients of inputs and of weights).
         results["factorized_backward"][key] = timed(backward, visual, words_tokens, 3 * factorized_gflops, matmul_rate)
-    matmul_rate = max(matmul_rate, matmul_gflops_per_s())  # again after the models: the best rate of the run
+    matmul_rate = max(
+        matmul_rate, matmul_gflops_per_s(MATMUL_SIZE, REPEATS)
+    )  # again after the models: the best rate of the run
     forward = results["factorized"]
     print(
         json.dumps(
@@ -169,6 +206,9 @@ def main():
                 "factorized_ms": forward["20_words"]["ms"],
                 "speedup": round(results["concatenated"]["20_words"]["ms"] / forward["20_words"]["ms"], 2),
                 "max_abs_diff": max_abs_diff,
+                "tf1_graph_ms": results["tf1_graph"]["20_words"]["ms"],
+                "speedup_over_tf1_graph": round(results["tf1_graph"]["20_words"]["ms"] / forward["20_words"]["ms"], 2),
+                "tf1_max_abs_diff": tf1_max_abs_diff,
                 "ms_3_words": forward["3_words"]["ms"],
                 "ms_20_words": forward["20_words"]["ms"],
                 "ratio_20_to_3_words": round(forward["20_words"]["ms"] / forward["3_words"]["ms"], 2),

@@ -45,13 +45,13 @@ import collections
 import json
 import os
 import platform
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
 import tensorflow as tf
+from _common import matmul_gflops_per_s, min_ms, rmi_head_flops
 from tensorflow.python.framework import ops as framework_ops
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -142,22 +142,6 @@ def conv_layer_flops(model) -> int:
     return int(total)
 
 
-def rmi_recurrent_flops(model_config, words: int) -> int:
-    """Analytic multiply-add work (x2) of the RMI head's language LSTM and factorized mLSTM, batch 1."""
-    from tf_recurrent_seg.models.referring import feature_size, visual_input_channels
-
-    pixels = feature_size(model_config) ** 2
-    gates = 4 * model_config.mlstm_units
-    visual_channels = model_config.visual_dim + 8  # + the 8 spatial-coordinate channels
-    word_channels = model_config.embedding_dim + model_config.language_units
-    assert visual_input_channels(model_config) == model_config.visual_dim  # the resnet variant
-    visual_term = 2 * pixels * visual_channels * gates
-    recurrent_term = 2 * pixels * model_config.mlstm_units * gates
-    word_term = 2 * word_channels * gates
-    language = 2 * (model_config.embedding_dim + model_config.language_units) * 4 * model_config.language_units
-    return visual_term + words * (recurrent_term + word_term + language)
-
-
 def lg_lstm_recurrent_flops(model_config, feature_side: int, feature_channels: int) -> int:
     """Analytic multiply-add work (x2) of the transition layer and the LG-LSTM layers, batch 1."""
     from tf_recurrent_seg.layers.lg_lstm import input_state_channels
@@ -172,25 +156,6 @@ def lg_lstm_recurrent_flops(model_config, feature_side: int, feature_channels: i
 
 
 # ------------------------------------------------------------------------------------------------ timing
-
-
-def min_ms(function, *args, repeats: int) -> float:
-    """The fastest of `repeats` calls after one untimed warm-up (tracing) call, in milliseconds."""
-    keras.tree.map_structure(np.asarray, function(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        keras.tree.map_structure(np.asarray, function(*args))
-        times.append((time.perf_counter() - start) * 1000)
-    return float(min(times))
-
-
-def matmul_gflops_per_s(size: int, repeats: int) -> float:
-    """GFLOP/s of a (size x size) @ (size x size) float32 matmul, 2 * size**3 FLOPs."""
-    a = tf.random.normal((size, size), seed=1)
-    b = tf.random.normal((size, size), seed=2)
-    matmul = tf.function(tf.matmul)
-    return 2 * size**3 / (min_ms(matmul, a, b, repeats=repeats) * 1e-3) / 1e9
 
 
 def _rates(flops: int, ms: float, matmul_rate: float) -> dict:
@@ -234,7 +199,7 @@ def measure_rmi(repeats: int, rng) -> dict:
             count_flops(lambda x, t: unrolled({"image": x, "tokens": t}), [image_spec, tokens_spec]),
             count_flops(lambda x: unrolled.backbone(x), [image_spec]),
             count_flops(lambda f, t: unrolled.head({"visual_features": f, "tokens": t}), [features_spec, tokens_spec]),
-            conv_layer_flops(unrolled) + rmi_recurrent_flops(model_config, WORDS),
+            conv_layer_flops(unrolled) + rmi_head_flops(model_config, WORDS),
             conv_layer_flops(unrolled.backbone),
         )
 

@@ -1,0 +1,48 @@
+"""Timing and analytic work shared by the benchmark scripts (not a benchmark itself: `run_all` skips `_*.py`)."""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def min_ms(function, *args, repeats: int) -> float:
+    """The fastest of `repeats` calls after one untimed warm-up (tracing) call, in milliseconds: the least
+    disturbed run on a shared machine (timeit's habit)."""
+    keras.tree.map_structure(np.asarray, function(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.tree.map_structure(np.asarray, function(*args))
+        times.append((time.perf_counter() - start) * 1000)
+    return float(min(times))
+
+
+def matmul_gflops_per_s(size: int, repeats: int) -> float:
+    """GFLOP/s of a (size x size) @ (size x size) float32 matmul, 2 * size**3 FLOPs."""
+    a = tf.random.normal((size, size), seed=1)
+    b = tf.random.normal((size, size), seed=2)
+    return 2 * size**3 / (min_ms(tf.function(tf.matmul), a, b, repeats=repeats) * 1e-3) / 1e9
+
+
+def rmi_head_flops(model_config, words: int, concatenated: bool = False) -> int:
+    """Multiply-add work (x2) of the RMI head's products at batch 1 (resnet variant): language LSTM and mLSTM.
+
+    Factorized (the package): the visual term once per image, then per word the recurrent product at every pixel
+    and the word term once. Concatenated (the reference's form): per word, every pixel's whole
+    [visual; spatial; word; language; hidden] input times the gate matrix."""
+    from tf_recurrent_seg.models.referring import feature_size, visual_input_channels
+
+    assert visual_input_channels(model_config) == model_config.visual_dim  # the resnet variant
+    pixels = feature_size(model_config) ** 2
+    gates = 4 * model_config.mlstm_units
+    visual_channels = model_config.visual_dim + 8  # + the 8 spatial-coordinate channels
+    word_channels = model_config.embedding_dim + model_config.language_units
+    language = 2 * word_channels * 4 * model_config.language_units
+    if concatenated:
+        per_word = 2 * pixels * (visual_channels + word_channels + model_config.mlstm_units) * gates
+        return words * (per_word + language)
+    visual_term = 2 * pixels * visual_channels * gates
+    per_word = 2 * pixels * model_config.mlstm_units * gates + 2 * word_channels * gates
+    return visual_term + words * (per_word + language)
