@@ -290,6 +290,11 @@ def _mask_values_ok(mask: tf.Tensor) -> tf.Tensor:
     )
 
 
+def _image_detail(parsed: dict, image: tf.Tensor, declared: tf.Tensor) -> list:
+    """The first values of a skipped record's log line: file name, decoded height and width, header's."""
+    return [parsed["image/filename"], tf.shape(image)[0], tf.shape(image)[1], declared[0], declared[1]]
+
+
 def _detail_if_skipped(status: tf.Tensor, describe) -> tf.Tensor:
     """`describe()` (the text a skipped record is logged with) for a record to skip, "" for a good one: only the
     filter's logging reads it, and formatting it (with a pass over the mask or label map) for every record would
@@ -396,11 +401,7 @@ def _decode_referring(
             "image {} ({}x{}, header {}x{}), sent_id {}, mask {}x{} (PNG bit depth {}, colour type {}, values {}..{}), "
             "expression '{}'",
             [
-                parsed["image/filename"],
-                tf.shape(image)[0],
-                tf.shape(image)[1],
-                declared[0],
-                declared[1],
+                *_image_detail(parsed, image, declared),
                 parsed["sent_id"],
                 tf.shape(mask)[0],
                 tf.shape(mask)[1],
@@ -674,11 +675,7 @@ def _decode_parsing(
         return tf.strings.format(
             "image {} ({}x{}, header {}x{}), label map {}x{}, max label {}",
             [
-                parsed["image/filename"],
-                tf.shape(image)[0],
-                tf.shape(image)[1],
-                declared[0],
-                declared[1],
+                *_image_detail(parsed, image, declared),
                 tf.shape(labels)[0],
                 tf.shape(labels)[1],
                 tf.reduce_max(tf.cast(labels, tf.int32)),
