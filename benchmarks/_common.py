@@ -7,16 +7,24 @@ import numpy as np
 import tensorflow as tf
 
 
-def min_ms(function, *args, repeats: int) -> float:
-    """The fastest of `repeats` calls after one untimed warm-up (tracing) call, in milliseconds: the least
-    disturbed run on a shared machine (timeit's habit)."""
-    keras.tree.map_structure(np.asarray, function(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_min_ms(functions, *args, repeats: int) -> list[float]:
+    """The fastest call of each function in milliseconds, after one untimed warm-up (tracing) call each. Within
+    every repeat the functions are timed in turn, so a change in the load of a shared machine hits all of them
+    alike and their ratios stay fair; the minimum is the least disturbed run (timeit's habit)."""
+    for function in functions:
         keras.tree.map_structure(np.asarray, function(*args))
-        times.append((time.perf_counter() - start) * 1000)
-    return float(min(times))
+    times = [[] for _ in functions]
+    for _ in range(repeats):
+        for function, function_times in zip(functions, times):
+            start = time.perf_counter()
+            keras.tree.map_structure(np.asarray, function(*args))
+            function_times.append((time.perf_counter() - start) * 1000)
+    return [float(min(function_times)) for function_times in times]
+
+
+def min_ms(function, *args, repeats: int) -> float:
+    """`interleaved_min_ms` of one function."""
+    return interleaved_min_ms([function], *args, repeats=repeats)[0]
 
 
 def matmul_gflops_per_s(size: int, repeats: int) -> float:

@@ -15,13 +15,12 @@ and `backbone_ms` / `lg_lstm_ms` (whole model minus backbone) at 321x321, so the
 
 import json
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
 import numpy as np
 import tensorflow as tf
+from _common import interleaved_min_ms, min_ms
 
 from tf_recurrent_seg.defaults import parsing_config
 from tf_recurrent_seg.layers.lg_lstm import (
@@ -36,24 +35,6 @@ from tf_recurrent_seg.models.parsing import build_lg_lstm
 REPEATS = 5  # the minimum over repeats: the least disturbed run on a shared machine
 PAIR_REPEATS = 40  # for the neighbour-gather ratios, which are small and noisy on a loaded machine
 SIZE, UNITS = 41, 64
-
-
-def interleaved_min_ms(functions, *args, repeats: int = REPEATS) -> list[float]:
-    """The minimum time of each function, timed in turn within every repeat, so that a change in the load of a
-    shared machine hits all of them alike (their ratio is then fair)."""
-    for function in functions:
-        function(*args)  # trace and warm up
-    times = [[] for _ in functions]
-    for _ in range(repeats):
-        for function, function_times in zip(functions, times):
-            start = time.perf_counter()
-            keras.tree.map_structure(np.asarray, function(*args))
-            function_times.append((time.perf_counter() - start) * 1000)
-    return [float(np.min(function_times)) for function_times in times]
-
-
-def min_ms(function, *args) -> float:
-    return interleaved_min_ms([function], *args)[0]
 
 
 def naive_layer(layer):
@@ -94,8 +75,8 @@ def main():
     max_abs_diff = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(shared(*inputs), naive(*inputs))
     )
-    naive_ms = min_ms(naive, *inputs)
-    shared_ms = min_ms(shared, *inputs)
+    naive_ms = min_ms(naive, *inputs, repeats=REPEATS)
+    shared_ms = min_ms(shared, *inputs, repeats=REPEATS)
 
     spatial_hidden = np.tanh(spatial_memory)
     by_shift = tf.function(lambda h: gather_by_shift(h, 8))
@@ -116,8 +97,8 @@ def main():
     model = build_lg_lstm(config)
     backbone = model.get_layer("backbone")
     image = rng.normal(size=(1, config.model.image_size, config.model.image_size, 3)).astype(np.float32)
-    backbone_ms = min_ms(tf.function(lambda x: backbone(x)), image)
-    model_ms = min_ms(tf.function(lambda x: model(x)), image)
+    backbone_ms = min_ms(tf.function(lambda x: backbone(x)), image, repeats=REPEATS)
+    model_ms = min_ms(tf.function(lambda x: model(x)), image, repeats=REPEATS)
     print(
         json.dumps(
             {

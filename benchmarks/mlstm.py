@@ -20,7 +20,8 @@ factorized forward at 20 words; target >= 6, theory about 6.4), `max_abs_diff` o
 `ratio_20_to_3_words` of the factorized forward (>= 3: pad steps are trimmed, cost follows the words),
 `speedup_over_tf1_graph` (the TF1 graph over the factorized forward at 20 words; target >= 6) and
 `tf1_max_abs_diff` of their logits (<= 1e-4).
-Times are the minimum over `REPEATS` calls after one warm-up call (timeit's habit on a shared machine).
+Times are the minimum over `REPEATS` calls after one warm-up call (timeit's habit on a shared machine), the
+three forwards timed in turn within each repeat so that a change in the machine's load hits them alike.
 """
 
 import json
@@ -30,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
-from _common import matmul_gflops_per_s, min_ms, rmi_head_flops
+from _common import interleaved_min_ms, matmul_gflops_per_s, min_ms, rmi_head_flops
 
 from tf_recurrent_seg.defaults import referring_config
 from tf_recurrent_seg.models.referring import build_rmi_head, feature_size
@@ -151,8 +152,7 @@ def forward_and_backward(head):
     return run
 
 
-def timed(function, visual, tokens, gflops: float, matmul_rate: float) -> dict:
-    ms = min_ms(function, visual, tokens, repeats=REPEATS)
+def timed(ms: float, gflops: float, matmul_rate: float) -> dict:
     return {
         "ms": round(ms, 1),
         "gflops": round(gflops, 2),
@@ -187,14 +187,22 @@ def main():
         key = f"{words}_words"
         factorized_gflops = rmi_head_flops(config.model, words) / 1e9
         concatenated_gflops = rmi_head_flops(config.model, words, concatenated=True) / 1e9
-        results["tf1_graph"][key] = timed(tf1_graph, visual, words_tokens, concatenated_gflops, matmul_rate)
-        results["concatenated"][key] = timed(naive, visual, words_tokens, concatenated_gflops, matmul_rate)
-        results["factorized"][key] = timed(factorized, visual, words_tokens, factorized_gflops, matmul_rate)
+        # The three forwards timed in turn within each repeat: their ratios are fair on a shared machine.
+        forwards_ms = interleaved_min_ms([tf1_graph, naive, factorized], visual, words_tokens, repeats=REPEATS)
+        backward_ms = min_ms(backward, visual, words_tokens, repeats=REPEATS)
         # The backward pass does about twice the forward's products (gradients of inputs and of weights).
-        results["factorized_backward"][key] = timed(backward, visual, words_tokens, 3 * factorized_gflops, matmul_rate)
-    matmul_rate = max(
-        matmul_rate, matmul_gflops_per_s(MATMUL_SIZE, REPEATS)
-    )  # again after the models: the best rate of the run
+        for form, ms, gflops in zip(
+            results,
+            [*forwards_ms, backward_ms],
+            [concatenated_gflops, concatenated_gflops, factorized_gflops, 3 * factorized_gflops],
+        ):
+            results[form][key] = (ms, gflops)
+    # Again after the models: the best rate of the run.
+    matmul_rate = max(matmul_rate, matmul_gflops_per_s(MATMUL_SIZE, REPEATS))
+    results = {
+        form: {key: timed(ms, gflops, matmul_rate) for key, (ms, gflops) in by_words.items()}
+        for form, by_words in results.items()
+    }
     forward = results["factorized"]
     print(
         json.dumps(
