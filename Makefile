@@ -4,18 +4,23 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo showcase lint format test test-large bench clean
+.PHONY: demo app showcase lint format test test-large bench clean
 
 $(VENV_PYTHON):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PYTHON) -m pip install --quiet --upgrade pip
 
 $(INSTALLED): $(VENV_PYTHON) setup.cfg pyproject.toml
-	$(VENV_PYTHON) -m pip install --quiet -e ".[test,crf]"
+	$(VENV_PYTHON) -m pip install --quiet -e ".[test,crf,app]"
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
 	$(VENV_PYTHON) -m tf_recurrent_seg.demo $(DEMO_FLAGS)
+
+# A local page to try the demo's exported models (after `make demo`): docs/app.md.
+app: $(INSTALLED)
+	$(VENV_PYTHON) -m tf_recurrent_seg.cli.app --export_dir saved_models/demo_rmi \
+		--parsing_export_dir saved_models/demo_lg_lstm $(APP_FLAGS)
 
 showcase: $(INSTALLED)
 	$(VENV_PYTHON) -m tf_recurrent_seg.showcase $(SHOWCASE_FLAGS)

@@ -21,6 +21,9 @@ SERVING = "SavedModel `serving_default`"
 PREDICT = "`cli.predict`"
 PIPELINE = "training / evaluation input pipeline"
 CONVERTERS = "converters (`data_tools`)"
+APP = "the page (`tf-recurrent-seg-app`)"
+PAGE_MESSAGE = "the signature's message on the page (no stack trace)"
+PAGE_TEST = "tests/test_app.py::test_bad_input_on_the_page_is_a_message"
 
 # (input, entry point, what it does, "tests/file.py::test_name", a string the test asserts)
 ROWS: list[tuple[str, str, str, str, str]] = [
@@ -29,6 +32,13 @@ ROWS: list[tuple[str, str, str, str, str]] = [
         SERVING,
         "INVALID_ARGUMENT naming size and limit, before decoding (< 1 s)",
         "tests/test_export.py::test_decompression_bomb_is_refused_before_decoding",
+        "over the limit of 64000000 pixels",
+    ),
+    (
+        "image over the pixel limit",
+        APP,
+        PAGE_MESSAGE,
+        PAGE_TEST,
         "over the limit of 64000000 pixels",
     ),
     (
@@ -50,6 +60,13 @@ ROWS: list[tuple[str, str, str, str, str]] = [
         SERVING,
         "INVALID_ARGUMENT naming `image_bytes`",
         "tests/test_export.py::test_bad_image_bytes_name_the_input",
+        "image_bytes is not an encoded image",
+    ),
+    (
+        "a file that is not an image",
+        APP,
+        PAGE_MESSAGE,
+        PAGE_TEST,
         "image_bytes is not an encoded image",
     ),
     (
@@ -113,6 +130,13 @@ ROWS: list[tuple[str, str, str, str, str]] = [
         SERVING,
         "INVALID_ARGUMENT `expression has no words`",
         "tests/test_export.py::test_empty_expression_names_the_input",
+        "expression has no words",
+    ),
+    (
+        "empty expression",
+        APP,
+        PAGE_MESSAGE,
+        PAGE_TEST,
         "expression has no words",
     ),
     (

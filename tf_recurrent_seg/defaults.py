@@ -115,6 +115,14 @@ def is_referring(config: ml_collections.ConfigDict) -> bool:
     return config.model.name in REFERRING_MODELS
 
 
+def class_names(config: ml_collections.ConfigDict) -> list[str]:
+    """A parsing config's name of every class id: `model.class_names`, completed with "class <id>" where it lists
+    fewer than `model.num_classes` (and cut where it lists more)."""
+    names = [str(name) for name in config.model.get("class_names", None) or ()]
+    count = config.model.num_classes
+    return (names + [f"class {index}" for index in range(len(names), count)])[:count]
+
+
 def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collections.ConfigDict:
     """Configuration of an RMI or LSTM-baseline referring segmentation model at paper size."""
     if model not in ("rmi", "lstm"):

@@ -80,6 +80,11 @@ def _fit_height(panel: np.ndarray, height: int) -> Image.Image:
 
 def save_panels(panels: list[np.ndarray], titles: list[str], path: str, panel_height: int = 200) -> None:
     """Like `save_strip`, but each RGB panel keeps its aspect ratio (resized to `panel_height` rows)."""
+    panels_image(panels, titles, panel_height).save(path)
+
+
+def panels_image(panels: list[np.ndarray], titles: list[str], panel_height: int = 200) -> Image.Image:
+    """The strip `save_panels` writes: RGB panels side by side, aspect ratio kept, each titled above."""
     title_height = 18
     pictures = [_fit_height(panel, panel_height) for panel in panels]
     strip = Image.new("RGB", (sum(p.width for p in pictures) or 1, panel_height + title_height), "white")
@@ -89,7 +94,40 @@ def save_panels(panels: list[np.ndarray], titles: list[str], path: str, panel_he
         strip.paste(picture, (left, title_height))
         draw.text((left + 4, 3), title[: max(4, picture.width // 7)], fill="black")
         left += picture.width
-    strip.save(path)
+    return strip
+
+
+def word_step_panels(
+    image: np.ndarray, words: list[str], word_masks: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[str]]:
+    """(panels, titles) of the prediction after each word (papers' Figures 1 and 5): the input, then each word's
+    mask over it."""
+    return [image] + [overlay_mask(image, mask) for mask in word_masks], ["input"] + [f"after '{w}'" for w in words]
+
+
+def word_response_panels(
+    image: np.ndarray, words: list[str], responses: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[str]]:
+    """(panels, titles) of the mLSTM response map after each word (Figure 6): the input, then each map as a heat
+    map scaled to its own range."""
+    return [image] + [heat_map(response) for response in responses], ["input"] + [f"response '{w}'" for w in words]
+
+
+def overlay_labels(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    """Blends each pixel's class colour (`palette[label]`) into an RGB uint8 image; background (class 0) is left
+    as it is, so the parts stand out on the picture."""
+    colours = colorize_labels(labels, palette).astype(np.float32)
+    blended = image.astype(np.float32)
+    foreground = np.asarray(labels) != 0
+    blended[foreground] = (1 - opacity) * blended[foreground] + opacity * colours[foreground]
+    return blended.astype(np.uint8)
+
+
+def save_label_png(labels: np.ndarray, palette: np.ndarray, path) -> None:
+    """A palette PNG of (H, W) class ids: each pixel's value is its class id, shown in `palette`'s colours."""
+    label_image = Image.fromarray(np.asarray(labels).astype(np.uint8), mode="P")
+    label_image.putpalette(np.asarray(palette, np.uint8).flatten().tolist())
+    label_image.save(path)
 
 
 def save_legend_strip(

@@ -20,7 +20,12 @@ from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, is_referring
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tf_recurrent_seg.export import convert_referring_to_tflite, convert_to_tflite, export_saved_model
+from tf_recurrent_seg.export import (
+    convert_referring_to_tflite,
+    convert_to_tflite,
+    export_saved_model,
+    signature_names,
+)
 from tf_recurrent_seg.workdir import VOCABULARY_FILE, load_config, load_model, vocabulary_path
 
 
@@ -158,7 +163,8 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, str]:
         values.exact_resize,
         values.max_image_pixels,
     )
-    print(f"Wrote SavedModel {written['saved_model']} (signatures serving_default, serve_tensors)")
+    signatures = ", ".join(signature_names(load_config(values.workdir)))
+    print(f"Wrote SavedModel {written['saved_model']} (signatures {signatures})")
     if "tflite" in written:
         size = os.path.getsize(written["tflite"])
         print(f"Wrote TFLite {written['tflite']} ({size / 1e6:.2f} MB, quantization {values.quantization})")

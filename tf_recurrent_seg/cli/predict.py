@@ -55,17 +55,19 @@ from tf_recurrent_seg import image_ops
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.crf import refine_parsing, refine_referring, require_pydensecrf
 from tf_recurrent_seg.data.image_io import BadRecord, read_image
-from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, REFERRING_MODELS
+from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, REFERRING_MODELS, class_names
 from tf_recurrent_seg.image_ops import resize_bilinear, unpad_and_resize, unpad_and_resize_float
 from tf_recurrent_seg.models import build_model
 from tf_recurrent_seg.text import Vocabulary, tokenize
 from tf_recurrent_seg.visualize import (
     colorize_labels,
-    heat_map,
     label_palette,
     overlay_mask,
+    save_label_png,
     save_legend_strip,
     save_panels,
+    word_response_panels,
+    word_step_panels,
 )
 
 FLAGS = flags.FLAGS
@@ -324,31 +326,18 @@ def write_referring(result: dict, image: np.ndarray, output: pathlib.Path) -> li
     written = [output]
     if "word_masks" in result:
         words = result["words"]
-        panels = [image] + [overlay_mask(image, mask) for mask in result["word_masks"]]
-        titles = ["input"] + [f"after '{word}'" for word in words]
+        panels, titles = word_step_panels(image, words, result["word_masks"])
         if result["crf"]:
             panels.append(overlay_mask(image, result["mask"]))
             titles.append("final + DenseCRF")
         save_panels(panels, titles, str(sibling(output, "steps")), panel_height=160)
-        save_panels(
-            [image] + [heat_map(response) for response in result["word_responses"]],
-            ["input"] + [f"response '{word}'" for word in words],
-            str(sibling(output, "responses")),
-            panel_height=160,
-        )
+        responses, titles = word_response_panels(image, words, result["word_responses"])
+        save_panels(responses, titles, str(sibling(output, "responses")), panel_height=160)
         written += [sibling(output, "steps"), sibling(output, "responses")]
     return written
 
 
 # ----------------------------------------------------------------------------------------------- parsing
-
-
-def class_names_of(config) -> list[str]:
-    names = [str(name) for name in config.model.get("class_names", ())]
-    count = config.model.num_classes
-    if len(names) != count:
-        names = (names + [f"class {index}" for index in range(len(names), count)])[:count]
-    return names
 
 
 def predict_parsing(model, config, image: np.ndarray, *, crf: bool = False, steps: bool = False) -> dict:
@@ -376,7 +365,7 @@ def predict_parsing(model, config, image: np.ndarray, *, crf: bool = False, step
     original_size = image.shape[:2]
     labels = unpad_and_resize(padded_labels.astype(np.uint8), placement, original_size).astype(np.int32)
     timings["postprocess"] = time.perf_counter() - tic
-    result = {"labels": labels, "class_names": class_names_of(config), "crf": crf, "timings": timings}
+    result = {"labels": labels, "class_names": class_names(config), "crf": crf, "timings": timings}
     if steps:
         layer_logits = np.asarray(outputs["layer_logits"])[0]
         result["layer_labels"] = [
@@ -390,9 +379,7 @@ def write_parsing(result: dict, image: np.ndarray, output: pathlib.Path) -> list
     output.parent.mkdir(parents=True, exist_ok=True)
     names = result["class_names"]
     palette = label_palette(len(names))
-    label_image = Image.fromarray(result["labels"].astype(np.uint8), mode="P")
-    label_image.putpalette(palette.flatten().tolist())
-    label_image.save(output)
+    save_label_png(result["labels"], palette, output)
     save_legend_strip(image, result["labels"], names, str(sibling(output, "legend")), palette=palette)
     written = [output, sibling(output, "legend")]
     if "layer_labels" in result:

@@ -2,9 +2,11 @@
 
 - `common`: the signature names, image-bytes checks and decoding (pixel limit), preprocessing shared by both
   tasks (decode -> resize-and-pad -> normalise), the SavedModel -> TFLite conversion;
-- `referring`: RMI / LSTM baseline: `serving_default` (image_bytes, expression), `serve_tensors`, the TFLite
-  model with both LSTMs unrolled (`fixed_steps_referring_model`, `convert_referring_to_tflite`);
-- `parsing`: LG-LSTM / conv baselines: `serving_default` (image_bytes), `serve_tensors`, `convert_to_tflite`.
+- `referring`: RMI / LSTM baseline: `serving_default` (image_bytes, expression), `serve_tensors`, for RMI
+  `serve_word_outputs` (the per-word outputs of the page, `tf_recurrent_seg.app`), the TFLite model with both LSTMs
+  unrolled (`fixed_steps_referring_model`, `convert_referring_to_tflite`);
+- `parsing`: LG-LSTM / conv baselines: `serving_default` (image_bytes), `serve_tensors`, `serve_class_names`,
+  `convert_to_tflite`.
 
 The signatures' inputs, outputs and errors, serving with TF Serving, and the TFLite models: docs/serving.md.
 """
@@ -19,20 +21,42 @@ import ml_collections
 from tf_recurrent_seg.data import image_header
 from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.export import parsing, referring
-from tf_recurrent_seg.export.common import QUANTIZATIONS, SERVING_SIGNATURE, TENSORS_SIGNATURE
+from tf_recurrent_seg.export.common import (
+    CLASS_NAMES_SIGNATURE,
+    QUANTIZATIONS,
+    SERVING_SIGNATURE,
+    TENSORS_SIGNATURE,
+    WORD_OUTPUTS_SIGNATURE,
+)
 from tf_recurrent_seg.export.parsing import convert_to_tflite
-from tf_recurrent_seg.export.referring import convert_referring_to_tflite, fixed_steps_referring_model
+from tf_recurrent_seg.export.referring import (
+    convert_referring_to_tflite,
+    fixed_steps_referring_model,
+    word_outputs_referring_model,
+)
 from tf_recurrent_seg.text import Vocabulary
 
 __all__ = [
+    "CLASS_NAMES_SIGNATURE",
     "QUANTIZATIONS",
     "SERVING_SIGNATURE",
     "TENSORS_SIGNATURE",
+    "WORD_OUTPUTS_SIGNATURE",
     "convert_referring_to_tflite",
     "convert_to_tflite",
     "export_saved_model",
     "fixed_steps_referring_model",
+    "signature_names",
+    "word_outputs_referring_model",
 ]
+
+
+def signature_names(config: ml_collections.ConfigDict) -> list[str]:
+    """The signatures `export_saved_model` writes for `config`'s model."""
+    config = ml_collections.ConfigDict(config)
+    if not is_referring(config):
+        return [SERVING_SIGNATURE, TENSORS_SIGNATURE, CLASS_NAMES_SIGNATURE]
+    return [SERVING_SIGNATURE, TENSORS_SIGNATURE] + ([WORD_OUTPUTS_SIGNATURE] if config.model.name == "rmi" else [])
 
 
 def export_saved_model(

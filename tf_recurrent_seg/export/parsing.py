@@ -13,8 +13,9 @@ import tensorflow as tf
 
 from tf_recurrent_seg import precision
 from tf_recurrent_seg.data import image_header
-from tf_recurrent_seg.defaults import is_referring
+from tf_recurrent_seg.defaults import class_names, is_referring
 from tf_recurrent_seg.export.common import (
+    CLASS_NAMES_SIGNATURE,
     SERVING_SIGNATURE,
     TENSORS_SIGNATURE,
     _check_quantization,
@@ -37,7 +38,8 @@ def export_saved_model(
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
 ) -> str:
     """Writes the SavedModel of a parsing model: `serving_default` (image_bytes) -> labels, probabilities at the
-    image's resolution; `serve_tensors` (image) -> logits (docs/serving.md).
+    image's resolution; `serve_tensors` (image) -> logits; `serve_class_names` () -> class_names, one per class id
+    (docs/serving.md).
 
     Args: as `tf_recurrent_seg.export.export_saved_model` (no vocabulary).
 
@@ -73,6 +75,10 @@ def export_saved_model(
         TENSORS_SIGNATURE,
         serve_tensors,
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="image")],
+    )
+    names = class_names(config)
+    archive.add_endpoint(
+        CLASS_NAMES_SIGNATURE, lambda: {"class_names": tf.constant(names, tf.string)}, input_signature=[]
     )
     return _write_saved_model(archive, export_dir)
 

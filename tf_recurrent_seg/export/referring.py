@@ -1,6 +1,7 @@
 """Export of referring models (RMI, LSTM baseline): the SavedModel's `serving_default` (image bytes and an
-expression, tokenised in the graph with the baked-in vocabulary) and `serve_tensors`, and the TFLite flatbuffer
-of the model rebuilt with both LSTMs unrolled. Signatures, outputs, errors and examples: docs/serving.md.
+expression, tokenised in the graph with the baked-in vocabulary), `serve_tensors` and, for RMI, `serve_word_outputs`
+(the prediction and the mLSTM response map after each word), and the TFLite flatbuffer of the model rebuilt with
+both LSTMs unrolled. Signatures, outputs, errors and examples: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.export.common import (
     SERVING_SIGNATURE,
     TENSORS_SIGNATURE,
+    WORD_OUTPUTS_SIGNATURE,
     _check_quantization,
     _convert_archive,
     _image_preprocessor,
@@ -25,9 +27,9 @@ from tf_recurrent_seg.export.common import (
     _single,
     _write_saved_model,
 )
-from tf_recurrent_seg.image_ops import undo_resize_and_pad
+from tf_recurrent_seg.image_ops import resize_bilinear, undo_resize_and_pad
 from tf_recurrent_seg.models.referring import ReferringSegmentationModel
-from tf_recurrent_seg.text import Vocabulary
+from tf_recurrent_seg.text import PAD_ID, Vocabulary
 
 # --- SavedModel ---------------------------------------------------------------------------------------------
 
@@ -76,6 +78,79 @@ def _encode_expression(expression: tf.Tensor, table, config) -> tf.Tensor:
         return tf.identity(ids)[None]
 
 
+def _tokens_read(ids: tf.Tensor, vocabulary: Vocabulary) -> tuple[tf.Tensor, tf.Tensor]:
+    """(the tokens the model reads, as the vocabulary spells them: `<unk>` for unknown words; their count) of the
+    (1, T) left-padded ids."""
+    ids = ids[0]
+    count = tf.reduce_sum(tf.cast(ids != PAD_ID, tf.int32))
+    return tf.gather(tf.constant(list(vocabulary.tokens), tf.string), ids[tf.size(ids) - count :]), count
+
+
+def _word_maps(word_outputs: dict, count, placement, original_size, model_config) -> dict:
+    """The last `count` steps of the per-word outputs (the words; the steps before them read padding) at the
+    image's resolution: the mask and probabilities of each word's prediction and its mLSTM response map.
+
+    Upsampled to the padded square as the model upsamples its own logits (`resize_convention`), then mapped back
+    like `serving_default`'s outputs; the steps travel as channels, so one `undo_resize_and_pad` maps them all."""
+    size, convention = model_config.image_size, model_config.resize_convention
+
+    def padded_square(lowres):  # (1, T, h, w, 1) -> (S, S, count)
+        steps = tf.transpose(lowres[0, tf.shape(lowres)[1] - count :, :, :, 0], [1, 2, 0])
+        return resize_bilinear(steps[None], (size, size), convention)[0]
+
+    def back(square, method):  # (S, S, count) -> (1, count, H, W)
+        return tf.transpose(undo_resize_and_pad(square, placement, original_size, method), [2, 0, 1])[None]
+
+    logits = padded_square(word_outputs["word_logits_lowres"])
+    return {
+        "word_masks": back(tf.cast(logits >= 0, tf.uint8), "nearest"),
+        "word_probabilities": back(tf.sigmoid(logits), "bilinear"),
+        "word_response_maps": back(padded_square(word_outputs["word_response_maps_lowres"]), "bilinear"),
+    }
+
+
+def word_outputs_referring_model(model: keras.Model) -> keras.Model:
+    """The same RMI model (same weights, same dtype policy) returning the per-word outputs too
+    (`return_word_outputs`: the flag adds outputs, no weights); `model` itself when it already does."""
+    if model.model_config.name != "rmi":
+        raise ValueError(f"per-word outputs need an RMI model (per-word mLSTM states), got {model.model_config.name!r}")
+    if model.model_config.return_word_outputs:
+        return model
+    return _rebuilt(model, name=f"{model.name}_word_outputs", return_word_outputs=True)
+
+
+def _rebuilt(model: keras.Model, **changes) -> keras.Model:
+    """`model` rebuilt from its config with `changes` (arguments that add or unroll, never weights), its weights
+    copied."""
+    rebuilt = ReferringSegmentationModel.from_config({**model.get_config(), **changes})
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _add_word_outputs_endpoint(archive, forward, model_config, config, table, vocabulary, preprocess) -> None:
+    """`serve_word_outputs` (image_bytes, expression) -> tokens (1, n) string, word_masks (1, n, H, W) uint8,
+    word_probabilities and word_response_maps (1, n, H, W) float32: one entry per word the model read, in order.
+    Same inputs, checks and preprocessing as `serving_default`; the last word's mask is `serving_default`'s mask.
+    `forward(image, tokens)`: the outputs of the RMI model built with `return_word_outputs`
+    (`word_outputs_referring_model`)."""
+
+    def serve_word_outputs(image_bytes, expression):
+        ids = _encode_expression(expression, table, config)
+        image, placement, original_size = preprocess(image_bytes)
+        outputs = forward(image, ids)
+        tokens, count = _tokens_read(ids, vocabulary)
+        return {"tokens": tokens[None], **_word_maps(outputs, count, placement, original_size, model_config)}
+
+    archive.add_endpoint(
+        WORD_OUTPUTS_SIGNATURE,
+        serve_word_outputs,
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="image_bytes"),
+            tf.TensorSpec([None], tf.string, name="expression"),
+        ],
+    )
+
+
 def export_saved_model(
     model: keras.Model,
     config: ml_collections.ConfigDict,
@@ -86,7 +161,9 @@ def export_saved_model(
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
 ) -> str:
     """Writes the SavedModel of a referring model: `serving_default` (image_bytes, expression) -> mask,
-    probabilities at the image's resolution; `serve_tensors` (image, tokens) -> logits (docs/serving.md).
+    probabilities at the image's resolution; `serve_tensors` (image, tokens) -> logits; RMI also
+    `serve_word_outputs` (image_bytes, expression) -> the tokens read and, for each, the mask, probabilities and
+    mLSTM response map after it (docs/serving.md).
 
     Args: as `tf_recurrent_seg.export.export_saved_model`; `vocabulary` defaults to `config.data.vocabulary`.
 
@@ -101,24 +178,35 @@ def export_saved_model(
     if not is_referring(config):
         raise ValueError(f"config.model.name must be 'rmi' or 'lstm', got {config.model.name!r}")
     size, max_words = config.model.image_size, config.model.max_words
+    if config.model.name == "rmi":
+        # One model behind every signature, so each weight is saved once: the per-word outputs are extra outputs
+        # of the same layers (the final logits are the last word's), not weights.
+        model = word_outputs_referring_model(model)
     preprocess = _image_preprocessor(config, exact_resize=exact_resize, max_image_pixels=max_image_pixels)
     archive = _serving_archive()
-    table = vocabulary_table(_load_vocabulary(config, vocabulary))
+    vocabulary = _load_vocabulary(config, vocabulary)
+    table = vocabulary_table(vocabulary)
     archive.track(table)  # lookup tables are not captured like variables: track it so it is saved
+
+    # The model traced once, called by every signature (tracing it per signature multiplies the export time).
+    forward = tf.function(
+        lambda image, tokens: precision.float32_outputs(model({"image": image, "tokens": tokens}, training=False)),
+        input_signature=[
+            tf.TensorSpec([None, size, size, 3], tf.float32),
+            tf.TensorSpec([None, max_words], tf.int32),
+        ],
+    )
 
     def serving_default(image_bytes, expression):
         tokens = _encode_expression(expression, table, config)
         image, placement, original_size = preprocess(image_bytes)
-        logits = precision.float32_outputs(model({"image": image, "tokens": tokens}, training=False)["logits"])
-        logits = logits[0, :, :, 0]
+        logits = forward(image, tokens)["logits"][0, :, :, 0]
         mask = undo_resize_and_pad(tf.cast(logits >= 0, tf.uint8), placement, original_size, "nearest")
         probabilities = undo_resize_and_pad(tf.sigmoid(logits), placement, original_size, "bilinear")
         return {"mask": mask[None], "probabilities": probabilities[None]}
 
     def serve_tensors(image, tokens):
-        return {
-            "logits": precision.float32_outputs(model({"image": image, "tokens": tokens}, training=False)["logits"])
-        }
+        return {"logits": forward(image, tokens)["logits"]}
 
     archive.add_endpoint(
         SERVING_SIGNATURE,
@@ -136,6 +224,8 @@ def export_saved_model(
             tf.TensorSpec([None, max_words], tf.int32, name="tokens"),
         ],
     )
+    if config.model.name == "rmi":
+        _add_word_outputs_endpoint(archive, forward, model.model_config, config, table, vocabulary, preprocess)
     return _write_saved_model(archive, export_dir)
 
 
@@ -162,11 +252,8 @@ def fixed_steps_referring_model(model: keras.Model) -> keras.Model:
         )
     # float32 whatever the policy the model was trained under: TFLite has no bfloat16 kernels (its float16 route is
     # `quantization="float16"`). The variables are float32 under every policy, so the weights carry over exactly.
-    arguments = {**model.get_config(), "name": "fixed_steps", "fixed_steps": True, "dtype": precision.FLOAT32}
-    arguments["return_word_outputs"] = False  # only the logits are exported; no weights involved
-    fixed = ReferringSegmentationModel.from_config(arguments)
-    fixed.set_weights(model.get_weights())
-    return fixed
+    # return_word_outputs off: only the logits are exported.
+    return _rebuilt(model, name="fixed_steps", fixed_steps=True, dtype=precision.FLOAT32, return_word_outputs=False)
 
 
 def convert_referring_to_tflite(

@@ -1,0 +1,467 @@
+"""A page to try exported models in a browser (Gradio, the `app` extra): `tf-recurrent-seg-app`.
+
+Referring: an image (uploaded, or one of the demo's test scenes) and an expression in; out come the mask over the
+image, the probability map, the prediction and the mLSTM response map after each word (the papers' Figures 1, 5,
+6), the tokens the model read (`<unk>` marked) and the time the request took. Parsing: an image in; the part
+labels over it in the class colours, with a legend of pixel counts.
+
+Every answer comes from the exported SavedModel's signatures, the ones TF Serving serves: `serving_default` for the
+mask and probabilities (labels for parsing), `serve_word_outputs` for the per-word outputs and the tokens read,
+`serve_class_names` for the legend (docs/serving.md). There is no second Python path to drift from what is served:
+this module only decodes the image again to draw on it, and draws. Bad input gets the signature's own message.
+
+The request functions (`segment`, `parse`, the pictures, the legend, the token display, the error messages) are
+plain Python, numpy in and out, tested without a browser; `build_page` puts them on a `gradio.Blocks` page. How the
+page looks and what each output means: docs/app.md.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import pathlib
+import re
+import tempfile
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page: nothing is sent anywhere
+
+import gradio as gr
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from tf_recurrent_seg.data import synthetic
+from tf_recurrent_seg.export.common import CLASS_NAMES_SIGNATURE, SERVING_SIGNATURE, WORD_OUTPUTS_SIGNATURE
+from tf_recurrent_seg.text import UNK
+from tf_recurrent_seg.visualize import (
+    heat_map,
+    label_palette,
+    overlay_labels,
+    overlay_mask,
+    panels_image,
+    save_label_png,
+    word_response_panels,
+    word_step_panels,
+)
+
+UNKNOWN_LABEL = "not in the vocabulary"  # the category the token display gives `<unk>`
+STRIP_HEIGHT = 160  # rows of each panel of the per-word strips (as `predict --steps` draws them)
+IMAGE_HEIGHT = 300  # pixels the page gives the mask and label pictures (the demo's scenes are 97 to 128 pixels)
+# Small pictures fill their box, pixels kept sharp (the browser scales them; the files stay at the image's size).
+PAGE_CSS = """
+#mask img, #probabilities img, #labels img {
+    width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated;
+}
+"""
+
+
+class BadRequest(ValueError):
+    """Input the signature refused, with its message: shown on the page, never a stack trace."""
+
+
+# --- the exported models ------------------------------------------------------------------------------------------
+
+
+def saved_model_path(export_dir: str | os.PathLike) -> str:
+    """The SavedModel to serve from `export_dir`: the directory itself when it holds one, else its highest numeric
+    version subdirectory (what TF Serving serves from a model base path such as `saved_models/demo_rmi`)."""
+    export_dir = os.fspath(export_dir)
+    if os.path.isfile(os.path.join(export_dir, "saved_model.pb")):
+        return export_dir
+    if not os.path.isdir(export_dir):
+        raise FileNotFoundError(
+            f"{export_dir} does not exist: export a model first (make demo, or tf-recurrent-seg-export)"
+        )
+    versions = sorted(
+        (int(name) for name in os.listdir(export_dir) if name.isdigit()),
+        reverse=True,
+    )
+    for version in versions:
+        path = os.path.join(export_dir, str(version))
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            return path
+    raise FileNotFoundError(f"{export_dir} holds no SavedModel (no saved_model.pb in it or in a version folder)")
+
+
+class ServedModel:
+    """A loaded SavedModel and its signatures, called with Python values; refusals become `BadRequest`."""
+
+    def __init__(self, export_dir: str | os.PathLike):
+        self.path = saved_model_path(export_dir)
+        # The loaded object owns the variables: it must live as long as its signatures are called.
+        self._loaded = tf.saved_model.load(self.path)
+        self.signatures = dict(self._loaded.signatures)
+        if SERVING_SIGNATURE not in self.signatures:
+            raise ValueError(f"{self.path} has no {SERVING_SIGNATURE} signature: is it a tf_recurrent_seg export?")
+        inputs = self.signatures[SERVING_SIGNATURE].structured_input_signature[1]
+        self.task = "referring" if "expression" in inputs else "parsing"
+
+    def has(self, signature: str) -> bool:
+        return signature in self.signatures
+
+    def __call__(self, signature: str, **inputs) -> dict[str, np.ndarray]:
+        """Runs `signature` on one instance (each input a str or bytes); its outputs as numpy, batch dimension
+        dropped."""
+        tensors = {name: tf.constant([value], tf.string) for name, value in inputs.items()}
+        try:
+            outputs = self.signatures[signature](**tensors)
+        except tf.errors.InvalidArgumentError as error:
+            raise BadRequest(serving_error_message(error)) from None
+        return {name: value.numpy()[0] if inputs else value.numpy() for name, value in outputs.items()}
+
+    def class_names(self, num_classes: int) -> list[str]:
+        """Parsing: the export's class names (`serve_class_names`); "class <id>" for an export without them."""
+        if self.has(CLASS_NAMES_SIGNATURE):
+            names = [name.decode("utf-8") for name in self(CLASS_NAMES_SIGNATURE)["class_names"]]
+            if len(names) == num_classes:
+                return names
+        return [f"class {index}" for index in range(num_classes)]
+
+
+def serving_error_message(error: tf.errors.OpError) -> str:
+    """The one line a signature's check put in `error`, without TensorFlow's graph context:
+    'Graph execution error: ... assertion failed: [sentence] [value]\\n\\t [[{{node ...}}]] [Op:...]' ->
+    'sentence "value"'; for an error of TensorFlow's own (a corrupt image), its message's last line."""
+    lines = error.message.split("\n\t")[0].strip().splitlines()
+    line = lines[-1].strip() if lines else ""
+    if not line.startswith("assertion failed:"):
+        return line or type(error).__name__
+    text = line[len("assertion failed:") :].strip()
+    parts = [part.replace('\\"', '"') for part in re.findall(r"\[(.*?)\](?=\s*\[|\s*$)", text)]
+    if not parts:
+        return text
+    # The first part is the check's sentence; the others are the values it shows, quoted so that an empty or blank
+    # expression reads as one.
+    return " ".join([" ".join(parts[0].split()), *(f'"{value}"' for value in parts[1:])])
+
+
+# --- referring ----------------------------------------------------------------------------------------------------
+
+
+def token_highlights(tokens: list[str]) -> list[tuple[str, str | None]]:
+    """The tokens the model read, for `gradio.HighlightedText`: `<unk>` (a word not in the vocabulary, read as
+    the unknown token) marked with `UNKNOWN_LABEL`, the others plain, one space between tokens (the component
+    joins its pieces as they are)."""
+    pieces = []
+    for index, token in enumerate(tokens):
+        pieces += [(" ", None)] if index else []
+        pieces.append((token, UNKNOWN_LABEL if token == UNK else None))
+    return pieces
+
+
+def decode_image(image_bytes: bytes) -> np.ndarray:
+    """(H, W, 3) uint8: the pixels the signatures decode (`tf.io.decode_image`), to draw the outputs on."""
+    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False, dtype=tf.uint8).numpy()
+
+
+def segment(model: ServedModel, image_bytes: bytes, expression: str) -> dict:
+    """One referring request: `serving_default` for the mask and probabilities, then `serve_word_outputs` (when
+    the export has it: RMI) for what each word did.
+
+    Returns a dict: "image" the decoded (H, W, 3) input; "mask" bool (H, W); "probabilities" float (H, W);
+    "tokens" (list of str, or None without `serve_word_outputs`), "word_masks" (n, H, W) bool and
+    "word_responses" (n, H, W) float; "seconds" {signature: time} of each call. Raises `BadRequest` with the
+    signature's message for input it refuses (empty expression, non-image, image over the pixel limit).
+    """
+    seconds = {}
+    tic = time.perf_counter()
+    served = model(SERVING_SIGNATURE, image_bytes=image_bytes, expression=expression.encode("utf-8"))
+    seconds[SERVING_SIGNATURE] = time.perf_counter() - tic
+    result = {
+        "image": decode_image(image_bytes),
+        "mask": served["mask"].astype(bool),
+        "probabilities": served["probabilities"],
+        "tokens": None,
+        "seconds": seconds,
+    }
+    if model.has(WORD_OUTPUTS_SIGNATURE):
+        tic = time.perf_counter()
+        words = model(WORD_OUTPUTS_SIGNATURE, image_bytes=image_bytes, expression=expression.encode("utf-8"))
+        seconds[WORD_OUTPUTS_SIGNATURE] = time.perf_counter() - tic
+        result["tokens"] = [token.decode("utf-8") for token in words["tokens"]]
+        result["word_masks"] = words["word_masks"].astype(bool)
+        result["word_responses"] = words["word_response_maps"]
+    return result
+
+
+def referring_pictures(result: dict) -> dict[str, np.ndarray | None]:
+    """The page's pictures of a `segment` result: "overlay" (the mask blended in red over the image),
+    "probabilities" (a heat map, blue 0 to red 1), "steps" and "responses" (the strips `predict --steps` writes;
+    None without per-word outputs)."""
+    image = result["image"]
+    # Two pixels pinned at 0 and 1 so that the heat map's colours mean the same probability on every request.
+    pinned = np.concatenate([result["probabilities"].ravel(), [0.0, 1.0]])
+    pictures = {
+        "overlay": overlay_mask(image, result["mask"]),
+        "probabilities": heat_map(pinned)[:-2].reshape(*image.shape[:2], 3),
+        "steps": None,
+        "responses": None,
+    }
+    if result["tokens"] is not None:
+        words = result["tokens"]
+        for key, panels in (
+            ("steps", word_step_panels(image, words, list(result["word_masks"]))),
+            ("responses", word_response_panels(image, words, list(result["word_responses"]))),
+        ):
+            pictures[key] = np.asarray(panels_image(*panels, panel_height=STRIP_HEIGHT))
+    return pictures
+
+
+def timing_line(seconds: dict[str, float], total: float) -> str:
+    """'answered in 85 ms (serving_default 40 ms, serve_word_outputs 38 ms)'."""
+    calls = ", ".join(f"`{name}` {1000 * value:.0f} ms" for name, value in seconds.items())
+    return f"Answered in {1000 * total:.0f} ms ({calls}; the rest is drawing)."
+
+
+# --- parsing ------------------------------------------------------------------------------------------------------
+
+
+def parse(model: ServedModel, image_bytes: bytes) -> dict:
+    """One parsing request (`serving_default`): "image" (H, W, 3), "labels" int (H, W), "class_names", "seconds"."""
+    tic = time.perf_counter()
+    served = model(SERVING_SIGNATURE, image_bytes=image_bytes)
+    seconds = {SERVING_SIGNATURE: time.perf_counter() - tic}
+    labels = served["labels"]
+    names = model.class_names(served["probabilities"].shape[-1])
+    return {"image": decode_image(image_bytes), "labels": labels, "class_names": names, "seconds": seconds}
+
+
+def legend_rows(labels: np.ndarray, class_names: list[str], palette: np.ndarray) -> list[dict]:
+    """One row per class: name, colour ("#rrggbb"), pixel count and share of the image (%), in class-id order."""
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=len(class_names))
+    total = max(int(counts.sum()), 1)
+    return [
+        {
+            "name": name,
+            "colour": "#{:02x}{:02x}{:02x}".format(*(int(c) for c in palette[index])),
+            "pixels": int(counts[index]),
+            "share": 100.0 * counts[index] / total,
+        }
+        for index, name in enumerate(class_names)
+    ]
+
+
+def legend_html(rows: list[dict]) -> str:
+    """The legend as an HTML table: colour swatch, class, pixels, share; absent classes greyed."""
+    lines = ['<table class="legend"><tr><th></th><th>class</th><th>pixels</th><th>share</th></tr>']
+    for row in rows:
+        style = "" if row["pixels"] else ' style="color: #999"'
+        swatch = f'<span style="display:inline-block;width:14px;height:14px;background:{row["colour"]}"></span>'
+        lines.append(
+            f"<tr{style}><td>{swatch}</td><td>{html.escape(row['name'])}</td>"
+            f"<td>{row['pixels']}</td><td>{row['share']:.1f}%</td></tr>"
+        )
+    return "\n".join(lines + ["</table>"])
+
+
+# --- the page -----------------------------------------------------------------------------------------------------
+
+
+def read_upload(path: str | None) -> bytes:
+    """The bytes of the uploaded or chosen file, as they are: the signature decides whether they are an image."""
+    if not path:
+        raise BadRequest("image: upload an image file or pick a test scene first")
+    return pathlib.Path(path).read_bytes()
+
+
+def demo_scenes(directory: pathlib.Path, count: int) -> dict[str, list[tuple[str, str]]]:
+    """A few scenes of the demo's test split (its seed stream, its image sizes) written as PNGs in `directory`:
+    {"referring": [(path, expression)], "parsing": [(path, caption)]}."""
+    from tf_recurrent_seg import demo
+
+    referring = [(str(path), text) for path, text in demo.write_example_inputs(directory, count)]
+    parsing = []
+    stream = (demo.SEED, synthetic.SPLIT_STREAMS["test"])
+    for index, figure in enumerate(synthetic.parsing_examples(stream, count, image_size=demo.PARSING_IMAGE_SIZE)):
+        path = directory / f"parsing_{index}.png"
+        Image.fromarray(figure["image"]).save(path)
+        parsing.append((str(path), f"test scene {index}"))
+    return {"referring": referring, "parsing": parsing}
+
+
+def _page_errors(function: Callable) -> Callable:
+    """`function` with `BadRequest` shown on the page (a `gradio.Error` pop-up with the message alone)."""
+
+    def handler(*args):
+        try:
+            return function(*args)
+        except BadRequest as error:
+            raise gr.Error(str(error), print_exception=False) from None
+
+    return handler
+
+
+def referring_handler(model: ServedModel, output_dir: pathlib.Path) -> Callable:
+    """The referring tab's request: (file path, expression) -> overlay, probability map, per-word strip, response
+    strip, tokens, timing line, mask PNG (255 on the referred object, for download)."""
+
+    def handle(path: str | None, expression: str | None):
+        start = time.perf_counter()
+        result = segment(model, read_upload(path), expression or "")
+        pictures = referring_pictures(result)
+        mask_path = pathlib.Path(tempfile.mkdtemp(dir=output_dir)) / "mask.png"
+        Image.fromarray(result["mask"].astype(np.uint8) * 255).save(mask_path)
+        if result["tokens"] is None:
+            tokens = [(f"(this export has no {WORD_OUTPUTS_SIGNATURE} signature: no per-word outputs)", None)]
+        else:
+            tokens = token_highlights(result["tokens"])
+        timing = timing_line(result["seconds"], time.perf_counter() - start)
+        return (pictures["overlay"], pictures["probabilities"], pictures["steps"], pictures["responses"], tokens,
+                timing, str(mask_path))  # fmt: skip
+
+    return _page_errors(handle)
+
+
+def parsing_handler(model: ServedModel, output_dir: pathlib.Path) -> Callable:
+    """The parsing tab's request: file path -> labels over the image, legend HTML, timing line, labels PNG (palette
+    PNG, pixel value = class id, as `predict` writes)."""
+
+    def handle(path: str | None):
+        start = time.perf_counter()
+        result = parse(model, read_upload(path))
+        palette = label_palette(len(result["class_names"]))
+        labels_path = pathlib.Path(tempfile.mkdtemp(dir=output_dir)) / "labels.png"
+        save_label_png(result["labels"], palette, labels_path)
+        overlay = overlay_labels(result["image"], result["labels"], palette)
+        legend = legend_html(legend_rows(result["labels"], result["class_names"], palette))
+        return overlay, legend, timing_line(result["seconds"], time.perf_counter() - start), str(labels_path)
+
+    return _page_errors(handle)
+
+
+def _scene_picker(scenes: list[tuple[str, str]], with_caption: bool) -> Callable:
+    """Gallery click -> the scene's file (and, referring, its expression) into the inputs."""
+
+    def pick(event: gr.SelectData):
+        path, caption = scenes[event.index]
+        return (path, caption) if with_caption else path
+
+    return pick
+
+
+def _referring_tab(model: ServedModel, scenes: list[tuple[str, str]], output_dir: pathlib.Path) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.File(label="Image (any file: the model decides)", type="filepath", elem_id="referring-image")
+            gallery = gr.Gallery(
+                scenes,
+                label="...or pick a test scene of the demo",
+                columns=4,
+                height=150,
+                allow_preview=False,
+                elem_id="referring-scenes",
+            )
+            expression = gr.Textbox(
+                label="Referring expression", placeholder="the red circle on the left", elem_id="expression"
+            )
+            button = gr.Button("Segment", variant="primary", elem_id="segment")
+        with gr.Column(scale=2):
+            with gr.Row():
+                overlay = gr.Image(
+                    label="Mask over the image", format="png", interactive=False, height=IMAGE_HEIGHT, elem_id="mask"
+                )
+                probabilities = gr.Image(
+                    label="Probability (blue 0, red 1)",
+                    format="png",
+                    interactive=False,
+                    height=IMAGE_HEIGHT,
+                    elem_id="probabilities",
+                )
+            tokens = gr.HighlightedText(
+                label="Tokens the model read", color_map={UNKNOWN_LABEL: "red"}, elem_id="tokens"
+            )
+            timing = gr.Markdown(elem_id="timing")
+            mask_file = gr.File(label="Mask PNG (255 = the referred object)", interactive=False, elem_id="mask-file")
+    # Headings, not the components' labels: a label box would cover the first panels' titles.
+    gr.Markdown("**The prediction after each word** (papers' Figures 1 and 5)")
+    steps = gr.Image(format="png", interactive=False, show_label=False, elem_id="word-steps")
+    gr.Markdown("**The mLSTM response map after each word** (Figure 6; each map scaled to its own range)")
+    responses = gr.Image(format="png", interactive=False, show_label=False, elem_id="word-responses")
+    outputs = [overlay, probabilities, steps, responses, tokens, timing, mask_file]
+    handle = referring_handler(model, output_dir)
+    button.click(handle, [image, expression], outputs, api_name="referring")
+    expression.submit(handle, [image, expression], outputs, api_name=False)
+    gallery.select(_scene_picker(scenes, True), None, [image, expression], api_name=False)
+
+
+def _parsing_tab(model: ServedModel, scenes: list[tuple[str, str]], output_dir: pathlib.Path) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.File(label="Image (any file: the model decides)", type="filepath", elem_id="parsing-image")
+            gallery = gr.Gallery(
+                scenes,
+                label="...or pick a test scene of the demo",
+                columns=4,
+                height=150,
+                allow_preview=False,
+                elem_id="parsing-scenes",
+            )
+            button = gr.Button("Parse", variant="primary", elem_id="parse")
+        with gr.Column(scale=2):
+            overlay = gr.Image(
+                label="Part labels over the image",
+                format="png",
+                interactive=False,
+                height=IMAGE_HEIGHT,
+                elem_id="labels",
+            )
+            legend = gr.HTML(elem_id="legend")
+            timing = gr.Markdown(elem_id="parsing-timing")
+            labels_file = gr.File(label="Labels PNG (pixel value = class id)", interactive=False, elem_id="labels-file")
+    button.click(
+        parsing_handler(model, output_dir), [image], [overlay, legend, timing, labels_file], api_name="parsing"
+    )
+    gallery.select(_scene_picker(scenes, False), None, [image], api_name=False)
+
+
+def build_page(
+    referring: ServedModel, parsing: ServedModel | None = None, num_scenes: int = 4, work_dir: str | None = None
+) -> gr.Blocks:
+    """The page: a referring tab on `referring`, a parsing tab on `parsing` when given, each with `num_scenes` test
+    scenes of the demo to pick from. The scenes and the files the page offers for download go to a fresh directory
+    under `work_dir` (default the system's temporary directory); `build_page(...).work_dir` says which. Each model
+    answers one request before the page is built (the first call of a signature is slow)."""
+    work = pathlib.Path(tempfile.mkdtemp(prefix="tf_recurrent_seg_app_", dir=work_dir))
+    scenes = demo_scenes(work, max(num_scenes, 1))
+    # A first call traces and optimises each signature's graph (a second or two): done here, not on a visitor's
+    # first request.
+    segment(referring, read_upload(scenes["referring"][0][0]), scenes["referring"][0][1])
+    if parsing is not None:
+        parse(parsing, read_upload(scenes["parsing"][0][0]))
+    scenes = {task: items[:num_scenes] for task, items in scenes.items()}
+    with gr.Blocks(title="tf_recurrent_seg: try a model") as page:
+        gr.Markdown(
+            f"Referring: `{referring.path}`"
+            + (f"; parsing: `{parsing.path}`" if parsing else "")
+            + ". Every output comes from the SavedModel's signatures (docs/app.md)."
+        )
+        with gr.Tabs():
+            with gr.Tab("Referring segmentation", id="referring"):
+                _referring_tab(referring, scenes["referring"], work)
+            if parsing is not None:
+                with gr.Tab("Object parsing", id="parsing"):
+                    _parsing_tab(parsing, scenes["parsing"], work)
+    page.work_dir = work
+    return page
+
+
+def load_models(export_dir: str, parsing_export_dir: str | None = None) -> tuple[ServedModel, ServedModel | None]:
+    """The two ServedModels, each checked to be of its task."""
+    referring = ServedModel(export_dir)
+    if referring.task != "referring":
+        raise ValueError(f"--export_dir: {referring.path} is a parsing model; pass it as --parsing_export_dir")
+    parsing = ServedModel(parsing_export_dir) if parsing_export_dir else None
+    if parsing is not None and parsing.task != "parsing":
+        raise ValueError(f"--parsing_export_dir: {parsing.path} is a referring model; pass it as --export_dir")
+    return referring, parsing
+
+
+def launch(page: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **options):
+    """Serves `page` (no server-side rendering, no share link: a local page) and returns without blocking;
+    `page.local_url` is its address."""
+    return page.launch(
+        server_name=host, server_port=port, ssr_mode=False, share=False, prevent_thread_lock=True, quiet=True,
+        allowed_paths=[str(page.work_dir)], css=PAGE_CSS, **options,
+    )  # fmt: skip
