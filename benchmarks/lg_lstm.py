@@ -9,8 +9,9 @@ spatial LSTMs share W^s and read the same H, so their gates are computed once); 
 max_abs_diff <= 1e-5. Also the neighbour gather (docs/decisions.md#neighbour-gather): `gather_*_ms` alone on
 the (1, 41, 41, 8, 64) hidden maps, `extract_patches_layer_ms` the layer with `neighbour_gather="extract_patches"`
 (its outputs differ from the default's by `gather_max_abs_diff`), `*_slowdown` extract_patches over shift
-(each pair timed in turn);
 and `backbone_ms` / `lg_lstm_ms` (whole model minus backbone) at 321x321, so the LSTMs' share of the time shows.
+Each pair (naive and shared, the two gathers, the two layers, backbone and model) is timed in turn within every
+repeat, so that a change in the load of a shared machine hits both alike.
 """
 
 import json
@@ -20,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
-from _common import interleaved_min_ms, min_ms
+from _common import interleaved_min_ms
 
 from tf_recurrent_seg.defaults import parsing_config
 from tf_recurrent_seg.layers.lg_lstm import (
@@ -75,8 +76,7 @@ def main():
     max_abs_diff = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(shared(*inputs), naive(*inputs))
     )
-    naive_ms = min_ms(naive, *inputs, repeats=REPEATS)
-    shared_ms = min_ms(shared, *inputs, repeats=REPEATS)
+    naive_ms, shared_ms = interleaved_min_ms([naive, shared], *inputs, repeats=REPEATS)
 
     spatial_hidden = np.tanh(spatial_memory)
     by_shift = tf.function(lambda h: gather_by_shift(h, 8))
@@ -97,8 +97,11 @@ def main():
     model = build_lg_lstm(config)
     backbone = model.get_layer("backbone")
     image = rng.normal(size=(1, config.model.image_size, config.model.image_size, 3)).astype(np.float32)
-    backbone_ms = min_ms(tf.function(lambda x: backbone(x)), image, repeats=REPEATS)
-    model_ms = min_ms(tf.function(lambda x: model(x)), image, repeats=REPEATS)
+    # In turn within each repeat: timed apart, a busy moment of a shared machine made the backbone slower than the
+    # whole model (a negative LG-LSTM share).
+    backbone_ms, model_ms = interleaved_min_ms(
+        [tf.function(lambda x: backbone(x)), tf.function(lambda x: model(x))], image, repeats=REPEATS
+    )
     print(
         json.dumps(
             {
