@@ -35,7 +35,7 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff format .
 
 test: lint
-	$(VENV_PYTHON) -m pytest -q --durations=10 $(PYTEST_FLAGS)
+	$(VENV_PYTHON) -m pytest -q --durations=25 $(PYTEST_FLAGS)
 
 test-large: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -q -m large --durations=10 $(PYTEST_FLAGS)

@@ -354,6 +354,7 @@ def test_same_seed_gives_the_same_run(data_dir, tmp_path):
         np.testing.assert_array_equal(value, finals[1][name], err_msg=name)
 
 
+@pytest.mark.large  # three training processes, about 60 s
 def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     """A run killed with SIGKILL and restarted ends with the weights of an uninterrupted run (1e-6): step,
     optimiser, schedule and the input order all resume. The runs start from a backbone in the reference code's
