@@ -20,20 +20,14 @@ from PIL import Image
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # as tf_recurrent_seg.app does: nothing sent anywhere
 pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
 
+# predict's test image (50x90, not square, not the model's 64: outputs must come back at the image's size).
+from test_predict import IMAGE_HEIGHT, IMAGE_WIDTH, lg_lstm_with_varied_labels, make_image  # noqa: E402
+
 from tf_recurrent_seg import app, visualize  # noqa: E402
 from tf_recurrent_seg.cli import predict  # noqa: E402
 
-IMAGE_HEIGHT, IMAGE_WIDTH = 50, 90  # not square, not the model's 64: the outputs must come back at 50x90
 EXPRESSION = "the red zebra on the left"  # "zebra" is not in the vocabulary: read as <unk>
 WORDS = ["the", "red", "<unk>", "on", "the", "left"]
-
-
-def make_image() -> np.ndarray:
-    rows, columns = np.mgrid[0:IMAGE_HEIGHT, 0:IMAGE_WIDTH]
-    image = np.full((IMAGE_HEIGHT, IMAGE_WIDTH, 3), 150, np.uint8)
-    image[(columns - 25) ** 2 + (rows - 25) ** 2 <= 15**2] = (220, 40, 40)
-    image[10:40, 55:85] = (40, 70, 220)
-    return image
 
 
 def read_png(path) -> np.ndarray:
@@ -47,7 +41,7 @@ def models(tmp_path_factory):
     import keras
 
     from tf_recurrent_seg import models as models_lib
-    from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
+    from tf_recurrent_seg.defaults import referring_config, shrink_config
     from tf_recurrent_seg.export import export_saved_model
     from tf_recurrent_seg.image_ops import caffe_preprocess, resize_and_pad
     from tf_recurrent_seg.text import build_vocabulary
@@ -69,12 +63,7 @@ def models(tmp_path_factory):
     rmi.head.get_layer("conv2").set_weights([kernel, bias - np.median(logits)])
     export_saved_model(rmi, config, root / "rmi" / "1")
 
-    parsing = shrink_config(parsing_config("lg_lstm"))
-    lg_lstm = models_lib.build_model(parsing)
-    for index in range(parsing.model.num_layers):  # N(0, 0.001) prediction convs give one class everywhere
-        prediction = lg_lstm.get_layer(f"prediction_{index + 1}")
-        kernel, bias = prediction.get_weights()
-        prediction.set_weights([kernel * 3000.0, bias])
+    parsing, lg_lstm = lg_lstm_with_varied_labels()
     export_saved_model(lg_lstm, parsing, root / "lg_lstm" / "1")
     return {
         "root": root,

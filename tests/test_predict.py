@@ -33,12 +33,27 @@ def make_image() -> np.ndarray:
     return image
 
 
+def lg_lstm_with_varied_labels():
+    """(config, model): a tiny LG-LSTM whose prediction kernels are scaled up, so that its label maps are not one class
+    everywhere (as N(0, 0.001) prediction convolutions make them)."""
+    from tf_recurrent_seg import models
+    from tf_recurrent_seg.defaults import parsing_config, shrink_config
+
+    parsing = shrink_config(parsing_config("lg_lstm"))
+    model = models.build_model(parsing)
+    for index in range(parsing.model.num_layers):
+        prediction = model.get_layer(f"prediction_{index + 1}")
+        kernel, bias = prediction.get_weights()
+        prediction.set_weights([kernel * 3000.0, bias])
+    return parsing, model
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     import keras
 
     from tf_recurrent_seg import models, workdir
-    from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
+    from tf_recurrent_seg.defaults import referring_config, shrink_config
     from tf_recurrent_seg.image_ops import caffe_preprocess, resize_and_pad
     from tf_recurrent_seg.text import build_vocabulary
 
@@ -63,12 +78,7 @@ def runs(tmp_path_factory):
     workdir.save_config(config, str(referring_dir))
     model.save(referring_dir / "model.keras")
 
-    parsing = shrink_config(parsing_config("lg_lstm"))
-    parsing_model = models.build_model(parsing)
-    for index in range(parsing.model.num_layers):  # N(0, 0.001) prediction convs give one class everywhere
-        prediction = parsing_model.get_layer(f"prediction_{index + 1}")
-        kernel, bias = prediction.get_weights()
-        prediction.set_weights([kernel * 3000.0, bias])
+    parsing, parsing_model = lg_lstm_with_varied_labels()
     parsing_dir = root / "lg_lstm"
     workdir.save_config(parsing, str(parsing_dir))
     parsing_model.save(parsing_dir / "model.keras")

@@ -341,18 +341,24 @@ def _scene_picker(scenes: list[tuple[str, str]], with_caption: bool) -> Callable
     return pick
 
 
+def _image_inputs(task: str, scenes: list[tuple[str, str]]) -> tuple[gr.File, gr.Gallery]:
+    """A tab's image input: an upload box, and a gallery of the demo's test scenes to pick from instead."""
+    image = gr.File(label="Image (any file: the model decides)", type="filepath", elem_id=f"{task}-image")
+    gallery = gr.Gallery(
+        scenes,
+        label="...or pick a test scene of the demo",
+        columns=4,
+        height=150,
+        allow_preview=False,
+        elem_id=f"{task}-scenes",
+    )
+    return image, gallery
+
+
 def _referring_tab(model: ServedModel, scenes: list[tuple[str, str]], output_dir: pathlib.Path) -> None:
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.File(label="Image (any file: the model decides)", type="filepath", elem_id="referring-image")
-            gallery = gr.Gallery(
-                scenes,
-                label="...or pick a test scene of the demo",
-                columns=4,
-                height=150,
-                allow_preview=False,
-                elem_id="referring-scenes",
-            )
+            image, gallery = _image_inputs("referring", scenes)
             expression = gr.Textbox(
                 label="Referring expression", placeholder="the red circle on the left", elem_id="expression"
             )
@@ -389,15 +395,7 @@ def _referring_tab(model: ServedModel, scenes: list[tuple[str, str]], output_dir
 def _parsing_tab(model: ServedModel, scenes: list[tuple[str, str]], output_dir: pathlib.Path) -> None:
     with gr.Row():
         with gr.Column(scale=1):
-            image = gr.File(label="Image (any file: the model decides)", type="filepath", elem_id="parsing-image")
-            gallery = gr.Gallery(
-                scenes,
-                label="...or pick a test scene of the demo",
-                columns=4,
-                height=150,
-                allow_preview=False,
-                elem_id="parsing-scenes",
-            )
+            image, gallery = _image_inputs("parsing", scenes)
             button = gr.Button("Parse", variant="primary", elem_id="parse")
         with gr.Column(scale=2):
             overlay = gr.Image(
