@@ -56,8 +56,8 @@ from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.crf import refine_parsing, refine_referring, require_pydensecrf
 from tf_recurrent_seg.data.image_io import BadRecord, read_image
 from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, REFERRING_MODELS, class_names
+from tf_recurrent_seg.export.referring import word_outputs_referring_model
 from tf_recurrent_seg.image_ops import resize_bilinear, unpad_and_resize, unpad_and_resize_float
-from tf_recurrent_seg.models import build_model
 from tf_recurrent_seg.text import Vocabulary, tokenize
 from tf_recurrent_seg.visualize import (
     colorize_labels,
@@ -235,27 +235,13 @@ def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tu
 
 
 def with_word_outputs(model, config):
-    """The RMI model with per-word outputs: `model` itself when built so, else a rebuild sharing its weights."""
+    """The RMI model with per-word outputs: `model` itself when built so, else a rebuild sharing its weights (the
+    one the SavedModel's `serve_word_outputs` signature is exported from)."""
     if config.model.name != "rmi":
         raise app.UsageError(
             f"--steps needs an RMI model (per-word mLSTM states); this run's model is {config.model.name!r}"
         )
-    if config.model.get("return_word_outputs", False):
-        return model
-    word_config = config.copy_and_resolve_references()
-    word_config.model.return_word_outputs = True
-    rebuilt = build_model(word_config)
-    source, target = model.weights, rebuilt.weights
-    mismatched = [
-        (a.path, b.path) for a, b in zip(source, target) if a.path != b.path or tuple(a.shape) != tuple(b.shape)
-    ]
-    if len(source) != len(target) or mismatched:
-        raise RuntimeError(
-            f"the model rebuilt with return_word_outputs does not match the run's model "
-            f"({len(source)} vs {len(target)} weights, first differences {mismatched[:3]})"
-        )
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt
+    return word_outputs_referring_model(model)
 
 
 def _upsample(lowres: np.ndarray, size: int, convention: str) -> np.ndarray:
