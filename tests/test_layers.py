@@ -108,8 +108,8 @@ def test_factorized_gates_equal_concatenated_form():
     memory = RNG.normal(size=(2, 3, 4, 6)).astype(np.float32)
     step_input = np.concatenate([cell.word_gates(words), np.ones((2, 1), np.float32)], axis=-1)
     channels_first = (3, 0, 1, 2)  # the cell's state layout: (units, B, H, W)
-    states = [hidden.transpose(channels_first), memory.transpose(channels_first), cell.visual_gates(visual)]
-    _, (new_hidden, new_memory, _) = cell(step_input, states)
+    states = [hidden.transpose(channels_first), memory.transpose(channels_first), *cell.visual_gates(visual)]
+    _, (new_hidden, new_memory, *_) = cell(step_input, states)
     new_hidden, new_memory = (np.transpose(state, (1, 2, 3, 0)) for state in (new_hidden, new_memory))
 
     visual_kernel, word_kernel, recurrent_kernel, bias = (w.astype(np.float64) for w in cell.get_weights())

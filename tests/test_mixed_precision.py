@@ -196,8 +196,8 @@ def test_precision_sensitive_parts_stay_float32():
     assert word_gates.dtype == tf.float32
     step_input = tf.concat([word_gates, tf.ones((2, 1), tf.float32)], axis=-1)
     _, new_states = layer.cell(step_input, states)
-    assert [state.dtype for state in states] == [tf.float32] * 3  # h, c and the visual term
-    assert [state.dtype for state in new_states] == [tf.float32] * 3
+    assert [state.dtype for state in states] == [tf.float32] * 6  # h, c and the visual term of each gate
+    assert [state.dtype for state in new_states] == [tf.float32] * 6
 
     features = tf.constant(rng.normal(size=(2, 5, 5, 12)), tf.float32)
     state = TransitionLayer(4, dtype="mixed_bfloat16")(features)

@@ -21,13 +21,13 @@ GATE_ORDER = ("input", "candidate", "forget", "output")
 class ConvMultimodalLSTMCell(keras.layers.Layer):
     """One step of the 1x1 convolutional multimodal LSTM over a (H, W) grid, gates factorized.
 
-    States are `[h, c, visual_gates]`: the hidden and memory maps and the per-image visual term, held
-    channels first, (units, B, H, W) and (4 * units, B, H, W); `get_initial_state(visual_features)` computes
-    the visual term once and every step passes it on unchanged. Channels first, the per-pixel product is
-    K^T h on (units, B * H * W) and the four gates are contiguous row blocks of its result, so splitting them
-    copies nothing and the split's gradient is one contiguous concatenation; channels last, both move every
-    gate value through strided copies, which took more time than the product itself
-    (docs/decisions.md#mlstm-state-layout). `ConvMultimodalLSTM` converts to and from (B, H, W, C).
+    States are `[h, c, v_i, v_j, v_f, v_o]`: the hidden and memory maps and the per-image visual term of each
+    gate, all held channels first, (units, B, H, W); `get_initial_state(visual_features)` computes the visual
+    terms once and every step passes them on unchanged. Channels first, each gate's per-pixel product is
+    K_g^T h on (units, B * H * W), one contiguous block; channels last, the gates' interleaved columns moved
+    every gate value through strided copies, which took more time than the product itself. One product per
+    gate, rather than one product split four ways, spares the split's gradient, a copy of every gate value
+    per step (docs/decisions.md#mlstm-state-layout). `ConvMultimodalLSTM` converts to and from (B, H, W, C).
 
     The step input is (B, 4u + 1): that step's word term W_w · [w_t; h_t] (`word_gates`; the layer computes
     it for every step in one product before the loop, since per step the product would read the whole word
@@ -63,7 +63,7 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         self.units = units
         self.forget_bias = forget_bias
         # Keras RNN reads these; the map-shaped sizes are handled by ConvMultimodalLSTM.
-        self.state_size = [units, units, 4 * units]
+        self.state_size = [units] * 6  # h, c, then the visual term of each gate
         self.output_size = units
 
     @property
@@ -96,8 +96,9 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(gate_units,), initializer="zeros")
 
     def visual_gates(self, visual_features):
-        """The once-per-image term W_v · [v; s] + b for (B, H, W, C) features, channels first (4u, B, H, W),
-        with the forget-bias constant already added to the f block so no step has to add it again."""
+        """The once-per-image term W_v · [v; s] + b for (B, H, W, C) features: a list of four (u, B, H, W)
+        maps, channels first, gates (i, j, f, o), with the forget-bias constant already added to f so no step
+        has to add it again."""
         forget_bias = keras.ops.concatenate(
             [
                 keras.ops.zeros((2 * self.units,)),
@@ -109,15 +110,15 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         gates = keras.ops.cast(keras.ops.matmul(visual_features, self.visual_kernel), "float32") + (
             self.bias + forget_bias
         )
-        return keras.ops.transpose(gates, (3, 0, 1, 2))
+        return keras.ops.split(keras.ops.transpose(gates, (3, 0, 1, 2)), 4, axis=0)
 
     def get_initial_state(self, visual_features, word_channels: int | None = None):
         """Zero h and c and the visual term for `visual_features` (B, H, W, visual_channels), channels first."""
         if not self.built:
             self.build((None, word_channels), visual_features.shape)
         gates = self.visual_gates(visual_features)
-        zeros = keras.ops.zeros_like(gates[: self.units])
-        return [zeros, zeros, gates]
+        zeros = keras.ops.zeros_like(gates[0])
+        return [zeros, zeros, *gates]
 
     def word_gates(self, word_features):
         """The word term W_w · [w; h] of (..., word_channels) features: (..., 4u), float32 under any policy."""
@@ -125,28 +126,35 @@ class ConvMultimodalLSTMCell(keras.layers.Layer):
         return keras.ops.cast(keras.ops.matmul(word_features, self.word_kernel), "float32")
 
     def call(self, step_input, states):
-        previous_hidden, previous_memory, visual_gates = states  # (u, B, H, W), (u, B, H, W), (4u, B, H, W)
+        previous_hidden, previous_memory, *visual_gates = states  # (u, B, H, W) each; visual: i, j, f, o
         word_gates, is_word = keras.ops.transpose(step_input[:, :-1]), step_input[:, -1] > 0  # (4u, B), (B,)
-        shape = keras.ops.shape(previous_hidden)
-        # The only per-pixel product: K^T h on (u, B * H * W); in the compute dtype, the gates, c and h in
-        # float32 under a mixed policy (no-op casts in float32).
-        hidden = keras.ops.cast(keras.ops.reshape(previous_hidden, (self.units, -1)), self.compute_dtype)
-        recurrent_gates = keras.ops.cast(
-            keras.ops.matmul(keras.ops.transpose(self.recurrent_kernel), hidden), "float32"
+        shape, units = keras.ops.shape(previous_hidden), self.units
+        # The only per-pixel products: K_g^T h on (u, B * H * W), one per gate, in the compute dtype (the gates,
+        # c and h in float32 under a mixed policy; no-op casts in float32). One product per gate rather than
+        # one split four ways: the split's gradient would copy every gate value back into one tensor per step.
+        hidden = keras.ops.cast(keras.ops.reshape(previous_hidden, (units, -1)), self.compute_dtype)
+        kernel = keras.ops.transpose(self.recurrent_kernel)  # (4u, u): gate g is rows g * u to (g + 1) * u
+        input_gate, candidate, forget_gate, output_gate = (
+            keras.ops.reshape(
+                keras.ops.cast(keras.ops.matmul(kernel[g * units : (g + 1) * units], hidden), "float32"), shape
+            )
+            + (visual_gates[g] + word_gates[g * units : (g + 1) * units, :, None, None])
+            for g in range(4)
         )
-        gates = keras.ops.reshape(recurrent_gates, (4 * self.units, shape[1], shape[2], shape[3])) + (
-            visual_gates + word_gates[:, :, None, None]
-        )
-        input_gate, candidate, forget_gate, output_gate = keras.ops.split(gates, 4, axis=0)
-        # forget_bias is already inside visual_gates.
+        # forget_bias is already inside the f visual term.
         memory = keras.ops.sigmoid(forget_gate) * previous_memory + keras.ops.sigmoid(input_gate) * keras.ops.tanh(
             candidate
         )
         hidden = keras.ops.sigmoid(output_gate) * keras.ops.tanh(memory)
-        is_word = is_word[None, :, None, None]
-        hidden = keras.ops.where(is_word, hidden, previous_hidden)
-        memory = keras.ops.where(is_word, memory, previous_memory)
-        return hidden, [hidden, memory, visual_gates]
+        # A pad step keeps h and c. Selecting costs a pass over both maps (and its gradient two), so it runs
+        # only when some expression of the batch has a pad at this step (length-grouped batches rarely do).
+        flag = is_word[None, :, None, None]
+        hidden, memory = keras.ops.cond(
+            keras.ops.all(is_word),
+            lambda: (hidden, memory),
+            lambda: (keras.ops.where(flag, hidden, previous_hidden), keras.ops.where(flag, memory, previous_memory)),
+        )
+        return hidden, [hidden, memory, *visual_gates]
 
     def compute_output_shape(self, step_input_shape, states_shape):
         return tuple(states_shape[0]), [tuple(shape) for shape in states_shape]
