@@ -45,7 +45,7 @@ TARGETS = {
     "lg_lstm": [("speedup", ">=", 4), ("max_abs_diff", "<=", 1e-5)],
     "pipeline": [("rmi_examples_per_s", ">=", 150), ("parsing_examples_per_s", ">=", 150)],
     "roofline": [("rmi.parts.head.fraction_of_matmul", ">=", 0.65), ("lg_lstm.fraction_of_matmul", ">=", 0.5)],
-    "train_step": [("speedup_cached_over_full", ">=", 3)],
+    "train_step": [("speedup_cached_over_full", ">=", 3), ("demo_rmi_over_lstm", "<=", 3)],
 }
 # name -> the numbers the table shows (besides the targets' own keys); unknown scripts show their scalars.
 KEY_NUMBERS = {

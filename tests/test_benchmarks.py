@@ -73,6 +73,7 @@ FAKE_RESULTS = {
         "cached_steps_per_second": 2.0,
         "full_steps_per_second": 0.2,
         "speedup_cached_over_full": 10.0,
+        "demo_rmi_over_lstm": 2.9,
     },
 }
 
@@ -114,7 +115,7 @@ def test_reports_on_fake_results_with_a_failed_script(run_all, tmp_path):
         "lg_lstm": [True, True],
         "mlstm": [False, True, True, True, False],
         "roofline": [True, False],
-        "train_step": [True],
+        "train_step": [True, True],
     }
 
     rows = {
