@@ -107,10 +107,10 @@ CASES = [
         {
             # The step input: that step's word term (B, 4 * units) and the word flag.
             "step_input": np.concatenate([_normal(2, 20), [[1.0], [0.0]]], axis=-1).astype(np.float32),
-            # States channels first: (units, B, H, W) and (4 * units, B, H, W).
-            "states": [np.tanh(_normal(5, 2, 3, 4)), _normal(5, 2, 3, 4), _normal(20, 2, 3, 4)],
+            # States channels first, (units, B, H, W) each: h, c and the visual term of each gate.
+            "states": [np.tanh(_normal(5, 2, 3, 4)), _normal(5, 2, 3, 4), *(_normal(5, 2, 3, 4) for _ in range(4))],
         },
-        [(5, 2, 3, 4), (5, 2, 3, 4), (5, 2, 3, 4), (20, 2, 3, 4)],
+        [(5, 2, 3, 4)] * 7,
         {
             "build_shapes": {"word_features_shape": (2, 6), "visual_features_shape": (2, 3, 4, 9)},
             # The visual and word terms come in with the states and the step input (computed once per
