@@ -6,10 +6,12 @@ Prints one JSON line. For one LG-LSTM layer at 41x41, d = 64, batch 1 (the Horse
 process: `naive_ms` computes the gates of the eight spatial LSTMs and the depth LSTM as nine separate
 products (what nine independent LSTMs would do), `shared_gates_ms` is the package's layer (the eight
 spatial LSTMs share W^s and read the same H, so their gates are computed once); targets speedup >= 4,
-max_abs_diff <= 1e-5. Also the neighbour gather (docs/decisions.md#neighbour-gather): `gather_*_ms` alone on
-the (1, 41, 41, 8, 64) hidden maps, `extract_patches_layer_ms` the layer with `neighbour_gather="extract_patches"`
-(its outputs differ from the default's by `gather_max_abs_diff`), `*_slowdown` extract_patches over shift
-and `backbone_ms` / `lg_lstm_ms` (whole model minus backbone) at 321x321, so the LSTMs' share of the time shows.
+max_abs_diff <= 1e-5. Also the three neighbour gathers (docs/decisions.md#neighbour-gather): `gather_ms` forward
+and `gather_train_ms` forward + backward on the (1, 41, 41, 8, 64) hidden maps, `demo_gather_train_ms` on the
+synthetic demo's (8, 13, 13, 8, 16); `gather_train_speedup` is shift over the default depthwise convolution at
+both sizes (target >= 1.5). `extract_patches_layer_ms` is the layer with `neighbour_gather="extract_patches"` (its
+outputs differ from the default's by `gather_max_abs_diff`), `layer_slowdown` over the default layer; and
+`backbone_ms` / `lg_lstm_ms` (whole model minus backbone) at 321x321, so the LSTMs' share of the time shows.
 Each pair (naive and shared, the two gathers, the two layers, backbone and model) is timed in turn within every
 repeat, so that a change in the load of a shared machine hits both alike.
 """
@@ -25,8 +27,10 @@ from _common import interleaved_min_ms
 
 from tf_recurrent_seg.defaults import parsing_config
 from tf_recurrent_seg.layers.lg_lstm import (
+    NEIGHBOUR_GATHERS,
     LGLSTMLayer,
     assemble_input_state,
+    gather_by_depthwise_conv,
     gather_by_patches,
     gather_by_shift,
     input_state_channels,
@@ -36,6 +40,9 @@ from tf_recurrent_seg.models.parsing import build_lg_lstm
 REPEATS = 5  # the minimum over repeats: the least disturbed run on a shared machine
 PAIR_REPEATS = 40  # for the neighbour-gather ratios, which are small and noisy on a loaded machine
 SIZE, UNITS = 41, 64
+DEMO_HIDDEN_SHAPE = (8, 13, 13, 8, 16)  # batch 8, 97 -> 13x13 features, d = 16 (configs/lg_lstm_synthetic.py)
+GATHERS = {"depthwise_conv": gather_by_depthwise_conv, "shift": gather_by_shift, "extract_patches": gather_by_patches}
+assert set(GATHERS) == set(NEIGHBOUR_GATHERS)
 
 
 def naive_layer(layer):
@@ -62,6 +69,28 @@ def naive_layer(layer):
     return run
 
 
+def gather_times_ms(spatial_hidden) -> tuple[dict, dict]:
+    """Each gather's forward, and forward + backward (the gradient of the slots' sum of squares), in turn."""
+    forward = [tf.function(lambda h, gather=gather: gather(h, 8)) for gather in GATHERS.values()]
+
+    def with_gradient(gather):
+        @tf.function
+        def run(h):
+            with tf.GradientTape() as tape:
+                tape.watch(h)
+                slots = gather(h, 8)
+                loss = tf.reduce_sum(slots * slots)
+            return tape.gradient(loss, h)
+
+        return run
+
+    hidden = tf.constant(spatial_hidden)
+    forward_ms = interleaved_min_ms(forward, hidden, repeats=PAIR_REPEATS)
+    train_ms = interleaved_min_ms([with_gradient(g) for g in GATHERS.values()], hidden, repeats=PAIR_REPEATS)
+    round_all = lambda times: {name: round(ms, 2) for name, ms in zip(GATHERS, times)}  # noqa: E731
+    return round_all(forward_ms), round_all(train_ms)
+
+
 def main():
     rng = np.random.default_rng(0)
     layer = LGLSTMLayer(UNITS)
@@ -78,12 +107,8 @@ def main():
     )
     naive_ms, shared_ms = interleaved_min_ms([naive, shared], *inputs, repeats=REPEATS)
 
-    spatial_hidden = np.tanh(spatial_memory)
-    by_shift = tf.function(lambda h: gather_by_shift(h, 8))
-    by_patches = tf.function(lambda h: gather_by_patches(h, 8))
-    gather_shift_ms, gather_patches_ms = interleaved_min_ms(
-        [by_shift, by_patches], spatial_hidden, repeats=PAIR_REPEATS
-    )
+    gather_ms, gather_train_ms = gather_times_ms(np.tanh(spatial_memory))
+    _, demo_gather_train_ms = gather_times_ms(np.tanh(rng.normal(size=DEMO_HIDDEN_SHAPE)).astype(np.float32))
     patches_layer = LGLSTMLayer(UNITS, neighbour_gather="extract_patches")
     patches_layer(inputs)
     patches_layer.set_weights(layer.get_weights())
@@ -91,7 +116,7 @@ def main():
     gather_max_abs_diff = max(
         float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(shared(*inputs), with_patches(*inputs))
     )
-    shift_layer_ms, patches_layer_ms = interleaved_min_ms([shared, with_patches], *inputs, repeats=PAIR_REPEATS)
+    default_layer_ms, patches_layer_ms = interleaved_min_ms([shared, with_patches], *inputs, repeats=PAIR_REPEATS)
 
     config = parsing_config("lg_lstm")
     model = build_lg_lstm(config)
@@ -110,11 +135,15 @@ def main():
                 "shared_gates_ms": round(shared_ms, 2),
                 "speedup": round(naive_ms / shared_ms, 2),
                 "max_abs_diff": max_abs_diff,
-                "gather_shift_ms": round(gather_shift_ms, 2),
-                "gather_extract_patches_ms": round(gather_patches_ms, 2),
-                "gather_slowdown": round(gather_patches_ms / gather_shift_ms, 2),
+                "gather_ms": gather_ms,
+                "gather_train_ms": gather_train_ms,
+                "demo_gather_train_ms": demo_gather_train_ms,
+                "gather_train_speedup": round(
+                    min(times["shift"] / times["depthwise_conv"] for times in (gather_train_ms, demo_gather_train_ms)),
+                    2,
+                ),
                 "extract_patches_layer_ms": round(patches_layer_ms, 2),
-                "layer_slowdown": round(patches_layer_ms / shift_layer_ms, 2),
+                "layer_slowdown": round(patches_layer_ms / default_layer_ms, 2),
                 "gather_max_abs_diff": gather_max_abs_diff,
                 "model_ms": round(model_ms, 1),
                 "backbone_ms": round(backbone_ms, 1),

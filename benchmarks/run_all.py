@@ -42,7 +42,7 @@ TARGETS = {
         ("speedup_over_tf1_graph", ">=", 6),
         ("tf1_max_abs_diff", "<=", 1e-4),
     ],
-    "lg_lstm": [("speedup", ">=", 4), ("max_abs_diff", "<=", 1e-5)],
+    "lg_lstm": [("speedup", ">=", 4), ("max_abs_diff", "<=", 1e-5), ("gather_train_speedup", ">=", 1.5)],
     "pipeline": [("rmi_examples_per_s", ">=", 150), ("parsing_examples_per_s", ">=", 150)],
     "roofline": [("rmi.parts.head.fraction_of_matmul", ">=", 0.65), ("lg_lstm.fraction_of_matmul", ">=", 0.5)],
     "train_step": [("speedup_cached_over_full", ">=", 3), ("demo_rmi_over_lstm", "<=", 3)],

@@ -6,13 +6,14 @@ import keras
 import numpy as np
 import numpy_lg_lstm as ref
 import pytest
-import tensorflow as tf
 
 from tf_recurrent_seg.layers.lg_lstm import (
+    NEIGHBOUR_GATHERS,
     NEIGHBOURHOODS,
     GridMaxPool,
     LGLSTMLayer,
     TransitionLayer,
+    gather_by_depthwise_conv,
     grid_max_pool,
 )
 
@@ -268,23 +269,22 @@ def test_global_cells_reach_far_positions(neighbourhood):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 4. Neighbour gather: extract_patches gives the shift version's numbers (docs/decisions.md#neighbour-gather)
+# 4. Neighbour gather: the three ways give the same numbers (docs/decisions.md#neighbour-gather)
 
 
 @pytest.mark.parametrize("neighbourhood", [8, 4, 2])
-def test_extract_patches_gather_equals_shift_and_reference(neighbourhood, monkeypatch):
+def test_every_neighbour_gather_matches_reference_and_each_other(neighbourhood):
     rng = np.random.default_rng(20 + neighbourhood)
     units, channels = 3, 4
     features = rng.normal(size=(2, 5, 6, channels)).astype(np.float32)
-    shift_layers = [
-        TransitionLayer(units, neighbourhood=neighbourhood),
-        LGLSTMLayer(units, neighbourhood=neighbourhood),
-    ]
-    patch_layers = [
-        TransitionLayer(units, neighbourhood=neighbourhood, neighbour_gather="extract_patches"),
-        LGLSTMLayer(units, neighbourhood=neighbourhood, neighbour_gather="extract_patches"),
-    ]
-    for transition, lg in (shift_layers, patch_layers):
+    layers = {
+        gather: (
+            TransitionLayer(units, neighbourhood=neighbourhood, neighbour_gather=gather),
+            LGLSTMLayer(units, neighbourhood=neighbourhood, neighbour_gather=gather),
+        )
+        for gather in NEIGHBOUR_GATHERS
+    }
+    for transition, lg in layers.values():
         lg(transition(features))  # build
     t_weights = {
         "spatial_kernel": _uniform(rng, (channels, neighbourhood * 4 * units)),
@@ -292,28 +292,39 @@ def test_extract_patches_gather_equals_shift_and_reference(neighbourhood, monkey
         "depth_kernel": _uniform(rng, (channels, 4 * units)),
         "depth_bias": _uniform(rng, (4 * units,)),
     }
+    first_transition, first_lg = layers[NEIGHBOUR_GATHERS[0]]
     for name, value in t_weights.items():
-        _assign(getattr(shift_layers[0], name), value)
+        _assign(getattr(first_transition, name), value)
     t_weights = {name: value.astype(np.float32).astype(np.float64) for name, value in t_weights.items()}
-    l_weights = _random_lg_weights(shift_layers[1], rng, _d_h(units, neighbourhood, True), units)
-    for shift_layer, patch_layer in zip(shift_layers, patch_layers):
-        patch_layer.set_weights(shift_layer.get_weights())
+    l_weights = _random_lg_weights(first_lg, rng, _d_h(units, neighbourhood, True), units)
+    for transition, lg in layers.values():
+        transition.set_weights(first_transition.get_weights())
+        lg.set_weights(first_lg.get_weights())
 
-    patch_calls = []
-    extract_patches = tf.image.extract_patches
-    monkeypatch.setattr(
-        tf.image, "extract_patches", lambda *args, **kwargs: patch_calls.append(1) or extract_patches(*args, **kwargs)
-    )
-    by_shift = shift_layers[1](shift_layers[0](features))
-    assert not patch_calls
-    by_patches = patch_layers[1](patch_layers[0](features))
-    assert len(patch_calls) == 2  # the option reaches both layers
     expected = ref.lg_lstm_layer(
         *ref.transition(features, **t_weights, neighbourhood=neighbourhood), **l_weights, neighbourhood=neighbourhood
     )
-    for name, shifted, patched, want in zip(["H", "spatial_memory", "depth_memory"], by_shift, by_patches, expected):
-        np.testing.assert_allclose(_np(patched), _np(shifted), atol=1e-6, rtol=0, err_msg=name)
-        np.testing.assert_allclose(_np(patched), want, atol=ATOL, rtol=0, err_msg=name)
+    outputs = {gather: [_np(x) for x in lg(transition(features))] for gather, (transition, lg) in layers.items()}
+    for gather, got in outputs.items():
+        for name, value, want in zip(["H", "spatial_memory", "depth_memory"], got, expected):
+            np.testing.assert_allclose(value, want, atol=ATOL, rtol=0, err_msg=f"{gather} {name}")
+    # The one-hot convolution adds exact zeros to the shifted value: bit for bit the shifted numbers.
+    for by_conv, by_shift in zip(outputs["depthwise_conv"], outputs["shift"]):
+        np.testing.assert_array_equal(by_conv, by_shift)
+
+
+def test_depthwise_gather_puts_each_direction_at_its_offset():
+    """Slot n at (y, x) holds direction n's value at (y + dy_n, x + dx_n), 0 outside the map (literal loops)."""
+    rng = np.random.default_rng(3)
+    hidden = rng.normal(size=(2, 4, 5, 8, 3)).astype(np.float32)
+    got = _np(gather_by_depthwise_conv(hidden, 8)).reshape(2, 4, 5, 8, 3)
+    want = np.zeros_like(hidden)
+    for n, (dy, dx) in enumerate(NEIGHBOURHOODS[8]):
+        for y in range(4):
+            for x in range(5):
+                if 0 <= y + dy < 4 and 0 <= x + dx < 5:
+                    want[:, y, x, n] = hidden[:, y + dy, x + dx, n]
+    np.testing.assert_array_equal(got, want)
 
 
 # ---------------------------------------------------------------------------------------------------------

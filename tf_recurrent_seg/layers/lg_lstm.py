@@ -9,12 +9,15 @@ map. The transition layer makes the first H from convolutional features.
 
 Because the k spatial LSTMs read the same H_j with the same weights, their gates are identical: they are
 computed once per position (one matmul together with the depth LSTM's) and applied to the k memories.
-Neighbours are gathered by shifting the hidden maps with zero padding (`neighbour_gather="shift"`: pad +
-slice) or from one `tf.image.extract_patches` call (`"extract_patches"`: 3x3 patches of all k maps, 9x the
-data); both give the same numbers (docs/decisions.md#neighbour-gather, benchmarks/lg_lstm.py times both).
+Neighbours are gathered by one depthwise convolution whose 3x3 kernels are one-hot at each direction's offset
+(`neighbour_gather="depthwise_conv"`, the default), by shifting the hidden maps with zero padding (`"shift"`:
+pad + slice per direction) or from one `tf.image.extract_patches` call (`"extract_patches"`: 3x3 patches of all
+k maps, 9x the data); all three give the same numbers (docs/decisions.md#neighbour-gather, benchmarks/lg_lstm.py
+times them).
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 # Offsets (dy, dx) from the receiving position to each neighbour, in slot order (docs/equations.md#lg-lstm-input-state).
@@ -24,7 +27,7 @@ NEIGHBOURHOODS = {
     2: ((-1, 0), (0, -1)),  # "local 2": top, left
 }
 HIDDEN_FORMS = ("grid", "standard")  # tanh(o * m') (Grid LSTM, docs/decisions.md#lg-lstm-hidden-form), or o * tanh(m')
-NEIGHBOUR_GATHERS = ("shift", "extract_patches")  # docs/decisions.md#neighbour-gather
+NEIGHBOUR_GATHERS = ("depthwise_conv", "shift", "extract_patches")  # docs/decisions.md#neighbour-gather
 GRID_CELLS = 3  # the global hidden cells come from a 3x3 grid (§3.2.2)
 
 
@@ -84,10 +87,10 @@ def shift_from_neighbour(hidden_map, offset: tuple[int, int]):
 
 def gather_by_shift(spatial_hidden, neighbourhood: int):
     """(B, H, W, k, d) -> (B, H, W, k * d): slot n at (y, x) is direction n's map at (y + dy_n, x + dx_n), else 0."""
-    slots = [
-        shift_from_neighbour(spatial_hidden[..., n, :], offset)
-        for n, offset in enumerate(NEIGHBOURHOODS[neighbourhood])
-    ]
+    # One unstack, not k slices: the gradient of each slice would write a zero tensor of the full stack.
+    directions = keras.ops.unstack(spatial_hidden, neighbourhood, axis=3)
+    offsets = NEIGHBOURHOODS[neighbourhood]
+    slots = [shift_from_neighbour(direction, offset) for direction, offset in zip(directions, offsets)]
     return keras.ops.concatenate(slots, axis=-1)
 
 
@@ -110,11 +113,29 @@ def gather_by_patches(spatial_hidden, neighbourhood: int):
     return keras.ops.reshape(slots, (shape[0], shape[1], shape[2], neighbourhood * units))
 
 
-_GATHERS = {"shift": gather_by_shift, "extract_patches": gather_by_patches}
+def gather_by_depthwise_conv(spatial_hidden, neighbourhood: int):
+    """`gather_by_shift` as one depthwise convolution over the k maps stacked on the channels.
+
+    Channel (n, u) has a 3x3 kernel that is 1 at (dy_n + 1, dx_n + 1) and 0 elsewhere, so with SAME zero padding
+    its output at (y, x) is direction n's map at (y + dy_n, x + dx_n): the value plus exact zeros, bit for bit the
+    shifted one. Forward and backward are one op each (the kernel is a constant), where shifting takes k pads and
+    slices and their gradients.
+    """
+    shape = keras.ops.shape(spatial_hidden)
+    units = spatial_hidden.shape[-1]
+    maps = keras.ops.reshape(spatial_hidden, (shape[0], shape[1], shape[2], neighbourhood * units))
+    kernel = np.zeros((3, 3, neighbourhood, units, 1), np.float32)
+    for n, (dy, dx) in enumerate(NEIGHBOURHOODS[neighbourhood]):
+        kernel[dy + 1, dx + 1, n] = 1.0
+    kernel = keras.ops.convert_to_tensor(kernel.reshape(3, 3, neighbourhood * units, 1), dtype=maps.dtype)
+    return keras.ops.depthwise_conv(maps, kernel, strides=1, padding="same")
+
+
+_GATHERS = {"depthwise_conv": gather_by_depthwise_conv, "shift": gather_by_shift, "extract_patches": gather_by_patches}
 
 
 def assemble_input_state(
-    spatial_hidden, depth_hidden, neighbourhood: int, use_global: bool, neighbour_gather: str = "shift"
+    spatial_hidden, depth_hidden, neighbourhood: int, use_global: bool, neighbour_gather: str = "depthwise_conv"
 ):
     """Builds H = [f ; neighbour slots ; own depth hidden] from (B, H, W, k, d) and (B, H, W, d) hidden maps."""
     parts = [_GATHERS[neighbour_gather](spatial_hidden, neighbourhood), depth_hidden]
@@ -158,7 +179,7 @@ class _LocalGlobalBase(keras.layers.Layer):
         neighbourhood: int = 8,
         use_global: bool = True,
         hidden_form: str = "grid",
-        neighbour_gather: str = "shift",
+        neighbour_gather: str = "depthwise_conv",
         kernel_initializer="lstm_uniform",
         **kwargs,
     ):
@@ -221,8 +242,9 @@ class TransitionLayer(_LocalGlobalBase):
         neighbourhood: 8, 4 ("local 4") or 2 ("local 2") neighbours.
         use_global: include the global hidden cells f in H (False: the paper's "w/o global").
         hidden_form: "grid" (h = tanh(o * m), the paper's form) or "standard" (h = o * tanh(m)).
-        neighbour_gather: "shift" (pad + slice each direction's map) or "extract_patches" (one
-            `tf.image.extract_patches` call); the same numbers (docs/decisions.md#neighbour-gather).
+        neighbour_gather: "depthwise_conv" (one convolution with one-hot kernels), "shift" (pad + slice each
+            direction's map) or "extract_patches" (one `tf.image.extract_patches` call); the same numbers
+            (docs/decisions.md#neighbour-gather).
         distinct_spatial_weights: one weight matrix per direction (default). With one shared matrix all
             directions would hold identical memories forever (same input, weights and zero start), so the
             eight directions would collapse into one (docs/decisions.md#transition-layer-weights).
@@ -283,7 +305,7 @@ class LGLSTMLayer(_LocalGlobalBase):
         neighbourhood: 8, 4 ("local 4") or 2 ("local 2") neighbours.
         use_global: include the global hidden cells f in H (False: "w/o global").
         hidden_form: "grid" (h = tanh(o * m)) or "standard" (h = o * tanh(m)).
-        neighbour_gather: "shift" (pad + slice) or "extract_patches" (docs/decisions.md#neighbour-gather).
+        neighbour_gather: "depthwise_conv", "shift" or "extract_patches" (docs/decisions.md#neighbour-gather).
         kernel_initializer: "lstm_uniform" (uniform [-0.1, 0.1], §4.1) or a Keras initializer.
 
     Example:
