@@ -26,23 +26,13 @@ import tensorflow as tf
 from _common import interleaved_min_ms
 
 from tf_recurrent_seg.defaults import parsing_config
-from tf_recurrent_seg.layers.lg_lstm import (
-    NEIGHBOUR_GATHERS,
-    LGLSTMLayer,
-    assemble_input_state,
-    gather_by_depthwise_conv,
-    gather_by_patches,
-    gather_by_shift,
-    input_state_channels,
-)
+from tf_recurrent_seg.layers.lg_lstm import GATHERS, LGLSTMLayer, assemble_input_state, input_state_channels
 from tf_recurrent_seg.models.parsing import build_lg_lstm
 
 REPEATS = 5  # the minimum over repeats: the least disturbed run on a shared machine
 PAIR_REPEATS = 40  # for the neighbour-gather ratios, which are small and noisy on a loaded machine
 SIZE, UNITS = 41, 64
 DEMO_HIDDEN_SHAPE = (8, 13, 13, 8, 16)  # batch 8, 97 -> 13x13 features, d = 16 (configs/lg_lstm_synthetic.py)
-GATHERS = {"depthwise_conv": gather_by_depthwise_conv, "shift": gather_by_shift, "extract_patches": gather_by_patches}
-assert set(GATHERS) == set(NEIGHBOUR_GATHERS)
 
 
 def naive_layer(layer):
@@ -87,8 +77,7 @@ def gather_times_ms(spatial_hidden) -> tuple[dict, dict]:
     hidden = tf.constant(spatial_hidden)
     forward_ms = interleaved_min_ms(forward, hidden, repeats=PAIR_REPEATS)
     train_ms = interleaved_min_ms([with_gradient(g) for g in GATHERS.values()], hidden, repeats=PAIR_REPEATS)
-    round_all = lambda times: {name: round(ms, 2) for name, ms in zip(GATHERS, times)}  # noqa: E731
-    return round_all(forward_ms), round_all(train_ms)
+    return tuple({name: round(ms, 2) for name, ms in zip(GATHERS, times)} for times in (forward_ms, train_ms))
 
 
 def main():

@@ -131,14 +131,15 @@ def gather_by_depthwise_conv(spatial_hidden, neighbourhood: int):
     return keras.ops.depthwise_conv(maps, kernel, strides=1, padding="same")
 
 
-_GATHERS = {"depthwise_conv": gather_by_depthwise_conv, "shift": gather_by_shift, "extract_patches": gather_by_patches}
+# The function behind each `neighbour_gather` option.
+GATHERS = {"depthwise_conv": gather_by_depthwise_conv, "shift": gather_by_shift, "extract_patches": gather_by_patches}
 
 
 def assemble_input_state(
     spatial_hidden, depth_hidden, neighbourhood: int, use_global: bool, neighbour_gather: str = "depthwise_conv"
 ):
     """Builds H = [f ; neighbour slots ; own depth hidden] from (B, H, W, k, d) and (B, H, W, d) hidden maps."""
-    parts = [_GATHERS[neighbour_gather](spatial_hidden, neighbourhood), depth_hidden]
+    parts = [GATHERS[neighbour_gather](spatial_hidden, neighbourhood), depth_hidden]
     if use_global:
         pooled = grid_max_pool(depth_hidden)
         shape = keras.ops.shape(depth_hidden)
