@@ -1,6 +1,6 @@
 """`make demo`: the main job on the built-in synthetic data, on a CPU, end to end.
 
-    python -m tf_recurrent_seg.demo [--budget=full|quick] [--report_dir=reports/demo]
+    python -m tf_recurrent_seg.demo [--budget=full|short|quick] [--report_dir=reports/demo]
 
 As in the papers, the models start from a pretrained backbone: the job first pretrains the small ResNet of the
 synthetic configs on scenes of its own (`tf_recurrent_seg.pretraining`, the stand-in for ImageNet / PASCAL),
@@ -51,6 +51,13 @@ BUDGETS = {
              "pretrain_steps": 600, "lstm_steps": 3000, "rmi_steps": 5000, "parsing_steps": 3000,
              "referring_seeds": 3, "parsing_seeds": 1, "figures": 1,
              "parsing_runs": [name for name, _, _ in PARSING_RUNS], "tflite": True},
+    # About 20 minutes on a 2-core CPU, install included: one seed per model, the two headline parsing models, shorter
+    # schedules (chosen on the validation split, see docs/synthetic_demo.md#the-short-budget), no TFLite.
+    "short": {"referring_train": 3000, "referring_validation": 300, "referring_test": 600,
+              "parsing_train": 1200, "parsing_validation": 120, "parsing_test": 120,
+              "pretrain_steps": 400, "lstm_steps": 2000, "rmi_steps": 2000, "parsing_steps": 1200,
+              "referring_seeds": 1, "parsing_seeds": 1, "figures": 1,
+              "parsing_runs": ["conv_baseline", "lg_lstm"], "tflite": False},
     # For the tests: every kind of step runs, on tiny data, in a few minutes.
     "quick": {"referring_train": 48, "referring_validation": 8, "referring_test": 16,
               "parsing_train": 16, "parsing_validation": 4, "parsing_test": 8,
