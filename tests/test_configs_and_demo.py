@@ -100,6 +100,7 @@ def test_demo_quick_budget_runs_every_step(tmp_path):
                 "| rule: silhouette as", "| Relative gain of RMI |", "| lg_lstm |", "| conv_baseline |"):  # fmt: skip
         assert row in report, row
     assert "test split is scored once" in report and "Training seeds: 0 for each referring head" in report
+    assert "LG-LSTM above lg_lstm_local2 (mean IoU): **not run at this budget**" in report  # a budget's missing runs
     for figure in ("rmi_0_steps.png", "rmi_0_responses.png", "parsing_lg_lstm_legend.png", "validation_referring.png",
                    "validation_parsing.png", "iou_by_length.png", "per_class_iou.png", "blind_rules.png"):  # fmt: skip
         assert (tmp_path / "report" / figure).stat().st_size > 0, figure

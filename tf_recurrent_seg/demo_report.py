@@ -306,6 +306,8 @@ def claims_section(
                     result_values(parsing[other], "mean_iou"),
                     f"LG-LSTM paper {source}.",
                 )
+            else:
+                lines.append(f"- LG-LSTM above {other} (mean IoU): **not run at this budget** (`--budget=full` runs it).")
     return lines
 
 
