@@ -427,6 +427,7 @@ def test_annotation_missing_from_instances_is_skipped(refer_data, tmp_path):
     assert "ann_id 999" in manifest["skipped_records"][0]["reason"]
 
 
+@pytest.mark.large  # two conversions and the CLI, about 10 s: make test-large (the default suite's limit)
 def test_rerun_gives_byte_identical_shards_and_cli(refer_data, tmp_path):
     first = convert(refer_data, tmp_path / "a")
     # The second run is the command-line tool in another process (protobuf map order differs per process).

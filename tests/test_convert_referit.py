@@ -235,6 +235,7 @@ def test_missing_query_file_fails_before_writing(referit_data, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.large  # two conversions and the CLI, about 20 s: make test-large (the default suite's limit)
 def test_rerun_gives_byte_identical_shards_and_cli(referit_data, tmp_path):
     first = convert(referit_data, tmp_path / "a", num_shards=2)["test"]
     completed = subprocess.run(

@@ -283,6 +283,7 @@ def saved_model_cli(*args):
     return subprocess.run([executable, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.large  # saved_model_cli in subprocesses, about 25 s: make test-large (the default suite's limit)
 def test_saved_model_cli_show_and_run(rmi):
     shown = saved_model_cli("show", "--dir", rmi["dir"], "--all")
     assert shown.returncode == 0, shown.stderr[-3000:]

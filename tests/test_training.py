@@ -230,7 +230,7 @@ def test_one_sgd_step_is_the_same_on_one_and_two_replicas():
         assert report["max_difference"] < 1e-3 * report["max_update"], (name, report)
 
 
-@pytest.mark.large  # the default suite trains distributed in the multi-worker test below
+@pytest.mark.large  # the default suite trains under MirroredStrategy in test_optimization and test_metrics
 def test_mirrored_two_replicas_loss_falls(data_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", _MIRRORED_SCRIPT, str(data_dir), str(tmp_path)],
@@ -261,6 +261,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.large  # two training processes, about 30 s: make test-large keeps the default suite under 20 minutes
 def test_multi_worker_two_processes_agree(data_dir, tmp_path):
     """Two workers (MultiWorkerMirroredStrategy via TF_CONFIG) train in step: the same losses and weights. After
     the chief's first checkpoint the OTHER worker gets SIGTERM: the all-reduced stop flag makes both checkpoint
@@ -448,6 +449,7 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     } <= tags
 
 
+@pytest.mark.large  # a training process, about 30 s: make test-large (the default suite's 20-minute limit)
 def test_sigterm_checkpoints_and_exits_cleanly_with_cached_features(data_dir, tmp_path):
     workdir = tmp_path / "run"
     num_steps = 1000

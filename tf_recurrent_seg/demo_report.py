@@ -307,7 +307,8 @@ def claims_section(
                     f"LG-LSTM paper {source}.",
                 )
             else:
-                lines.append(f"- LG-LSTM above {other} (mean IoU): **not run at this budget** (`--budget=full` runs it).")
+                not_run = "**not run at this budget** (`--budget=full` runs it)"
+                lines.append(f"- LG-LSTM above {other} (mean IoU): {not_run}.")
     return lines
 
 
