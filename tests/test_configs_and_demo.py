@@ -132,3 +132,16 @@ def test_demo_report_states_a_claim_only_beyond_twice_the_standard_error():
     assert verdict([0.4, 0.5, 0.6], [0.38, 0.48, 0.58])[0] == "not distinguishable at this budget"
     assert verdict([0.9], [0.1])[0].startswith("not distinguishable (one seed")
     assert pct([0.4, 0.5]) == "45.00 ± 7.07" and pct(0.123) == "12.30" and pct(None) == "—"
+
+
+def test_demo_starts_the_longest_referring_run_first_then_longest_first():
+    """The first referring run builds the shared feature cache; with RMI (the longest) as that run, its training,
+    evaluation and export start first. The other runs follow longest first (steps x measured ms per step)."""
+    from tf_recurrent_seg.demo import BUDGETS, Job, in_priority_order
+
+    budget = BUDGETS["full"]
+    referring = {name: Job(name, name, []) for name in ("lstm_seed0", "rmi_seed0", "lstm_seed1", "rmi_seed1")}
+    parsing = {name: Job(name, name, []) for name in ("conv_baseline_seed0", "lg_lstm_seed0")}
+    order = [job.name for job in in_priority_order(referring, parsing, budget)]
+    # full budget: lg_lstm 3000 x 220 ms = 660 s, rmi 5000 x 80 = 400 s, conv 3000 x 80 = 240 s, lstm 3000 x 42 = 126 s
+    assert order == ["rmi_seed0", "lg_lstm_seed0", "rmi_seed1", "conv_baseline_seed0", "lstm_seed0", "lstm_seed1"]

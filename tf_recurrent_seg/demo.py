@@ -356,8 +356,8 @@ def in_priority_order(referring: dict[str, Job], parsing: dict[str, Job], budget
         return steps * ONE_THREAD_MS_PER_STEP[model] / 1000
 
     cache_builder = max(referring.values(), key=seconds)
-    others = sorted((job for job in [*referring.values(), *parsing.values()] if job is not cache_builder), key=seconds)
-    return [cache_builder, *reversed(others)]
+    others = [job for job in [*referring.values(), *parsing.values()] if job is not cache_builder]
+    return [cache_builder, *sorted(others, key=seconds, reverse=True)]  # stable: equal lengths keep seed order
 
 
 def write_report(
