@@ -261,7 +261,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.large  # two training processes, about 30 s: make test-large keeps the default suite under 20 minutes
+@pytest.mark.large  # two training processes, about 30 s: make test-large (the default suite's 20-minute limit)
 def test_multi_worker_two_processes_agree(data_dir, tmp_path):
     """Two workers (MultiWorkerMirroredStrategy via TF_CONFIG) train in step: the same losses and weights. After
     the chief's first checkpoint the OTHER worker gets SIGTERM: the all-reduced stop flag makes both checkpoint
