@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-# pytest-xdist processes for `make test`: test files are spread over them, a file's tests stay in one process
-# (its module fixtures are built once). Two fit a 2-core machine; `make test TEST_WORKERS=1` runs in one process.
+# pytest-xdist processes for `make test`: test files are spread over them in collection order (tests/conftest.py
+# puts the longest first), a file's tests stay in one process (its module fixtures are built once). Two fit a
+# 2-core machine; `make test TEST_WORKERS=1` runs in one process.
 TEST_WORKERS ?= 2
 
 .PHONY: demo app showcase lint format test test-large bench clean
@@ -38,7 +39,7 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff format .
 
 test: lint
-	$(VENV_PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_FLAGS)
+	$(VENV_PYTHON) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 $(PYTEST_FLAGS)
 
 test-large: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest -q -m large --durations=10 $(PYTEST_FLAGS)
