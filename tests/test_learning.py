@@ -1,13 +1,13 @@
 """The synthetic models learn what `make demo` says they learn, judged against blind baselines.
 
-Default suite (shrunk, about six minutes of one process): a small backbone pretrained on synthetic scenes
-(`tf_recurrent_seg.pretraining`) is shared by two checks. The RMI head trained on its frozen, cached features must
-beat twice its own score with the test expressions shuffled across scenes, so a head whose language path is cut
-(or ignored) fails; `make test-large` adds the same check for the LSTM head. The one-conv parsing baseline
-fine-tuned from it must beat the silhouette rule (the figure labelled as its most frequent part) by 3 mean-IoU
-points, which takes finding head, leg or tail pixels. Its size was chosen on the validation split (40 figures,
-rule 0.308 mean IoU): 97x97 figures in batches of 4 for 2000 steps reached 0.390 (170 s on one core of two);
-batches of 8 for 1500 steps 0.387 (203 s); 65x65 figures, batches of 8, 2000 steps 0.362 against their rule's
+Default suite (shrunk; about 5 minutes alone, 8 beside `make test`'s other process): a small backbone pretrained on
+synthetic scenes (`tf_recurrent_seg.pretraining`) is shared by two checks. The RMI head trained on its frozen,
+cached features must beat twice its own score with the test expressions shuffled across scenes, so a head whose
+language path is cut (or ignored) fails; `make test-large` adds the same check for the LSTM head. The one-conv
+parsing baseline fine-tuned from it must beat the silhouette rule (the figure labelled as its most frequent part) by
+3 mean-IoU points, which takes finding head, leg or tail pixels. Its size was chosen on the validation split (40
+figures, rule 0.308 mean IoU): 97x97 figures in batches of 4 for 2000 steps reached 0.390 (170 s on one core of
+two); batches of 8 for 1500 steps 0.387 (203 s); 65x65 figures, batches of 8, 2000 steps 0.362 against their rule's
 0.304; LG-LSTM, batches of 8, 1000 steps 0.309 (338 s).
 
 `make test-large`: one seed of the demo's full budget (`demo.BUDGETS["full"]`), with the issue's bars set
