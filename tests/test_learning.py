@@ -29,7 +29,7 @@ from data_tools.synthetic import write_synthetic
 from tf_recurrent_seg import baselines, evaluation, pretraining, training
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.data import synthetic
-from tf_recurrent_seg.demo import BUDGETS
+from tf_recurrent_seg.demo import BUDGETS, PARSING_IMAGE_SIZE, REFERRING_IMAGE_SIZE
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEED = 0
@@ -68,8 +68,8 @@ def tiny_world(tmp_path_factory):
     """Referring data at 96x96, parsing figures at 97x97 and a backbone pretrained on 96x96 scenes for 150 steps."""
     root = tmp_path_factory.mktemp("learning")
     write_synthetic("referring", str(root / "referring"), 800, 100, seed=SEED, image_size=96, num_validation=20)
-    write_synthetic("parsing", str(root / "parsing"), PARSING_TRAIN, PARSING_TEST, seed=SEED, image_size=97,
-                    num_validation=20)  # fmt: skip
+    write_synthetic("parsing", str(root / "parsing"), PARSING_TRAIN, PARSING_TEST, seed=SEED,
+                    image_size=PARSING_IMAGE_SIZE, num_validation=20)  # fmt: skip
     return {"root": root, "backbone": _pretrained_backbone(root / "backbone", 96, 400, 150)}
 
 
@@ -90,7 +90,7 @@ def test_parsing_baseline_beats_the_silhouette_rule(tiny_world):
     config = _config("conv_baseline_synthetic.py", root / "parsing", tiny_world["backbone"], 2000)
     config.train.batch_size = 4
     result = _train_and_test(config, root / "conv_baseline", str(root / "parsing" / "test"))["direct"]
-    silhouette = _silhouette_mean_iou(PARSING_TRAIN, PARSING_TEST, 97)
+    silhouette = _silhouette_mean_iou(PARSING_TRAIN, PARSING_TEST, PARSING_IMAGE_SIZE)
     # Measured on this budget: 0.367 vs 0.311 (leg 0.33, head 0.05, tail 0.02).
     assert result["mean_iou"] >= silhouette + 0.03, (result["mean_iou"], silhouette)
 
@@ -113,9 +113,9 @@ BUDGET = BUDGETS["full"]
 def full_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("learning_full")
     counts = {f"num_{split}": BUDGET[f"referring_{split}"] for split in ("train", "validation", "test")}
-    write_synthetic("referring", str(root / "referring"), seed=SEED, image_size=128, **counts)
+    write_synthetic("referring", str(root / "referring"), seed=SEED, image_size=REFERRING_IMAGE_SIZE, **counts)
     counts = {f"num_{split}": BUDGET[f"parsing_{split}"] for split in ("train", "validation", "test")}
-    write_synthetic("parsing", str(root / "parsing"), seed=SEED, image_size=97, **counts)
+    write_synthetic("parsing", str(root / "parsing"), seed=SEED, image_size=PARSING_IMAGE_SIZE, **counts)
     config = runpy.run_path(str(ROOT / "configs" / "backbone_synthetic.py"))["get_config"]()
     config.train.num_steps = BUDGET["pretrain_steps"]
     pretraining.pretrain(config, str(root / "backbone"))
@@ -132,8 +132,9 @@ def test_full_budget_referring_beats_the_blind_rules(full_world, model):
     config = _config(f"{model}_synthetic.py", root / "referring", full_world["backbone"], BUDGET[f"{model}_steps"])
     config.train.feature_cache_dir = str(root / "features")
     results = _train_and_test(config, root / model, str(root / "referring" / "test"), shuffle_expressions=SEED)
-    examples = synthetic.referring_examples((SEED, synthetic.SPLIT_STREAMS["test"]), BUDGET["referring_test"], 128)
-    rule = baselines.referring_rule_scores(examples, 128, rules=["named_shape"])["named_shape"]
+    test_stream = (SEED, synthetic.SPLIT_STREAMS["test"])
+    examples = synthetic.referring_examples(test_stream, BUDGET["referring_test"], REFERRING_IMAGE_SIZE)
+    rule = baselines.referring_rule_scores(examples, REFERRING_IMAGE_SIZE, rules=["named_shape"])["named_shape"]
     named_shape = baselines.overall_iou(rule["intersection"], rule["union"])
     direct, shuffled = results["direct"]["overall_iou"], results["shuffled"]["overall_iou"]
     assert direct >= 1.3 * named_shape and direct >= 2 * shuffled, (direct, named_shape, shuffled)
@@ -148,7 +149,7 @@ def test_full_budget_parsing_beats_the_silhouette_rule(full_world, name, config_
     root = full_world["root"]
     config = _config(config_file, root / "parsing", full_world["backbone"], BUDGET["parsing_steps"])
     result = _train_and_test(config, root / name, str(root / "parsing" / "test"))["direct"]
-    silhouette = _silhouette_mean_iou(BUDGET["parsing_train"], BUDGET["parsing_test"], 97)
+    silhouette = _silhouette_mean_iou(BUDGET["parsing_train"], BUDGET["parsing_test"], PARSING_IMAGE_SIZE)
     thin = [result["per_class"][part]["iou"] for part in ("head", "leg", "tail")]
     assert result["mean_iou"] >= silhouette + 0.15 and min(thin) > 0, (result["mean_iou"], silhouette, thin)
     assert np.isfinite(result["pixel_accuracy"])
