@@ -388,6 +388,30 @@ def test_end_to_end_tiny_rmi(synthetic_dirs, crf_stub, tmp_path):
     assert "Overall IoU" in (tmp_path / "tables.md").read_text()
 
 
+class CallOnly:
+    """A referring model seen only through `__call__`: the evaluator runs it once per token batch."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, inputs, training=False):
+        return self.model(inputs, training=training)
+
+
+def test_shuffled_row_of_a_referring_model_equals_calling_it_with_the_other_tokens(synthetic_dirs):
+    # A ReferringSegmentationModel runs its backbone once for both token batches; the result must be what two
+    # plain calls give.
+    config = _tiny_referring(synthetic_dirs)
+    config.model.classifier_bias_init = 0.0  # random weights: logits around 0, so masks of some pixels
+    model = models.build_model(config)
+    fast = evaluation.evaluate(model, config, batch_size=2, shuffle_expressions=1)["results"]
+    plain = evaluation.evaluate(CallOnly(model), config, batch_size=2, shuffle_expressions=1)["results"]
+    for name in ("direct", "shuffled"):
+        for key in ("intersection", "union"):
+            assert fast[name]["per_example"][key] == plain[name]["per_example"][key], (name, key)
+    assert fast["direct"]["per_example"]["union"] != fast["shuffled"]["per_example"]["union"]
+
+
 def test_end_to_end_tiny_lg_lstm(synthetic_dirs, tmp_path):
     config = shrink_config(parsing_config("lg_lstm"))
     config.data.eval_records = str(synthetic_dirs / "parsing" / "test")

@@ -77,6 +77,24 @@ def test_pad_tokens_change_nothing(tmp_path, model_name):
 
 
 @pytest.mark.parametrize("model_name", ["rmi", "lstm"])
+def test_call_with_expressions_equals_one_call_per_token_batch(model_name):
+    config = small_config(model_name, "resnet")
+    model = BUILDERS[model_name](config)
+    size = config.model.image_size
+    image = RNG.normal(size=(len(TOKENS), size, size, 3)).astype(np.float32)
+    other_tokens = TOKENS[::-1].copy()
+    both = model.call_with_expressions(image, [TOKENS, other_tokens])
+    for tokens, outputs in zip([TOKENS, other_tokens], both):
+        np.testing.assert_allclose(outputs["logits"], model({"image": image, "tokens": tokens})["logits"], atol=1e-6)
+    assert not np.allclose(both[0]["logits"], both[1]["logits"])  # the tokens reach the output
+    with pytest.raises(ValueError, match="input 'tokens' must hold ids in"):
+        model.call_with_expressions(image, [TOKENS, TOKENS + 1000])
+    head_only = BUILDERS[model_name](config, include_backbone=False)
+    with pytest.raises(ValueError, match="needs the backbone"):
+        head_only.call_with_expressions(image, [TOKENS])
+
+
+@pytest.mark.parametrize("model_name", ["rmi", "lstm"])
 def test_fixed_steps_equal_trimmed(tmp_path, model_name):
     trimmed, _, config = imported_head(tmp_path, model_name, "resnet")
     fixed = BUILDERS[model_name](small_config(model_name, "resnet", fixed_steps=True), include_backbone=False)

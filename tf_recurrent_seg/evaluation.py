@@ -44,6 +44,7 @@ from tf_recurrent_seg import image_ops, precision
 from tf_recurrent_seg import metrics as metrics_lib
 from tf_recurrent_seg.data import from_config, pipeline, records
 from tf_recurrent_seg.defaults import HORSE_COW_CLASSES, is_referring
+from tf_recurrent_seg.models.referring import ReferringSegmentationModel
 from tf_recurrent_seg.text import Vocabulary
 
 METRICS_FILE = "metrics.json"
@@ -263,21 +264,31 @@ def _referring_metrics(variants: list[str], bins, max_words: int) -> tuple[dict,
 
 
 def _referring_predictors(model, jit_compile: bool = False) -> tuple[Callable, Callable]:
-    """(predict(features, targets) -> (logits, masks at the original size), unpad(masks, placement, size)); with
-    `jit_compile` the model's forward pass is XLA-compiled (static shapes), the mapping back is not."""
+    """(predict(features, targets, other_tokens=None) -> (logits, [masks at the original size]), unpad(masks,
+    placement, size)). With `other_tokens` the masks list holds a second entry: the same images with those
+    tokens; a `ReferringSegmentationModel` then runs its backbone once for both. With `jit_compile` the model's
+    forward pass is XLA-compiled (static shapes), the mapping back is not."""
 
-    def forward(image, tokens):
-        return model({"image": image, "tokens": tokens}, training=False)["logits"]
+    def forward(image, token_batches):
+        if isinstance(model, ReferringSegmentationModel) and model.include_backbone:
+            outputs = model.call_with_expressions(image, token_batches, training=False)
+        else:
+            outputs = [model({"image": image, "tokens": tokens}, training=False) for tokens in token_batches]
+        return [output["logits"][..., 0] for output in outputs]
 
     forward = precision.jit(forward, jit_compile)
 
     @tf.function(reduce_retracing=True)
-    def predict(features, targets):
-        logits = forward(features["image"], features["tokens"])[..., 0]
-        masks = image_ops.undo_resize_and_pad_batch(
-            tf.cast(logits >= 0, tf.uint8), targets["placement"], targets["original_size"], "nearest"
-        )
-        return logits, masks
+    def predict(features, targets, other_tokens=None):
+        token_batches = [features["tokens"]] + ([] if other_tokens is None else [other_tokens])
+        logits = forward(features["image"], token_batches)
+        masks = [
+            image_ops.undo_resize_and_pad_batch(
+                tf.cast(batch_logits >= 0, tf.uint8), targets["placement"], targets["original_size"], "nearest"
+            )
+            for batch_logits in logits
+        ]
+        return logits[0], masks
 
     @tf.function(reduce_retracing=True)
     def unpad(masks, placement, original_size):
@@ -342,17 +353,17 @@ def _evaluate_referring(
     update = functools.partial(_update_referring, overall, binned, per_example)
     seen, crf_seconds = 0, 0.0
     for step, (features, targets) in enumerate(dataset):
-        logits, masks = predict(features, targets)
+        rows = slice(seen, seen + int(tf.shape(features["tokens"])[0]))
+        # Shuffled: the same images and targets, each with another example's expression.
+        logits, masks = predict(features, targets, tf.constant(other_tokens[rows]) if shuffled else None)
         count = int(tf.shape(logits)[0])
         if max_examples is not None:
             count = min(count, max_examples - seen)
-        if shuffled:  # the same images and targets, each with another example's expression
-            rows = slice(seen, seen + int(tf.shape(logits)[0]))
-            _, other_masks = predict({**features, "tokens": tf.constant(other_tokens[rows])}, targets)
+        if shuffled:
             other_targets = _take({**targets, "num_tokens": tf.constant(other_num_tokens[rows])}, count)
-            update(SHUFFLED, other_targets, other_masks[:count])
+            update(SHUFFLED, other_targets, masks[1][:count])
         targets = _take(targets, count)
-        update(DIRECT, targets, masks[:count])
+        update(DIRECT, targets, masks[0][:count])
         if crf_module is not None:
             tic = time.perf_counter()
             refined = _crf_refined_masks(crf_module, features, logits, count, normalization)

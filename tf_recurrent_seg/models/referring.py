@@ -446,6 +446,30 @@ class ReferringSegmentationModel(keras.Model):
             visual_features = inputs["visual_features"]
         return self.head({"visual_features": visual_features, "tokens": tokens}, training=training)
 
+    def call_with_expressions(self, image, token_batches, training=False) -> list[dict]:
+        """The outputs for each batch of tokens in `token_batches` on the same images, the backbone run once:
+        what an evaluation needs that also scores every image with another example's expression.
+
+        Args:
+            image: (B, S, S, 3) preprocessed images; the model must have its backbone (`include_backbone`).
+            token_batches: a sequence of (B, T) token batches.
+            training: passed to the backbone and the head.
+
+        Returns:
+            One output dict per token batch, each what `call` returns for that batch.
+        """
+        if not self.include_backbone:
+            raise ValueError("call_with_expressions needs the backbone: build the model with include_backbone=True")
+        token_batches = [
+            check_referring_inputs({"image": image, "tokens": tokens}, self._model_section, True)
+            for tokens in token_batches
+        ]
+        visual_features = self.backbone(image, training=training)
+        return [
+            self.head({"visual_features": visual_features, "tokens": tokens}, training=training)
+            for tokens in token_batches
+        ]
+
     def get_config(self):
         return {
             **super().get_config(),
