@@ -353,10 +353,10 @@ def _evaluate_referring(
     update = functools.partial(_update_referring, overall, binned, per_example)
     seen, crf_seconds = 0, 0.0
     for step, (features, targets) in enumerate(dataset):
-        rows = slice(seen, seen + int(tf.shape(features["tokens"])[0]))
+        count = int(tf.shape(features["tokens"])[0])
+        rows = slice(seen, seen + count)
         # Shuffled: the same images and targets, each with another example's expression.
         logits, masks = predict(features, targets, tf.constant(other_tokens[rows]) if shuffled else None)
-        count = int(tf.shape(logits)[0])
         if max_examples is not None:
             count = min(count, max_examples - seen)
         if shuffled:
