@@ -1,7 +1,7 @@
 """The LSTM baseline on the built-in synthetic referring data, sized for a CPU (not a paper setting).
 
     python -m data_tools.synthetic --task referring --output_dir data/synthetic_referring --image_size 128 \\
-        --num_train 3000 --num_test 600
+        --num_train 9000 --num_test 600
     python -m tf_recurrent_seg.cli.pretrain --config=configs/backbone_synthetic.py --workdir=runs/backbone_synthetic
     python -m tf_recurrent_seg.cli.train --config=configs/lstm_synthetic.py --workdir=runs/lstm_synthetic
     python -m tf_recurrent_seg.cli.evaluate --workdir=runs/lstm_synthetic --eval_records=data/synthetic_referring/test

@@ -2,7 +2,7 @@
 
     # what configs/{rmi,lstm}_synthetic.py read: data/synthetic_referring/{train,validation,vocabulary.txt}
     python -m data_tools.synthetic --task referring --output_dir data/synthetic_referring --image_size 128 \\
-        --num_train 3000 --num_validation 300 --num_test 600
+        --num_train 9000 --num_validation 300 --num_test 600
     # what configs/{lg_lstm,conv_baseline}_synthetic.py read: data/synthetic_parsing/{train,validation}
     python -m data_tools.synthetic --task parsing --parsing_kind animal --output_dir data/synthetic_parsing \\
         --image_size 97 --num_train 1200 --num_validation 120 --num_test 120
