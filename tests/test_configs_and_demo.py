@@ -143,5 +143,5 @@ def test_demo_starts_the_longest_referring_run_first_then_longest_first():
     referring = {name: Job(name, name, []) for name in ("lstm_seed0", "rmi_seed0", "lstm_seed1", "rmi_seed1")}
     parsing = {name: Job(name, name, []) for name in ("conv_baseline_seed0", "lg_lstm_seed0")}
     order = [job.name for job in in_priority_order(referring, parsing, budget)]
-    # full budget: lg_lstm 3000 x 220 ms = 660 s, rmi 5000 x 80 = 400 s, conv 3000 x 80 = 240 s, lstm 3000 x 42 = 126 s
+    # full budget: lg_lstm 3000 x 220 ms = 660 s, rmi 5000 x 80 = 400 s, conv 3000 x 80 = 240 s, lstm 5000 x 42 = 210 s
     assert order == ["rmi_seed0", "lg_lstm_seed0", "rmi_seed1", "conv_baseline_seed0", "lstm_seed0", "lstm_seed1"]
