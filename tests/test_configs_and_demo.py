@@ -108,6 +108,23 @@ def test_demo_quick_budget_runs_every_step(tmp_path):
     assert (tmp_path / "saved" / "demo_rmi" / "1").is_dir() and (tmp_path / "saved" / "demo_lg_lstm" / "1").is_dir()
 
 
+def test_demo_seed_flags_override_the_budget():
+    from absl import flags
+
+    from tf_recurrent_seg.demo import BUDGETS, budget_from_flags, budget_name, define_flags
+
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flag_values(["demo", "--budget=full", "--parsing_seeds=3"])
+    budget = budget_from_flags(flag_values)
+    assert budget["parsing_seeds"] == 3 and budget["referring_seeds"] == BUDGETS["full"]["referring_seeds"]
+    assert BUDGETS["full"]["parsing_seeds"] == 1  # the table itself is not changed
+    assert budget_name(budget, "full") == "`full` (parsing seeds 3)"
+    assert budget_name(BUDGETS["short"], "short") == "`short`"
+    with pytest.raises(flags.IllegalFlagValueError):
+        flag_values(["demo", "--referring_seeds=-1"])
+
+
 def test_demo_starts_every_run_afresh(tmp_path, capsys):
     """A second `make demo` (other budget, new backbone) must not resume the first one's checkpoints."""
     from tf_recurrent_seg.demo import Steps

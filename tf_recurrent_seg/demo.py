@@ -1,6 +1,6 @@
 """`make demo`: the main job on the built-in synthetic data, on a CPU, end to end.
 
-    python -m tf_recurrent_seg.demo [--budget=full|short|quick] [--report_dir=reports/demo]
+    python -m tf_recurrent_seg.demo [--budget=full|short|quick] [--report_dir=reports/demo] [--parsing_seeds=3]
 
 As in the papers, the models start from a pretrained backbone: the job first pretrains the small ResNet of the
 synthetic configs on scenes of its own (`tf_recurrent_seg.pretraining`, the stand-in for ImageNet / PASCAL),
@@ -89,6 +89,31 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         "Commands run at a time (0: one per CPU core, at most 4); the cores are shared among them.",
         flag_values=flag_values,
     )
+    for task in ("referring", "parsing"):
+        flags.DEFINE_integer(
+            f"{task}_seeds",
+            0,
+            f"Training seeds per {task} model (0: the budget's).",
+            lower_bound=0,
+            flag_values=flag_values,
+        )
+
+
+SEED_KEYS = ("referring_seeds", "parsing_seeds")
+
+
+def budget_from_flags(flag_values: flags.FlagValues = FLAGS) -> dict:
+    """The chosen budget, with the seed counts that `--referring_seeds` / `--parsing_seeds` override."""
+    budget = dict(BUDGETS[flag_values.budget])
+    for key in SEED_KEYS:
+        budget[key] = flag_values[key].value or budget[key]
+    return budget
+
+
+def budget_name(budget: dict, name: str) -> str:
+    """How the report names the run: "`full`", or "`full` (parsing seeds 3)" when the seed counts differ."""
+    changed = [f"{key.replace('_', ' ')} {budget[key]}" for key in SEED_KEYS if budget[key] != BUDGETS[name][key]]
+    return f"`{name}`" + (f" ({', '.join(changed)})" if changed else "")
 
 
 @dataclasses.dataclass
@@ -379,7 +404,8 @@ def write_report(
     lines = [
         "# tf_recurrent_seg demo report",
         "",
-        f"Budget `{FLAGS.budget}`, {os.cpu_count()} CPU cores, {time.perf_counter() - steps.start:.0f} s in all. "
+        f"Budget {budget_name(budget, FLAGS.budget)}, {os.cpu_count()} CPU cores, "
+        f"{time.perf_counter() - steps.start:.0f} s in all. "
         "Synthetic data only (`tf_recurrent_seg.data.synthetic`): referring scenes at "
         f"{REFERRING_IMAGE_SIZE}x{REFERRING_IMAGE_SIZE} "
         "whose expressions of 1-12 words each need their words to single out the target; parsing figures (a "
@@ -427,7 +453,7 @@ def write_report(
 
 def main(argv):
     del argv
-    budget = BUDGETS[FLAGS.budget]
+    budget = budget_from_flags()
     steps = Steps(parallel=FLAGS.jobs or min(os.cpu_count() or 1, 4))
     report_dir = pathlib.Path(FLAGS.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
