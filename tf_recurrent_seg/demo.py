@@ -73,6 +73,8 @@ SEED = 0  # the data seed; training seeds are 0, 1, ... (one run each)
 ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ")  # "I1121 15:26:26.066 1405 train.py:602] "
 
 FLAGS = flags.FLAGS
+# The budget keys that `--referring_seeds` / `--parsing_seeds` override.
+SEED_KEYS = ("referring_seeds", "parsing_seeds")
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -89,17 +91,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         "Commands run at a time (0: one per CPU core, at most 4); the cores are shared among them.",
         flag_values=flag_values,
     )
-    for task in ("referring", "parsing"):
+    for key in SEED_KEYS:  # one flag per budget key, named like it
+        task = key.removesuffix("_seeds")
         flags.DEFINE_integer(
-            f"{task}_seeds",
-            0,
-            f"Training seeds per {task} model (0: the budget's).",
-            lower_bound=0,
-            flag_values=flag_values,
+            key, 0, f"Training seeds per {task} model (0: the budget's).", lower_bound=0, flag_values=flag_values
         )
-
-
-SEED_KEYS = ("referring_seeds", "parsing_seeds")
 
 
 def budget_from_flags(flag_values: flags.FlagValues = FLAGS) -> dict:
