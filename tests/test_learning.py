@@ -16,7 +16,8 @@ relative to the blind rules on the same test scenes: at least 1.3x the "every ob
 found. The demo's latest run at this budget (three referring seeds, one parsing seed) met them all: RMI 59.6 +- 0.7
 overall IoU (1.50x the rule), the LSTM baseline 58.9 +- 2.4 (1.49x), LG-LSTM +25.5 points, the one-conv baseline
 +18.3. The one-conv baseline's single seed straddles its bar from run to run with unchanged settings (+10.1,
-+13.6, +14.2 and +18.3 in four runs), so its case is a non-strict xfail: reported, not counted as a failure.
++13.6, +14.2 and +18.3 in four runs): it must find head, leg and tail and clear a floor of 8 points, below every run
+measured, or fail; between the floor and the bar it is reported as an expected failure.
 """
 
 import pathlib
@@ -122,10 +123,6 @@ def full_world(tmp_path_factory):
     return {"root": root, "backbone": root / "backbone" / pretraining.BACKBONE_FILE}
 
 
-# Not strict: with unchanged settings, one seed lands on either side of the bar from run to run.
-ON_THE_BAR = pytest.mark.xfail(strict=False, reason="one seed straddles the bar (docs/synthetic_demo.md)")
-
-
 @pytest.mark.large
 @pytest.mark.parametrize("model", ["lstm", "rmi"])
 def test_full_budget_referring_beats_the_blind_rules(full_world, model):
@@ -141,16 +138,22 @@ def test_full_budget_referring_beats_the_blind_rules(full_world, model):
     assert direct >= 1.3 * named_shape and direct >= 2 * shuffled, (direct, named_shape, shuffled)
 
 
+# Mean-IoU points above the silhouette rule that a model must clear whatever the run: the bar, except for the
+# one-conv baseline, whose single seed lands on either side of the bar from run to run (docs/synthetic_demo.md).
+PARSING_FLOOR = {"conv_baseline": 0.08, "lg_lstm": 0.15}
+
+
 @pytest.mark.large
-@pytest.mark.parametrize("name,config_file", [
-    pytest.param("conv_baseline", "conv_baseline_synthetic.py", marks=ON_THE_BAR),
-    ("lg_lstm", "lg_lstm_synthetic.py"),
-])  # fmt: skip
+@pytest.mark.parametrize("name,config_file", [("conv_baseline", "conv_baseline_synthetic.py"),
+                                              ("lg_lstm", "lg_lstm_synthetic.py")])  # fmt: skip
 def test_full_budget_parsing_beats_the_silhouette_rule(full_world, name, config_file):
     root = full_world["root"]
     config = _config(config_file, root / "parsing", full_world["backbone"], BUDGET["parsing_steps"])
     result = _train_and_test(config, root / name, str(root / "parsing" / "test"))["direct"]
     silhouette = _silhouette_mean_iou(BUDGET["parsing_train"], BUDGET["parsing_test"], PARSING_IMAGE_SIZE)
     thin = [result["per_class"][part]["iou"] for part in ("head", "leg", "tail")]
-    assert result["mean_iou"] >= silhouette + 0.15 and min(thin) > 0, (result["mean_iou"], silhouette, thin)
+    scores = (result["mean_iou"], silhouette, thin)
+    assert result["mean_iou"] >= silhouette + PARSING_FLOOR[name] and min(thin) > 0, scores
     assert np.isfinite(result["pixel_accuracy"])
+    if result["mean_iou"] < silhouette + 0.15:
+        pytest.xfail(f"above the floor, below the bar of 15 points: {scores}")
