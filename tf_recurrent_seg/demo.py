@@ -51,7 +51,7 @@ BUDGETS = {
              "pretrain_steps": 600, "lstm_steps": 5000, "rmi_steps": 5000, "parsing_steps": 3000,
              "referring_seeds": 3, "parsing_seeds": 1, "figures": 1,
              "parsing_runs": [name for name, _, _ in PARSING_RUNS], "tflite": True},
-    # About a quarter of the full work, 11 minutes on a 2-core CPU with the install: one seed per model, the two
+    # About a quarter of the full work, 12 minutes on a 2-core CPU with the install: one seed per model, the two
     # headline parsing models, shorter schedules (from validation runs), no TFLite. Too short for the heads to pass the
     # named-shape rule: see docs/synthetic_demo.md#the-short-budget.
     "short": {"referring_train": 3000, "referring_validation": 300, "referring_test": 400,
