@@ -7,7 +7,7 @@ import runpy
 import numpy as np
 import pytest
 
-from tf_recurrent_seg import allocator, pretrained_weights, pretraining
+from tf_recurrent_seg import allocator, determinism, pretrained_weights, pretraining
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.defaults import SYNTHETIC_ATTRIBUTE_CLASSES
 from tf_recurrent_seg.models.parsing import build_lg_lstm
@@ -88,6 +88,33 @@ def test_pretrain_writes_a_backbone_that_keras_prefix_loads(tmp_path):
     missing.model.backbone.pretrained = f"keras:{tmp_path / 'nothing.keras'}"
     with pytest.raises(FileNotFoundError, match="nothing.keras"):
         pretrained_weights.load_pretrained_backbone(build_rmi(missing), missing)
+
+
+def test_pretrain_turns_on_deterministic_mode(tmp_path, monkeypatch):
+    """Same seed, same backbone: deterministic kernels and input order, as in training (with one inter-op thread on
+    a CPU: docs/training.md)."""
+    calls = []
+    monkeypatch.setattr(determinism.tf.config.experimental, "enable_op_determinism", lambda: calls.append("on"))
+    pretraining.pretrain(_config("backbone_synthetic.py", "smoke"), str(tmp_path))
+    assert calls == ["on"]
+
+
+def test_seed_run_leaves_deterministic_mode_off_when_told(monkeypatch):
+    calls = []
+    monkeypatch.setattr(determinism.tf.config.experimental, "enable_op_determinism", lambda: calls.append("on"))
+    train = _config("backbone_synthetic.py", "smoke").train
+    train.deterministic = False
+    assert determinism.seed_run(train) is False and calls == []
+
+
+def test_pretrain_refuses_xla_in_deterministic_mode(tmp_path):
+    config = _config("backbone_synthetic.py", "smoke")
+    config.train.jit_compile = True
+    with pytest.raises(
+        ValueError, match=r"^train.jit_compile with train.deterministic=True fails .*deterministic=False$"
+    ):
+        pretraining.pretrain(config, str(tmp_path))
+    assert not list(tmp_path.iterdir())
 
 
 def test_pretraining_model_rejects_a_classifier_of_the_wrong_width():

@@ -407,6 +407,7 @@ def backbone_pretraining_config() -> ml_collections.ConfigDict:
     config.train.learning_rate = 3e-3  # Adam, polynomial decay (power 0.9)
     config.train.end_learning_rate = 1e-4
     config.train.jit_compile = False
+    config.train.deterministic = True  # same seed, same backbone (tf_recurrent_seg.determinism)
     config.train.log_every = 50
     config.train.seed = 0
     return config

@@ -187,9 +187,11 @@ class Steps:
 
     def _start(self, job: Job) -> tuple:
         self.log(f"{job.name}: {job.what}: {job.shown}")
-        threads = str(job.threads or self.threads_per_job)
+        # One inter-op thread: with more, ops running side by side made two pretrainings of one seed end with
+        # different weights, deterministic mode or not (docs/training.md#same-seed-same-run).
         environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-                       "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}  # fmt: skip
+                       "TF_NUM_INTRAOP_THREADS": str(job.threads or self.threads_per_job),
+                       "TF_NUM_INTEROP_THREADS": "1"}  # fmt: skip
         process = subprocess.Popen(
             [sys.executable, *job.arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env=environment,

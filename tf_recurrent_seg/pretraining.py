@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg import allocator, image_ops
+from tf_recurrent_seg import allocator, determinism, image_ops
 from tf_recurrent_seg.backbones import build_backbone
 from tf_recurrent_seg.backbones.resnet import check_weight_shapes
 from tf_recurrent_seg.data import synthetic
@@ -119,7 +119,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
         loss, steps and seconds.
     """
     train_config, data = config.train, config.data
-    keras.utils.set_random_seed(int(train_config.seed))
+    determinism.check_jit_compile(train_config, backbone_in_step=True)
+    determinism.seed_run(train_config)
     size = int(config.model.image_size)
     tic = time.perf_counter()
     train_arrays = scene_arrays(int(data.seed), int(data.num_train), size)

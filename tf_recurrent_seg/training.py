@@ -51,7 +51,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg import allocator, losses, optimization, precision, summaries, validation
+from tf_recurrent_seg import allocator, determinism, losses, optimization, precision, summaries, validation
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.data import feature_cache, from_config, pipeline
 from tf_recurrent_seg.defaults import is_referring
@@ -229,15 +229,9 @@ def _check_settings(config: ml_collections.ConfigDict, strategy: tf.distribute.S
             raise ValueError("train.cache_features applies to referring models (rmi, lstm) only")
         if config.model.backbone.trainable:
             raise ValueError("train.cache_features needs a frozen backbone (model.backbone.trainable=False)")
-    # The gradient graph of a step holds the backbone's max-pool gradient (ResNet's pool1, VGG's pools; also when
-    # the backbone is frozen: its variables are still watched, their gradients dropped), which TensorFlow's
-    # deterministic mode refuses to compile with XLA. Only the head on cached features leaves the backbone out.
-    if train_config.get("jit_compile", False) and train_config.get("deterministic", True):
-        if not train_config.get("cache_features", False):
-            raise ValueError(
-                "train.jit_compile with train.deterministic=True fails on the backbone's max-pool gradient (XLA has "
-                "no deterministic one): set train.deterministic=False, or train.cache_features=True (referring models)"
-            )
+    # Only the head on cached features leaves the backbone out of the step.
+    backbone_in_step = not train_config.get("cache_features", False)
+    determinism.check_jit_compile(train_config, backbone_in_step, ", or train.cache_features=True (referring models)")
     num_replicas = strategy.num_replicas_in_sync
     if int(train_config.batch_size) % num_replicas:
         raise ValueError(
@@ -251,13 +245,7 @@ def _start_run(config: ml_collections.ConfigDict, workdir: str, is_chief: bool) 
         workdir_lib.save_config(config, workdir)
         if is_referring(config):  # export, predict and evaluate read the run's copy, from anywhere
             workdir_lib.save_vocabulary(config, workdir)
-    keras.utils.set_random_seed(int(config.train.seed))
-    # Same seed, same run (`train.deterministic`, default True): deterministic kernels and input order. Off, the
-    # input pipelines may reorder elements by thread timing and accelerators may pick faster kernels.
-    deterministic = bool(config.train.get("deterministic", True))
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    return deterministic
+    return determinism.seed_run(config.train)
 
 
 def _build_model_and_optimizer(config: ml_collections.ConfigDict, strategy: tf.distribute.Strategy):

@@ -1,0 +1,36 @@
+"""Same seed, same run: seeding and TensorFlow's deterministic mode, shared by training and pretraining.
+
+`train.deterministic` (default True) turns on deterministic kernels and input order. Off, the input pipelines may
+reorder elements by thread timing and accelerators may pick faster kernels. On a CPU it takes one inter-op thread
+as well (`TF_NUM_INTEROP_THREADS=1`, set before TensorFlow starts): with two, two pretrainings of one seed ended
+with different weights even in deterministic mode (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import keras
+import ml_collections
+import tensorflow as tf
+
+
+def seed_run(train_config: ml_collections.ConfigDict) -> bool:
+    """Seeds Python, numpy and TensorFlow from `train.seed`; returns `train.deterministic` (turned on if True)."""
+    keras.utils.set_random_seed(int(train_config.seed))
+    deterministic = bool(train_config.get("deterministic", True))
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return deterministic
+
+
+def check_jit_compile(train_config: ml_collections.ConfigDict, backbone_in_step: bool, remedy: str = "") -> None:
+    """Raises when `train.jit_compile` meets deterministic mode on a step that runs the backbone.
+
+    The gradient graph of such a step holds the backbone's max-pool gradient (ResNet's pool1, VGG's pools; also
+    when the backbone is frozen: its variables are still watched, their gradients dropped), which TensorFlow's
+    deterministic mode refuses to compile with XLA. `remedy` names another way out, if the caller has one.
+    """
+    if backbone_in_step and train_config.get("jit_compile", False) and train_config.get("deterministic", True):
+        raise ValueError(
+            "train.jit_compile with train.deterministic=True fails on the backbone's max-pool gradient (XLA has "
+            f"no deterministic one): set train.deterministic=False{remedy}"
+        )
