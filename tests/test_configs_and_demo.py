@@ -142,15 +142,14 @@ def test_demo_runs_every_command_with_one_inter_op_thread(capsys):
     """With two inter-op threads, two pretrainings of one seed ended with different weights (docs/training.md)."""
     from tf_recurrent_seg.demo import Job, Steps
 
+    # The demo echoes a command's lines that say "wrote" (its progress lines).
     show = (
         "import os; print('wrote threads', os.environ['TF_NUM_INTRAOP_THREADS'], os.environ['TF_NUM_INTEROP_THREADS'])"
     )
     steps = Steps()
     steps.run([Job("one", "show the threads", ["-c", show], threads=3), Job("two", "again", ["-c", show])])
     printed = capsys.readouterr().out
-    assert "wrote threads 3 1" in printed and f"wrote threads {steps.threads_per_job} 1" in printed, (
-        printed
-    )  # echoed: "wrote" lines
+    assert "wrote threads 3 1" in printed and f"wrote threads {steps.threads_per_job} 1" in printed, printed
 
 
 def test_demo_report_states_a_claim_only_beyond_twice_the_standard_error():
