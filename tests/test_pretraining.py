@@ -1,6 +1,7 @@
 """Backbone pretraining on synthetic scenes: labels, the saved backbone, and loading it with `keras:<path>`."""
 
 import json
+import logging
 import pathlib
 import runpy
 
@@ -105,6 +106,27 @@ def test_seed_run_leaves_deterministic_mode_off_when_told(monkeypatch):
     train = _config("backbone_synthetic.py", "smoke").train
     train.deterministic = False
     assert determinism.seed_run(train) is False and calls == []
+
+
+@pytest.mark.parametrize(
+    ("inter_op_env", "accelerators", "warned"),
+    [("2", [], True), ("", [], True), ("1", [], False), ("2", ["GPU:0"], False)],
+)
+def test_seed_run_warns_when_a_cpu_run_has_several_inter_op_threads(
+    monkeypatch, caplog, inter_op_env, accelerators, warned
+):
+    """Deterministic mode alone does not repeat a CPU run with more than one inter-op thread (docs/training.md):
+    say so, with the remedy. Unset, TensorFlow's default is one thread per core (four here)."""
+    monkeypatch.setattr(determinism.tf.config.experimental, "enable_op_determinism", lambda: None)
+    monkeypatch.setattr(determinism.tf.config.threading, "get_inter_op_parallelism_threads", lambda: 0)
+    monkeypatch.setattr(determinism.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(determinism, "_accelerators", lambda: accelerators)
+    monkeypatch.setenv("TF_NUM_INTEROP_THREADS", inter_op_env)
+    with caplog.at_level(logging.WARNING):
+        determinism.seed_run(_config("backbone_synthetic.py", "smoke").train)
+    assert ("start with TF_NUM_INTEROP_THREADS=1" in caplog.text) is warned
+    if warned:
+        assert f"with {inter_op_env or 4} inter-op threads" in caplog.text
 
 
 def test_pretrain_refuses_xla_in_deterministic_mode(tmp_path):

@@ -3,14 +3,17 @@
 `train.deterministic` (default True) turns on deterministic kernels and input order. Off, the input pipelines may
 reorder elements by thread timing and accelerators may pick faster kernels. On a CPU it takes one inter-op thread
 as well (`TF_NUM_INTEROP_THREADS=1`, set before TensorFlow starts): with two, two pretrainings of one seed ended
-with different weights even in deterministic mode (docs/training.md).
+with different weights even in deterministic mode (docs/training.md). `seed_run` warns when that is the case.
 """
 
 from __future__ import annotations
 
+import os
+
 import keras
 import ml_collections
 import tensorflow as tf
+from absl import logging
 
 
 def seed_run(train_config: ml_collections.ConfigDict) -> bool:
@@ -19,7 +22,26 @@ def seed_run(train_config: ml_collections.ConfigDict) -> bool:
     deterministic = bool(train_config.get("deterministic", True))
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+        threads = inter_op_threads()
+        if threads > 1 and not _accelerators():
+            logging.warning(
+                "train.deterministic on a CPU with %d inter-op threads: runs of one seed can end with other weights; "
+                "start with TF_NUM_INTEROP_THREADS=1 for repeatable runs (docs/training.md#same-seed-same-run)",
+                threads,
+            )
     return deterministic
+
+
+def inter_op_threads() -> int:
+    """TensorFlow's inter-op threads: the `tf.config.threading` setting, else `TF_NUM_INTEROP_THREADS`, else (0 in
+    both, the runtime's default) one per core."""
+    threads = tf.config.threading.get_inter_op_parallelism_threads()
+    threads = threads or int(os.environ.get("TF_NUM_INTEROP_THREADS", "0") or 0)
+    return threads or os.cpu_count() or 1
+
+
+def _accelerators() -> list:
+    return tf.config.list_physical_devices("GPU") + tf.config.list_physical_devices("TPU")
 
 
 def check_jit_compile(train_config: ml_collections.ConfigDict, backbone_in_step: bool, remedy: str = "") -> None:
