@@ -110,13 +110,13 @@ def test_seed_run_leaves_deterministic_mode_off_when_told(monkeypatch):
 
 @pytest.mark.parametrize(
     ("inter_op_env", "accelerators", "warned"),
-    [("2", [], True), ("", [], True), ("1", [], False), ("2", ["GPU:0"], False)],
+    [("2", [], True), ("", [], True), ("x", [], True), ("1", [], False), ("2", ["GPU:0"], False)],
 )
 def test_seed_run_warns_when_a_cpu_run_has_several_inter_op_threads(
     monkeypatch, caplog, inter_op_env, accelerators, warned
 ):
     """Deterministic mode alone does not repeat a CPU run with more than one inter-op thread (docs/training.md):
-    say so, with the remedy. Unset, TensorFlow's default is one thread per core (four here)."""
+    say so, with the remedy. Unset (or not a number), TensorFlow's default is one thread per core (four here)."""
     monkeypatch.setattr(determinism.tf.config.experimental, "enable_op_determinism", lambda: None)
     monkeypatch.setattr(determinism.tf.config.threading, "get_inter_op_parallelism_threads", lambda: 0)
     monkeypatch.setattr(determinism.os, "cpu_count", lambda: 4)
@@ -126,7 +126,7 @@ def test_seed_run_warns_when_a_cpu_run_has_several_inter_op_threads(
         determinism.seed_run(_config("backbone_synthetic.py", "smoke").train)
     assert ("start with TF_NUM_INTEROP_THREADS=1" in caplog.text) is warned
     if warned:
-        assert f"with {inter_op_env or 4} inter-op threads" in caplog.text
+        assert f"with {2 if inter_op_env == '2' else 4} inter-op threads" in caplog.text
 
 
 def test_pretrain_refuses_xla_in_deterministic_mode(tmp_path):

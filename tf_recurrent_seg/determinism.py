@@ -33,10 +33,10 @@ def seed_run(train_config: ml_collections.ConfigDict) -> bool:
 
 
 def inter_op_threads() -> int:
-    """TensorFlow's inter-op threads: the `tf.config.threading` setting, else `TF_NUM_INTEROP_THREADS`, else (0 in
-    both, the runtime's default) one per core."""
-    threads = tf.config.threading.get_inter_op_parallelism_threads()
-    threads = threads or int(os.environ.get("TF_NUM_INTEROP_THREADS", "0") or 0)
+    """TensorFlow's inter-op threads: the `tf.config.threading` setting, else `TF_NUM_INTEROP_THREADS`, else (0 or
+    unset in both, the runtime's default) one per core."""
+    from_env = os.environ.get("TF_NUM_INTEROP_THREADS", "").strip()
+    threads = tf.config.threading.get_inter_op_parallelism_threads() or (int(from_env) if from_env.isdigit() else 0)
     return threads or os.cpu_count() or 1
 
 
