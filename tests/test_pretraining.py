@@ -109,11 +109,11 @@ def test_seed_run_leaves_deterministic_mode_off_when_told(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("inter_op_env", "accelerators", "warned"),
-    [("2", [], True), ("", [], True), ("x", [], True), ("1", [], False), ("2", ["GPU:0"], False)],
+    ("inter_op_env", "accelerators", "warned_threads"),
+    [("2", [], 2), ("", [], 4), ("x", [], 4), ("1", [], None), ("2", ["GPU:0"], None)],
 )
 def test_seed_run_warns_when_a_cpu_run_has_several_inter_op_threads(
-    monkeypatch, caplog, inter_op_env, accelerators, warned
+    monkeypatch, caplog, inter_op_env, accelerators, warned_threads
 ):
     """Deterministic mode alone does not repeat a CPU run with more than one inter-op thread (docs/training.md):
     say so, with the remedy. Unset (or not a number), TensorFlow's default is one thread per core (four here)."""
@@ -124,9 +124,9 @@ def test_seed_run_warns_when_a_cpu_run_has_several_inter_op_threads(
     monkeypatch.setenv("TF_NUM_INTEROP_THREADS", inter_op_env)
     with caplog.at_level(logging.WARNING):
         determinism.seed_run(_config("backbone_synthetic.py", "smoke").train)
-    assert ("start with TF_NUM_INTEROP_THREADS=1" in caplog.text) is warned
-    if warned:
-        assert f"with {2 if inter_op_env == '2' else 4} inter-op threads" in caplog.text
+    assert ("start with TF_NUM_INTEROP_THREADS=1" in caplog.text) is (warned_threads is not None)
+    if warned_threads is not None:
+        assert f"with {warned_threads} inter-op threads" in caplog.text
 
 
 def test_pretrain_refuses_xla_in_deterministic_mode(tmp_path):
