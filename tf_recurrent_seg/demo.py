@@ -45,7 +45,7 @@ PARSING_RUNS = [
 REFERRING_MODELS = ("lstm", "rmi")
 REFERRING_IMAGE_SIZE, PARSING_IMAGE_SIZE = 128, 97
 BUDGETS = {
-    # About 45 minutes on a 2-core CPU with the install (two commands at a time); sizes and steps chosen on validation.
+    # 40-45 minutes on a 2-core CPU with the install (two commands at a time); sizes and steps chosen on validation.
     "full": {"referring_train": 9000, "referring_validation": 300, "referring_test": 600,
              "parsing_train": 1200, "parsing_validation": 120, "parsing_test": 120,
              "pretrain_steps": 600, "lstm_steps": 5000, "rmi_steps": 5000, "parsing_steps": 3000,
