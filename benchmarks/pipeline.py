@@ -195,9 +195,17 @@ def read_overhead(prefix: str, sentinel, examples: int) -> dict:
         }
 
     dataset = pipeline._decoded_records(
-        pipeline.resolve_files(prefix), no_decode, no_sentinel, pipeline.SkipCounter(), training=True,
-        input_context=None, shuffle_buffer=256, seed=0, repeat=True, deterministic=False,
-    )  # fmt: skip
+        pipeline.resolve_files(prefix),
+        no_decode,
+        no_sentinel,
+        pipeline.SkipCounter(),
+        training=True,
+        input_context=None,
+        shuffle_buffer=256,
+        seed=0,
+        repeat=True,
+        deterministic=False,
+    )
     return stage_cost(dataset, examples)
 
 
@@ -252,9 +260,12 @@ def rmi_stages(prefix: str, vocabulary: Vocabulary, examples: int) -> tuple[dict
     raw = cached(tf.data.TFRecordDataset(pipeline.resolve_files(prefix)))
     table = pipeline.vocabulary_table(vocabulary)
     decode_fn = functools.partial(
-        pipeline._decode_referring, table=table, max_words=DEFAULT_MAX_WORDS, strip_pieces=True,
+        pipeline._decode_referring,
+        table=table,
+        max_words=DEFAULT_MAX_WORDS,
+        strip_pieces=True,
         max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
-    )  # fmt: skip
+    )
     decode = functools.partial(decode_fn, path=tf.constant(prefix), index=tf.constant(0, tf.int64))
     expression = {"expression/raw": records.REFERRING_FEATURES["expression/raw"]}
 
@@ -293,14 +304,20 @@ def parsing_stages(prefix: str, examples: int) -> tuple[dict, dict]:
     """(stages, previous) of the parsing pipeline: see the module docstring."""
     raw = cached(tf.data.TFRecordDataset(pipeline.resolve_files(prefix)))
     decode = functools.partial(
-        pipeline._decode_parsing, path=tf.constant(prefix), index=tf.constant(0, tf.int64), num_classes=18,
+        pipeline._decode_parsing,
+        path=tf.constant(prefix),
+        index=tf.constant(0, tf.int64),
+        num_classes=18,
         max_image_pixels=image_header.DEFAULT_MAX_PIXELS,
-    )  # fmt: skip
+    )
     swap_table = pipeline.flip_swap_table(ATR_PAIRS, 18)
     augment = functools.partial(
-        pipeline._prepare_parsing_train, image_size=IMAGE_SIZES["parsing"], scale_range=(0.5, 1.5),
-        swap_table=swap_table, exact_resize=False,
-    )  # fmt: skip
+        pipeline._prepare_parsing_train,
+        image_size=IMAGE_SIZES["parsing"],
+        scale_range=(0.5, 1.5),
+        swap_table=swap_table,
+        exact_resize=False,
+    )
     decoded = tf.data.Dataset.zip((cached(raw.map(decode)), tf.data.Dataset.random(seed=0).batch(2)))
     augmented = cached(decoded.map(augment))
     batched = augmented.batch(8, drop_remainder=True)

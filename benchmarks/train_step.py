@@ -132,8 +132,10 @@ def demo_head_steps(steps: int, warmup: int) -> dict:
             batch, side, channels = 16, 32, int(config.model.backbone.classifier_units)
             tokens = np.zeros((batch, config.model.max_words), np.int32)
             tokens[:, -11:] = rng.integers(4, 30, (batch, 11))
-            features = {"backbone_features": tf.constant(rng.normal(0, 3, (batch, side, side, channels)), tf.float32),
-                        "tokens": tf.constant(tokens)}  # fmt: skip
+            features = {
+                "backbone_features": tf.constant(rng.normal(0, 3, (batch, side, side, channels)), tf.float32),
+                "tokens": tf.constant(tokens),
+            }
             targets = {"mask": tf.constant((rng.random((batch, 128, 128)) > 0.985).astype(np.float32))}
 
             @tf.function

@@ -51,10 +51,21 @@ PART_GROUPS = {
     "head": ("head", "leye", "reye", "lear", "rear", "muzzle", "lhorn", "rhorn"),
     "body": ("torso", "neck"),
     "leg": (
-        "lfuleg", "lflleg", "rfuleg", "rflleg", "lbuleg", "lblleg", "rbuleg", "rblleg", "lfho", "rfho", "lbho", "rbho",
+        "lfuleg",
+        "lflleg",
+        "rfuleg",
+        "rflleg",
+        "lbuleg",
+        "lblleg",
+        "rbuleg",
+        "rblleg",
+        "lfho",
+        "rfho",
+        "lbho",
+        "rbho",
     ),
     "tail": ("tail",),
-}  # fmt: skip
+}
 PART_TO_CLASS = {part: CLASS_NAMES.index(group) for group, parts in PART_GROUPS.items() for part in parts}
 PAINT_ORDER = ("body", "head", "leg", "tail")  # later wins where parts overlap
 UNLABELLED_SILHOUETTE = ("background", "ignore")

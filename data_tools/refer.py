@@ -309,9 +309,17 @@ def convert_split(
                     writer.skip(name, "empty expression", f"{expression_field}={expression!r}")
                     continue
                 example = referring_example(
-                    image_bytes, height, width, file_name, mask, expression,
-                    int(ref["ref_id"]), int(sentence["sent_id"]), dataset_name, split,
-                )  # fmt: skip
+                    image_bytes,
+                    height,
+                    width,
+                    file_name,
+                    mask,
+                    expression,
+                    int(ref["ref_id"]),
+                    int(sentence["sent_id"]),
+                    dataset_name,
+                    split,
+                )
                 writer.write(example)
     with open(f"{prefix}.manifest.json") as file:
         return json.load(file)
@@ -381,9 +389,12 @@ def convert(
             expression_field,
         )
         logging.info(
-            "%s %s: %d records, %d skipped", dataset_name, split, manifests[split]["num_examples"],
+            "%s %s: %d records, %d skipped",
+            dataset_name,
+            split,
+            manifests[split]["num_examples"],
             sum(manifests[split]["skipped"].values()),
-        )  # fmt: skip
+        )
     return manifests
 
 
@@ -411,9 +422,15 @@ def main(argv: Sequence[str]) -> None:
     values = flags.FLAGS
     try:
         manifests = convert(
-            values.refer_root, values.image_dir, values.output_dir, values.dataset, values.split_by,
-            values.splits, values.num_shards, values.expression_field,
-        )  # fmt: skip
+            values.refer_root,
+            values.image_dir,
+            values.output_dir,
+            values.dataset,
+            values.split_by,
+            values.splits,
+            values.num_shards,
+            values.expression_field,
+        )
     except (ValueError, FileNotFoundError) as error:
         raise app.UsageError(str(error)) from None
     for split, manifest in manifests.items():

@@ -169,9 +169,17 @@ def convert_split(
                     writer.skip(_record_name(key, index), "empty expression", repr(expression))
                     continue
                 example = referring_example(
-                    image_bytes, height, width, filename, mask, expression,
-                    ref_id, ref_id * ID_FACTOR + index, DATASET, split,
-                )  # fmt: skip
+                    image_bytes,
+                    height,
+                    width,
+                    filename,
+                    mask,
+                    expression,
+                    ref_id,
+                    ref_id * ID_FACTOR + index,
+                    DATASET,
+                    split,
+                )
                 writer.write(example)
     with open(f"{prefix}.manifest.json") as file:
         return json.load(file)
@@ -219,9 +227,11 @@ def convert(
             queries[split], referit_root, os.path.join(output_dir, split), split, imlist, num_shards
         )
         logging.info(
-            "referit %s: %d records, %d skipped", split, manifests[split]["num_examples"],
+            "referit %s: %d records, %d skipped",
+            split,
+            manifests[split]["num_examples"],
             sum(manifests[split]["skipped"].values()),
-        )  # fmt: skip
+        )
     return manifests
 
 

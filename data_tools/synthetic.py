@@ -148,9 +148,17 @@ def write_synthetic(
                 encoded = _encode_png(example["image"])
                 if task == "referring":
                     record = records.referring_example(
-                        encoded, image_size, image_size, filename, example["mask"], example["expression"],
-                        example["ref_id"], example["sent_id"], DATASET, split,
-                    )  # fmt: skip
+                        encoded,
+                        image_size,
+                        image_size,
+                        filename,
+                        example["mask"],
+                        example["expression"],
+                        example["ref_id"],
+                        example["sent_id"],
+                        DATASET,
+                        split,
+                    )
                     if split == "train":
                         train_expressions.append(example["expression"])
                 else:

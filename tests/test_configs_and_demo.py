@@ -85,24 +85,56 @@ def test_demo_quick_budget_runs_every_step(tmp_path):
     """Data (3 splits), pretraining, both referring heads, two parsing models, test evaluations (DenseCRF,
     shuffled expressions), SavedModel exports, predictions, figures and the report, on tiny budgets."""
     result = subprocess.run(
-        [sys.executable, "-m", "tf_recurrent_seg.demo", "--budget=quick", f"--report_dir={tmp_path}/report",
-         f"--data_dir={tmp_path}/data", f"--runs_dir={tmp_path}/runs", f"--export_dir={tmp_path}/saved"],
-        capture_output=True, text=True, cwd=ROOT, timeout=1200,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tf_recurrent_seg.demo",
+            "--budget=quick",
+            f"--report_dir={tmp_path}/report",
+            f"--data_dir={tmp_path}/data",
+            f"--runs_dir={tmp_path}/runs",
+            f"--export_dir={tmp_path}/saved",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1200,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (tmp_path / "report" / "REPORT.md").read_text()
-    for heading in ("## What this run shows", "## Blind rules and models on the test split", "## Backbone pretraining",
-                    "RMI paper Table 1 layout", "Tables 2-5 layout", "LG-LSTM paper Table 5 layout", "## Figures",
-                    "## Commands"):  # fmt: skip
+    for heading in (
+        "## What this run shows",
+        "## Blind rules and models on the test split",
+        "## Backbone pretraining",
+        "RMI paper Table 1 layout",
+        "Tables 2-5 layout",
+        "LG-LSTM paper Table 5 layout",
+        "## Figures",
+        "## Commands",
+    ):
         assert heading in report, heading
     assert report.index("## Blind rules") < report.index("RMI paper Table 1 layout")  # the blind rules come first
-    for row in ("| rule: every object of the named shape |", "| LSTM, expressions shuffled across scenes |",
-                "| rule: silhouette as", "| Relative gain of RMI |", "| lg_lstm |", "| conv_baseline |"):  # fmt: skip
+    for row in (
+        "| rule: every object of the named shape |",
+        "| LSTM, expressions shuffled across scenes |",
+        "| rule: silhouette as",
+        "| Relative gain of RMI |",
+        "| lg_lstm |",
+        "| conv_baseline |",
+    ):
         assert row in report, row
     assert "test split is scored once" in report and "Training seeds: 0 for each referring head" in report
     assert "LG-LSTM above lg_lstm_local2 (mean IoU): **not run at this budget**" in report  # a budget's missing runs
-    for figure in ("rmi_0_steps.png", "rmi_0_responses.png", "parsing_lg_lstm_legend.png", "validation_referring.png",
-                   "validation_parsing.png", "iou_by_length.png", "per_class_iou.png", "blind_rules.png"):  # fmt: skip
+    for figure in (
+        "rmi_0_steps.png",
+        "rmi_0_responses.png",
+        "parsing_lg_lstm_legend.png",
+        "validation_referring.png",
+        "validation_parsing.png",
+        "iou_by_length.png",
+        "per_class_iou.png",
+        "blind_rules.png",
+    ):
         assert (tmp_path / "report" / figure).stat().st_size > 0, figure
     assert (tmp_path / "runs" / "backbone" / "backbone.keras").exists()
     assert (tmp_path / "saved" / "demo_rmi" / "1").is_dir() and (tmp_path / "saved" / "demo_lg_lstm" / "1").is_dir()

@@ -400,11 +400,21 @@ def test_bad_input_listed_but_missing_and_repeated_lip_ids(tmp_path):
 H, W = 60, 40
 # 0-based (x, y) joints of a frontal person; the person's right side is on the image's left.
 JOINTS = {
-    "right_ankle": (15, 56), "right_knee": (15, 45), "right_hip": (16, 32), "left_hip": (24, 32),
-    "left_knee": (25, 45), "left_ankle": (25, 56), "right_hand": (6, 32), "right_elbow": (8, 24),
-    "right_shoulder": (12, 14), "left_shoulder": (28, 14), "left_elbow": (32, 24), "left_hand": (34, 32),
-    "neck": (20, 12), "head": (20, 5),
-}  # fmt: skip
+    "right_ankle": (15, 56),
+    "right_knee": (15, 45),
+    "right_hip": (16, 32),
+    "left_hip": (24, 32),
+    "left_knee": (25, 45),
+    "left_ankle": (25, 56),
+    "right_hand": (6, 32),
+    "right_elbow": (8, 24),
+    "right_shoulder": (12, 14),
+    "left_shoulder": (28, 14),
+    "left_elbow": (32, 24),
+    "left_hand": (34, 32),
+    "neck": (20, 12),
+    "head": (20, 5),
+}
 POSE_POINT = np.array([JOINTS[name] for name in fashionista.POSE_JOINTS], np.float64) + 1.0  # MATLAB 1-based
 # (rows, cols, Fashionista name, ATR id with sides from the pose, ATR id with --sides=ignore); the rest is null.
 REGIONS = [
@@ -634,9 +644,14 @@ def pascal_fixture(root):
             {"part_name": "rbho", "mask": rect(shape, 29, 30, 30, 32)},
         ],
     }
-    person = {"class": "person", "class_ind": 15, "mask": rect(shape, 0, 12, 24, 34), "parts": [
-        {"part_name": "head", "mask": rect(shape, 0, 3, 26, 30)},
-    ]}  # fmt: skip
+    person = {
+        "class": "person",
+        "class_ind": 15,
+        "mask": rect(shape, 0, 12, 24, 34),
+        "parts": [
+            {"part_name": "head", "mask": rect(shape, 0, 3, 26, 30)},
+        ],
+    }
 
     def expected(unlabelled):
         labels = np.zeros(shape, np.uint8)
@@ -686,10 +701,14 @@ def test_pascal_part_merge(tmp_path, unlabelled):
     root = tmp_path / "src"
     expected, cow_expected = pascal_fixture(root)
     results = pascal_part.convert_pascal_part(
-        str(root), str(root / "VOC2010"), str(tmp_path / "out"),
+        str(root),
+        str(root / "VOC2010"),
+        str(tmp_path / "out"),
         {"train": str(root / "train.txt"), "test": str(root / "test.txt")},
-        classes=("horse", "cow"), num_shards=2, unlabelled_silhouette=unlabelled,
-    )  # fmt: skip
+        classes=("horse", "cow"),
+        num_shards=2,
+        unlabelled_silhouette=unlabelled,
+    )
     value = 0 if unlabelled == "background" else 255
     assert results["train"]["written"] == 2 and results["train"]["skipped"] == 2  # person-only, repeated id
     assert results["test"]["written"] == 1 and results["test"]["skipped"] == 2  # size mismatch, missing
@@ -737,9 +756,13 @@ def test_pascal_part_class_selection(tmp_path):
 
 def run_module(*args):
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )  # fmt: skip
+    )
 
 
 def test_command_lines_help_and_run(tmp_path):

@@ -61,11 +61,16 @@ def _sentence(sent_id, sent, raw=None):
 
 def _ref(ref_id, ann_id, image_id, split, sentences):
     return {
-        "ref_id": ref_id, "ann_id": ann_id, "image_id": image_id, "category_id": 1, "split": split,
-        "sent_ids": [s["sent_id"] for s in sentences], "sentences": sentences,
+        "ref_id": ref_id,
+        "ann_id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "split": split,
+        "sent_ids": [s["sent_id"] for s in sentences],
+        "sentences": sentences,
         # REFER's ref file_name carries the ann id and is not the image's name (the API ignores it).
         "file_name": f"COCO_train2014_{image_id:012d}_{ann_id}.jpg",
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture
@@ -92,11 +97,21 @@ def refer_data(tmp_path):
     compressed = coco_mask.encode(np.asfortranarray(compressed_mask))
     annotations = [
         {"id": 101, "image_id": 1, "category_id": 1, "iscrowd": 0, "segmentation": POLYGONS},
-        {"id": 102, "image_id": 2, "category_id": 1, "iscrowd": 1,
-         "segmentation": {"size": list(sizes[2]), "counts": _uncompressed_counts(rle_mask)}},
-        {"id": 103, "image_id": 3, "category_id": 1, "iscrowd": 0,
-         "segmentation": {"size": compressed["size"], "counts": compressed["counts"].decode("ascii")}},
-    ]  # fmt: skip
+        {
+            "id": 102,
+            "image_id": 2,
+            "category_id": 1,
+            "iscrowd": 1,
+            "segmentation": {"size": list(sizes[2]), "counts": _uncompressed_counts(rle_mask)},
+        },
+        {
+            "id": 103,
+            "image_id": 3,
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": {"size": compressed["size"], "counts": compressed["counts"].decode("ascii")},
+        },
+    ]
     instances = {
         "images": [{"id": i, "file_name": names[i], "height": h, "width": w} for i, (h, w) in sizes.items()],
         "annotations": annotations,
@@ -108,13 +123,18 @@ def refer_data(tmp_path):
         _ref(2, 102, 2, "train", [_sentence(21, "crowd on the left")]),
     ]
     data = {
-        "root": root, "image_dir": image_dir, "names": names, "sizes": sizes, "instances": instances, "refs": refs,
+        "root": root,
+        "image_dir": image_dir,
+        "names": names,
+        "sizes": sizes,
+        "instances": instances,
+        "refs": refs,
         "expected_masks": {
             1: np.maximum(*[coco_mask.decode(coco_mask.frPyObjects([p], *sizes[1]))[..., 0] for p in POLYGONS]),
             2: rle_mask,
             3: coco_mask.decode(compressed),
         },
-    }  # fmt: skip
+    }
     write_refer(data)
     return data
 
@@ -160,10 +180,16 @@ def skipped(manifest):
 
 
 PLAIN_DATA = [
-    {"ref_id": 1, "split": "train", "sent_ids": [3, 4], "score": 0.5, "flag": None,
-     "sentences": [{"raw": "Café, left.", "sent": "cafe left", "sent_id": 3, "tokens": ["cafe", "left"]}]},
+    {
+        "ref_id": 1,
+        "split": "train",
+        "sent_ids": [3, 4],
+        "score": 0.5,
+        "flag": None,
+        "sentences": [{"raw": "Café, left.", "sent": "cafe left", "sent_id": 3, "tokens": ["cafe", "left"]}],
+    },
     {"ref_id": 2, "big": 2**70, "nested": [[1, 2], {"k": "v"}]},
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("protocol", [0, 2, 4])
@@ -285,9 +311,11 @@ def test_converts_every_sentence_with_pycocotools_masks(refer_data, tmp_path):
     assert manifests["train"]["num_examples"] == 3 and manifests["val"]["num_examples"] == 1
     assert manifests["train"]["skipped"] == {} and manifests["train"]["task"] == "referring"
     expected = {  # sent_id -> (ref_id, image_id, expression, split)
-        11: (1, 1, "man in black", "train"), 12: (1, 1, "the right one", "train"),
-        21: (2, 2, "crowd on the left", "train"), 31: (3, 3, "striped thing", "val"),
-    }  # fmt: skip
+        11: (1, 1, "man in black", "train"),
+        12: (1, 1, "the right one", "train"),
+        21: (2, 2, "crowd on the left", "train"),
+        31: (3, 3, "striped thing", "val"),
+    }
     records = read_records(tmp_path / "out" / "train") + read_records(tmp_path / "out" / "val")
     # Shards are filled round-robin in (ref_id, sent_id) order.
     assert [int(r["sent_id"]) for r in records] == [11, 21, 12, 31]

@@ -252,9 +252,18 @@ def test_command_line_writes_a_model_that_matches_the_reference(tmp_path, paper_
     prefix, vocabulary, weights = paper_head_checkpoint
     output = tmp_path / "rmi.keras"
     result = run_converter(
-        "--checkpoint", prefix, "--model", "rmi", "--backbone", "resnet",
-        "--vocabulary", vocabulary, "--output", output, "--head_only",
-    )  # fmt: skip
+        "--checkpoint",
+        prefix,
+        "--model",
+        "rmi",
+        "--backbone",
+        "resnet",
+        "--vocabulary",
+        vocabulary,
+        "--output",
+        output,
+        "--head_only",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Wrote {output}" in result.stdout
 
@@ -277,9 +286,18 @@ def test_command_line_rejects_a_vocabulary_without_special_tokens(tmp_path, pape
     vocabulary.write_text("".join(word + "\n" for word in WORDS + ["dog", "cat", "tree", "sky"]), encoding="utf-8")
     output = tmp_path / "never.keras"
     result = run_converter(
-        "--checkpoint", prefix, "--model", "rmi", "--backbone", "resnet",
-        "--vocabulary", vocabulary, "--output", output, "--head_only",
-    )  # fmt: skip
+        "--checkpoint",
+        prefix,
+        "--model",
+        "rmi",
+        "--backbone",
+        "resnet",
+        "--vocabulary",
+        vocabulary,
+        "--output",
+        output,
+        "--head_only",
+    )
     assert result.returncode != 0
     assert str(vocabulary) in result.stderr and "<pad>" in result.stderr, result.stderr[-3000:]
     assert not output.exists()

@@ -40,8 +40,22 @@ SHELL_BLOCK = {"", "sh", "bash", "shell", "console"}  # fenced blocks tagged pyt
 COMMAND_START = re.compile(
     r"""^(?:[A-Z_]+=(?:'[^']*'|"[^"]*"|\S+)\s+)*(?:python3?|make|saved_model_cli|tf-recurrent-seg-[\w-]+)(?:\s|$)"""
 )
-ABSL_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "flagfile", "undefok", "only_check_args", "logtostderr",
-              "alsologtostderr", "log_dir", "v", "verbosity", "stderrthreshold", "showprefixforinfo"}  # fmt: skip
+ABSL_FLAGS = {
+    "help",
+    "helpfull",
+    "helpshort",
+    "helpxml",
+    "flagfile",
+    "undefok",
+    "only_check_args",
+    "logtostderr",
+    "alsologtostderr",
+    "log_dir",
+    "v",
+    "verbosity",
+    "stderrthreshold",
+    "showprefixforinfo",
+}
 
 
 @dataclasses.dataclass
@@ -174,8 +188,13 @@ def _defined_in_source(path: pathlib.Path) -> set[str]:
     """Names of the flags the module's `*.DEFINE_*("name", ...)` calls define."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr.startswith("DEFINE_")
-                and node.args and isinstance(node.args[0], ast.Constant)):  # fmt: skip
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr.startswith("DEFINE_")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             names.add(node.args[0].value)
     return names
 
@@ -238,9 +257,14 @@ def test_the_documentation_has_commands():
     commands = all_commands()
     texts = " ".join(command.text for command in commands)
     assert len(commands) > 40, len(commands)
-    for expected in ("make demo", "tf_recurrent_seg.cli.train --config=configs/rmi_synthetic.py",
-                     "saved_model_cli show", "data_tools.refer --refer_root", "tf_recurrent_seg.cli.predict",
-                     "data_tools.synthetic --task parsing"):  # fmt: skip
+    for expected in (
+        "make demo",
+        "tf_recurrent_seg.cli.train --config=configs/rmi_synthetic.py",
+        "saved_model_cli show",
+        "data_tools.refer --refer_root",
+        "tf_recurrent_seg.cli.predict",
+        "data_tools.synthetic --task parsing",
+    ):
         assert expected in texts, expected
     sources = {command.where.split(":")[0] for command in commands}
     assert {"README.md", "docs/serving.md", "tf_recurrent_seg/cli/export.py", "configs/rmi_synthetic.py"} <= sources
@@ -301,8 +325,13 @@ def test_every_config_loads_and_every_override_names_a_field():
 def test_every_make_target_exists():
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     targets = set(re.findall(r"^([\w.-]+)\s*:(?!=)", makefile, re.M))
-    used = [(command, word) for command in all_commands() if command.words[0] == "make"
-            for word in command.words[1:] if "=" not in word and not word.startswith("-")]  # fmt: skip
+    used = [
+        (command, word)
+        for command in all_commands()
+        if command.words[0] == "make"
+        for word in command.words[1:]
+        if "=" not in word and not word.startswith("-")
+    ]
     assert used, "no make command found"
     missing = [f"{command.where}: make {word}" for command, word in used if word not in targets]
     assert not missing, "\n".join(missing)
@@ -331,8 +360,9 @@ def test_saved_model_cli_reads_the_version_folder():
     for where, commands in by_file.items():
         export_dirs = {
             command.flag("export_dir") or _default_export_dir(command.flag("workdir"))
-            for command in commands if program(command)[0] == "tf_recurrent_seg.cli.export"
-        }  # fmt: skip
+            for command in commands
+            if program(command)[0] == "tf_recurrent_seg.cli.export"
+        }
         for command in commands:
             if command.words[0] != "saved_model_cli":
                 continue
@@ -386,8 +416,9 @@ def test_readme_predict_image_is_made_by_the_readme(tmp_path):
     assert writers, f"README.md: nothing writes {image}, the image {predict.where} reads"
     assert int(writers[0].where.split(":")[1]) < int(predict.where.split(":")[1])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, *writers[0].words[1:]], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, *writers[0].words[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / image).is_file()
     assert result.stdout.strip() == predict.flag("expression")
@@ -403,9 +434,10 @@ def test_converters_are_installed_with_console_scripts(tmp_path):
     scripts = console_scripts()
     assert all(name.startswith("tf-recurrent-seg-") for name in scripts)
     tools = sorted(
-        path.stem for path in (REPO / "data_tools").glob("*.py")
+        path.stem
+        for path in (REPO / "data_tools").glob("*.py")
         if re.search(r"^def run\(", path.read_text(encoding="utf-8"), re.M)
-    )  # fmt: skip
+    )
     assert len(tools) == 7, tools
     by_module = {target.split(":")[0]: name for name, target in scripts.items()}
     for tool in tools:
@@ -450,12 +482,19 @@ def test_converters_are_installed_with_console_scripts(tmp_path):
 # Appended to the README's commands (absl: the last value wins) so that the chain runs in minutes on tiny data.
 QUICK_START_SHRINK = {
     "data_tools.synthetic": ["--num_train=16", "--num_validation=4", "--num_test=4"],
-    "tf_recurrent_seg.cli.pretrain": ["--config.data.num_train=16", "--config.data.num_validation=4",
-                                      "--config.train.num_steps=2", "--config.train.batch_size=4"],
-    "tf_recurrent_seg.cli.train": ["--config.train.num_steps=2", "--config.train.batch_size=2",
-                                   "--config.train.eval_examples=4"],
+    "tf_recurrent_seg.cli.pretrain": [
+        "--config.data.num_train=16",
+        "--config.data.num_validation=4",
+        "--config.train.num_steps=2",
+        "--config.train.batch_size=4",
+    ],
+    "tf_recurrent_seg.cli.train": [
+        "--config.train.num_steps=2",
+        "--config.train.batch_size=2",
+        "--config.train.eval_examples=4",
+    ],
     "tf_recurrent_seg.cli.evaluate": ["--max_examples=4"],
-}  # fmt: skip
+}
 
 
 def _run(words: list[str], cwd: pathlib.Path, where: str) -> subprocess.CompletedProcess:
@@ -464,8 +503,9 @@ def _run(words: list[str], cwd: pathlib.Path, where: str) -> subprocess.Complete
         "saved_model_cli": [os.path.join(os.path.dirname(sys.executable), "saved_model_cli")],
     }
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([*executable[words[0]], *words[1:]], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=900)  # fmt: skip
+    result = subprocess.run(
+        [*executable[words[0]], *words[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, f"{where}: {' '.join(words)}\n{result.stderr[-3000:]}"
     return result
 
@@ -485,14 +525,25 @@ def test_readme_quick_start_runs(tmp_path):
         if not command.where.startswith("README.md:") or " ".join(command.words) in seen:
             continue
         text = " ".join(command.words)
-        if "synthetic_referring" in text or "rmi_synthetic" in text or "backbone_synthetic" in text or (
-                command.words[0] == "saved_model_cli" or "scene.png" in text):  # fmt: skip
+        if (
+            "synthetic_referring" in text
+            or "rmi_synthetic" in text
+            or "backbone_synthetic" in text
+            or (command.words[0] == "saved_model_cli" or "scene.png" in text)
+        ):
             seen.add(text)
             chain.append(command)
     steps = [program(command)[0] or command.words[0] for command in chain]
-    assert steps == ["data_tools.synthetic", "tf_recurrent_seg.cli.pretrain", "tf_recurrent_seg.cli.train",
-                     "tf_recurrent_seg.cli.evaluate", "python", "tf_recurrent_seg.cli.predict",
-                     "tf_recurrent_seg.cli.export", "saved_model_cli"], steps  # fmt: skip
+    assert steps == [
+        "data_tools.synthetic",
+        "tf_recurrent_seg.cli.pretrain",
+        "tf_recurrent_seg.cli.train",
+        "tf_recurrent_seg.cli.evaluate",
+        "python",
+        "tf_recurrent_seg.cli.predict",
+        "tf_recurrent_seg.cli.export",
+        "saved_model_cli",
+    ], steps
     for command, step in zip(chain, steps):
         result = _run([*command.words, *QUICK_START_SHRINK.get(step, [])], project, command.where)
         if step == "saved_model_cli":
@@ -509,8 +560,19 @@ def test_readme_quick_start_runs(tmp_path):
         "elsewhere",
     )
     assert (elsewhere / "exported" / "1" / "saved_model.pb").is_file()
-    _run(["python", "-m", "tf_recurrent_seg.cli.predict", f"--workdir={run}", f"--image={project / 'scene.png'}",
-          "--expression=the green diamond", "--output=out.png"], elsewhere, "elsewhere")  # fmt: skip
+    _run(
+        [
+            "python",
+            "-m",
+            "tf_recurrent_seg.cli.predict",
+            f"--workdir={run}",
+            f"--image={project / 'scene.png'}",
+            "--expression=the green diamond",
+            "--output=out.png",
+        ],
+        elsewhere,
+        "elsewhere",
+    )
     _run(
         [
             "python",

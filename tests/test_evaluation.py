@@ -71,10 +71,20 @@ def referring_data(tmp_path_factory):
     with records.ShardedRecordWriter(prefix, 2, task="referring", source="ReferItGame (test fixture)") as writer:
         for index, example in enumerate(examples):
             image = example["image"]
-            writer.write(records.referring_example(
-                _png(image), image.shape[0], image.shape[1], f"{index}.png", example["mask"].astype(np.uint8),
-                example["expression"], index, index, "referit", "test",
-            ))  # fmt: skip
+            writer.write(
+                records.referring_example(
+                    _png(image),
+                    image.shape[0],
+                    image.shape[1],
+                    f"{index}.png",
+                    example["mask"].astype(np.uint8),
+                    example["expression"],
+                    index,
+                    index,
+                    "referit",
+                    "test",
+                )
+            )
     vocabulary = str(directory / "vocabulary.txt")
     build_vocabulary([e["expression"] for e in examples]).save(vocabulary)
     return {"prefix": prefix, "vocabulary": vocabulary, "examples": examples}
@@ -96,10 +106,18 @@ def parsing_data(tmp_path_factory):
     with records.ShardedRecordWriter(prefix, 1, task="parsing", source="PASCAL-Part horse (test fixture)") as writer:
         for index, example in enumerate(examples):
             image = example["image"]
-            writer.write(records.parsing_example(
-                _png(image), image.shape[0], image.shape[1], f"{index}.png", example["labels"], NUM_PARTS, "horse_cow",
-                "test",
-            ))  # fmt: skip
+            writer.write(
+                records.parsing_example(
+                    _png(image),
+                    image.shape[0],
+                    image.shape[1],
+                    f"{index}.png",
+                    example["labels"],
+                    NUM_PARTS,
+                    "horse_cow",
+                    "test",
+                )
+            )
     return {"prefix": prefix, "examples": examples}
 
 
@@ -476,8 +494,13 @@ def test_cli_writes_into_workdir_eval(synthetic_dirs, crf_stub, tmp_path, capsys
 def _referring_result(method, overall, by_length, crf=None):
     entry = lambda iou: {"overall_iou": iou, "mean_iou": iou, "precision@0.5": 0.5, "num_examples": 10}  # noqa: E731
     direct = {**entry(overall), "by_length": {label: entry(iou) for label, iou in by_length.items()}}
-    results = {"task": "referring", "method": method, "num_examples": 10, "results": {"direct": direct},
-               "length_bins_dataset": "unc"}  # fmt: skip
+    results = {
+        "task": "referring",
+        "method": method,
+        "num_examples": 10,
+        "results": {"direct": direct},
+        "length_bins_dataset": "unc",
+    }
     if crf is not None:
         results["results"]["dcrf"] = {**entry(crf), "by_length": {label: entry(crf) for label in by_length}}
     return results

@@ -39,11 +39,13 @@ CASES = {
     "bmp": lambda: encoded("BMP"),
 }
 if features.check("webp"):
-    CASES.update({
-        "webp_lossy": lambda: encoded("WEBP"),
-        "webp_lossless": lambda: encoded("WEBP", lossless=True),
-        "webp_extended": lambda: encoded("WEBP", mode="RGBA"),
-    })  # fmt: skip
+    CASES.update(
+        {
+            "webp_lossy": lambda: encoded("WEBP"),
+            "webp_lossless": lambda: encoded("WEBP", lossless=True),
+            "webp_extended": lambda: encoded("WEBP", mode="RGBA"),
+        }
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -46,8 +46,15 @@ def _config(name: str, data_dir: pathlib.Path, backbone: pathlib.Path, num_steps
     if "vocabulary" in config.data:
         config.data.vocabulary = str(data_dir / "vocabulary.txt")
     config.model.backbone.pretrained = f"keras:{backbone}"
-    config.train.update({"num_steps": num_steps, "seed": SEED, "eval_every": num_steps, "checkpoint_every": num_steps,
-                         "eval_examples": 20})  # fmt: skip
+    config.train.update(
+        {
+            "num_steps": num_steps,
+            "seed": SEED,
+            "eval_every": num_steps,
+            "checkpoint_every": num_steps,
+            "eval_examples": 20,
+        }
+    )
     return config
 
 
@@ -71,8 +78,15 @@ def tiny_world(tmp_path_factory):
     """Referring data at 96x96, parsing figures at 97x97 and a backbone pretrained on 96x96 scenes for 150 steps."""
     root = tmp_path_factory.mktemp("learning")
     write_synthetic("referring", str(root / "referring"), 800, 100, seed=SEED, image_size=96, num_validation=20)
-    write_synthetic("parsing", str(root / "parsing"), PARSING_TRAIN, PARSING_TEST, seed=SEED,
-                    image_size=PARSING_IMAGE_SIZE, num_validation=20)  # fmt: skip
+    write_synthetic(
+        "parsing",
+        str(root / "parsing"),
+        PARSING_TRAIN,
+        PARSING_TEST,
+        seed=SEED,
+        image_size=PARSING_IMAGE_SIZE,
+        num_validation=20,
+    )
     return {"root": root, "backbone": _pretrained_backbone(root / "backbone", 96, 400, 150)}
 
 
@@ -147,8 +161,9 @@ PARSING_FLOOR = {"conv_baseline": 0.08, "lg_lstm": PARSING_BAR}
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("name,config_file", [("conv_baseline", "conv_baseline_synthetic.py"),
-                                              ("lg_lstm", "lg_lstm_synthetic.py")])  # fmt: skip
+@pytest.mark.parametrize(
+    "name,config_file", [("conv_baseline", "conv_baseline_synthetic.py"), ("lg_lstm", "lg_lstm_synthetic.py")]
+)
 def test_full_budget_parsing_beats_the_silhouette_rule(full_world, name, config_file):
     root = full_world["root"]
     config = _config(config_file, root / "parsing", full_world["backbone"], BUDGET["parsing_steps"])

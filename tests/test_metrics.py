@@ -91,10 +91,19 @@ def test_updates_accumulate_across_batches_and_sample_weight_excludes():
     # Excluding example 2 (I 0, U 5): overall 5/8, mean 1.25/2, prec@0.5 = 1, @0.6 = @0.7 = 1/2.
     weighted = ReferringSegmentationMetrics()
     weighted.update_state(gt, pred, original_size=SIZES, sample_weight=[1, 1, 0])
-    _check(to_python(weighted.result()), {
-        "overall_iou": 5 / 8, "mean_iou": 0.625, "precision@0.5": 1.0, "precision@0.6": 0.5,
-        "precision@0.7": 0.5, "precision@0.8": 0.0, "precision@0.9": 0.0, "num_examples": 2.0,
-    })  # fmt: skip
+    _check(
+        to_python(weighted.result()),
+        {
+            "overall_iou": 5 / 8,
+            "mean_iou": 0.625,
+            "precision@0.5": 1.0,
+            "precision@0.6": 0.5,
+            "precision@0.7": 0.5,
+            "precision@0.8": 0.0,
+            "precision@0.9": 0.0,
+            "num_examples": 2.0,
+        },
+    )
 
 
 def test_empty_union_and_custom_thresholds():
@@ -104,16 +113,30 @@ def test_empty_union_and_custom_thresholds():
     default = ReferringSegmentationMetrics(thresholds=(0.5, 1.0))
     default.update_state(gt, pred)
     # Default: the empty example has IoU 0 (pycocotools' value; the reference's NaN never counts as correct).
-    _check(to_python(default.result()), {
-        "overall_iou": 1.0, "mean_iou": 0.5, "precision@0.5": 0.5, "precision@1": 0.5, "num_examples": 2.0,
-    })  # fmt: skip
+    _check(
+        to_python(default.result()),
+        {
+            "overall_iou": 1.0,
+            "mean_iou": 0.5,
+            "precision@0.5": 0.5,
+            "precision@1": 0.5,
+            "num_examples": 2.0,
+        },
+    )
     empty = mask_utils.encode(np.zeros((2, 2), np.uint8, order="F"))
     assert mask_utils.iou([empty], [empty], [0])[0, 0] == 0.0
     perfect = ReferringSegmentationMetrics(thresholds=(0.5, 1.0), empty_iou=1.0)
     perfect.update_state(gt, pred)
-    _check(to_python(perfect.result()), {
-        "overall_iou": 1.0, "mean_iou": 1.0, "precision@0.5": 1.0, "precision@1": 1.0, "num_examples": 2.0,
-    })  # fmt: skip
+    _check(
+        to_python(perfect.result()),
+        {
+            "overall_iou": 1.0,
+            "mean_iou": 1.0,
+            "precision@0.5": 1.0,
+            "precision@1": 1.0,
+            "num_examples": 2.0,
+        },
+    )
 
 
 def test_empty_metric_reads_zero_and_reset():
@@ -443,8 +466,11 @@ def test_mirrored_strategy_two_replicas_sum():
         "print('MIRRORED OK')\n"
     )
     root = pathlib.Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=300
     )

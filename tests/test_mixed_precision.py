@@ -431,8 +431,14 @@ def test_float16_overflow_on_one_replica_skips_the_step_on_every_replica():
     `without_skip_together`, ends with non-finite weights); `training.skip_together` makes every replica skip the
     step: weights unchanged and finite, the scale halved."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))
-    result = subprocess.run([sys.executable, "-c", _MIRRORED_OVERFLOW_SCRIPT, "with_skip_together"],
-                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", _MIRRORED_OVERFLOW_SCRIPT, "with_skip_together"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["replicas"] == 2

@@ -239,12 +239,24 @@ def _authors_source_indices(
 # S = 12: scale 2, new size 8 x 12, pad top 2: rows 2 + (1, 3, 5, 7), columns 1, 3, ..., 11. The authors:
 # R = 6, crop top 1, rows floor((k + 1/2) * 2) = 3, 5, 7, 9 for k = 1..4: the same pixels (the pad, 2, is
 # exactly the crop, 1 original pixel, times the scale 2).
-_ROWS_1346 = [[100, 102, 103, 105, 106, 108], [300, 302, 303, 305, 306, 308],
-              [400, 402, 403, 405, 406, 408], [600, 602, 603, 605, 606, 608]]  # fmt: skip
-_ROWS_2356 = [[200, 202, 203, 205, 206, 208], [300, 302, 303, 305, 306, 308],
-              [500, 502, 503, 505, 506, 508], [600, 602, 603, 605, 606, 608]]  # fmt: skip
-_ROWS_3579 = [[301, 303, 305, 307, 309, 311], [501, 503, 505, 507, 509, 511],
-              [701, 703, 705, 707, 709, 711], [901, 903, 905, 907, 909, 911]]  # fmt: skip
+_ROWS_1346 = [
+    [100, 102, 103, 105, 106, 108],
+    [300, 302, 303, 305, 306, 308],
+    [400, 402, 403, 405, 406, 408],
+    [600, 602, 603, 605, 606, 608],
+]
+_ROWS_2356 = [
+    [200, 202, 203, 205, 206, 208],
+    [300, 302, 303, 305, 306, 308],
+    [500, 502, 503, 505, 506, 508],
+    [600, 602, 603, 605, 606, 608],
+]
+_ROWS_3579 = [
+    [301, 303, 305, 307, 309, 311],
+    [501, 503, 505, 507, 509, 511],
+    [701, 703, 705, 707, 709, 711],
+    [901, 903, 905, 907, 909, 911],
+]
 HAND_CASES = {  # size: (placement of a 4 x 6 original, ours, the authors')
     9: ((1, 0, 6, 9), _ROWS_1346, _ROWS_2356),
     12: ((2, 0, 8, 12), _ROWS_3579, _ROWS_3579),
@@ -280,8 +292,23 @@ def test_undo_resize_and_pad_against_the_authors_rule():
     padded pixel per axis when the image's long side is at least S, as in the RMI datasets at S = 320 (smaller
     images can be off by half an original pixel; docs/decisions.md, section "Evaluation map-back")."""
     size = 320
-    shapes = [(480, 640), (360, 480), (360, 640), (960, 1280), (320, 320), (160, 320), (612, 612), (500, 500),
-              (427, 640), (426, 640), (375, 500), (333, 500), (321, 999), (1000, 321), (640, 640)]  # fmt: skip
+    shapes = [
+        (480, 640),
+        (360, 480),
+        (360, 640),
+        (960, 1280),
+        (320, 320),
+        (160, 320),
+        (612, 612),
+        (500, 500),
+        (427, 640),
+        (426, 640),
+        (375, 500),
+        (333, 500),
+        (321, 999),
+        (1000, 321),
+        (640, 640),
+    ]
     shapes += [(w, h) for h, w in shapes]
     prediction = (size * np.arange(size)[:, None] + np.arange(size)[None, :]).astype(np.int32)  # names its pixel
     coinciding, differing = set(), set()
@@ -292,9 +319,11 @@ def test_undo_resize_and_pad_against_the_authors_rule():
         rows, cols, row_ties, col_ties = _authors_source_indices(height, width, size)
         resized = max(height, width)
         authors_placement = (
-            (resized - height) // 2 * size / resized, (resized - width) // 2 * size / resized,
-            height * size / resized, width * size / resized,
-        )  # fmt: skip
+            (resized - height) // 2 * size / resized,
+            (resized - width) // 2 * size / resized,
+            height * size / resized,
+            width * size / resized,
+        )
         if placement == authors_placement:
             coinciding.add((height, width))
             for ours, theirs, ties in ((ours_rows, rows, row_ties), (ours_cols, cols, col_ties)):
@@ -650,8 +679,14 @@ def test_bad_records_are_skipped_and_counted(tmp_path, caplog):
         )
         sent_ids = [int(s) for _, t in dataset for s in t["sent_id"].numpy()]
     assert sent_ids == [0, 1, 2]
-    assert counter.counts == {"undecodable": 3, "size_mismatch": 1, "empty_expression": 2, "invalid_labels": 0,
-                              "too_large": 0, "invalid_mask": 0}  # fmt: skip
+    assert counter.counts == {
+        "undecodable": 3,
+        "size_mismatch": 1,
+        "empty_expression": 2,
+        "invalid_labels": 0,
+        "too_large": 0,
+        "invalid_mask": 0,
+    }
     assert counter.total == 6
     assert (
         caplog.text.count("skipping record") == 6 and "bad.tfrecord" in caplog.text and "size_mismatch" in caplog.text
@@ -726,13 +761,31 @@ def test_oversized_images_and_invalid_masks_are_skipped_without_decoding(tmp_pat
     )
     assert "header 20000x20000" in caplog.text and "bit depth 16" in caplog.text and "colour type 2" in caplog.text
 
-    parsing_path = _write(tmp_path / "hostile_parsing.tfrecord", [_raw_example({
-        "image/encoded": png_header_only(20000, 20000), "image/height": 20000, "image/width": 20000,
-        "image/filename": "bomb.png", "label/encoded": records.encode_png(mask), "dataset": "test", "split": "val",
-    })])  # fmt: skip
+    parsing_path = _write(
+        tmp_path / "hostile_parsing.tfrecord",
+        [
+            _raw_example(
+                {
+                    "image/encoded": png_header_only(20000, 20000),
+                    "image/height": 20000,
+                    "image/width": 20000,
+                    "image/filename": "bomb.png",
+                    "label/encoded": records.encode_png(mask),
+                    "dataset": "test",
+                    "split": "val",
+                }
+            )
+        ],
+    )
     counter = pipeline.SkipCounter()
-    assert list(pipeline.parsing_dataset(parsing_path, training=False, batch_size=1, num_classes=5, image_size=16,
-                                         skip_counter=counter)) == []  # fmt: skip
+    assert (
+        list(
+            pipeline.parsing_dataset(
+                parsing_path, training=False, batch_size=1, num_classes=5, image_size=16, skip_counter=counter
+            )
+        )
+        == []
+    )
     assert counter.counts["too_large"] == 1
 
 
@@ -786,8 +839,14 @@ def test_parsing_bad_records_are_skipped_and_counted(tmp_path):
     )
     batches = list(dataset)
     assert sum(b[0]["image"].shape[0] for b in batches) == 2
-    assert counter.counts == {"undecodable": 1, "size_mismatch": 1, "empty_expression": 0, "invalid_labels": 1,
-                              "too_large": 0, "invalid_mask": 0}  # fmt: skip
+    assert counter.counts == {
+        "undecodable": 1,
+        "size_mismatch": 1,
+        "empty_expression": 0,
+        "invalid_labels": 1,
+        "too_large": 0,
+        "invalid_mask": 0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -893,20 +952,38 @@ def test_jpeg_records_give_the_decoded_jpeg_pixels(tmp_path):
         assert np.abs(decoded.astype(int) - source).mean() > 0.5  # lossy: the expectation is the decoded JPEG
         assert np.abs(decoded.astype(int) - pillow_pixels).max() <= 4  # Pillow's decode, to a few grey levels
         stored.append((data, decoded))
-    referring = _write(tmp_path / "jpeg_ref.tfrecord", [
-        records.referring_example(data, *decoded.shape[:2], f"{i}.jpg", _ellipse_mask(*decoded.shape[:2]),
-                                  "the man on the left", i, i, "test", "val").SerializeToString()
-        for i, (data, decoded) in enumerate(stored)
-    ])  # fmt: skip
-    parsing = _write(tmp_path / "jpeg_par.tfrecord", [
-        records.parsing_example(data, *decoded.shape[:2], f"{i}.jpg", np.full(decoded.shape[:2], i, np.uint8), 18,
-                                "test", "val").SerializeToString()
-        for i, (data, decoded) in enumerate(stored)
-    ])  # fmt: skip
+    referring = _write(
+        tmp_path / "jpeg_ref.tfrecord",
+        [
+            records.referring_example(
+                data,
+                *decoded.shape[:2],
+                f"{i}.jpg",
+                _ellipse_mask(*decoded.shape[:2]),
+                "the man on the left",
+                i,
+                i,
+                "test",
+                "val",
+            ).SerializeToString()
+            for i, (data, decoded) in enumerate(stored)
+        ],
+    )
+    parsing = _write(
+        tmp_path / "jpeg_par.tfrecord",
+        [
+            records.parsing_example(
+                data, *decoded.shape[:2], f"{i}.jpg", np.full(decoded.shape[:2], i, np.uint8), 18, "test", "val"
+            ).SerializeToString()
+            for i, (data, decoded) in enumerate(stored)
+        ],
+    )
     referring_rows = [
-        (f["image"][0].numpy(), t) for f, t in
-        pipeline.referring_dataset(referring, VOCAB, training=False, batch_size=1, image_size=24, exact_resize=True)
-    ]  # fmt: skip
+        (f["image"][0].numpy(), t)
+        for f, t in pipeline.referring_dataset(
+            referring, VOCAB, training=False, batch_size=1, image_size=24, exact_resize=True
+        )
+    ]
     parsing_rows = [
         (f["image"][0].numpy(), t)
         for f, t in pipeline.parsing_dataset(

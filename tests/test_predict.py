@@ -375,8 +375,14 @@ def test_importing_the_package_registers_its_saved_classes(runs, tmp_path):
     )
     paths = [os.path.join(runs["rmi"], "model.keras"), os.path.join(runs["lg_lstm"], "model.keras")]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run([sys.executable, "-c", script, *paths, *registering], capture_output=True, text=True,
-                            cwd=tmp_path, env=env, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", script, *paths, *registering],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["ReferringSegmentationModel", "Functional"], result.stdout
 

@@ -130,10 +130,26 @@ def test_model_round_trip(tmp_path, model_name, variant):
 
 
 ARGUMENTS = {
-    "head", "vocabulary_size", "image_size", "max_words", "embedding_dim", "embedding_init_scale", "language_units",
-    "mlstm_units", "hidden_units", "visual_dim", "forget_bias", "l2_epsilon", "atanh_epsilon", "resize_convention",
-    "fixed_steps", "classifier_bias_init", "return_word_outputs", "backbone", "include_backbone",
-}  # fmt: skip
+    "head",
+    "vocabulary_size",
+    "image_size",
+    "max_words",
+    "embedding_dim",
+    "embedding_init_scale",
+    "language_units",
+    "mlstm_units",
+    "hidden_units",
+    "visual_dim",
+    "forget_bias",
+    "l2_epsilon",
+    "atanh_epsilon",
+    "resize_convention",
+    "fixed_steps",
+    "classifier_bias_init",
+    "return_word_outputs",
+    "backbone",
+    "include_backbone",
+}
 
 
 @pytest.mark.parametrize("model_name", ["rmi", "lstm"])

@@ -415,8 +415,10 @@ def _encode_in_graph(sentences: list[str], vocab: Vocabulary) -> tuple[np.ndarra
     table = pipeline.vocabulary_table(vocab)
 
     def both(sentence):
-        return (pipeline.encode_tf(sentence, table, strip_pieces=False)[0],
-                pipeline.encode_tf(sentence, table, strip_pieces=True)[0])  # fmt: skip
+        return (
+            pipeline.encode_tf(sentence, table, strip_pieces=False)[0],
+            pipeline.encode_tf(sentence, table, strip_pieces=True)[0],
+        )
 
     dataset = tf.data.Dataset.from_tensor_slices(tf.constant(sentences))
     unstripped, stripped = next(iter(dataset.map(both, num_parallel_calls=tf.data.AUTOTUNE).batch(len(sentences))))

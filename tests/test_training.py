@@ -220,8 +220,14 @@ def test_one_sgd_step_is_the_same_on_one_and_two_replicas():
     """Gradient scale across replicas: the same global batch, one SGD step under `one_device` and under
     `mirrored` with 2 replicas, must give the same weights (a loss scaled per replica instead of per global batch
     would double or halve the step; Adam's first step would hide it)."""
-    result = subprocess.run([sys.executable, "-c", _GRADIENT_SCALE_SCRIPT, "rmi", "lg_lstm"], capture_output=True,
-                            text=True, env=_env(), cwd=REPO_ROOT, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", _GRADIENT_SCALE_SCRIPT, "rmi", "lg_lstm"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=REPO_ROOT,
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     for name, report in _summary(result.stdout).items():
         assert report["replicas"] == [1, 2] and report["max_update"] > 1e-4, (name, report)
@@ -346,8 +352,9 @@ def test_same_seed_gives_the_same_run(data_dir, tmp_path):
     finals = []
     for run in ("a", "b"):
         command = _cli_command(data_dir, tmp_path / run, settings, config="configs/lg_lstm_synthetic.py:smoke")
-        result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=_env(),
-                                timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+        result = subprocess.run(
+            command, capture_output=True, text=True, cwd=REPO_ROOT, env=_env(), timeout=SUBPROCESS_TIMEOUT
+        )
         assert result.returncode == 0, result.stderr[-4000:]
         finals.append(_checkpoint_state(tf.train.latest_checkpoint(str(tmp_path / run / "checkpoints"))))
     assert finals[0].keys() == finals[1].keys() and len(finals[0]) > 10
@@ -417,8 +424,14 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     assert copy.read_bytes() == pathlib.Path(config.data.vocabulary).read_bytes()
     assert workdir_lib.vocabulary_path(str(workdir), config) == str(copy)
 
-    uninterrupted = subprocess.run(_cli_command(data_dir, tmp_path / "uninterrupted", settings), capture_output=True,
-                                   text=True, cwd=REPO_ROOT, env=_env(), timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    uninterrupted = subprocess.run(
+        _cli_command(data_dir, tmp_path / "uninterrupted", settings),
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env=_env(),
+        timeout=SUBPROCESS_TIMEOUT,
+    )
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-4000:]
     expected = _checkpoint_state(tf.train.latest_checkpoint(str(tmp_path / "uninterrupted" / "checkpoints")))
     resumed = _checkpoint_state(final)
@@ -568,15 +581,24 @@ def _write_tiny_cache(cache_dir: pathlib.Path, lengths_per_image: list[list[int]
     with tf.io.TFRecordWriter(str(cache_dir / "features-00000-of-00001.tfrecord")) as writer:
         for image, lengths in enumerate(lengths_per_image):
             tokens = [[0] * (max_words - n) + [5] * n for n in lengths]
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "features": tf.train.Feature(bytes_list=tf.train.BytesList(
-                    value=[np.full((2, 2, 1), image, np.float32).tobytes()])),
-                "tokens": tf.train.Feature(int64_list=tf.train.Int64List(value=sum(tokens, []))),
-                "masks": tf.train.Feature(bytes_list=tf.train.BytesList(value=[mask_png] * len(lengths))),
-            }))  # fmt: skip
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "features": tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=[np.full((2, 2, 1), image, np.float32).tobytes()])
+                        ),
+                        "tokens": tf.train.Feature(int64_list=tf.train.Int64List(value=sum(tokens, []))),
+                        "masks": tf.train.Feature(bytes_list=tf.train.BytesList(value=[mask_png] * len(lengths))),
+                    }
+                )
+            )
             writer.write(example.SerializeToString())
-    manifest = {"files": ["features-00000-of-00001.tfrecord"], "shape": [2, 2, 1], "max_words": max_words,
-                "dtype": "float32"}  # fmt: skip
+    manifest = {
+        "files": ["features-00000-of-00001.tfrecord"],
+        "shape": [2, 2, 1],
+        "max_words": max_words,
+        "dtype": "float32",
+    }
     (cache_dir / feature_cache.FEATURES_MANIFEST).write_text(json.dumps(manifest))
 
 

@@ -308,8 +308,15 @@ def referring_handler(model: ServedModel, output_dir: pathlib.Path) -> Callable:
         else:
             tokens = token_highlights(result["tokens"])
         timing = timing_line(result["seconds"], time.perf_counter() - start)
-        return (pictures["overlay"], pictures["probabilities"], pictures["steps"], pictures["responses"], tokens,
-                timing, str(mask_path))  # fmt: skip
+        return (
+            pictures["overlay"],
+            pictures["probabilities"],
+            pictures["steps"],
+            pictures["responses"],
+            tokens,
+            timing,
+            str(mask_path),
+        )
 
     return _page_errors(handle)
 
@@ -460,6 +467,13 @@ def launch(page: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **
     """Serves `page` (no server-side rendering, no share link: a local page) and returns without blocking;
     `page.local_url` is its address."""
     return page.launch(
-        server_name=host, server_port=port, ssr_mode=False, share=False, prevent_thread_lock=True, quiet=True,
-        allowed_paths=[str(page.work_dir)], css=PAGE_CSS, **options,
-    )  # fmt: skip
+        server_name=host,
+        server_port=port,
+        ssr_mode=False,
+        share=False,
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(page.work_dir)],
+        css=PAGE_CSS,
+        **options,
+    )

@@ -307,13 +307,47 @@ REFERRING_DATASETS = {
     "referit": {"records": "data/referit", "train": "trainval", "eval": "test", "vocabulary_size": 8803},
 }
 ATR_CLASSES = (
-    "background", "hat", "hair", "sunglass", "upper-clothes", "skirt", "pants", "dress", "belt", "left-shoe",
-    "right-shoe", "face", "left-leg", "right-leg", "left-arm", "right-arm", "bag", "scarf",
-)  # fmt: skip
+    "background",
+    "hat",
+    "hair",
+    "sunglass",
+    "upper-clothes",
+    "skirt",
+    "pants",
+    "dress",
+    "belt",
+    "left-shoe",
+    "right-shoe",
+    "face",
+    "left-leg",
+    "right-leg",
+    "left-arm",
+    "right-arm",
+    "bag",
+    "scarf",
+)
 LIP_CLASSES = (
-    "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
-    "jumpsuits", "scarf", "skirt", "face", "left-arm", "right-arm", "left-leg", "right-leg", "left-shoe", "right-shoe",
-)  # fmt: skip
+    "background",
+    "hat",
+    "hair",
+    "glove",
+    "sunglasses",
+    "upper-clothes",
+    "dress",
+    "coat",
+    "socks",
+    "pants",
+    "jumpsuits",
+    "scarf",
+    "skirt",
+    "face",
+    "left-arm",
+    "right-arm",
+    "left-leg",
+    "right-leg",
+    "left-shoe",
+    "right-shoe",
+)
 ATR_LEFT_RIGHT_PAIRS = ((9, 10), (12, 13), (14, 15))  # left/right shoe, leg, arm: swapped by a flip
 LIP_LEFT_RIGHT_PAIRS = ((14, 15), (16, 17), (18, 19))  # left/right arm, leg, shoe
 PARSING_DATASETS = {

@@ -46,29 +46,72 @@ REFERRING_MODELS = ("lstm", "rmi")
 REFERRING_IMAGE_SIZE, PARSING_IMAGE_SIZE = 128, 97
 BUDGETS = {
     # 40-45 minutes on a 2-core CPU with the install (two commands at a time); sizes and steps chosen on validation.
-    "full": {"referring_train": 9000, "referring_validation": 300, "referring_test": 600,
-             "parsing_train": 1200, "parsing_validation": 120, "parsing_test": 120,
-             "pretrain_steps": 600, "lstm_steps": 5000, "rmi_steps": 5000, "parsing_steps": 3000,
-             "referring_seeds": 3, "parsing_seeds": 1, "figures": 1,
-             "parsing_runs": [name for name, _, _ in PARSING_RUNS], "tflite": True},
+    "full": {
+        "referring_train": 9000,
+        "referring_validation": 300,
+        "referring_test": 600,
+        "parsing_train": 1200,
+        "parsing_validation": 120,
+        "parsing_test": 120,
+        "pretrain_steps": 600,
+        "lstm_steps": 5000,
+        "rmi_steps": 5000,
+        "parsing_steps": 3000,
+        "referring_seeds": 3,
+        "parsing_seeds": 1,
+        "figures": 1,
+        "parsing_runs": [name for name, _, _ in PARSING_RUNS],
+        "tflite": True,
+    },
     # About a quarter of the full work, 12 minutes on a 2-core CPU with the install: one seed per model, the two
     # headline parsing models, shorter schedules (from validation runs), no TFLite. Too short for the heads to pass the
     # named-shape rule: see docs/synthetic_demo.md#the-short-budget.
-    "short": {"referring_train": 3000, "referring_validation": 300, "referring_test": 400,
-              "parsing_train": 1200, "parsing_validation": 120, "parsing_test": 120,
-              "pretrain_steps": 600, "lstm_steps": 1500, "rmi_steps": 2000, "parsing_steps": 1000,
-              "referring_seeds": 1, "parsing_seeds": 1, "figures": 1,
-              "parsing_runs": ["conv_baseline", "lg_lstm"], "tflite": False},
+    "short": {
+        "referring_train": 3000,
+        "referring_validation": 300,
+        "referring_test": 400,
+        "parsing_train": 1200,
+        "parsing_validation": 120,
+        "parsing_test": 120,
+        "pretrain_steps": 600,
+        "lstm_steps": 1500,
+        "rmi_steps": 2000,
+        "parsing_steps": 1000,
+        "referring_seeds": 1,
+        "parsing_seeds": 1,
+        "figures": 1,
+        "parsing_runs": ["conv_baseline", "lg_lstm"],
+        "tflite": False,
+    },
     # For the tests: every kind of step runs, on tiny data, in a few minutes.
-    "quick": {"referring_train": 48, "referring_validation": 8, "referring_test": 16,
-              "parsing_train": 16, "parsing_validation": 4, "parsing_test": 8,
-              "pretrain_steps": 4, "lstm_steps": 6, "rmi_steps": 6, "parsing_steps": 4,
-              "referring_seeds": 1, "parsing_seeds": 1, "figures": 1,
-              "parsing_runs": ["conv_baseline", "lg_lstm"], "tflite": False},
-}  # fmt: skip
+    "quick": {
+        "referring_train": 48,
+        "referring_validation": 8,
+        "referring_test": 16,
+        "parsing_train": 16,
+        "parsing_validation": 4,
+        "parsing_test": 8,
+        "pretrain_steps": 4,
+        "lstm_steps": 6,
+        "rmi_steps": 6,
+        "parsing_steps": 4,
+        "referring_seeds": 1,
+        "parsing_seeds": 1,
+        "figures": 1,
+        "parsing_runs": ["conv_baseline", "lg_lstm"],
+        "tflite": False,
+    },
+}
 # Measured ms per training step with one CPU thread (2-core machine): the order in which the runs start.
-ONE_THREAD_MS_PER_STEP = {"lstm": 42, "rmi": 80, "conv_baseline": 80, "conv_baseline_extra": 130, "lg_lstm": 220,
-                          "lg_lstm_local2": 170, "lg_lstm_no_global": 210}  # fmt: skip
+ONE_THREAD_MS_PER_STEP = {
+    "lstm": 42,
+    "rmi": 80,
+    "conv_baseline": 80,
+    "conv_baseline_extra": 130,
+    "lg_lstm": 220,
+    "lg_lstm_local2": 170,
+    "lg_lstm_no_global": 210,
+}
 SEED = 0  # the data seed; training seeds are 0, 1, ... (one run each)
 ABSL_PREFIX = re.compile(r"^[IWEF]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ")  # "I1121 15:26:26.066 1405 train.py:602] "
 
@@ -180,7 +223,10 @@ class Steps:
                         raise RuntimeError(f"{job.what} failed (exit {process.returncode}): {job.shown}")
                     succeeded.add(name)
                     self.commands[self.commands.index((job.what, job.shown, -1.0))] = (
-                        job.what, job.shown, time.perf_counter() - tic)  # fmt: skip
+                        job.what,
+                        job.shown,
+                        time.perf_counter() - tic,
+                    )
         finally:
             for _, process, _, _ in running.values():
                 process.kill()
@@ -189,13 +235,20 @@ class Steps:
         self.log(f"{job.name}: {job.what}: {job.shown}")
         # One inter-op thread: with more, ops running side by side made two pretrainings of one seed end with
         # different weights, deterministic mode or not (docs/training.md#same-seed-same-run).
-        environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1",
-                       "TF_NUM_INTRAOP_THREADS": str(job.threads or self.threads_per_job),
-                       "TF_NUM_INTEROP_THREADS": "1"}  # fmt: skip
+        environment = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+            "TF_NUM_INTRAOP_THREADS": str(job.threads or self.threads_per_job),
+            "TF_NUM_INTEROP_THREADS": "1",
+        }
         process = subprocess.Popen(
-            [sys.executable, *job.arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, *job.arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env=environment,
-        )  # fmt: skip
+        )
         reader = threading.Thread(target=self._stream, args=(job.name, process), daemon=True)
         reader.start()
         self.commands.append((job.what, job.shown, -1.0))  # seconds filled in when it ends
@@ -211,8 +264,11 @@ class Steps:
 
 def referring_override(data_dir: str) -> list[str]:
     root = f"{data_dir}/synthetic_referring"
-    return [f"--config.data.train_records={root}/train", f"--config.data.eval_records={root}/validation",
-            f"--config.data.vocabulary={root}/vocabulary.txt"]  # fmt: skip
+    return [
+        f"--config.data.train_records={root}/train",
+        f"--config.data.eval_records={root}/validation",
+        f"--config.data.vocabulary={root}/vocabulary.txt",
+    ]
 
 
 def parsing_override(data_dir: str) -> list[str]:
@@ -237,10 +293,24 @@ def data_jobs(budget: dict, data: str) -> list[Job]:
         ("referring", REFERRING_IMAGE_SIZE, []),
         ("parsing", PARSING_IMAGE_SIZE, ["--parsing_kind=animal"]),
     ):
-        jobs.append(Job(f"data_{task}", f"generate the synthetic {task} data (train / validation / test)", [
-            "-m", "data_tools.synthetic", f"--task={task}", f"--output_dir={data}/synthetic_{task}", *extra,
-            f"--num_train={budget[f'{task}_train']}", f"--num_validation={budget[f'{task}_validation']}",
-            f"--num_test={budget[f'{task}_test']}", f"--seed={SEED}", f"--image_size={size}"]))  # fmt: skip
+        jobs.append(
+            Job(
+                f"data_{task}",
+                f"generate the synthetic {task} data (train / validation / test)",
+                [
+                    "-m",
+                    "data_tools.synthetic",
+                    f"--task={task}",
+                    f"--output_dir={data}/synthetic_{task}",
+                    *extra,
+                    f"--num_train={budget[f'{task}_train']}",
+                    f"--num_validation={budget[f'{task}_validation']}",
+                    f"--num_test={budget[f'{task}_test']}",
+                    f"--seed={SEED}",
+                    f"--image_size={size}",
+                ],
+            )
+        )
     return jobs
 
 
@@ -248,9 +318,19 @@ def pretraining_job(steps: Steps, budget: dict, runs: str) -> Job:
     """Everything else waits for the backbone, so it gets every core."""
     steps.fresh(f"{runs}/backbone")
     small = ["--config.data.num_train=64", "--config.data.num_validation=8"] if FLAGS.budget == "quick" else []
-    return Job("pretrain", "pretrain the backbone on synthetic scenes (stand-in for ImageNet / PASCAL)", [
-        "-m", "tf_recurrent_seg.cli.pretrain", "--config=configs/backbone_synthetic.py", f"--workdir={runs}/backbone",
-        f"--config.train.num_steps={budget['pretrain_steps']}", *small], threads=os.cpu_count())  # fmt: skip
+    return Job(
+        "pretrain",
+        "pretrain the backbone on synthetic scenes (stand-in for ImageNet / PASCAL)",
+        [
+            "-m",
+            "tf_recurrent_seg.cli.pretrain",
+            "--config=configs/backbone_synthetic.py",
+            f"--workdir={runs}/backbone",
+            f"--config.train.num_steps={budget['pretrain_steps']}",
+            *small,
+        ],
+        threads=os.cpu_count(),
+    )
 
 
 def referring_jobs(steps: Steps, budget: dict, data: str, runs: str, pretrained: str) -> dict[str, Job]:
@@ -260,11 +340,22 @@ def referring_jobs(steps: Steps, budget: dict, data: str, runs: str, pretrained:
     for seed in range(budget["referring_seeds"]):
         for model in REFERRING_MODELS:
             name, workdir = f"{model}_seed{seed}", steps.fresh(f"{runs}/{model}_seed{seed}")
-            jobs[name] = Job(name, f"train {model.upper()} (seed {seed}) on cached features", [
-                "-m", "tf_recurrent_seg.cli.train", f"--config=configs/{model}_synthetic.py", f"--workdir={workdir}",
-                f"--config.train.num_steps={budget[f'{model}_steps']}", f"--config.train.seed={seed}",
-                f"--config.model.backbone.pretrained={pretrained}", f"--config.train.feature_cache_dir={runs}/features",
-                *referring_override(data)], after=("pretrain", "data_referring"))  # fmt: skip
+            jobs[name] = Job(
+                name,
+                f"train {model.upper()} (seed {seed}) on cached features",
+                [
+                    "-m",
+                    "tf_recurrent_seg.cli.train",
+                    f"--config=configs/{model}_synthetic.py",
+                    f"--workdir={workdir}",
+                    f"--config.train.num_steps={budget[f'{model}_steps']}",
+                    f"--config.train.seed={seed}",
+                    f"--config.model.backbone.pretrained={pretrained}",
+                    f"--config.train.feature_cache_dir={runs}/features",
+                    *referring_override(data),
+                ],
+                after=("pretrain", "data_referring"),
+            )
     return jobs
 
 
@@ -276,11 +367,21 @@ def parsing_jobs(steps: Steps, budget: dict, data: str, runs: str, pretrained: s
             if name not in budget["parsing_runs"]:
                 continue
             workdir = steps.fresh(f"{runs}/{name}_seed{seed}")
-            jobs[f"{name}_seed{seed}"] = Job(f"{name}_seed{seed}", f"train {name} (seed {seed})", [
-                "-m", "tf_recurrent_seg.cli.train", f"--config={config}" + (f":{variants}" if variants else ""),
-                f"--workdir={workdir}", f"--config.train.num_steps={budget['parsing_steps']}",
-                f"--config.train.seed={seed}", f"--config.model.backbone.pretrained={pretrained}",
-                *parsing_override(data)], after=("pretrain", "data_parsing"))  # fmt: skip
+            jobs[f"{name}_seed{seed}"] = Job(
+                f"{name}_seed{seed}",
+                f"train {name} (seed {seed})",
+                [
+                    "-m",
+                    "tf_recurrent_seg.cli.train",
+                    f"--config={config}" + (f":{variants}" if variants else ""),
+                    f"--workdir={workdir}",
+                    f"--config.train.num_steps={budget['parsing_steps']}",
+                    f"--config.train.seed={seed}",
+                    f"--config.model.backbone.pretrained={pretrained}",
+                    *parsing_override(data),
+                ],
+                after=("pretrain", "data_parsing"),
+            )
     return jobs
 
 
@@ -290,9 +391,21 @@ def evaluation_jobs(training: dict[str, Job], test_records: str, referring: bool
     for name, job in training.items():
         model, seed = name.rsplit("_seed", 1)
         extra = ["--crf", f"--shuffle_expressions={seed}"] if referring else (["--crf"] if model == "lg_lstm" else [])
-        jobs.append(Job(f"evaluate_{name}", f"evaluate {model} (seed {seed}) on the test split", [
-            "-m", "tf_recurrent_seg.cli.evaluate", f"--workdir={workdir_of(job)}", f"--eval_records={test_records}",
-            f"--out_dir={workdir_of(job)}/eval_test", *extra], after=(name,)))  # fmt: skip
+        jobs.append(
+            Job(
+                f"evaluate_{name}",
+                f"evaluate {model} (seed {seed}) on the test split",
+                [
+                    "-m",
+                    "tf_recurrent_seg.cli.evaluate",
+                    f"--workdir={workdir_of(job)}",
+                    f"--eval_records={test_records}",
+                    f"--out_dir={workdir_of(job)}/eval_test",
+                    *extra,
+                ],
+                after=(name,),
+            )
+        )
     return jobs
 
 
@@ -320,22 +433,54 @@ def export_and_predict_jobs(budget: dict, referring: dict, parsing: dict, report
     """SavedModel + TFLite of RMI and LG-LSTM (seed 0), and the predictions drawn in the report."""
     jobs = []
     for name, runs in (("rmi", referring), ("lg_lstm", parsing)):
-        jobs.append(Job(f"export_{name}", f"export {name} (SavedModel{' + TFLite' if budget['tflite'] else ''})", [
-            "-m", "tf_recurrent_seg.cli.export", f"--workdir={workdir_of(runs[f'{name}_seed0'])}",
-            f"--export_dir={FLAGS.export_dir}/demo_{name}"] + (["--tflite"] if budget["tflite"] else []),
-            after=(f"{name}_seed0",)))  # fmt: skip
+        jobs.append(
+            Job(
+                f"export_{name}",
+                f"export {name} (SavedModel{' + TFLite' if budget['tflite'] else ''})",
+                [
+                    "-m",
+                    "tf_recurrent_seg.cli.export",
+                    f"--workdir={workdir_of(runs[f'{name}_seed0'])}",
+                    f"--export_dir={FLAGS.export_dir}/demo_{name}",
+                ]
+                + (["--tflite"] if budget["tflite"] else []),
+                after=(f"{name}_seed0",),
+            )
+        )
     for index, (image, expression) in enumerate(write_example_inputs(report_dir, budget["figures"])):
         for model in REFERRING_MODELS:
-            jobs.append(Job(f"predict_{model}_{index}", f"predict with {model.upper()} on test scene {index}", [
-                "-m", "tf_recurrent_seg.cli.predict", f"--workdir={workdir_of(referring[f'{model}_seed0'])}",
-                f"--image={image}", f"--expression={expression}", f"--output={report_dir}/{model}_{index}.png"]
-                + (["--steps"] if model == "rmi" else []), after=(f"{model}_seed0",)))  # fmt: skip
+            jobs.append(
+                Job(
+                    f"predict_{model}_{index}",
+                    f"predict with {model.upper()} on test scene {index}",
+                    [
+                        "-m",
+                        "tf_recurrent_seg.cli.predict",
+                        f"--workdir={workdir_of(referring[f'{model}_seed0'])}",
+                        f"--image={image}",
+                        f"--expression={expression}",
+                        f"--output={report_dir}/{model}_{index}.png",
+                    ]
+                    + (["--steps"] if model == "rmi" else []),
+                    after=(f"{model}_seed0",),
+                )
+            )
     write_parsing_input(report_dir)
     for name in ("lg_lstm", "conv_baseline"):
-        jobs.append(Job(f"predict_{name}", f"predict with {name} on a test figure", [
-            "-m", "tf_recurrent_seg.cli.predict", f"--workdir={workdir_of(parsing[f'{name}_seed0'])}",
-            f"--image={report_dir}/parsing_input.png", f"--output={report_dir}/parsing_{name}.png"],
-            after=(f"{name}_seed0",)))  # fmt: skip
+        jobs.append(
+            Job(
+                f"predict_{name}",
+                f"predict with {name} on a test figure",
+                [
+                    "-m",
+                    "tf_recurrent_seg.cli.predict",
+                    f"--workdir={workdir_of(parsing[f'{name}_seed0'])}",
+                    f"--image={report_dir}/parsing_input.png",
+                    f"--output={report_dir}/parsing_{name}.png",
+                ],
+                after=(f"{name}_seed0",),
+            )
+        )
     return jobs
 
 
@@ -395,8 +540,9 @@ def write_report(
 ) -> list[str]:
     """REPORT.md (see `tf_recurrent_seg.demo_report`); returns its findings."""
     rules = demo_report.referring_rules(SEED, budget["referring_test"], REFERRING_IMAGE_SIZE)
-    parsing_rule = demo_report.parsing_rules(SEED, budget["parsing_train"], budget["parsing_test"], PARSING_IMAGE_SIZE,
-                                             synthetic.ANIMAL_CLASSES)  # fmt: skip
+    parsing_rule = demo_report.parsing_rules(
+        SEED, budget["parsing_train"], budget["parsing_test"], PARSING_IMAGE_SIZE, synthetic.ANIMAL_CLASSES
+    )
     findings = demo_report.claims_section(referring, parsing, rules, parsing_rule)
     seeds = budget["referring_seeds"]
     lines = [
@@ -461,13 +607,16 @@ def main(argv):
     pretrained = f"keras:{runs}/backbone/backbone.keras"
     referring = referring_jobs(steps, budget, data, runs, pretrained)
     parsing = parsing_jobs(steps, budget, data, runs, pretrained)
-    steps.run([
-        pretraining_job(steps, budget, runs), *data_jobs(budget, data),
-        *in_priority_order(referring, parsing, budget),
-        *evaluation_jobs(referring, f"{data}/synthetic_referring/test", referring=True),
-        *evaluation_jobs(parsing, f"{data}/synthetic_parsing/test", referring=False),
-        *export_and_predict_jobs(budget, referring, parsing, report_dir),
-    ])  # fmt: skip
+    steps.run(
+        [
+            pretraining_job(steps, budget, runs),
+            *data_jobs(budget, data),
+            *in_priority_order(referring, parsing, budget),
+            *evaluation_jobs(referring, f"{data}/synthetic_referring/test", referring=True),
+            *evaluation_jobs(parsing, f"{data}/synthetic_parsing/test", referring=False),
+            *export_and_predict_jobs(budget, referring, parsing, report_dir),
+        ]
+    )
 
     validation = {
         name: [load_validation_log(workdir) for workdir in workdirs]

@@ -110,15 +110,22 @@ def blind_rules_section(
     types = rules["types"]
     counts = {kind: types.count(kind) for kind in baselines.EXPRESSION_TYPES}
     header = " | ".join(f"{kind} ({counts[kind]})" for kind in baselines.EXPRESSION_TYPES)
-    lines = ["## Blind rules and models on the test split", "",
-             f"Referring segmentation, overall IoU (%) on {rules['num_examples']} test expressions, in all and by "
-             "expression type (attributes only / with a location / with a relation). The rules read the scene's "
-             "exact object masks, so they are upper bounds of \"find the objects, then read part of the expression\".",
-             "", f"| Prediction | overall IoU | {header} |", "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Blind rules and models on the test split",
+        "",
+        f"Referring segmentation, overall IoU (%) on {rules['num_examples']} test expressions, in all and by "
+        "expression type (attributes only / with a location / with a relation). The rules read the scene's "
+        'exact object masks, so they are upper bounds of "find the objects, then read part of the expression".',
+        "",
+        f"| Prediction | overall IoU | {header} |",
+        "|---|---|---|---|---|",
+    ]
     for rule, label in RULE_LABELS.items():
         scores = rules[rule]
-        by_type = [baselines.overall_iou(scores["intersection"], scores["union"], np.asarray(types) == kind)
-                   for kind in baselines.EXPRESSION_TYPES]  # fmt: skip
+        by_type = [
+            baselines.overall_iou(scores["intersection"], scores["union"], np.asarray(types) == kind)
+            for kind in baselines.EXPRESSION_TYPES
+        ]
         overall = baselines.overall_iou(scores["intersection"], scores["union"])
         lines.append(f"| rule: {label} | {pct(overall)} | " + " | ".join(pct(v) for v in by_type) + " |")
     for mode, suffix in (("shuffled", ", expressions shuffled across scenes"), ("direct", "")):
@@ -177,8 +184,10 @@ def referring_tables(referring: Mapping[str, list]) -> list[str]:
         "| Method | " + " | ".join(f"{b} tokens" for b in bins) + " |",
         "|---" * (len(bins) + 1) + "|",
     ]
-    by_length = {model: [[run["results"]["direct"]["by_length"][b]["overall_iou"] for run in runs] for b in bins]
-                 for model, runs in referring.items()}  # fmt: skip
+    by_length = {
+        model: [[run["results"]["direct"]["by_length"][b]["overall_iou"] for run in runs] for b in bins]
+        for model, runs in referring.items()
+    }
     for model, values in by_length.items():
         lines.append(f"| {REFERRING_NAMES[model]} | " + " | ".join(pct(v) for v in values) + " |")
     gains = relative_gains_by_seed(referring, bins)
@@ -227,8 +236,10 @@ def parsing_table(parsing: Mapping[str, list]) -> list[str]:
                 per_class = " | ".join(
                     pct([run["results"][mode]["per_class"][n]["iou"] for run in with_mode]) for n in names
                 )
-                lines.append(f"| {name}{suffix} | {per_class} | {pct(result_values(with_mode, 'mean_iou', mode))} | "
-                             f"{pct(result_values(with_mode, 'pixel_accuracy', mode))} |")  # fmt: skip
+                lines.append(
+                    f"| {name}{suffix} | {per_class} | {pct(result_values(with_mode, 'mean_iou', mode))} | "
+                    f"{pct(result_values(with_mode, 'pixel_accuracy', mode))} |"
+                )
     return lines
 
 
@@ -295,10 +306,12 @@ def claims_section(
         )
     if "lg_lstm" in parsing:
         lg_lstm = result_values(parsing["lg_lstm"], "mean_iou")
-        for other, source in (("conv_baseline", "Table 5: LG-LSTM above \"VGG16\""),
-                              ("conv_baseline_extra", "Table 5: LG-LSTM above \"VGG16 extra conv\""),
-                              ("lg_lstm_local2", "Table 5: 8 neighbours above \"local 2\""),
-                              ("lg_lstm_no_global", "Table 5: LG-LSTM above \"w/o global\"")):  # fmt: skip
+        for other, source in (
+            ("conv_baseline", 'Table 5: LG-LSTM above "VGG16"'),
+            ("conv_baseline_extra", 'Table 5: LG-LSTM above "VGG16 extra conv"'),
+            ("lg_lstm_local2", 'Table 5: 8 neighbours above "local 2"'),
+            ("lg_lstm_no_global", 'Table 5: LG-LSTM above "w/o global"'),
+        ):
             if other in parsing:
                 claim(
                     f"LG-LSTM above {other} (mean IoU)",
@@ -324,13 +337,17 @@ def figures_section(
     referring_curves = {REFERRING_NAMES[m]: validation[m] for m in referring}
     parsing_curves = {name: validation[name] for name in parsing}
     report_figures.plot_validation_curves(
-        referring_curves, "overall_iou_at_input_size", str(report_dir / "validation_referring.png"),
+        referring_curves,
+        "overall_iou_at_input_size",
+        str(report_dir / "validation_referring.png"),
         "Referring: validation overall IoU during training",
-    )  # fmt: skip
+    )
     report_figures.plot_validation_curves(
-        parsing_curves, "mean_iou_at_input_size", str(report_dir / "validation_parsing.png"),
+        parsing_curves,
+        "mean_iou_at_input_size",
+        str(report_dir / "validation_parsing.png"),
         "Parsing: validation mean IoU during training",
-    )  # fmt: skip
+    )
     bins = list(referring["rmi"][0]["results"]["direct"]["by_length"])
     by_length = {
         REFERRING_NAMES[m]: [{b: run["results"]["direct"]["by_length"][b]["overall_iou"] for b in bins} for run in runs]
@@ -340,24 +357,37 @@ def figures_section(
         by_length, str(report_dir / "iou_by_length.png"), "Test overall IoU by expression length (tokens)"
     )
     names = list(next(iter(parsing.values()))[0]["class_names"])
-    per_class = {name: [{n: run["results"]["direct"]["per_class"][n]["iou"] for n in names} for run in runs]
-                 for name, runs in parsing.items()}  # fmt: skip
+    per_class = {
+        name: [{n: run["results"]["direct"]["per_class"][n]["iou"] for n in names} for run in runs]
+        for name, runs in parsing.items()
+    }
     report_figures.plot_per_class_iou(
         per_class, names, str(report_dir / "per_class_iou.png"), "Test IoU per part (Table 5 models)"
     )
-    values = {f"rule: {label}": baselines.overall_iou(rules[rule]["intersection"], rules[rule]["union"])
-              for rule, label in RULE_LABELS.items()}  # fmt: skip
+    values = {
+        f"rule: {label}": baselines.overall_iou(rules[rule]["intersection"], rules[rule]["union"])
+        for rule, label in RULE_LABELS.items()
+    }
     for model, runs in referring.items():
         values[f"{REFERRING_NAMES[model]}, shuffled expressions"] = float(
             np.mean(result_values(runs, "overall_iou", "shuffled"))
         )
         values[REFERRING_NAMES[model]] = float(np.mean(result_values(runs, "overall_iou")))
     report_figures.plot_baselines(values, str(report_dir / "blind_rules.png"), "Test overall IoU")
-    return ["## Figures", "",
-            "![validation curves, referring](validation_referring.png)", "",
-            "![validation curves, parsing](validation_parsing.png)", "",
-            "![overall IoU by length](iou_by_length.png)", "", "![per-class IoU](per_class_iou.png)", "",
-            "![blind rules and models](blind_rules.png)", ""]  # fmt: skip
+    return [
+        "## Figures",
+        "",
+        "![validation curves, referring](validation_referring.png)",
+        "",
+        "![validation curves, parsing](validation_parsing.png)",
+        "",
+        "![overall IoU by length](iou_by_length.png)",
+        "",
+        "![per-class IoU](per_class_iou.png)",
+        "",
+        "![blind rules and models](blind_rules.png)",
+        "",
+    ]
 
 
 def pretraining_section(metrics: Mapping) -> list[str]:

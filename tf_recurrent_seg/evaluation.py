@@ -95,8 +95,13 @@ def dataset_from_source(source: str | None) -> str | None:
     if not source:
         return None
     text = source.strip().lower()
-    for prefix, name in (("refcocog", "gref"), ("refcoco+", "unc+"), ("refcoco", "unc"), ("referit", "referit"),
-                         ("synthetic", "synthetic")):  # fmt: skip
+    for prefix, name in (
+        ("refcocog", "gref"),
+        ("refcoco+", "unc+"),
+        ("refcoco", "unc"),
+        ("referit", "referit"),
+        ("synthetic", "synthetic"),
+    ):
         if text.startswith(prefix):
             return name
     return None
@@ -206,9 +211,16 @@ def evaluate(
     start = time.perf_counter()
     if is_referring(config):
         results = _evaluate_referring(
-            model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions,
+            model,
+            config,
+            eval_records,
+            crf_module,
+            max_examples,
+            batch_size,
+            log_every,
+            shuffle_expressions,
             jit_compile,
-        )  # fmt: skip
+        )
     elif shuffle_expressions is not None:
         raise ValueError("shuffle_expressions applies to referring models only")
     else:
@@ -235,9 +247,13 @@ def evaluate(
 def _referring_dataset(config, eval_records, batch_size, counter):
     vocabulary = Vocabulary.load(config.data.vocabulary)
     return pipeline.referring_dataset(
-        eval_records, vocabulary, training=False, batch_size=batch_size, skip_counter=counter,
+        eval_records,
+        vocabulary,
+        training=False,
+        batch_size=batch_size,
+        skip_counter=counter,
         **from_config.referring_options(config),
-    )  # fmt: skip
+    )
 
 
 def _deranged_expressions(dataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -256,10 +272,14 @@ def _deranged_expressions(dataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _referring_metrics(variants: list[str], bins, max_words: int) -> tuple[dict, dict]:
     """(overall metrics, per-length metrics ({} without length bins)) of each evaluated variant."""
     overall = {name: metrics_lib.ReferringSegmentationMetrics(name=f"referring_{name}") for name in variants}
-    binned = {
-        name: metrics_lib.LengthBinnedReferringMetrics(bins, max_words=max_words, name=f"length_{name}")
-        for name in variants
-    } if bins else {}  # fmt: skip
+    binned = (
+        {
+            name: metrics_lib.LengthBinnedReferringMetrics(bins, max_words=max_words, name=f"length_{name}")
+            for name in variants
+        }
+        if bins
+        else {}
+    )
     return overall, binned
 
 
@@ -336,9 +356,16 @@ def _referring_results(variants: list[str], overall: dict, binned: dict, per_exa
 
 
 def _evaluate_referring(
-    model, config, eval_records, crf_module, max_examples, batch_size, log_every, shuffle_expressions=None,
+    model,
+    config,
+    eval_records,
+    crf_module,
+    max_examples,
+    batch_size,
+    log_every,
+    shuffle_expressions=None,
     jit_compile=False,
-) -> dict:  # fmt: skip
+) -> dict:
     bins_name, bins = resolve_length_bins(config, eval_records)
     shuffled = shuffle_expressions is not None
     variants = [DIRECT] + ([DCRF] if crf_module is not None else []) + ([SHUFFLED] if shuffled else [])
@@ -380,11 +407,15 @@ def _evaluate_referring(
             break
 
     output = {
-        "task": "referring", "num_examples": seen, "skipped_records": counter.counts,
+        "task": "referring",
+        "num_examples": seen,
+        "skipped_records": counter.counts,
         "results": _referring_results(variants, overall, binned, per_example),
-        "length_bins_dataset": bins_name, "length_bins": [list(b) for b in bins] if bins else None,
-        "backbone": config.model.backbone.get("variant"), "shuffle_expressions": shuffle_expressions,
-    }  # fmt: skip
+        "length_bins_dataset": bins_name,
+        "length_bins": [list(b) for b in bins] if bins else None,
+        "backbone": config.model.backbone.get("variant"),
+        "shuffle_expressions": shuffle_expressions,
+    }
     if crf_module is not None:
         output["crf_seconds"] = crf_seconds
     return output
@@ -400,9 +431,12 @@ def _evaluate_parsing(
     confusion = {name: metrics_lib.ConfusionMatrixMetric(num_classes, name=f"confusion_{name}") for name in variants}
     counter = pipeline.SkipCounter()
     dataset = pipeline.parsing_dataset(
-        eval_records, training=False, batch_size=batch_size, skip_counter=counter,
+        eval_records,
+        training=False,
+        batch_size=batch_size,
+        skip_counter=counter,
         **from_config.parsing_options(config, training=False),
-    )  # fmt: skip
+    )
 
     forward = precision.jit(lambda image: model(image, training=False)["logits"], jit_compile)  # XLA: static shapes
 
@@ -458,9 +492,13 @@ def _evaluate_parsing(
         scores["confusion_matrix"] = matrix.astype(np.int64).tolist()
         results[name] = scores
     output = {
-        "task": "parsing", "num_examples": seen, "skipped_records": counter.counts, "results": results,
-        "class_names": class_names, "layout": parsing_layout(class_names, _manifest_source(eval_records)),
-    }  # fmt: skip
+        "task": "parsing",
+        "num_examples": seen,
+        "skipped_records": counter.counts,
+        "results": results,
+        "class_names": class_names,
+        "layout": parsing_layout(class_names, _manifest_source(eval_records)),
+    }
     if crf_module is not None:
         output["crf_seconds"] = crf_seconds
     return output
@@ -522,8 +560,11 @@ def format_referring_table(results: Mapping, baseline: Mapping | None = None) ->
     runs = ([(baseline, suffix)] if baseline else []) + [(results, "")]
     for run, run_suffix in runs:
         for label, values in _referring_rows(run, run_suffix):
-            rows.append([label] + [_pct(values.get(key)) for key in thresholds]
-                        + [_pct(values.get("overall_iou")), _pct(values.get("mean_iou"))])  # fmt: skip
+            rows.append(
+                [label]
+                + [_pct(values.get(key)) for key in thresholds]
+                + [_pct(values.get("overall_iou")), _pct(values.get("mean_iou"))]
+            )
     count = results.get("num_examples")
     text = [
         f"Overall IoU and precision@X (RMI paper Table 1 layout; %, {count} expressions)",
@@ -537,8 +578,10 @@ def format_referring_table(results: Mapping, baseline: Mapping | None = None) ->
         base_ok = bool(baseline) and list(baseline["results"][DIRECT].get("by_length") or {}) == labels
         rows = []
         if base_ok:
-            rows += [[label] + [_pct(values["by_length"][b]["overall_iou"]) for b in labels]
-                     for label, values in _referring_rows(baseline, suffix)]  # fmt: skip
+            rows += [
+                [label] + [_pct(values["by_length"][b]["overall_iou"]) for b in labels]
+                for label, values in _referring_rows(baseline, suffix)
+            ]
         ours = _referring_rows(results)
         rows += [[label] + [_pct(values["by_length"][b]["overall_iou"]) for b in labels] for label, values in ours]
         if base_ok:
@@ -595,9 +638,12 @@ def format_parsing_table(scores: Mapping, dataset: str | None = None, *, method:
     if layout == "horse_cow":
         columns = ["Bkg" if name == background else name for name in names]
         header = ["Method"] + columns + ["Fg", "IOU", "Pix.Acc"]
-        body = [[label] + [_pct(s["per_class"][n]["iou"]) for n in names]
-                + [_pct(s["foreground_iou"]), _pct(s["mean_iou"]), _pct(s["pixel_accuracy"])]
-                for label, s in rows.items()]  # fmt: skip
+        body = [
+            [label]
+            + [_pct(s["per_class"][n]["iou"]) for n in names]
+            + [_pct(s["foreground_iou"]), _pct(s["mean_iou"]), _pct(s["pixel_accuracy"])]
+            for label, s in rows.items()
+        ]
         title = "Per-class IoU, foreground IoU, mean IoU and pixel accuracy (LG-LSTM paper Table 1 layout; %)"
         return f"{title}\n\n{_markdown(header, body)}\n"
 
@@ -605,9 +651,16 @@ def format_parsing_table(scores: Mapping, dataset: str | None = None, *, method:
     body = []
     for label, s in rows.items():
         for suffix, key in (("with background", ""), ("without background", "_without_background")):
-            body.append([f"{label} ({suffix})", _pct(s["pixel_accuracy"]), _pct(s["foreground_accuracy"]),
-                         _pct(s[f"average_precision{key}"]), _pct(s[f"average_recall{key}"]),
-                         _pct(s[f"average_f1{key}"])])  # fmt: skip
+            body.append(
+                [
+                    f"{label} ({suffix})",
+                    _pct(s["pixel_accuracy"]),
+                    _pct(s["foreground_accuracy"]),
+                    _pct(s[f"average_precision{key}"]),
+                    _pct(s[f"average_recall{key}"]),
+                    _pct(s[f"average_f1{key}"]),
+                ]
+            )
     foreground = [n for n in names if n != background]
     per_class = [[label] + [_pct(s["per_class"][n]["f1"]) for n in foreground] for label, s in rows.items()]
     return (

@@ -74,13 +74,24 @@ PAPER_LENGTH_BINS = {
 }
 # Names by which datasets are known in configs (`config.data.length_bins`), records and the paper.
 _LENGTH_BIN_ALIASES = {
-    "gref": "gref", "google-ref": "gref", "googleref": "gref", "refcocog": "gref", "refcocog_google": "gref",
+    "gref": "gref",
+    "google-ref": "gref",
+    "googleref": "gref",
+    "refcocog": "gref",
+    "refcocog_google": "gref",
     "refcocog_umd": "gref",
-    "unc": "unc", "refcoco": "unc", "refcoco_unc": "unc", "refcoco_google": "unc",
-    "unc+": "unc+", "refcoco+": "unc+", "refcoco+_unc": "unc+", "refcocoplus": "unc+",
-    "referit": "referit", "referitgame": "referit",
+    "unc": "unc",
+    "refcoco": "unc",
+    "refcoco_unc": "unc",
+    "refcoco_google": "unc",
+    "unc+": "unc+",
+    "refcoco+": "unc+",
+    "refcoco+_unc": "unc+",
+    "refcocoplus": "unc+",
+    "referit": "referit",
+    "referitgame": "referit",
     "synthetic": "synthetic",
-}  # fmt: skip
+}
 
 
 def length_bins(dataset: str) -> tuple[tuple[int, int], ...]:

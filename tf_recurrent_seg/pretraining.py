@@ -88,10 +88,12 @@ def _dataset(arrays: dict[str, np.ndarray], normalization: str, batch_size: int,
 
 def pretraining_loss(outputs: dict[str, tf.Tensor], labels: dict[str, tf.Tensor]) -> tf.Tensor:
     """Sum over the attributes of the mean per-pixel softmax cross-entropy."""
-    return tf.add_n([
-        tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels[name], logits=outputs[name]))
-        for name in ATTRIBUTES
-    ])  # fmt: skip
+    return tf.add_n(
+        [
+            tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels[name], logits=outputs[name]))
+            for name in ATTRIBUTES
+        ]
+    )
 
 
 def attribute_accuracy(
@@ -152,20 +154,30 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
         loss = float(train_step(*next(batches)))
         if step % int(train_config.log_every) == 0 or step == num_steps:
             elapsed = time.perf_counter() - start
-            logging.info("step %d/%d loss %.4f %.1f examples/s ETA %.0f s", step, num_steps, loss,
-                         step * train_config.batch_size / elapsed, elapsed / step * (num_steps - step))  # fmt: skip
+            logging.info(
+                "step %d/%d loss %.4f %.1f examples/s ETA %.0f s",
+                step,
+                num_steps,
+                loss,
+                step * train_config.batch_size / elapsed,
+                elapsed / step * (num_steps - step),
+            )
     metrics = {
         **attribute_accuracy(model, validation_arrays, data.normalization),
-        "final_loss": loss, "num_steps": num_steps, "num_validation": int(data.num_validation),
+        "final_loss": loss,
+        "num_steps": num_steps,
+        "num_validation": int(data.num_validation),
         "seconds": round(time.perf_counter() - tic, 1),
-    }  # fmt: skip
+    }
     os.makedirs(workdir, exist_ok=True)
     backbone_path = os.path.join(workdir, BACKBONE_FILE)
     model.get_layer("backbone").save(backbone_path)
     with open(os.path.join(workdir, METRICS_FILE), "w") as file:
         json.dump(metrics, file, indent=2)
-    logging.info("validation object-pixel accuracy: %s", ", ".join(
-        f"{name} {metrics[f'{name}_pixel_accuracy']:.3f}" for name in ATTRIBUTES))  # fmt: skip
+    logging.info(
+        "validation object-pixel accuracy: %s",
+        ", ".join(f"{name} {metrics[f'{name}_pixel_accuracy']:.3f}" for name in ATTRIBUTES),
+    )
     logging.info("wrote %s", backbone_path)
     return metrics
 

@@ -191,13 +191,28 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
         previous_handler = None
         logging.warning("train() is not running in the main thread: SIGTERM will not checkpoint")
     logging.info(
-        "training %s from step %d to %d: %d replicas, global batch %d%s", config.model.name, start_step,
-        int(config.train.num_steps), strategy.num_replicas_in_sync, int(config.train.batch_size),
+        "training %s from step %d to %d: %d replicas, global batch %d%s",
+        config.model.name,
+        start_step,
+        int(config.train.num_steps),
+        strategy.num_replicas_in_sync,
+        int(config.train.batch_size),
         ", cached backbone features" if config.train.get("cache_features", False) else "",
-    )  # fmt: skip
+    )
     try:
-        summary = _loop(config, workdir, start_step, train_step, iterator, stop_flag, step, optimizer, writer,
-                        validate, save_checkpoint)  # fmt: skip
+        summary = _loop(
+            config,
+            workdir,
+            start_step,
+            train_step,
+            iterator,
+            stop_flag,
+            step,
+            optimizer,
+            writer,
+            validate,
+            save_checkpoint,
+        )
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
@@ -283,9 +298,13 @@ def _restore_or_initialise(checkpoint: tf.train.Checkpoint, model: keras.Model, 
 
 
 def _input_fn(
-    model: keras.Model, config: ml_collections.ConfigDict, workdir: str, num_replicas: int, start_step: int,
+    model: keras.Model,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    num_replicas: int,
+    start_step: int,
     deterministic: bool,
-) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:  # fmt: skip
+) -> Callable[[tf.distribute.InputContext], tf.data.Dataset]:
     """The per-worker input pipeline (disjoint shards, per-replica batches), resumed at `start_step`."""
     train_config = config.train
     global_batch = int(train_config.batch_size)
@@ -298,10 +317,14 @@ def _input_fn(
 
         def parsing_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             dataset = pipeline.parsing_dataset(
-                config.data.train_records, training=True, batch_size=context.get_per_replica_batch_size(global_batch),
-                input_context=context, seed=data_seed, deterministic=deterministic,
+                config.data.train_records,
+                training=True,
+                batch_size=context.get_per_replica_batch_size(global_batch),
+                input_context=context,
+                seed=data_seed,
+                deterministic=deterministic,
                 **from_config.parsing_options(config, training=True),
-            )  # fmt: skip
+            )
             return resume_input(dataset, context, skip_steps, num_replicas)
 
         return parsing_fn
@@ -323,19 +346,33 @@ def _input_fn(
             cache_root = train_config.get("feature_cache_dir") or os.path.join(workdir, feature_cache.FEATURES_DIR)
             cache_dir = os.path.join(cache_root, f"pipeline-{index}-of-{pipelines}")
             feature_cache.build_feature_cache(
-                model, config, train_files[index::pipelines], cache_dir, vocabulary,
+                model,
+                config,
+                train_files[index::pipelines],
+                cache_dir,
+                vocabulary,
                 dtype=train_config.get("feature_dtype", "float32"),
-            )  # fmt: skip
+            )
             dataset = feature_cache.cached_referring_dataset(
-                cache_dir, training=True, batch_size=batch, seed=data_seed, deterministic=deterministic,
+                cache_dir,
+                training=True,
+                batch_size=batch,
+                seed=data_seed,
+                deterministic=deterministic,
                 **from_config.referring_training_options(config),
-            )  # fmt: skip
+            )
         else:
             dataset = pipeline.referring_dataset(
-                train_files, vocabulary, training=True, batch_size=batch, input_context=context, seed=data_seed,
-                deterministic=deterministic, **from_config.referring_options(config),
+                train_files,
+                vocabulary,
+                training=True,
+                batch_size=batch,
+                input_context=context,
+                seed=data_seed,
+                deterministic=deterministic,
+                **from_config.referring_options(config),
                 **from_config.referring_training_options(config),
-            )  # fmt: skip
+            )
         return resume_input(dataset, context, skip_steps, num_replicas)
 
     return referring_fn
@@ -422,8 +459,9 @@ def _gradient_values(gradient) -> tf.Tensor:
     return gradient.values if isinstance(gradient, tf.IndexedSlices) else gradient
 
 
-def _loop(config, workdir, start_step, train_step, iterator, stop_flag, step, optimizer, writer, validate,
-          save_checkpoint) -> dict[str, Any]:  # fmt: skip
+def _loop(
+    config, workdir, start_step, train_step, iterator, stop_flag, step, optimizer, writer, validate, save_checkpoint
+) -> dict[str, Any]:
     """Steps from `start_step` to `train.num_steps`: progress lines and scalars every `log_every`, validation
     (chief: `validate` is not None) every `eval_every`, checkpoints every `checkpoint_every` and on SIGTERM."""
     train_config = config.train
@@ -448,8 +486,15 @@ def _loop(config, workdir, start_step, train_step, iterator, stop_flag, step, op
             now = time.perf_counter()
             steps_per_second = max((current - last_step) / max(now - last_time, 1e-9), 1e-9)
             losses_log.append([current, loss_value])
-            _log_progress(writer, current, num_steps, loss_value, float(np.asarray(optimizer.learning_rate)),
-                          steps_per_second * global_batch, (num_steps - current) / steps_per_second)  # fmt: skip
+            _log_progress(
+                writer,
+                current,
+                num_steps,
+                loss_value,
+                float(np.asarray(optimizer.learning_rate)),
+                steps_per_second * global_batch,
+                (num_steps - current) / steps_per_second,
+            )
             if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):  # halves at each skipped (overflow) step
                 with writer.as_default():
                     summaries.scalar_summary("train/loss_scale", float(optimizer.dynamic_scale.numpy()), current)
@@ -459,9 +504,11 @@ def _loop(config, workdir, start_step, train_step, iterator, stop_flag, step, op
             validation_log.append({"step": current, **scores})
             workdir_lib.save_validation_log(validation_log, workdir)
             logging.info(
-                "step %d validation (%d examples): %s", current, int(train_config.eval_examples),
+                "step %d validation (%d examples): %s",
+                current,
+                int(train_config.eval_examples),
                 ", ".join(f"{k} {v:.4f}" for k, v in scores.items()),
-            )  # fmt: skip
+            )
             last_time = time.perf_counter()  # validation time is not training throughput
         if int(stop.numpy()) > 0:
             preempted = True
@@ -479,12 +526,24 @@ def _loop(config, workdir, start_step, train_step, iterator, stop_flag, step, op
     }
 
 
-def _log_progress(writer, current: int, num_steps: int, loss: float, learning_rate: float, examples_per_second: float,
-                  seconds_left: float) -> None:  # fmt: skip
+def _log_progress(
+    writer,
+    current: int,
+    num_steps: int,
+    loss: float,
+    learning_rate: float,
+    examples_per_second: float,
+    seconds_left: float,
+) -> None:
     logging.info(
-        "step %d/%d loss %.5g lr %.3g %.2f examples/s ETA %s", current, num_steps, loss, learning_rate,
-        examples_per_second, datetime.timedelta(seconds=int(max(seconds_left, 0))),
-    )  # fmt: skip
+        "step %d/%d loss %.5g lr %.3g %.2f examples/s ETA %s",
+        current,
+        num_steps,
+        loss,
+        learning_rate,
+        examples_per_second,
+        datetime.timedelta(seconds=int(max(seconds_left, 0))),
+    )
     with writer.as_default():
         summaries.scalar_summary("train/loss", loss, current)
         summaries.scalar_summary("train/learning_rate", learning_rate, current)

@@ -9,9 +9,14 @@ from absl import app, flags
 # What a user can cause and fix (a bad flag, a missing or refused file, input the model cannot take): these end
 # the program with one line on stderr and exit status 1. Anything else is a bug and keeps its traceback.
 USER_ERRORS = (
-    app.UsageError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
+    app.UsageError,
+    ValueError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
     pickle.UnpicklingError,
-)  # fmt: skip
+)
 
 
 def one_line_errors(main: Callable) -> Callable:

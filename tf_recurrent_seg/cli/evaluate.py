@@ -56,10 +56,16 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     baseline = evaluation.load_results(values.baseline) if values.baseline else None
     out_dir = values.out_dir or os.path.join(values.workdir, workdir.EVAL_DIR)
     results = evaluation.evaluate(
-        model, config, crf=values.crf, max_examples=values.max_examples, batch_size=values.batch_size,
-        eval_records=values.eval_records, out_dir=out_dir, baseline=baseline,
+        model,
+        config,
+        crf=values.crf,
+        max_examples=values.max_examples,
+        batch_size=values.batch_size,
+        eval_records=values.eval_records,
+        out_dir=out_dir,
+        baseline=baseline,
         shuffle_expressions=values.shuffle_expressions,
-    )  # fmt: skip
+    )
     print(evaluation.format_tables(results, baseline), flush=True)
     print(f"wrote {os.path.join(out_dir, evaluation.METRICS_FILE)} and {os.path.join(out_dir, evaluation.TABLES_FILE)}")
     return results

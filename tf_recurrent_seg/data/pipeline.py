@@ -565,14 +565,24 @@ def referring_dataset(
     table = vocabulary_table(vocabulary)
     grouped = training and group_by_length and batch_size > 1  # num_tokens kept in the features until batching
     decode = functools.partial(
-        _decode_referring, table=table, max_words=max_words, strip_pieces=strip_pieces,
+        _decode_referring,
+        table=table,
+        max_words=max_words,
+        strip_pieces=strip_pieces,
         max_image_pixels=max_image_pixels,
-    )  # fmt: skip
+    )
     dataset = _decoded_records(
-        files, decode, functools.partial(_referring_sentinel, max_words=max_words), counter, training=training,
-        input_context=input_context, shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat,
+        files,
+        decode,
+        functools.partial(_referring_sentinel, max_words=max_words),
+        counter,
+        training=training,
+        input_context=input_context,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        repeat=repeat,
         deterministic=deterministic,
-    )  # fmt: skip
+    )
     prepare = functools.partial(
         _prepare_referring, image_size=image_size, exact_resize=exact_resize, training=training, grouped=grouped
     )
@@ -794,16 +804,27 @@ def parsing_dataset(
     files = resolve_files(file_pattern_or_paths)
     decode = functools.partial(_decode_parsing, num_classes=num_classes, max_image_pixels=max_image_pixels)
     dataset = _decoded_records(
-        files, decode, _parsing_sentinel, counter, training=training, input_context=input_context,
-        shuffle_buffer=shuffle_buffer, seed=seed, repeat=repeat, deterministic=deterministic,
-    )  # fmt: skip
+        files,
+        decode,
+        _parsing_sentinel,
+        counter,
+        training=training,
+        input_context=input_context,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        repeat=repeat,
+        deterministic=deterministic,
+    )
     if training:
         seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
         dataset = tf.data.Dataset.zip((dataset, seeds))
         prepare_train = functools.partial(
-            _prepare_parsing_train, image_size=image_size, scale_range=scale_range, swap_table=swap_table,
+            _prepare_parsing_train,
+            image_size=image_size,
+            scale_range=scale_range,
+            swap_table=swap_table,
             exact_resize=exact_resize,
-        )  # fmt: skip
+        )
         dataset = dataset.map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
         dataset = dataset.batch(batch_size, drop_remainder=True)
     else:

@@ -581,9 +581,19 @@ def _shape_polygon(shape: str, x: float, y: float, r: float) -> list[tuple[float
     if shape == "cross":
         a, w = 0.9 * r, 0.32 * r
         return [
-            (x - w, y - a), (x + w, y - a), (x + w, y - w), (x + a, y - w), (x + a, y + w), (x + w, y + w),
-            (x + w, y + a), (x - w, y + a), (x - w, y + w), (x - a, y + w), (x - a, y - w), (x - w, y - w),
-        ]  # fmt: skip
+            (x - w, y - a),
+            (x + w, y - a),
+            (x + w, y - w),
+            (x + a, y - w),
+            (x + a, y + w),
+            (x + w, y + w),
+            (x + w, y + a),
+            (x - w, y + a),
+            (x - w, y + w),
+            (x - a, y + w),
+            (x - a, y - w),
+            (x - w, y - w),
+        ]
     raise ValueError(f"no polygon for shape {shape!r}")
 
 
