@@ -1,10 +1,16 @@
 """Timing and analytic work shared by the benchmark scripts (not a benchmark itself: `run_all` skips `_*.py`)."""
 
+import math
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+
+def feature_size(model_config) -> int:
+    """Side of a referring model's feature map: every stride-2 stage rounds up (TF 'SAME' arithmetic)."""
+    return math.ceil(model_config.image_size / model_config.backbone.output_stride)
 
 
 def interleaved_min_ms(functions, *args, repeats: int) -> list[float]:
@@ -40,9 +46,7 @@ def rmi_head_flops(model_config, words: int, concatenated: bool = False) -> int:
     Factorized (the package): the visual term once per image, then per word the recurrent product at every pixel
     and the word term once. Concatenated (the reference's form): per word, every pixel's whole
     [visual; spatial; word; language; hidden] input times the gate matrix."""
-    from tf_recurrent_seg.models.referring import feature_size, visual_input_channels
-
-    assert visual_input_channels(model_config) == model_config.visual_dim  # the resnet variant
+    assert model_config.backbone.variant == "resnet"  # fc1000's output is the visual feature
     pixels = feature_size(model_config) ** 2
     gates = 4 * model_config.mlstm_units
     visual_channels = model_config.visual_dim + 8  # + the 8 spatial-coordinate channels

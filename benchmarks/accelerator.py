@@ -29,12 +29,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+from _common import feature_size
 
 from tf_recurrent_seg import precision, training
 from tf_recurrent_seg.data import feature_cache
 from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, referring_config
 from tf_recurrent_seg.models import build_model
-from tf_recurrent_seg.models.referring import feature_size
 
 WORDS = 10  # words per benchmark expression (a typical RefCOCO expression has about 4-10)
 

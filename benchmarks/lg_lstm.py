@@ -27,7 +27,7 @@ from _common import interleaved_min_ms
 
 from tf_recurrent_seg.defaults import parsing_config
 from tf_recurrent_seg.layers.lg_lstm import GATHERS, LGLSTMLayer, assemble_input_state, input_state_channels
-from tf_recurrent_seg.models.parsing import build_lg_lstm
+from tf_recurrent_seg.models import build_lg_lstm
 
 REPEATS = 5  # the minimum over repeats: the least disturbed run on a shared machine
 PAIR_REPEATS = 40  # for the neighbour-gather ratios, which are small and noisy on a loaded machine

@@ -11,7 +11,7 @@ Prints one JSON line. In one process:
 - `concatenated`: the head with the mLSTM computed as the reference code does, every pixel and every step
   multiplying [visual; spatial; word; language; hidden] (3508 channels at paper size) by the full gate
   matrix (pad steps skipped by a `tf.cond`, as the reference does);
-- `factorized`: the package's RMI head (`build_rmi_head`), forward;
+- `factorized`: the package's RMI head (`RMIHead`), forward;
 - `factorized_backward`: its forward + backward (gradients of a fixed random projection of the logits with
   respect to every head weight), what a training step on cached features computes besides the optimizer.
 Each at 3 and 20 real words (`ms`, analytic `gflops`, and `fraction_of_matmul`: the time the analytic work
@@ -31,10 +31,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
-from _common import interleaved_min_ms, matmul_gflops_per_s, min_ms, rmi_head_flops
+from _common import feature_size, interleaved_min_ms, matmul_gflops_per_s, min_ms, rmi_head_flops
 
 from tf_recurrent_seg.defaults import referring_config
-from tf_recurrent_seg.models.referring import build_rmi_head, feature_size
+from tf_recurrent_seg.models import build_rmi
 
 REPEATS = 5  # the minimum over repeats: the least disturbed run on a shared machine (timeit's habit)
 MATMUL_SIZE = 2048
@@ -168,7 +168,7 @@ def tokens_with_words(count, vocabulary_size, rng):
 
 def main():
     config = referring_config("rmi", "resnet")
-    head = build_rmi_head(config.model)
+    head = build_rmi(config, include_backbone=False).head
     rng = np.random.default_rng(0)
     side = feature_size(config.model)
     visual = rng.normal(size=(1, side, side, config.model.visual_dim)).astype(np.float32)

@@ -21,11 +21,15 @@ options=ProfileOptionBuilder.float_operation())` sums the op statistics TensorFl
 2 * output elements * kh * kw * C_in, MatMul / BatchMatMul 2 * output elements * K, elementwise ops
 (Add, Mul, BiasAdd, Maximum, ...) 1 per output element; transcendental ops (Sigmoid, Tanh, Relu) and data
 movement (Pad, Slice, Concat, SpaceToBatchND) count 0. The profiler reads only the top-level graph, so a
-`tf.while_loop` body would be counted once: `count_flops` refuses graphs with control flow, and the RMI
+`tf.while_loop` body would be counted once: `count_flops` refuses graphs with loops, and the RMI
 count is taken on the same model built with `fixed_steps=True` (the mLSTM and language LSTM unrolled over
 20 steps; with 20 real words that is exactly the work the looped model does, since trimming removes no
-step). Dilated convolutions run as SpaceToBatchND -> Conv2D -> BatchToSpaceND, so the count includes the
-zero padding those convolutions really compute.
+step). Conds are lowered to Switch / Merge when the variables are frozen, so both branches sit in the
+top-level graph and the profiler adds both although one runs: `count_flops` accepts a cond only when no op
+inside a branch has a registered count (`cond_branch_ops`), so the total is the same whichever branch runs.
+The unrolled mLSTM has one such cond per step (keep h and c at a pad step: a Select, 0 FLOPs, or nothing;
+the gate products run before it). Dilated convolutions run as SpaceToBatchND -> Conv2D -> BatchToSpaceND,
+so the count includes the zero padding those convolutions really compute.
 
 Cross-check (`gflops_analytic`): the dominant terms from the layer shapes alone, every Conv2D layer of
 the Keras model (2 * out_h * out_w * C_out * kh * kw * C_in), plus
@@ -51,14 +55,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
-from _common import matmul_gflops_per_s, min_ms, rmi_head_flops
+from _common import feature_size, matmul_gflops_per_s, min_ms, rmi_head_flops
 from tensorflow.python.framework import ops as framework_ops
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from tf_recurrent_seg.defaults import parsing_config, referring_config
+from tf_recurrent_seg.layers.lg_lstm import input_state_channels
+from tf_recurrent_seg.models import build_lg_lstm, build_rmi
+
 FRACTION_TARGET = 0.5
 WORDS = 20
-# Ops that mean the graph holds (lowered) control flow, whose bodies the profiler would count once.
-CONTROL_FLOW_OPS = frozenset(
+# Ops that mean the graph holds a loop (or functional control flow, whose bodies the profiler does not see):
+# a loop body would be counted once however many times it runs.
+LOOP_OPS = frozenset(
     {
         "While",
         "StatelessWhile",
@@ -70,10 +79,10 @@ CONTROL_FLOW_OPS = frozenset(
         "Exit",
         "NextIteration",
         "LoopCond",
-        "Switch",
-        "Merge",
     }
 )
+# Lowered conds (Switch / Merge) are not refused here: both branches sit in the top-level graph, the profiler
+# adds both, and `count_flops` checks that no branch op has a registered count (see `cond_branch_ops`).
 
 
 # ---------------------------------------------------------------------------------------------- counting
@@ -85,6 +94,49 @@ def frozen_graph(function, input_signature) -> tf.Graph:
     return convert_variables_to_constants_v2(concrete).graph
 
 
+def _registered_flops(graph, op):
+    """TensorFlow's registered FLOPs of `op` (0 for ops without a registered count); None: shape unknown."""
+    try:
+        return int(framework_ops.get_stats_for_node_def(graph, op.node_def, "flops").value or 0)
+    except ValueError:  # a registered count needing a shape the graph does not know
+        return None
+
+
+def cond_branch_ops(graph: tf.Graph) -> list:
+    """The ops of `graph` (loop-free, conds lowered to Switch / Merge) that run on one branch of a cond only.
+
+    Each op gets the set of (Switch, branch) pairs it depends on, through data and control inputs: a Switch's
+    output `k` adds (that Switch, k); a Merge keeps only what all its inputs share (the branches it joins meet
+    there, an enclosing cond's branch stays). An op with a non-empty set may not run in a given call.
+    """
+    operations = graph.get_operations()
+    consumers = {op.name: set() for op in operations}
+    waiting = {}
+    for op in operations:
+        producers = {tensor.op.name for tensor in op.inputs} | {control.name for control in op.control_inputs}
+        waiting[op.name] = len(producers)
+        for name in producers:
+            consumers[name].add(op)
+    contexts, ready = {}, [op for op in operations if waiting[op.name] == 0]
+    while ready:  # Kahn's topological order: every input's set is known before its consumers'
+        op = ready.pop()
+        input_sets = [
+            contexts[tensor.op.name] | ({(tensor.op.name, tensor.value_index)} if tensor.op.type == "Switch" else set())
+            for tensor in op.inputs
+        ] + [contexts[control.name] for control in op.control_inputs]
+        if op.type == "Merge":
+            contexts[op.name] = set.intersection(*input_sets) if input_sets else set()
+        else:
+            contexts[op.name] = set().union(*input_sets)
+        for consumer in consumers[op.name]:
+            waiting[consumer.name] -= 1
+            if waiting[consumer.name] == 0:
+                ready.append(consumer)
+    if len(contexts) != len(operations):
+        raise ValueError("the graph has a cycle (a loop); its body would be counted once")
+    return [op for op in operations if contexts[op.name]]
+
+
 def count_flops(function, input_signature) -> dict:
     """FLOPs of one call of `function`, counted by TensorFlow's profiler on the frozen graph.
 
@@ -93,18 +145,32 @@ def count_flops(function, input_signature) -> dict:
         input_signature: a list of `tf.TensorSpec` (or nested structures of them), every shape static.
 
     Returns:
-        `{"flops": profiler total (int), "by_op": {op type: FLOPs}, "missing_shape": [op names]}`; `by_op`
-        comes from the same registered statistics walked op by op, `missing_shape` lists ops with a
-        registered count that could not be computed (incomplete shapes; the profiler skips them).
+        `{"flops": profiler total (int), "by_op": {op type: FLOPs}, "missing_shape": [op names],
+        "cond_branch_ops": int}`; `by_op` comes from the same registered statistics walked op by op,
+        `missing_shape` lists ops with a registered count that could not be computed (incomplete shapes; the
+        profiler skips them), `cond_branch_ops` counts the ops inside cond branches (all with no registered
+        FLOPs, so the total is the same whichever branch runs).
 
     Raises:
-        ValueError: the graph has control flow (while loops, conds), which the profiler would count once
-            per body however many times it runs; unroll the loop (e.g. `fixed_steps=True`) to count it.
+        ValueError: the graph has a loop (or unlowered functional control flow), whose body the profiler
+            would count once however many times it runs: unroll the loop (e.g. `fixed_steps=True`) to count
+            it; or a cond whose branches hold counted work, since the profiler adds both branches and only
+            one runs.
     """
     graph = frozen_graph(function, input_signature)
-    control_flow = sorted({op.type for op in graph.get_operations()} & CONTROL_FLOW_OPS)
-    if control_flow:
-        raise ValueError(f"the graph has control flow ops {control_flow}; the profiler would count their bodies once")
+    loops = sorted({op.type for op in graph.get_operations()} & LOOP_OPS)
+    if loops:
+        raise ValueError(f"the graph has control flow ops {loops}; the profiler would count their bodies once")
+    # Lowered conds (Switch / Merge, as the RMI mLSTM's pad-step select) are counted only when no op inside a
+    # branch has registered FLOPs: then the profiler's sum over both branches is the work of either.
+    branch_ops = cond_branch_ops(graph)
+    branch_flops = {op.name: _registered_flops(graph, op) for op in branch_ops}
+    counted = sorted(name for name, value in branch_flops.items() if value is None or value > 0)
+    if counted:
+        raise ValueError(
+            f"the graph has control flow (conds) with counted work inside a branch ({counted[:5]}); the profiler "
+            "adds both branches though only one runs"
+        )
     options = (
         tf.compat.v1.profiler.ProfileOptionBuilder(tf.compat.v1.profiler.ProfileOptionBuilder.float_operation())
         .with_empty_output()
@@ -113,14 +179,17 @@ def count_flops(function, input_signature) -> dict:
     total = int(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
     by_op, missing = collections.Counter(), []
     for op in graph.get_operations():
-        try:
-            value = framework_ops.get_stats_for_node_def(graph, op.node_def, "flops").value
-        except ValueError:  # a registered count needing a shape the graph does not know
+        value = _registered_flops(graph, op)
+        if value is None:
             missing.append(op.name)
-            continue
-        if value:
-            by_op[op.type] += int(value)
-    return {"flops": total, "by_op": dict(by_op.most_common()), "missing_shape": missing}
+        elif value:
+            by_op[op.type] += value
+    return {
+        "flops": total,
+        "by_op": dict(by_op.most_common()),
+        "missing_shape": missing,
+        "cond_branch_ops": len(branch_ops),
+    }
 
 
 def _all_layers(model):
@@ -144,8 +213,6 @@ def conv_layer_flops(model) -> int:
 
 def lg_lstm_recurrent_flops(model_config, feature_side: int, feature_channels: int) -> int:
     """Analytic multiply-add work (x2) of the transition layer and the LG-LSTM layers, batch 1."""
-    from tf_recurrent_seg.layers.lg_lstm import input_state_channels
-
     positions = feature_side**2
     gates = 4 * model_config.units
     directions = model_config.neighbourhood if model_config.distinct_spatial_weights else 1
@@ -177,9 +244,6 @@ def _gflops_by_op(by_op: dict, top: int = 6) -> dict:
 
 def measure_rmi(repeats: int, rng) -> dict:
     """FLOPs and time of the RMI forward (and of its backbone and head) at paper size, 20 real words."""
-    from tf_recurrent_seg.defaults import referring_config
-    from tf_recurrent_seg.models.referring import build_rmi, feature_size
-
     config = referring_config("rmi", "resnet")
     model_config = config.model
     size, side = model_config.image_size, feature_size(model_config)
@@ -224,9 +288,6 @@ def measure_rmi(repeats: int, rng) -> dict:
 
 def measure_lg_lstm(repeats: int, rng) -> dict:
     """FLOPs and time of the LG-LSTM forward (and of its backbone and the rest) at paper size."""
-    from tf_recurrent_seg.defaults import parsing_config
-    from tf_recurrent_seg.models.parsing import build_lg_lstm
-
     config = parsing_config("lg_lstm")
     model_config = config.model
     model = build_lg_lstm(config)
@@ -266,6 +327,7 @@ def summarize(measured: dict, matmul_rate: float) -> dict:
         backbone_conv_gflops=round(measured["backbone_conv_flops"] / 1e9, 2),
         gflops_by_op=_gflops_by_op(count["by_op"]),
         ops_missing_shape=len(count["missing_shape"]),
+        ops_in_cond_branches=count["cond_branch_ops"],  # none with a registered count (count_flops checks)
         parts={name: _rates(part_flops, ms, matmul_rate) for name, (part_flops, ms) in measured["parts"].items()},
     )
     return result

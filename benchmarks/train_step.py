@@ -21,12 +21,19 @@ import argparse
 import json
 import os
 import platform
+import runpy
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+from _common import feature_size
+
+from tf_recurrent_seg import allocator, models, optimization, training
+from tf_recurrent_seg.data import feature_cache
+from tf_recurrent_seg.defaults import referring_config
+from tf_recurrent_seg.models import build_rmi
 
 
 def main() -> None:
@@ -40,11 +47,6 @@ def main() -> None:
     args = parser.parse_args()
     # First, while glibc's mmap threshold is still at its start value (later large tensors would raise it).
     demo_timings = demo_head_steps(args.demo_steps, args.warmup)
-
-    from tf_recurrent_seg import optimization, training
-    from tf_recurrent_seg.data import feature_cache
-    from tf_recurrent_seg.defaults import referring_config
-    from tf_recurrent_seg.models.referring import build_rmi, feature_size
 
     config = referring_config("rmi", args.variant)
     start = time.perf_counter()
@@ -112,10 +114,6 @@ def main() -> None:
 
 def demo_head_steps(steps: int, warmup: int) -> dict:
     """ms per cached training step of the demo's LSTM and RMI heads, before and after the allocator fix."""
-    import runpy
-
-    from tf_recurrent_seg import allocator, models, optimization, training
-
     rng = np.random.default_rng(0)
     timings = {}
     for malloc in ("tfdata_malloc", "fixed"):

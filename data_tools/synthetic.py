@@ -25,13 +25,17 @@ The same --seed gives the same files; the three splits are drawn from different 
 (`tf_recurrent_seg.data.synthetic.SPLIT_STREAMS`), none shared with the backbone-pretraining scenes.
 """
 
+import io
 import os
 import time
 from collections.abc import Mapping
 
 from absl import app, flags, logging
+from PIL import Image
 
 from tf_recurrent_seg.cli.common import run_app
+from tf_recurrent_seg.data import records, synthetic
+from tf_recurrent_seg.text import build_vocabulary
 
 TASKS = ("referring", "parsing")
 DATASET = "synthetic"
@@ -86,10 +90,6 @@ def parse_length_mix_flag(text: str) -> dict[str, float]:
 
 
 def _encode_png(image) -> bytes:
-    import io
-
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
@@ -115,9 +115,6 @@ def write_synthetic(
     Returns:
         {"train": count, "validation": count, "test": count, "vocabulary_size": int or None, "output_dir": str}.
     """
-    from tf_recurrent_seg.data import records, synthetic
-    from tf_recurrent_seg.text import build_vocabulary
-
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     image_size = image_size or DEFAULT_IMAGE_SIZE[task]

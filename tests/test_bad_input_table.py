@@ -1,4 +1,4 @@
-"""The README's bad-input table states only what a test checks (see tests/bad_input_table.py)."""
+"""The bad-input table of docs/bad_input.md states only what a test checks (see tests/bad_input_table.py)."""
 
 import bad_input_table
 import pytest
@@ -10,8 +10,8 @@ def test_each_row_is_checked_by_its_test(row):
     assert asserted in bad_input_table.test_source(node), f"{node} no longer checks {asserted!r}"
 
 
-def test_readme_table_is_the_generated_one():
-    section = bad_input_table.readme_section(bad_input_table.README.read_text())
+def test_page_table_is_the_generated_one():
+    section = bad_input_table.page_section(bad_input_table.PAGE.read_text())
     assert section == bad_input_table.render(), (
-        "README's bad-input table is stale: python tests/bad_input_table.py --write"
+        "docs/bad_input.md's bad-input table is stale: python tests/bad_input_table.py --write"
     )

@@ -182,6 +182,44 @@ def test_count_flops_refuses_a_while_loop(roofline):
         roofline.count_flops(loop, [tf.TensorSpec((4, 4))])
 
 
+def test_count_flops_counts_a_cond_whose_branches_hold_no_counted_work(roofline):
+    # As the RMI mLSTM's pad step: the products run before the cond, a branch only selects (Select: 0 FLOPs).
+    def select_in_cond(x):
+        y, flag = tf.matmul(x, x), x > 0
+        return tf.cond(tf.reduce_all(flag), lambda: y, lambda: tf.where(flag, y, x))
+
+    def no_cond(x):
+        return tf.matmul(x, x)
+
+    spec = [tf.TensorSpec((4, 4))]
+    count, plain = roofline.count_flops(select_in_cond, spec), roofline.count_flops(no_cond, spec)
+    assert count["by_op"]["MatMul"] == plain["flops"] == 2 * 4 * 4 * 4
+    assert count["flops"] == plain["flops"] + 16  # the 16 comparisons of the flag, outside the cond
+    assert count["cond_branch_ops"] > 0 and plain["cond_branch_ops"] == 0
+
+
+def test_count_flops_refuses_a_cond_with_counted_work_in_a_branch(roofline):
+    def matmul_in_cond(x):
+        return tf.cond(tf.reduce_all(x > 0), lambda: tf.matmul(x, x), lambda: x)
+
+    with pytest.raises(ValueError, match="both branches"):
+        roofline.count_flops(matmul_in_cond, [tf.TensorSpec((4, 4))])
+
+
+def test_cond_branch_ops_of_nested_conds(roofline):
+    def nested(x):
+        outer = tf.reduce_all(x > 0)
+        inner = tf.reduce_any(x > 1)
+        return tf.cond(outer, lambda: tf.cond(inner, lambda: x + 1, lambda: x) * 2, lambda: x)
+
+    graph = roofline.frozen_graph(nested, [tf.TensorSpec((3,))])
+    conditional = {op.type for op in roofline.cond_branch_ops(graph)}
+    # The inner cond's addition and the multiplication after its Merge both sit in the outer true branch.
+    assert {"AddV2", "Mul"} <= conditional
+    unconditional = {op.type for op in graph.get_operations()} - conditional
+    assert {"Placeholder", "All", "Any"} <= unconditional
+
+
 def test_matmul_rate_is_positive(roofline):
     assert roofline.matmul_gflops_per_s(64, repeats=2) > 0
     assert roofline.min_ms(tf.function(lambda x: x + 1), np.zeros(3, np.float32), repeats=2) >= 0

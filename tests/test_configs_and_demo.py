@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from tf_recurrent_seg.image_ops import CAFFE_BGR_MEAN, caffe_preprocess, resize_and_pad, unpad_and_resize
-from tf_recurrent_seg.models.parsing import build_parsing_model
-from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
+from tf_recurrent_seg.models import build_lstm_baseline, build_model, build_rmi
 from tf_recurrent_seg.pretraining import build_pretraining_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,7 +31,7 @@ def test_config_smoke_variant_builds(path):
         tokens[0, -2:] = [4, 5]
         assert model({"image": image, "tokens": tokens})["logits"].shape == (1, size, size, 1)
     else:
-        assert build_parsing_model(config)(image)["logits"].shape == (1, size, size, config.model.num_classes)
+        assert build_model(config)(image)["logits"].shape == (1, size, size, config.model.num_classes)
     with pytest.raises(ValueError, match="unknown config variant"):
         runpy.run_path(str(path))["get_config"]("huge")
 

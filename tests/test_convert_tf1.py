@@ -32,7 +32,6 @@ from tf1_checkpoints import (
 
 from tf_recurrent_seg.convert_tf1 import convert_checkpoint
 from tf_recurrent_seg.defaults import referring_config
-from tf_recurrent_seg.models.referring import visual_input_channels
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 BACKBONE_SCOPES = {"resnet": "ResNet", "deeplab": "DeepLab"}
@@ -124,7 +123,7 @@ def test_full_training_checkpoint_matches_references(tmp_path, model_name, varia
         tf.train.load_checkpoint(prefix), scope, images, atrous=True, blocks=config.model.backbone.blocks_per_stage
     )
     visual = fc1000 if variant == "resnet" else res5c  # the head's input: fc1000 (resnet) or res5c (deeplab)
-    assert visual.shape == (2, 8, 8, visual_input_channels(config.model))
+    assert visual.shape == (2, 8, 8, model.head.feature_channels)
     assert_outputs_match(outputs, head_reference(model_name, visual, TOKENS, weights, config.model.image_size))
 
 
@@ -192,7 +191,7 @@ def test_legacy_lstm_names_are_accepted(tmp_path, model_name, variant):
     model = import_head(prefix, model_name, variant, config)
     assert model.unused_checkpoint_variables == []
 
-    side, channels = 8, visual_input_channels(config.model)
+    side, channels = 8, model.head.feature_channels
     visual = np.random.default_rng(6).normal(size=(2, side, side, channels)).astype(np.float32)
     outputs = model({"visual_features": visual, "tokens": TOKENS})
     assert_outputs_match(outputs, head_reference(model_name, visual, TOKENS, weights, config.model.image_size))
@@ -268,7 +267,7 @@ def test_command_line_writes_a_model_that_matches_the_reference(tmp_path, paper_
     assert f"Wrote {output}" in result.stdout
 
     model = keras.models.load_model(output)
-    assert model.model_config.vocabulary_size == 10 and model.model_config.resize_convention == "reference"
+    assert model.head.vocabulary_size == 10 and model.head.resize_convention == "reference"
     rng = np.random.default_rng(8)
     visual = rng.normal(size=(1, 40, 40, 1000)).astype(np.float32)
     tokens = np.zeros((1, 20), np.int32)

@@ -417,7 +417,7 @@ class CallOnly:
 
 
 def test_shuffled_row_of_a_referring_model_equals_calling_it_with_the_other_tokens(synthetic_dirs):
-    # A ReferringSegmentationModel runs its backbone once for both token batches; the result must be what two
+    # A ReferringSegmenter runs its backbone once for both token batches; the result must be what two
     # plain calls give.
     config = _tiny_referring(synthetic_dirs)
     config.model.classifier_bias_init = 0.0  # random weights: logits around 0, so masks of some pixels

@@ -561,7 +561,7 @@ def test_fixed_steps_model_from_config_and_weight_files(rmi, rmi_tflite_inputs, 
         built = build_model(config)
         load(built)
         fixed = fixed_steps_referring_model(built)
-        assert fixed.model_config.fixed_steps and not model.model_config.fixed_steps, name
+        assert fixed.head.fixed_steps and not model.head.fixed_steps, name
         np.testing.assert_allclose(fixed(rmi_tflite_inputs)["logits"], reference, atol=1e-5, err_msg=name)
     # A model with per-word outputs (extra outputs, no extra weights) converts to the same logits-only model.
     words_config = shrink_config(referring_config("rmi"))

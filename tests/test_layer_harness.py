@@ -15,6 +15,7 @@ from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMe
 from tf_recurrent_seg.layers.lg_lstm import GridMaxPool, LGLSTMLayer, TransitionLayer
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM, ConvMultimodalLSTMCell
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
+from tf_recurrent_seg.layers.sequence import LastStep, StackPredictions
 from tf_recurrent_seg.layers.spatial import SpatialCoordinates
 
 LAYERS_DIR = pathlib.Path(__file__).resolve().parents[1] / "tf_recurrent_seg" / "layers"
@@ -133,6 +134,10 @@ CASES = [
     pytest.param(PaddingMask, {}, TOKENS, (2, 6), {"run_training_check": False}),
     pytest.param(LeftPadSteps, {"length": 7}, _normal(2, 4, 3), (2, 7, 3), {"run_training_check": False}),
     pytest.param(SpatialCoordinates, {}, _normal(2, 4, 5, 3), (2, 4, 5, 8), {"run_training_check": False}),
+    pytest.param(LastStep, {}, _normal(2, 4, 3, 5), (2, 3, 5), {"run_training_check": False}),
+    pytest.param(
+        StackPredictions, {}, [_normal(2, 3, 4, 5) for _ in range(3)], (2, 3, 3, 4, 5), {"run_training_check": False}
+    ),
 ]
 
 

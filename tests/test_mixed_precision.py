@@ -176,7 +176,7 @@ def test_precision_sensitive_parts_stay_float32():
     # Where 16 bits would fail, the model's layers give the float32 (float64-checked) values: the bounded atanh near
     # |h| = 1, where a 16-bit 1 + 1e-3 rounds to 1 and the logarithm to -inf ...
     hidden = np.array([[0.9999, -0.9999, 0.5]], np.float32)
-    epsilon = rmi.model_config.atanh_epsilon
+    epsilon = rmi.head.atanh_epsilon
     assert not np.isfinite(BoundedAtanh(epsilon, dtype="mixed_bfloat16")(hidden)).all()
     expected = 0.5 * np.log((1 + epsilon + hidden.astype(np.float64)) / (1 + epsilon - hidden))
     np.testing.assert_allclose(rmi.head.get_layer("atanh")(hidden), expected, rtol=1e-5)
@@ -450,7 +450,7 @@ def test_float16_overflow_on_one_replica_skips_the_step_on_every_replica():
 
 
 def test_mixed_model_saves_and_loads_with_its_policies(tmp_path):
-    """model.keras keeps every layer's policy, also for ReferringSegmentationModel, which builds its layers itself:
+    """model.keras keeps every layer's policy, also for ReferringSegmenter, which builds its layers itself:
     loaded under the default (float32) global policy it computes exactly as the saved one."""
     config = _smoke_config("rmi")
     model = _build(config, "mixed_bfloat16")

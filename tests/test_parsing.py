@@ -7,7 +7,7 @@ import pytest
 from tf_recurrent_seg.defaults import parsing_config, shrink_config
 from tf_recurrent_seg.export import convert_to_tflite
 from tf_recurrent_seg.layers.lg_lstm import LGLSTMLayer, TransitionLayer
-from tf_recurrent_seg.models.parsing import build_lg_lstm, build_parsing_baseline, build_parsing_model
+from tf_recurrent_seg.models import build_lg_lstm, build_model, build_parsing_baseline
 
 RNG = np.random.default_rng(3)
 
@@ -81,7 +81,7 @@ def test_conv_baselines(model_name, extra):
 @pytest.mark.parametrize("model_name", ["lg_lstm", "conv_baseline_extra"])
 def test_parsing_round_trip(tmp_path, model_name):
     config = small_config(model_name, neighbourhood=4)
-    model = build_parsing_model(config)
+    model = build_model(config)
     batch = images(config)
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
@@ -101,7 +101,7 @@ def test_unknown_model_name():
     config = small_config()
     config.model.name = "grid_lstm"
     with pytest.raises(ValueError, match="config.model.name must be one of"):
-        build_parsing_model(config)
+        build_model(config)
 
 
 def tflite_outputs(model, batch):

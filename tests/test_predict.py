@@ -384,7 +384,7 @@ def test_importing_the_package_registers_its_saved_classes(runs, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["ReferringSegmentationModel", "Functional"], result.stdout
+    assert result.stdout.split() == ["ReferringSegmenter", "LGLSTMSegmenter"], result.stdout
 
 
 def run_module(*args: str) -> subprocess.CompletedProcess:

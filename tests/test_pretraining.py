@@ -11,8 +11,7 @@ import pytest
 from tf_recurrent_seg import allocator, determinism, pretrained_weights, pretraining
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.defaults import SYNTHETIC_ATTRIBUTE_CLASSES
-from tf_recurrent_seg.models.parsing import build_lg_lstm
-from tf_recurrent_seg.models.referring import build_rmi
+from tf_recurrent_seg.models.factory import build_lg_lstm, build_rmi
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,5 @@
 """RMI and LSTM-baseline models: numpy references of the heads (through TF1-layout checkpoints and the
-importer), pad invariance, per-word outputs, explicit-argument configs, .keras round trips (files of the old
-whole-config format too) and input errors."""
+importer), pad invariance, per-word outputs, explicit-argument configs, .keras round trips and input errors."""
 
 import json
 
@@ -12,14 +11,7 @@ from tf1_checkpoints import random_head_weights, sizes_of, small_config, tf1_hea
 
 from tf_recurrent_seg.convert_tf1 import convert_checkpoint
 from tf_recurrent_seg.defaults import referring_config
-from tf_recurrent_seg.models.referring import (
-    ReferringSegmentationModel,
-    build_lstm_baseline,
-    build_rmi,
-    feature_size,
-    model_arguments,
-    visual_input_channels,
-)
+from tf_recurrent_seg.models import ReferringSegmenter, build_lstm_baseline, build_rmi
 
 RNG = np.random.default_rng(1)
 BUILDERS = {"rmi": build_rmi, "lstm": build_lstm_baseline}
@@ -43,16 +35,16 @@ def imported_head(tmp_path, model_name, variant, **model_overrides):
     return model, weights, config
 
 
-def random_visual_features(config, batch=3):
-    side = feature_size(config.model)
-    return RNG.normal(size=(batch, side, side, visual_input_channels(config.model))).astype(np.float32)
+def random_visual_features(model, batch=3):
+    side = model.head.feature_size
+    return RNG.normal(size=(batch, side, side, model.head.feature_channels)).astype(np.float32)
 
 
 @pytest.mark.parametrize("variant", ["resnet", "deeplab"])
 @pytest.mark.parametrize("model_name", ["rmi", "lstm"])
 def test_head_matches_numpy_reference(tmp_path, model_name, variant):
     model, weights, config = imported_head(tmp_path, model_name, variant)
-    visual = random_visual_features(config)
+    visual = random_visual_features(model)
     outputs = model({"visual_features": visual, "tokens": TOKENS})
     reference_head = ref.rmi_head if model_name == "rmi" else ref.lstm_head
     for b in range(len(TOKENS)):
@@ -64,7 +56,7 @@ def test_head_matches_numpy_reference(tmp_path, model_name, variant):
 @pytest.mark.parametrize("model_name", ["rmi", "lstm"])
 def test_pad_tokens_change_nothing(tmp_path, model_name):
     model, _, config = imported_head(tmp_path, model_name, "resnet")
-    visual = random_visual_features(config, batch=1)
+    visual = random_visual_features(model, batch=1)
     words = [7, 3, 21]
     few_pads = np.array([[0] * 17 + words], np.int32)
     many_pads_and_a_gap = np.array([[0] * 15 + [7, 0, 3, 0, 21]], np.int32)
@@ -99,13 +91,13 @@ def test_fixed_steps_equal_trimmed(tmp_path, model_name):
     trimmed, _, config = imported_head(tmp_path, model_name, "resnet")
     fixed = BUILDERS[model_name](small_config(model_name, "resnet", fixed_steps=True), include_backbone=False)
     fixed.set_weights(trimmed.get_weights())
-    inputs = {"visual_features": random_visual_features(config), "tokens": TOKENS}
+    inputs = {"visual_features": random_visual_features(trimmed), "tokens": TOKENS}
     np.testing.assert_allclose(fixed(inputs)["logits"], trimmed(inputs)["logits"], atol=1e-5)
 
 
 def test_word_outputs_follow_each_word(tmp_path):
     model, weights, config = imported_head(tmp_path, "rmi", "resnet", return_word_outputs=True)
-    visual = random_visual_features(config)
+    visual = random_visual_features(model)
     outputs = model({"visual_features": visual, "tokens": TOKENS})
     words = np.asarray(outputs["word_logits_lowres"])
     assert words.shape == (3, 20, 8, 8, 1) and outputs["word_response_maps_lowres"].shape == (3, 20, 8, 8, 1)
@@ -129,71 +121,20 @@ def test_model_round_trip(tmp_path, model_name, variant):
         np.testing.assert_array_equal(value, expected[key], err_msg=key)
 
 
-ARGUMENTS = {
-    "head",
-    "vocabulary_size",
-    "image_size",
-    "max_words",
-    "embedding_dim",
-    "embedding_init_scale",
-    "language_units",
-    "mlstm_units",
-    "hidden_units",
-    "visual_dim",
-    "forget_bias",
-    "l2_epsilon",
-    "atanh_epsilon",
-    "resize_convention",
-    "fixed_steps",
-    "classifier_bias_init",
-    "return_word_outputs",
-    "backbone",
-    "include_backbone",
-}
-
-
 @pytest.mark.parametrize("model_name", ["rmi", "lstm"])
 def test_config_holds_the_architecture_only(model_name):
     config = small_config(model_name, "deeplab")
     model = BUILDERS[model_name](config, include_backbone=False)
     model_config = model.get_config()
-    assert set(model_config) == ARGUMENTS | {"name", "trainable", "dtype"}
+    assert set(model_config) == {"name", "trainable", "dtype", "head", "backbone"} and model_config["backbone"] is None
     serialized = json.dumps(model_config)
-    for absent in ("train_records", "learning_rate", "data", "train"):
+    for absent in ("train_records", "learning_rate", "data", "train", "pretrained", "train_classifier"):
         assert f'"{absent}"' not in serialized, absent
-    assert model_config["backbone"] == config.model.backbone.to_dict()
-    assert model_config["head"] == model_name and model_config["include_backbone"] is False
-    # model_config gives the config's model section back, as a copy.
-    assert model.model_config.to_dict() == config.model.to_dict()
-    model.model_config.image_size = 1
-    assert model.model_config.image_size == config.model.image_size
-    rebuilt = ReferringSegmentationModel.from_config(model_config)
-    assert rebuilt.get_config() == model_config
-
-
-def test_model_arguments_of_configs_without_the_later_fields():
-    model_section = small_config("rmi", "resnet").model.to_dict()
-    del model_section["classifier_bias_init"], model_section["return_word_outputs"]
-    arguments = model_arguments(model_section)
-    assert arguments["classifier_bias_init"] == 0.0 and arguments["return_word_outputs"] is False
-    assert set(arguments) == ARGUMENTS - {"include_backbone"}
-
-
-@pytest.mark.parametrize("model_name", ["rmi", "lstm"])
-def test_old_whole_config_format_loads(model_name):
-    """Files saved when the model took the whole training config hold `{"config": {model, data, train}, ...}`."""
-    config = small_config(model_name, "resnet")
-    old = ReferringSegmentationModel.from_config(
-        {"config": config.to_dict(), "include_backbone": True, "name": model_name}
-    )
-    new = BUILDERS[model_name](config)
-    assert old.name == model_name and "train" not in old.get_config()
-    assert old.get_config() == {**new.get_config(), "name": model_name}
-    assert [(w.path, tuple(w.shape)) for w in old.weights] == [(w.path, tuple(w.shape)) for w in new.weights]
-    old.set_weights(new.get_weights())
-    inputs = {"image": RNG.normal(size=(2, 64, 64, 3)).astype(np.float32), "tokens": TOKENS[:2]}
-    for key, value in new(inputs).items():
-        np.testing.assert_array_equal(old(inputs)[key], value, err_msg=key)
+    head_config = model_config["head"]["config"]
+    assert head_config["image_size"] == config.model.image_size and head_config["visual_projection"] is True
+    rebuilt = ReferringSegmenter.from_config(json.loads(serialized))
+    assert json.dumps(rebuilt.get_config()) == serialized
+    assert rebuilt.head_name == model_name
 
 
 @pytest.mark.parametrize("model_name, variant, output_channels", [("rmi", "resnet", 1000), ("lstm", "deeplab", 2048)])

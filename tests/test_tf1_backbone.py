@@ -19,8 +19,7 @@ from tf1_checkpoints import (
     write_tf1_checkpoint,
 )
 
-from tf_recurrent_seg.backbones import build_resnet101
-from tf_recurrent_seg.defaults import backbone_config
+from tf_recurrent_seg.backbones import ResNetBackbone
 from tf_recurrent_seg.tf1_backbone import load_tf1_backbone_weights
 
 BLOCKS = (1, 1, 2, 1)
@@ -48,14 +47,15 @@ def checkpoints(tmp_path_factory):
 
 
 def tiny_backbone(variant, output_stride=8, **overrides):
-    config = backbone_config(variant)
-    config.blocks_per_stage = BLOCKS
-    config.base_width = WIDTH
-    config.classifier_units = CLASSES
-    config.output_stride = output_stride
-    for key, value in overrides.items():
-        config[key] = value
-    return build_resnet101(config, input_shape=(None, None, 3))
+    return ResNetBackbone(
+        variant=variant,
+        output_stride=output_stride,
+        blocks_per_stage=BLOCKS,
+        base_width=WIDTH,
+        classifier_units=CLASSES,
+        image_shape=(None, None, 3),
+        **overrides,
+    )
 
 
 def test_checkpoint_keys_are_raw_tf1_names(checkpoints):

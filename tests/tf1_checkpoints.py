@@ -252,7 +252,8 @@ def small_config(model_name, variant, **model_overrides):
 
 def sizes_of(model_config):
     """The sizes `random_head_weights` needs, read from a config's `model` section."""
-    from tf_recurrent_seg.models.referring import visual_input_channels
-
+    backbone = model_config.backbone
+    # fc1000's width (resnet) or res5c's channels, 4 * (8 * base_width) (deeplab)
+    channels = backbone.classifier_units if backbone.variant == "resnet" else 32 * backbone.base_width
     keys = ("vocabulary_size", "embedding_dim", "language_units", "mlstm_units", "hidden_units", "visual_dim")
-    return {**{key: model_config[key] for key in keys}, "backbone_channels": visual_input_channels(model_config)}
+    return {**{key: model_config[key] for key in keys}, "backbone_channels": channels}

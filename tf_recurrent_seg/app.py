@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from tf_recurrent_seg import demo
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.export.common import CLASS_NAMES_SIGNATURE, SERVING_SIGNATURE, WORD_OUTPUTS_SIGNATURE
 from tf_recurrent_seg.text import UNK
@@ -269,8 +270,6 @@ def read_upload(path: str | None) -> bytes:
 def demo_scenes(directory: pathlib.Path, count: int) -> dict[str, list[tuple[str, str]]]:
     """A few scenes of the demo's test split (its seed stream, its image sizes) written as PNGs in `directory`:
     {"referring": [(path, expression)], "parsing": [(path, caption)]}."""
-    from tf_recurrent_seg import demo
-
     referring = [(str(path), text) for path, text in demo.write_example_inputs(directory, count)]
     parsing = []
     stream = (demo.SEED, synthetic.SPLIT_STREAMS["test"])

@@ -1,27 +1,8 @@
 """Blind rules on the synthetic data: how far a prediction gets without looking at the image content.
 
-The synthetic demo report compares trained models with rules that need no model, to show how much of a score
-is earned by reading the image (and, for referring segmentation, the expression) rather than by a shortcut
-the data allows. The referring rules read the scene's object list, i.e. they know the object masks exactly:
-they are an upper bound for "segment objects, then pick by a partial reading of the expression", not a
-pixel-free baseline.
-
-Referring segmentation (`referring_examples` of `tf_recurrent_seg.data.synthetic`), rules `REFERRING_RULES`:
-- all_background: predict nothing (intersection 0 everywhere, overall IoU 0).
-- whole_image: predict every pixel.
-- every_object: the union of all objects' masks.
-- named_shape: every object of the shape the expression names (`parts.shape`).
-- named_attributes: every object with the expression's own shape and, when the expression names them, its
-  colour and size (the landmark's attributes, the location and the relation are ignored).
-Scores are kept per example (`referring_rule_scores`) so that a caller can group them by expression type
-(`expression_type`) or length; `overall_iou` then gives the RMI paper's cumulative IoU of a group.
-
-Parsing (`parsing_examples`):
-- all_background: every pixel background.
-- silhouette: every ground-truth foreground pixel labelled with the one part most frequent in the training
-  labels (`most_frequent_part`): perfect figure/ground, no part distinctions.
-Scores are those of evaluation (`metrics.parsing_scores` of a confusion matrix summed over the set, ignoring
-pixels labelled `metrics.IGNORE_LABEL`).
+Referring rules (`REFERRING_RULES`, scored per example by `referring_rule_scores`) and parsing rules
+(`PARSING_RULES`, `parsing_rule_scores`), which the synthetic demo report compares trained models with. What each
+rule does and why the referring ones are an upper bound, not a pixel-free baseline: docs/decisions.md#blind-rules.
 """
 
 from __future__ import annotations
@@ -31,12 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from tf_recurrent_seg.data import records
+from tf_recurrent_seg import metrics
 from tf_recurrent_seg.data.synthetic import Description
 
-# Kept equal to metrics.IGNORE_LABEL (test_baselines checks it): importing metrics here would import TensorFlow,
-# which the referring rules do not need.
-IGNORE_LABEL = records.IGNORE_LABEL
+IGNORE_LABEL = metrics.IGNORE_LABEL  # label-map pixels that no rule or score counts
 
 EXPRESSION_TYPES = ("attributes", "location", "relation")
 
@@ -45,6 +24,7 @@ REFERRING_RULES: dict[str, str] = {
     "whole_image": "predict every pixel",
     "every_object": "the union of all objects in the scene",
     "named_shape": "every object of the shape the expression names",
+    # The landmark's attributes, the location and the relation are ignored.
     "named_attributes": "every object with the expression's shape, and its colour and size when named",
 }
 
@@ -191,8 +171,9 @@ def most_frequent_part(label_maps: Iterable[np.ndarray]) -> int:
 
 
 def silhouette_rule(labels: np.ndarray, part: int) -> np.ndarray:
-    """The ground truth's foreground all labelled `part`: 0 where the labels are 0, IGNORE_LABEL where they are
-    IGNORE_LABEL (still ignored by the metric), `part` elsewhere. Same shape and dtype as `labels`."""
+    """The ground truth's foreground all labelled `part` (perfect figure/ground, no part distinctions): 0 where
+    the labels are 0, IGNORE_LABEL where they are IGNORE_LABEL (still ignored by the metric), `part` elsewhere.
+    Same shape and dtype as `labels`."""
     labels = np.asarray(labels)
     if isinstance(part, bool) or not 0 < int(part) < IGNORE_LABEL:
         raise ValueError(f"part must be a foreground class id in [1, {IGNORE_LABEL}), got {part!r}")
@@ -229,9 +210,6 @@ def parsing_rule_scores(
         {"all_background": scores, "silhouette": scores}, each `metrics.parsing_scores(confusion, class_names,
         background=0)` (mean_iou, pixel_accuracy, per_class, ...) plus "confusion_matrix" (C x C nested lists).
     """
-    # Imported here: metrics imports TensorFlow, which the referring rules above never need.
-    from tf_recurrent_seg import metrics
-
     num_classes = int(num_classes)
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")

@@ -20,7 +20,8 @@ from absl import flags, logging
 
 from tf_recurrent_seg.cli.common import run_main
 from tf_recurrent_seg.defaults import referring_config
-from tf_recurrent_seg.models.referring import ReferringSegmentationModel, build_lstm_baseline, build_rmi
+from tf_recurrent_seg.models import build_lstm_baseline, build_rmi
+from tf_recurrent_seg.models.referring import ReferringSegmenter, RMIHead
 from tf_recurrent_seg.text import Vocabulary
 from tf_recurrent_seg.tf1_backbone import load_tf1_backbone_weights
 
@@ -80,28 +81,30 @@ def _lstm_cell_scope(prefix: str) -> str:
     return f"{prefix}/multi_rnn_cell/cell_0/basic_lstm_cell"
 
 
-def load_tf1_head_weights(head: keras.Model, read: ValueReader, model_config: ml_collections.ConfigDict) -> None:
-    """Assigns the `text_objseg/...` variables of an RMI or LSTM-baseline checkpoint to a Keras head."""
-    vocabulary_size, embedding_dim = model_config.vocabulary_size, model_config.embedding_dim
-    language_units = model_config.language_units
+def load_tf1_head_weights(head: keras.Model, read: ValueReader) -> None:
+    """Assigns the `text_objseg/...` variables of an RMI or LSTM-baseline checkpoint to an `RMIHead` or
+    `LSTMBaselineHead`."""
+    vocabulary_size, embedding_dim = head.vocabulary_size, head.embedding_dim
+    language_units = head.language_units
+    is_rmi = isinstance(head, RMIHead)
     head.get_layer("embedding").set_weights([read(f"{HEAD_SCOPE}/embedding", (vocabulary_size, embedding_dim))])
-    if model_config.backbone.variant == "deeplab":
+    if head.visual_projection:  # the DeepLab variant
         _conv_weights(read, head.get_layer("conv0"), f"{HEAD_SCOPE}/conv0")
     _conv_weights(read, head.get_layer("conv2"), f"{HEAD_SCOPE}/conv2")
 
-    language_scope = _lstm_cell_scope(f"{HEAD_SCOPE}/RNN/WLSTM" if model_config.name == "rmi" else f"{HEAD_SCOPE}/RNN")
+    language_scope = _lstm_cell_scope(f"{HEAD_SCOPE}/RNN/WLSTM" if is_rmi else f"{HEAD_SCOPE}/RNN")
     language_kernel = read(f"{language_scope}/kernel", (embedding_dim + language_units, 4 * language_units))
     language_bias = read(f"{language_scope}/bias", (4 * language_units,))
     head.get_layer("language_lstm").set_weights(
-        keras_lstm_weights(language_kernel, language_bias, embedding_dim, model_config.forget_bias)
+        keras_lstm_weights(language_kernel, language_bias, embedding_dim, head.forget_bias)
     )
 
-    if model_config.name == "lstm":
+    if not is_rmi:
         _conv_weights(read, head.get_layer("conv1"), f"{HEAD_SCOPE}/conv1")
         return
     # ALSTM kernel rows: [visual (D), word (E), language (L), spatial (8), hidden (u)]
     # (docs/tf1_checkpoints.md#mlstm-kernel-rows).
-    visual_dim, units = model_config.visual_dim, model_config.mlstm_units
+    visual_dim, units = head.visual_dim, head.mlstm_units
     word_end = visual_dim + embedding_dim + language_units
     input_dim = word_end + 8
     mlstm_scope = _lstm_cell_scope(f"{HEAD_SCOPE}/RNN/ALSTM")
@@ -128,7 +131,7 @@ def convert_checkpoint(
     vocabulary_size: int,
     head_only: bool = False,
     config: ml_collections.ConfigDict | None = None,
-) -> ReferringSegmentationModel:
+) -> ReferringSegmenter:
     """Builds the Keras model and loads a TF1 checkpoint into it.
 
     Args:
@@ -157,7 +160,7 @@ def convert_checkpoint(
     model = build(config, include_backbone=not head_only)
     reader = tf.train.load_checkpoint(checkpoint)
     used: set[str] = set()
-    load_tf1_head_weights(model.head, checkpoint_value_reader(reader, used), config.model)
+    load_tf1_head_weights(model.head, checkpoint_value_reader(reader, used))
     if not head_only:
         used |= load_tf1_backbone_weights(model.backbone, reader, BACKBONE_SCOPES[variant])
     leftover = sorted(

@@ -40,7 +40,7 @@ PROBABILITY_EPSILON = 1e-8
 def require_pydensecrf():
     """The `pydensecrf.densecrf` module; ImportError saying how to install it when it is missing."""
     try:
-        import pydensecrf.densecrf as densecrf
+        import pydensecrf.densecrf as densecrf  # optional: the [crf] extra
     except ImportError as error:
         raise ImportError(
             "DenseCRF post-processing needs pydensecrf: `pip install pydensecrf2` (it builds from source and "

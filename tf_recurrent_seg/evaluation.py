@@ -4,26 +4,8 @@
     write_results(results, "runs/rmi_unc/eval")           # metrics.json + tables.md
     print(format_tables(results))
 
-Referring segmentation (RMI paper §4.2, docs/reference_conventions.md#referring-evaluation): the evaluation pipeline
-(`data.pipeline.referring_dataset(training=False)`) feeds resized-and-padded images; the predicted mask is
-`logits >= 0` on the model's upsampled (S x S) logits, mapped back to the ORIGINAL image size by
-`image_ops.undo_resize_and_pad_batch` (crop the placed region, nearest resize to the original size; not the authors'
-scale-and-centre-crop: docs/decisions.md#evaluation-map-back) and compared with the original ground-truth mask
-there: overall (cumulative) IoU, precision@0.5..0.9 and mean IoU, overall and per expression-length group
-(paper Tables 2-5; length in tokens, docs/decisions.md#length-bins; bins from `config.data.length_bins` or
-the records' manifest). With `crf=True` the same numbers for the DenseCRF-refined masks ("+DCRF", Table 1): the
-reference DenseCRF runs on the padded S x S uint8 RGB image (recovered from the normalised batch) and the
-padded logits, and its mask is mapped back the same way.
-
-Object parsing (LG-LSTM paper §4.2): label = argmax of the upsampled logits at S x S, mapped back to the
-original size by the same nearest inverse, compared with the original label map (255 = ignore) in one
-confusion matrix over the split; `metrics.parsing_scores` gives every number of Tables 1-4. With `crf=True`
-also the DenseCRF-refined labels (the LG-LSTM paper uses no CRF; offered for comparison).
-
-Layouts: `format_referring_table` (Table 1 row: precision@X + overall IoU, then the Tables 2-5 length
-break-down, optionally against a baseline run with the relative gain per group) and `format_parsing_table`
-(Horse-Cow Tables 1/5: Bkg, parts, Fg, IOU, Pix.Acc; ATR/Fashionista Tables 2/3: Acc., F.g. acc., Avg.
-prec., Avg. recall, Avg. F-1 with and without background, and Table 4's per-class F-1).
+The protocol (predictions mapped back to the original image size, the metrics, the DenseCRF rows):
+docs/decisions.md#evaluation-protocol; the table layouts: `format_referring_table`, `format_parsing_table`.
 """
 
 from __future__ import annotations
@@ -44,8 +26,9 @@ from tf_recurrent_seg import image_ops, precision
 from tf_recurrent_seg import metrics as metrics_lib
 from tf_recurrent_seg.data import from_config, pipeline, records
 from tf_recurrent_seg.defaults import HORSE_COW_CLASSES, is_referring
-from tf_recurrent_seg.models.referring import ReferringSegmentationModel
+from tf_recurrent_seg.models.referring import ReferringSegmenter
 from tf_recurrent_seg.text import Vocabulary
+from tf_recurrent_seg.workdir import EVAL_DIR
 
 METRICS_FILE = "metrics.json"
 TABLES_FILE = "tables.md"
@@ -286,11 +269,11 @@ def _referring_metrics(variants: list[str], bins, max_words: int) -> tuple[dict,
 def _referring_predictors(model, jit_compile: bool = False) -> tuple[Callable, Callable]:
     """(predict(features, targets, other_tokens=None) -> (logits, [masks at the original size]), unpad(masks,
     placement, size)). With `other_tokens` the masks list holds a second entry: the same images with those
-    tokens; a `ReferringSegmentationModel` then runs its backbone once for both. With `jit_compile` the model's
+    tokens; a `ReferringSegmenter` then runs its backbone once for both. With `jit_compile` the model's
     forward pass is XLA-compiled (static shapes), the mapping back is not."""
 
     def forward(image, token_batches):
-        if isinstance(model, ReferringSegmentationModel) and model.include_backbone:
+        if isinstance(model, ReferringSegmenter) and model.include_backbone:
             outputs = model.call_with_expressions(image, token_batches, training=False)
         else:
             outputs = [model({"image": image, "tokens": tokens}, training=False) for tokens in token_batches]
@@ -705,8 +688,6 @@ def write_results(results: Mapping, out_dir: str, baseline: Mapping | None = Non
 
 def load_results(path: str) -> dict:
     """A `metrics.json` written by `write_results` (a file, an eval directory, or a workdir with eval/)."""
-    from tf_recurrent_seg.workdir import EVAL_DIR
-
     for candidate in (path, os.path.join(path, METRICS_FILE), os.path.join(path, EVAL_DIR, METRICS_FILE)):
         if os.path.isfile(candidate):
             with open(candidate) as file:

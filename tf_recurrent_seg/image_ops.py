@@ -1,34 +1,10 @@
 """Image operations of both tasks, numpy/Pillow and TensorFlow versions side by side.
 
-The numpy/Pillow functions (`cli.predict`, apps around a TFLite model, test references) and the TensorFlow
-ones (tf.data pipelines, the SavedModel, evaluation) compute the same things, in these sections:
-
-    section             numpy / Pillow                          TensorFlow
-    placement           resize_placement_np                     resize_placement
-    resize image        _pil_resize (Pillow, any filter)        bilinear_resize (Pillow's BILINEAR: bit-exact,
-                                                                or one float pass within 1 grey level),
-                                                                bilinear_resize_crop (a window of it);
-                                                                resize_bilinear (inside the model: logits, loss)
-    resize mask/labels  _pil_resize (BILINEAR then > 0;         bilinear_resize then > 0; nearest_resize,
-                        NEAREST)                                nearest_resize_crop (PIL's NEAREST, bit-exact)
-    pad                 _pad_to_np                              pad_to
-    resize and pad      resize_and_pad                          resize_and_pad_image, resize_and_pad_mask,
-                                                                resize_and_pad_image_and_mask, resize_and_pad_labels
-    map back            unpad_and_resize (nearest),             undo_resize_and_pad ("nearest" / "bilinear"),
-                        unpad_and_resize_float (bilinear)       undo_resize_and_pad_batch
-    normalise           caffe_preprocess, normalize_images_np,  normalize_images
-                        denormalize_images
-
-Resize and pad (docs/reference_conventions.md#image-preprocessing): scale = min(S / h, S / w), new sizes
-rounded half to even (Python's `round`), at least 1; the resized image sits centred in an S x S zero canvas
-at top = floor((S - new_h) / 2), left likewise. The placement (top, left, new_h, new_w) maps a prediction
-back: crop the placed region, resize it to (h, w) (nearest for labels and masks; not the RMI authors'
-scale-and-centre-crop: docs/decisions.md#evaluation-map-back). Why Pillow's BILINEAR and how close the
-graph's default resize is to it: docs/input_pipeline.md#resize-and-pad, docs/decisions.md#image-resize-filter.
-
-Normalisation: the one table of means (`NORMALIZATION_MEANS`, named for what each does), the names older
-configs used (`LEGACY_NORMALIZATION_NAMES`, accepted everywhere a name is) and the default per task
-(`REFERRING_NORMALIZATION`, `PARSING_NORMALIZATION`, `default_normalization`).
+Placement, resize (images, masks, label maps), padding, resize-and-pad and its inverse, normalisation; which
+function does what in each version: docs/decisions.md#image-operations-in-numpy-and-tensorflow. The rules:
+docs/reference_conventions.md#image-preprocessing and docs/input_pipeline.md#resize-and-pad. Normalisation: the
+means (`NORMALIZATION_MEANS`), older names (`LEGACY_NORMALIZATION_NAMES`), the default per task
+(`default_normalization`).
 """
 
 from __future__ import annotations
@@ -287,7 +263,8 @@ def resize_and_pad(
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Resizes keeping the aspect ratio to fit `size` x `size`, then zero-pads centred.
 
-    scale = min(size / h, size / w), new sizes rounded; pad top = floor((size - new_h) / 2), left likewise.
+    scale = min(size / h, size / w), new sizes rounded half to even (Python's `round`), at least 1; the resized
+    image sits in a size x size zero canvas at top = floor((size - new_h) / 2), left likewise.
 
     Returns:
         The padded image and (top, left, new_h, new_w), which `unpad_and_resize` uses to go back.

@@ -1,51 +1,10 @@
 """The papers' evaluation metrics as `keras.metrics.Metric` classes whose state is sums and counts.
 
-Referring segmentation (RMI paper §4.2, docs/reference_conventions.md#referring-evaluation):
-- `ReferringSegmentationMetrics`: overall IoU = (sum over expressions of |pred AND gt|) / (sum of
-  |pred OR gt|), the cumulative IoU the paper reports; precision@X = share of expressions whose own IoU >= X,
-  X in {0.5, ..., 0.9}; and mean IoU (mean of per-expression IoUs: not in the paper, reported by later
-  work; labelled as such).
-- `LengthBinnedReferringMetrics`: the same per group of expression length in tokens (paper Tables 2-5;
-  docs/decisions.md#length-bins), with the paper's bins per dataset from `length_bins(dataset)`.
-Object parsing (LG-LSTM paper §4.1 and Tables 1-5, docs/reference_conventions.md#parsing-metrics):
-- `ConfusionMatrixMetric`: one confusion matrix summed over the set (rows = ground truth, columns =
-  prediction), pixels labelled `ignore_label` (255) left out; `parsing_scores(confusion, class_names)` turns
-  it into every number of the paper's tables.
-
-Every state variable is a float64 sum (exact for counts below 2**53) created by `add_variable` with SUM
-aggregation and ON_READ synchronisation, so under a `tf.distribute` strategy each replica accumulates its own
-share and reading the result in cross-replica context sums them. `merge_state(others)` adds the states of
-other instances (e.g. computed by separate workers) into this one.
-
-Decisions:
-- Masks are compared at the ORIGINAL image resolution. A batch of masks of different sizes is zero-padded to
-  a common (Hmax, Wmax) (the evaluation pipeline's `original_mask`); pass `original_size` (B, 2) (height,
-  width) or a `valid` (B, H, W) bool mask so that the padding is ignored (padding is False in both masks, so
-  for the referring metrics it changes nothing, but the valid region is applied anyway).
-- An expression whose prediction and ground truth are both empty (union 0) has IoU `empty_iou`, default 0.0.
-  The reference code computes I / U with numpy, which gives NaN there, so such an expression never counts as
-  correct at any threshold (and adds nothing to the cumulative I and U); `pycocotools.mask.iou` gives 0. The
-  default reproduces both: precision@X as the reference, per-expression IoU as pycocotools. Real referring
-  datasets have no empty ground-truth mask, so this only matters for degenerate inputs; `empty_iou=1.0`
-  scores "both empty" as perfect agreement instead.
-- `sample_weight` (B,) of 0/1 leaves examples out (e.g. padding examples of a distributed batch).
-- With nothing accumulated, ratios are 0 (`divide_no_nan`), as Keras metrics do.
-- Per-class parsing scores: tp, fp, fn from the confusion matrix; precision = tp / (tp + fp), recall =
-  tp / (tp + fn), F-1 = 2 tp / (2 tp + fp + fn) (= 2PR / (P + R)), IoU = tp / (tp + fp + fn). A class that
-  appears neither in the ground truth nor in the predictions has NaN scores and is left out of the averages;
-  for a class that appears, a 0/0 ratio is 0 (never predicted: precision 0; predicted but absent from the
-  ground truth: recall 0). Averages over classes are reported with and without the background class.
-
-Example:
-```python
-metric = ReferringSegmentationMetrics()
-metric.update_state(original_masks, predicted_masks, original_size=sizes)  # (B, Hmax, Wmax) each
-metric.result()  # {"overall_iou": ..., "mean_iou": ..., "precision@0.5": ..., ..., "num_examples": ...}
-
-confusion = ConfusionMatrixMetric(num_classes=5)
-confusion.update_state(original_labels, predicted_labels)  # 255 = ignore
-parsing_scores(confusion.result().numpy(), ("background", "head", "body", "leg", "tail"))
-```
+Referring segmentation (RMI paper §4.2): `ReferringSegmentationMetrics` (overall IoU, precision@X, mean IoU) and
+`LengthBinnedReferringMetrics` (the same per expression-length group, paper Tables 2-5). Object parsing (LG-LSTM
+paper Tables 1-5): `ConfusionMatrixMetric` and `parsing_scores`. Definitions:
+docs/reference_conventions.md#referring-evaluation and #parsing-metrics; the state under `tf.distribute`, padding
+and edge cases: docs/decisions.md#metric-state.
 """
 
 from __future__ import annotations
@@ -191,7 +150,9 @@ def _example_weight(sample_weight, like: tf.Tensor) -> tf.Tensor:
 
 
 class _SumStateMetric(keras.metrics.Metric):
-    """A metric whose variables are all sums: states of several instances merge by addition."""
+    """A metric whose variables are all float64 sums (SUM aggregation, ON_READ synchronisation): under a
+    `tf.distribute` strategy each replica accumulates its share and reading the result sums them, and the states
+    of several instances merge by addition (docs/decisions.md#metric-state)."""
 
     def _sum_variable(self, shape, name):
         return self.add_variable(shape=shape, initializer="zeros", dtype="float64", aggregation="sum", name=name)
@@ -216,15 +177,17 @@ class ReferringSegmentationMetrics(_SumStateMetric):
 
     Args:
         thresholds: the X of precision@X.
-        empty_iou: the IoU of an expression whose prediction and ground truth are both empty (see the
-            module docstring; the reference code's NaN never counts as correct).
+        empty_iou: the IoU of an expression whose prediction and ground truth are both empty
+            (docs/decisions.md#empty-masks-in-iou; the reference code's NaN never counts as correct).
         name, dtype: as for any Keras metric (dtype of nothing here: the state is float64).
 
     `update_state(masks_true, masks_pred, original_size=None, valid=None, sample_weight=None)`:
         masks_true, masks_pred: (B, H, W) bool (or numeric, nonzero = foreground) at the original resolution,
             zero-padded to a common size; original_size (B, 2) int (height, width) and/or valid (B, H, W) bool
-            say which pixels are real; sample_weight (B,) 0/1 leaves examples out.
-    `result()`: {"overall_iou", "mean_iou", "precision@0.5", ..., "num_examples"} float64 scalars, as fractions.
+            say which pixels are real; sample_weight (B,) 0/1 leaves examples out (e.g. the padding examples of a
+            distributed batch).
+    `result()`: {"overall_iou", "mean_iou", "precision@0.5", ..., "num_examples"} float64 scalars, as fractions
+        (0 with nothing accumulated).
 
     Example:
     ```python
@@ -496,7 +459,12 @@ def _per_class_scores(
     gt_pixels: np.ndarray,
     predicted: np.ndarray,
 ) -> dict[str, dict[str, float]]:
-    """{name: {"precision", "recall", "f1", "iou", "pixels", "predicted_pixels"}} of each class."""
+    """{name: {"precision", "recall", "f1", "iou", "pixels", "predicted_pixels"}} of each class.
+
+    From the confusion matrix's tp, fp, fn: precision = tp / (tp + fp), recall = tp / (tp + fn), F-1 =
+    2 tp / (2 tp + fp + fn) (= 2PR / (P + R)), IoU = tp / (tp + fp + fn); NaN for a class absent from both the
+    ground truth and the predictions, 0 for a 0/0 ratio of a class that appears (docs/decisions.md#parsing-averages).
+    """
     return {
         name: {
             "precision": float(precision[i]),

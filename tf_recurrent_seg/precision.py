@@ -140,7 +140,7 @@ def float32_copy(model: keras.Model) -> keras.Model:
     every policy, so nothing is rounded): for TFLite, which has no bfloat16 kernels, or to serve a model trained
     under a mixed policy in float32 on a CPU. `model` itself when no layer has a mixed policy.
 
-    Works for models that rebuild from `get_config()` (the functional parsing models, `ReferringSegmentationModel`).
+    Works for models that rebuild from `get_config()` (the functional parsing models, `ReferringSegmenter`).
     """
     config = model.get_config()
     float32_config = _float32_config(config)

@@ -10,7 +10,6 @@ import tensorflow as tf
 from absl import logging
 
 from tf_recurrent_seg import backbones, pretraining, tf1_backbone
-from tf_recurrent_seg.defaults import is_referring
 
 
 def backbone_is_pretrained(config: ml_collections.ConfigDict) -> bool:
@@ -53,7 +52,7 @@ def load_pretrained_backbone(model: keras.Model, config: ml_collections.ConfigDi
     source = config.model.backbone.get("pretrained")
     if not source:
         return
-    backbone = model.backbone if is_referring(config) else model.get_layer("backbone")
+    backbone = model.backbone
     name = config.model.backbone.name
     if source == "imagenet" or source.startswith("imagenet:"):
         loaders = {

@@ -27,10 +27,10 @@ import tensorflow as tf
 from absl import logging
 
 from tf_recurrent_seg import allocator, determinism, image_ops
-from tf_recurrent_seg.backbones import build_backbone
 from tf_recurrent_seg.backbones.resnet import check_weight_shapes
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.layers.head import BilinearResize
+from tf_recurrent_seg.models.factory import build_backbone  # also registers the backbones for loading
 
 BACKBONE_FILE = "backbone.keras"
 METRICS_FILE = "metrics.json"
@@ -190,8 +190,6 @@ def load_keras_backbone(backbone: keras.Model, path: str) -> None:
     deeplab-variant one, which ends at res5c. Batch-norm statistics come along, so a frozen backbone
     normalises as the pretrained one did.
     """
-    import tf_recurrent_seg.backbones  # noqa: F401  registers FrozenBatchNormalization for loading
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"model.backbone.pretrained: no file {path} (run tf_recurrent_seg.cli.pretrain first)")
     source = {layer.name: layer for layer in keras.models.load_model(path, compile=False).layers if layer.weights}

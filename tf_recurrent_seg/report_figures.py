@@ -33,7 +33,8 @@ METRIC_LABELS = {
 
 
 def _pyplot():
-    """matplotlib.pyplot on the Agg backend (imported here: the module must import without matplotlib)."""
+    """matplotlib.pyplot on the Agg backend, imported on first use: choosing the backend is a process-wide
+    side effect (and pyplot's import takes time) that importing this module should not have."""
     import matplotlib
 
     matplotlib.use("Agg")

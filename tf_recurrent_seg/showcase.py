@@ -25,7 +25,7 @@ import numpy as np
 from tf_recurrent_seg.backbones import load_imagenet_weights
 from tf_recurrent_seg.defaults import referring_config
 from tf_recurrent_seg.image_ops import caffe_preprocess
-from tf_recurrent_seg.models.referring import build_lstm_baseline, build_rmi
+from tf_recurrent_seg.models import build_lstm_baseline, build_rmi
 from tf_recurrent_seg.text import build_vocabulary
 from tf_recurrent_seg.visualize import heat_map, overlay_mask, save_strip
 

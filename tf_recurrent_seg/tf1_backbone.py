@@ -4,7 +4,7 @@ The reference RMI / LSTM checkpoints hold the whole ResNet-101 under `ResNet/` (
 with the ImageNet classifier `ResNet/fc1000/*`) or `DeepLab/` (TF-deeplab, with a fifth BN variable
 `factor` per BN scope and an unused `fc1_voc12` classifier). docs/tf1_checkpoints.md gives the names
 (#resnet-backbone, #deeplab-backbone) and the forward computation (#backbone-forward-pass);
-`build_resnet101` computes the same thing when built with TF 'SAME' padding and BN epsilon 1e-3, so the
+`ResNetBackbone` computes the same thing when built with TF 'SAME' padding and BN epsilon 1e-3, so the
 import is a renaming:
 
     <scope>/group_1/conv1/DW                          -> conv1_conv kernel (bias set to zero)
@@ -63,7 +63,7 @@ def _check_backbone_is_reference_compatible(backbone: keras.Model) -> None:
     """The TF1 weights reproduce the reference only with TF 'SAME' stem padding and BN epsilon 1e-3."""
     layers = {layer.name: layer for layer in backbone.layers}
     if "conv1_conv" not in layers:
-        raise ValueError(f"model {backbone.name!r} is not a build_resnet101 backbone: it has no layer 'conv1_conv'")
+        raise ValueError(f"model {backbone.name!r} is not a ResNetBackbone: it has no layer 'conv1_conv'")
     if "conv1_pad" in layers or "pool1_pad" in layers or layers["conv1_conv"].padding != "same":
         raise ValueError(
             "TF1 backbone weights need a backbone built with padding 'same' (TF 'SAME', as the reference "
@@ -121,7 +121,7 @@ def _tf1_layer_values(
 
 
 def load_tf1_backbone_weights(backbone: keras.Model, reader: CheckpointReaderLike, scope: str) -> set[str]:
-    """Sets a `build_resnet101` backbone's weights from a TF1 TF-resnet / TF-deeplab checkpoint.
+    """Sets a `ResNetBackbone`'s weights from a TF1 TF-resnet / TF-deeplab checkpoint.
 
     Conv kernels are stored HWIO, as Keras stores them; the reference convs have no bias, so the Keras
     conv biases are set to zero. In a DeepLab checkpoint each BN scope's `factor` (Caffe's scale factor)
@@ -131,7 +131,7 @@ def load_tf1_backbone_weights(backbone: keras.Model, reader: CheckpointReaderLik
     Nothing is assigned unless every variable is found with the right shape.
 
     Args:
-        backbone: built by `build_resnet101` with `padding="same"` and `bn_epsilon=1e-3`. Any
+        backbone: a `ResNetBackbone` with `padding="same"` and `bn_epsilon=1e-3`. Any
             `blocks_per_stage` / `base_width` works if the checkpoint follows the same scheme. The
             "resnet" variant needs `<scope>/fc1000/{DW,biases}` (only TF-resnet checkpoints have them);
             the "deeplab" variant has no fc1000.
@@ -151,8 +151,7 @@ def load_tf1_backbone_weights(backbone: keras.Model, reader: CheckpointReaderLik
 
     Example:
     >>> reader = tf.train.load_checkpoint("model/RMI_resnet_iter_650000.tfmodel")  # doctest: +SKIP
-    >>> config = backbone_config("resnet")  # doctest: +SKIP
-    >>> backbone = build_resnet101(config)  # doctest: +SKIP
+    >>> backbone = ResNetBackbone()  # doctest: +SKIP
     >>> consumed = load_tf1_backbone_weights(backbone, reader, "ResNet")  # doctest: +SKIP
     >>> len(consumed)  # doctest: +SKIP
     522

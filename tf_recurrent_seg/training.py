@@ -1,37 +1,7 @@
-"""One custom training loop for every model family and every `tf.distribute` strategy.
+"""One custom training loop for every model family and every `tf.distribute` strategy (`train`; read it top to bottom).
 
-Read `train` top to bottom: it checks the settings, writes config.json, builds model and optimiser inside
-`strategy.scope()`, restores the latest checkpoint (or loads the pretrained backbone), builds the per-worker input
-pipelines (`strategy.distribute_datasets_from_function`), then loops over a `tf.function` step around
-`strategy.run` with progress lines, validation, checkpoints and `model.keras` at the end. Its neighbours:
-`distribute` (strategies by name), `pretrained_weights`, `data.feature_cache`, `validation` and `summaries`.
-The layout of the run directory is `tf_recurrent_seg.workdir`'s:
-
-    <workdir>/config.json     <workdir>/checkpoints/     <workdir>/tensorboard/     <workdir>/model.keras
-    <workdir>/validation.json (the validation scores at every evaluation step, for the learning curves)
-    <workdir>/vocabulary.txt  (referring runs: a copy of config.data.vocabulary, so that the run is self-contained)
-    <workdir>/features/       (RMI with train.cache_features only: cached backbone features)
-
-Why a custom loop and not `model.fit`: Keras 3's `fit` fails under MultiWorkerMirroredStrategy
-(docs/decisions.md#custom-training-loop); the loop below runs unchanged under OneDevice, Mirrored,
-MultiWorkerMirrored and TPU strategies.
-
-Losses across replicas, checkpoints, SIGTERM and exact resume: docs/training.md.
-
-Validation (chief only, every `train.eval_every` steps and at the end): `tf_recurrent_seg.validation`.
-
-Cached backbone features (`train.cache_features`): `tf_recurrent_seg.data.feature_cache`.
-
-Mixed precision (`train.mixed_precision`) and XLA (`train.jit_compile`): `tf_recurrent_seg.precision` and
-docs/training.md#mixed-precision-and-xla. The model is built under the policy; "mixed_float16" wraps the optimiser
-in a `keras.optimizers.LossScaleOptimizer`; XLA compiles each replica's forward and backward pass.
-
-Example:
-```python
-from tf_recurrent_seg import training
-from tf_recurrent_seg.defaults import referring_config, shrink_config
-summary = training.train(shrink_config(referring_config("rmi")), "/tmp/run", "mirrored")
-```
+Why not `model.fit`: docs/decisions.md#custom-training-loop. Losses across replicas, checkpoints, SIGTERM, exact
+resume, mixed precision and XLA: docs/training.md. The run directory's layout: `tf_recurrent_seg.workdir`.
 """
 
 from __future__ import annotations
@@ -70,11 +40,10 @@ def cached_forward(model: keras.Model, backbone_features: tf.Tensor, tokens: tf.
     Uses the full model's own layers and variables, so it equals `model({"image", "tokens"})` for the image
     whose features it is given (the frozen part of the backbone is the only thing skipped)."""
     visual = backbone_features
-    model_config = model.model_config
-    if feature_cache.classifier_trains(model_config):
+    if feature_cache.classifier_trains(model.backbone):
         visual = model.backbone.get_layer("fc1000")(backbone_features)
     inputs = {"visual_features": visual, "tokens": tokens}
-    tokens = check_referring_inputs(inputs, model_config, include_backbone=False)
+    tokens = check_referring_inputs(inputs, model.head, include_backbone=False)
     return model.head({"visual_features": visual, "tokens": tokens}, training=training)
 
 
@@ -140,6 +109,14 @@ def resume_input(
 def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribute.Strategy | str) -> dict[str, Any]:
     """Trains the model `config` describes in `workdir` (resuming from its latest checkpoint) under `strategy`.
 
+    In order: checks the settings, writes config.json, builds model and optimiser inside `strategy.scope()`,
+    restores the latest checkpoint (or loads the pretrained backbone), builds the per-worker input pipelines
+    (`strategy.distribute_datasets_from_function`; from cached backbone features with `train.cache_features`,
+    `data.feature_cache`), then loops over a `tf.function` step around `strategy.run` with progress lines,
+    validation (chief only, every `train.eval_every` steps and at the end: `tf_recurrent_seg.validation`),
+    checkpoints, and `model.keras` at the end. Its neighbours: `distribute` (strategies by name),
+    `pretrained_weights`, `precision` (`train.mixed_precision`, `train.jit_compile`) and `summaries`.
+
     Args:
         config: a `referring_config` / `parsing_config` (or a `configs/*.py` config); reads `model`, `data`
             and `train` (batch_size is the GLOBAL batch over all replicas).
@@ -150,6 +127,13 @@ def train(config: ml_collections.ConfigDict, workdir: str, strategy: tf.distribu
         {"start_step", "final_step", "num_steps", "preempted" (stopped by SIGTERM), "losses" ([step, loss] at
         every log step), "eval" (the last validation scores, chief only), "seconds", "is_chief",
         "weights_checksum" (sum of |w| over the trainable variables: equal on every worker)}.
+
+    Example:
+    ```python
+    from tf_recurrent_seg import training
+    from tf_recurrent_seg.defaults import referring_config, shrink_config
+    summary = training.train(shrink_config(referring_config("rmi")), "/tmp/run", "mirrored")
+    ```
     """
     config = workdir_lib.upgrade_config(config)  # older field / normalisation names -> the current ones
     if isinstance(strategy, str):
@@ -277,7 +261,7 @@ def _build_model_and_optimizer(config: ml_collections.ConfigDict, strategy: tf.d
         else:
             is_pretrained = None  # trained from scratch: every variable at train.learning_rate
             if backbone_is_pretrained(config):
-                is_pretrained = optimization.variables_of(model.get_layer("backbone"))
+                is_pretrained = optimization.variables_of(model.backbone)
             optimizer = optimization.build_parsing_optimizer(train_config, is_pretrained=is_pretrained)
         optimizer = precision.wrap_optimizer(optimizer, policy)
         optimizer.build(model.trainable_variables)

@@ -21,8 +21,10 @@ import warnings
 from collections.abc import Sequence
 
 import keras
-import ml_collections
 import numpy as np
+
+from tf_recurrent_seg import precision
+from tf_recurrent_seg.functional_model import FunctionalModel, pop_dtype_policy
 
 VARIANTS = ("resnet", "deeplab")
 OUTPUT_STRIDES = (4, 8, 16, 32)
@@ -67,30 +69,6 @@ class FrozenBatchNormalization(keras.layers.BatchNormalization):
         return super().call(inputs, training=False, mask=mask)
 
 
-def _validate_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for a backbone config field outside what `build_resnet101` supports."""
-    if config.variant not in VARIANTS:
-        raise ValueError(f"backbone config field `variant` must be one of {VARIANTS}, got {config.variant!r}")
-    if config.output_stride not in OUTPUT_STRIDES:
-        raise ValueError(
-            f"backbone config field `output_stride` must be one of {OUTPUT_STRIDES}, got {config.output_stride!r}"
-        )
-    if config.padding not in PADDINGS:
-        raise ValueError(f"backbone config field `padding` must be one of {PADDINGS}, got {config.padding!r}")
-    blocks = tuple(config.blocks_per_stage)
-    if len(blocks) != 4 or not all(isinstance(b, (int, np.integer)) and b >= 1 for b in blocks):
-        raise ValueError(
-            "backbone config field `blocks_per_stage` must be 4 positive integers (conv2_x..conv5_x), "
-            f"got {config.blocks_per_stage!r}"
-        )
-    for field in ("base_width", "classifier_units"):
-        value = config[field]
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"backbone config field `{field}` must be a positive integer, got {value!r}")
-    if not config.bn_epsilon > 0:
-        raise ValueError(f"backbone config field `bn_epsilon` must be positive, got {config.bn_epsilon!r}")
-
-
 def validate_input_shape(input_shape: Sequence[int | None], smallest: int, what: str) -> tuple[int | None, ...]:
     """Checks an (H, W, 3) backbone input shape; returns it as a tuple.
 
@@ -119,110 +97,87 @@ def validate_input_shape(input_shape: Sequence[int | None], smallest: int, what:
     return input_shape
 
 
-def _batch_norm(x, config: ml_collections.ConfigDict, name: str):
-    """BatchNormalization over channels; frozen (moving statistics only) unless the backbone trains."""
-    layer_class = keras.layers.BatchNormalization if config.trainable else FrozenBatchNormalization
-    return layer_class(axis=-1, epsilon=config.bn_epsilon, name=name)(x)
+def _check_arguments(variant, output_stride, padding, blocks_per_stage, base_width, classifier_units, bn_epsilon):
+    """Raises ValueError for an argument outside what `ResNetBackbone` supports."""
+    if variant not in VARIANTS:
+        raise ValueError(f"backbone argument `variant` must be one of {VARIANTS}, got {variant!r}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"backbone argument `output_stride` must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+    if padding not in PADDINGS:
+        raise ValueError(f"backbone argument `padding` must be one of {PADDINGS}, got {padding!r}")
+    blocks = tuple(blocks_per_stage)
+    if len(blocks) != 4 or not all(isinstance(b, (int, np.integer)) and b >= 1 for b in blocks):
+        raise ValueError(
+            "backbone argument `blocks_per_stage` must be 4 positive integers (conv2_x..conv5_x), "
+            f"got {blocks_per_stage!r}"
+        )
+    for field, value in (("base_width", base_width), ("classifier_units", classifier_units)):
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"backbone argument `{field}` must be a positive integer, got {value!r}")
+    if not bn_epsilon > 0:
+        raise ValueError(f"backbone argument `bn_epsilon` must be positive, got {bn_epsilon!r}")
 
 
-def _bottleneck_unit(
-    x,
-    filters: int,
-    stride: int,
-    dilation: int,
-    projection: bool,
-    config: ml_collections.ConfigDict,
-    name: str,
-):
+def _batch_norm(x, epsilon: float, frozen: bool, name: str):
+    """BatchNormalization over channels; on its moving statistics only when `frozen`."""
+    layer_class = FrozenBatchNormalization if frozen else keras.layers.BatchNormalization
+    return layer_class(axis=-1, epsilon=epsilon, name=name)(x)
+
+
+def _bottleneck_unit(x, filters: int, stride: int, dilation: int, projection: bool, batch_norm, name: str):
     """One v1 bottleneck unit: 1x1 (stride) -> 3x3 (dilation) -> 1x1 (4 * filters), plus the shortcut.
 
     The stride sits in the first 1x1 conv and in the 1x1 projection (Caffe/MSRA placement, as
     keras.applications' `residual_block_v1` and TF-resnet's `block_1`/`block_add`). A 1x1 conv gets no
     dilation: a dilated 1x1 kernel is the same operation (verified bit-identical against the authors' checkpoints).
     The 1x1 convs use 'valid' padding, which for a 1x1 kernel equals TF 'SAME' at any stride.
+    `batch_norm(x, name)` applies the backbone's batch normalisation.
     """
     if projection:
         shortcut = keras.layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
-        shortcut = _batch_norm(shortcut, config, f"{name}_0_bn")
+        shortcut = batch_norm(shortcut, f"{name}_0_bn")
     else:
         shortcut = x
 
     x = keras.layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
-    x = _batch_norm(x, config, f"{name}_1_bn")
+    x = batch_norm(x, f"{name}_1_bn")
     x = keras.layers.Activation("relu", name=f"{name}_1_relu")(x)
 
     # Keras' dilated 'same' conv takes TF's space-to-batch path, as tf.nn.atrous_conv2d does (bit-exact).
     x = keras.layers.Conv2D(filters, 3, padding="same", dilation_rate=dilation, name=f"{name}_2_conv")(x)
-    x = _batch_norm(x, config, f"{name}_2_bn")
+    x = batch_norm(x, f"{name}_2_bn")
     x = keras.layers.Activation("relu", name=f"{name}_2_relu")(x)
 
     x = keras.layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
-    x = _batch_norm(x, config, f"{name}_3_bn")
+    x = batch_norm(x, f"{name}_3_bn")
 
     # Float addition is commutative, so keras.applications' [shortcut, x] order equals TF1's residual + shortcut.
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def build_resnet101(
-    config: ml_collections.ConfigDict,
-    input_shape: Sequence[int | None] = (320, 320, 3),
-    name: str = "backbone",
-) -> keras.Model:
-    """Builds the ResNet-101 backbone of RMI as a functional Keras model.
-
-    Args:
-        config: a `defaults.backbone_config()` dict. Fields used: `variant` ("resnet": output is the
-            1x1-conv classifier map `fc1000`; "deeplab": output is res5c, `conv5_block3_out`),
-            `output_stride` (4, 8, 16 or 32), `blocks_per_stage` (units in conv2_x..conv5_x), `base_width`
-            (bottleneck width of conv2_x; doubles each stage; the output of stage s has 4 * width * 2**s
-            channels), `classifier_units` (fc1000 width), `padding` ("same" or "explicit" for the stem
-            conv and max-pool), `bn_epsilon`, `trainable` (False: every layer frozen and batch norm on its
-            moving statistics, except `fc1000`, which trains as in the reference code unless
-            `train_classifier` is False).
-        input_shape: (height, width, 3); a side may be None for images sized at call time. The input is
-            float32 BGR with the Caffe mean subtracted (the authors' preprocessing).
-        name: the model's name.
-
-    Returns:
-        A `keras.Model` mapping (B, H, W, 3) images to one (B, ceil(H / os), ceil(W / os), C) feature map,
-        C = classifier_units ("resnet") or 32 * base_width ("deeplab", 2048 at paper size).
-
-    Raises:
-        ValueError: a config field outside the supported values, or an input shape that is not
-            (H, W, 3) with H, W >= output_stride.
-
-    Example:
-    >>> from tf_recurrent_seg.defaults import backbone_config
-    >>> config = backbone_config("resnet")
-    >>> config.blocks_per_stage, config.base_width, config.classifier_units = (1, 1, 1, 1), 8, 10
-    >>> backbone = build_resnet101(config, input_shape=(64, 64, 3))
-    >>> backbone.output.shape
-    (None, 8, 8, 10)
-    """
-    _validate_config(config)
-    input_shape = validate_input_shape(input_shape, config.output_stride, f"output_stride {config.output_stride}")
-
-    images = keras.Input(shape=input_shape, name="images")
-    width = config.base_width
-    if config.padding == "same":
+def _resnet_features(
+    images, *, variant, output_stride, blocks_per_stage, base_width, classifier_units, padding, batch_norm
+):
+    """The stem, the four stages and (resnet variant) fc1000, applied to the `images` input."""
+    if padding == "same":
         # TF 'SAME' pads conv1 2 before / 3 after on even sides and the pool 0 / 1, as the authors' TF1 graph does.
-        x = keras.layers.Conv2D(width, 7, strides=2, padding="same", name="conv1_conv")(images)
+        x = keras.layers.Conv2D(base_width, 7, strides=2, padding="same", name="conv1_conv")(images)
     else:
         x = keras.layers.ZeroPadding2D(padding=((3, 3), (3, 3)), name="conv1_pad")(images)
-        x = keras.layers.Conv2D(width, 7, strides=2, name="conv1_conv")(x)
-    x = _batch_norm(x, config, "conv1_bn")
+        x = keras.layers.Conv2D(base_width, 7, strides=2, name="conv1_conv")(x)
+    x = batch_norm(x, "conv1_bn")
     x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    if config.padding == "same":
+    if padding == "same":
         x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1_pool")(x)
     else:
         # Zero padding is equivalent to -inf padding here: the input is a ReLU output, >= 0.
         x = keras.layers.ZeroPadding2D(padding=((1, 1), (1, 1)), name="pool1_pad")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
-    schedule = _STAGE_SCHEDULE[config.output_stride]
-    for stage, (num_units, (stride, dilation)) in enumerate(zip(config.blocks_per_stage, schedule)):
-        filters = width * 2**stage
+    schedule = _STAGE_SCHEDULE[output_stride]
+    for stage, (num_units, (stride, dilation)) in enumerate(zip(blocks_per_stage, schedule)):
+        filters = base_width * 2**stage
         for unit in range(num_units):
             # Only the first unit strides and projects (its input has other channels / resolution).
             x = _bottleneck_unit(
@@ -231,19 +186,102 @@ def build_resnet101(
                 stride=stride if unit == 0 else 1,
                 dilation=dilation,
                 projection=unit == 0,
-                config=config,
+                batch_norm=batch_norm,
                 name=f"conv{stage + 2}_block{unit + 1}",
             )
-
-    if config.variant == "resnet":
+    if variant == "resnet":
         # The ImageNet classifier as a fully convolutional 1x1 conv: 1000 class logits at every position.
-        x = keras.layers.Conv2D(config.classifier_units, 1, name="fc1000")(x)
+        x = keras.layers.Conv2D(classifier_units, 1, name="fc1000")(x)
+    return x
 
-    model = keras.Model(images, x, name=name)
-    if not config.trainable:
-        for layer in model.layers:
-            layer.trainable = layer.name == "fc1000" and bool(config.get("train_classifier", True))
-    return model
+
+@keras.saving.register_keras_serializable(package="tf_recurrent_seg")
+class ResNetBackbone(FunctionalModel):
+    """The ResNet-101 backbone of RMI (v1, atrous), a functional model from images to one feature map.
+
+    Args:
+        variant: "resnet" ends with the ImageNet classifier as a 1x1 conv `fc1000` at every position (the
+            visual feature of the RMI paper, §4.2); "deeplab" ends at res5c, `conv5_block3_out`.
+        output_stride: 4, 8, 16 or 32; the last stages trade their stride 2 for dilation.
+        blocks_per_stage: units in conv2_x..conv5_x; (3, 4, 23, 3) is ResNet-101.
+        base_width: bottleneck width of conv2_x, doubling every stage; stage s outputs 4 * width * 2**s channels.
+        classifier_units: fc1000's width (resnet variant).
+        padding: "same" (TF 'SAME' on the stem conv and pool, the authors' TF1 backbones) or "explicit"
+            (zero padding first, keras.applications and Caffe).
+        bn_epsilon: 1e-3 for the TF1 checkpoints, 1.001e-5 for keras.applications' ImageNet weights.
+        frozen_batch_norm: True normalises with the stored moving statistics even in training (the reference
+            code's frozen backbone); False uses plain `BatchNormalization` (batch statistics in training).
+        image_shape: (height, width, 3); a side may be None for images sized at call time. The input is float32
+            BGR with the Caffe mean subtracted.
+        **kwargs: `keras.Model` arguments (`name`, `trainable`, `dtype`).
+
+    Example:
+    >>> backbone = ResNetBackbone(blocks_per_stage=(1, 1, 1, 1), base_width=8, classifier_units=10,
+    ...                           image_shape=(64, 64, 3))
+    >>> backbone.output.shape
+    (None, 8, 8, 10)
+    """
+
+    def __init__(
+        self,
+        *,
+        variant: str = "resnet",
+        output_stride: int = 8,
+        blocks_per_stage: Sequence[int] = (3, 4, 23, 3),
+        base_width: int = 64,
+        classifier_units: int = 1000,
+        padding: str = "same",
+        bn_epsilon: float = 1e-3,
+        frozen_batch_norm: bool = True,
+        image_shape: Sequence[int | None] = (320, 320, 3),
+        **kwargs,
+    ):
+        blocks_per_stage = tuple(blocks_per_stage)
+        _check_arguments(variant, output_stride, padding, blocks_per_stage, base_width, classifier_units, bn_epsilon)
+        image_shape = validate_input_shape(image_shape, output_stride, f"output_stride {output_stride}")
+
+        def batch_norm(x, name):
+            return _batch_norm(x, bn_epsilon, frozen_batch_norm, name)
+
+        policy = pop_dtype_policy(kwargs)
+        with precision.policy_scope(policy):
+            images = keras.Input(shape=image_shape, name="images")
+            features = _resnet_features(
+                images,
+                variant=variant,
+                output_stride=output_stride,
+                blocks_per_stage=blocks_per_stage,
+                base_width=base_width,
+                classifier_units=classifier_units,
+                padding=padding,
+                batch_norm=batch_norm,
+            )
+        kwargs.setdefault("name", "backbone")
+        super().__init__(images, features, **kwargs)
+        self.dtype_policy = policy
+        self._set_arguments(
+            variant=variant,
+            output_stride=output_stride,
+            blocks_per_stage=blocks_per_stage,
+            base_width=base_width,
+            classifier_units=classifier_units,
+            padding=padding,
+            bn_epsilon=bn_epsilon,
+            frozen_batch_norm=frozen_batch_norm,
+            image_shape=image_shape,
+        )
+
+    @property
+    def output_channels(self) -> int:
+        """Channels of the feature map: fc1000's width (resnet) or res5c's 32 * base_width (deeplab)."""
+        return self.classifier_units if self.variant == "resnet" else 32 * self.base_width
+
+    def freeze(self, train_classifier: bool = True) -> None:
+        """Makes every layer untrainable except fc1000 when `train_classifier` (the reference code's frozen
+        backbone, whose ImageNet classifier still trains). The training code calls it; a saved model does not
+        carry it."""
+        for layer in self.layers:
+            layer.trainable = layer.name == "fc1000" and train_classifier
 
 
 def check_weight_shapes(layer: keras.layers.Layer, values: list[np.ndarray], source_name: str) -> None:
@@ -261,7 +299,7 @@ def _weighted_layers(model: keras.Model) -> dict[str, keras.layers.Layer]:
 
 
 def transfer_keras_applications_weights(backbone: keras.Model, source: keras.Model) -> None:
-    """Copies the weights of a `keras.applications` ResNet into a backbone from `build_resnet101`.
+    """Copies the weights of a `keras.applications` ResNet into a `ResNetBackbone`.
 
     The copy is by layer name (both use keras.applications' names). The ImageNet classifier, the Dense
     layer `predictions` with kernel (2048, 1000), becomes the `fc1000` 1x1 conv kernel (1, 1, 2048, 1000)
@@ -331,15 +369,13 @@ def load_imagenet_weights(backbone: keras.Model, weights: str = "imagenet") -> N
     keras.applications computes; feed `keras.applications.resnet.preprocess_input` images (Caffe BGR mean).
 
     Args:
-        backbone: a paper-size (blocks (3, 4, 23, 3), width 64) model from `build_resnet101`.
+        backbone: a paper-size (blocks (3, 4, 23, 3), width 64) `ResNetBackbone`.
         weights: "imagenet" (keras.applications' file from the Keras cache, `$KERAS_HOME/models`, downloaded
             there once) or the path of that file, read offline: `resnet101_weights_tf_dim_ordering_tf_kernels.h5`
             for a backbone with fc1000 (resnet variant), `..._notop.h5` without (deeplab variant).
 
     Example:
-    >>> config = backbone_config("resnet")  # doctest: +SKIP
-    >>> config.padding, config.bn_epsilon = "explicit", 1.001e-5  # doctest: +SKIP
-    >>> backbone = build_resnet101(config)  # doctest: +SKIP
+    >>> backbone = ResNetBackbone(padding="explicit", bn_epsilon=1.001e-5)  # doctest: +SKIP
     >>> load_imagenet_weights(backbone)  # doctest: +SKIP
     """
     has_classifier = any(layer.name == "fc1000" for layer in backbone.layers)

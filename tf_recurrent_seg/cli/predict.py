@@ -1,36 +1,17 @@
 """Segment one image with a trained model: a referring expression's mask (RMI / LSTM) or a parsing label map.
 
-    # referring: an overlay PNG at the image's own size
+    # referring: the mask in red over the image, at the image's own size
     python -m tf_recurrent_seg.cli.predict --workdir runs/rmi --image photo.jpg \\
         --expression "the man on the left" --output out.png [--crf] [--steps]
     # parsing: a palette PNG (pixel value = class id) and out_legend.png (image | colours | class names)
     python -m tf_recurrent_seg.cli.predict --workdir runs/lg_lstm --image horse.jpg --output out.png [--crf]
 
-The model comes from a run directory (`--workdir`: model.keras, else the latest checkpoint; config.json) or
-from `--model PATH.keras --config_json PATH` (a referring model carries its architecture, the config's
-`model` section, so `--config_json` may be left out for one: the data settings then take their defaults and
-the vocabulary comes from `--vocabulary`). Everything else comes from the run's config: the input size
-(model.image_size), the normalisation (data.normalization), the vocabulary (the run's copy
-`<workdir>/vocabulary.txt`, else data.vocabulary, or `--vocabulary`) and the tokenizer (data.strip_pieces).
-
-Inference follows the evaluation protocol (docs/reference_conventions.md#referring-evaluation): resize
-keeping the aspect ratio and centre zero-pad to image_size, normalise, run the model, threshold the
-upsampled logits at 0 (referring) or take the argmax (parsing), then undo the resize-and-pad (nearest) to
-the original size. `--crf` runs the reference DenseCRF (`tf_recurrent_seg.crf`) on the padded image first,
-as the reference code does.
-
-Outputs, next to `--output` (which must end in .png):
-- referring: OUTPUT (the mask blended in red over the image); with `--steps` (RMI only) also
-  OUTPUT_steps.png (the prediction after each word, paper Figures 1 and 5) and OUTPUT_responses.png (the
-  mLSTM response map after each word, Figure 6). The per-word outputs need the model built with
-  `model.return_word_outputs`; when the run's model was not, it is rebuilt with the flag and the weights
-  are copied (the flag adds outputs, no weights).
-- parsing: OUTPUT (a palette PNG: each pixel's value is its class id, shown in the VOC colours),
-  OUTPUT_legend.png; with `--steps` also OUTPUT_layers.png (the deeply supervised prediction after each
-  LG-LSTM layer).
-
-Bad inputs (missing or unreadable image, empty expression, missing vocabulary, conflicting flags) stop
-with a one-line message naming the flag, before the model is loaded where possible.
+The model and its settings (input size, normalisation, vocabulary, tokenizer) come from the run directory
+`--workdir`, or from `--model PATH.keras --config_json PATH` (a referring model may leave out --config_json and
+take --vocabulary). --steps also writes OUTPUT_steps.png and OUTPUT_responses.png (RMI: the prediction and the
+mLSTM response after each word, paper Figures 1, 5, 6) or OUTPUT_layers.png (LG-LSTM: each layer's prediction).
+--crf refines the prediction with the reference DenseCRF (the [crf] extra). Bad input stops the command with a
+one-line message naming the flag. How the prediction is made, and the details: docs/decisions.md#prediction-command.
 """
 
 from __future__ import annotations
@@ -58,6 +39,7 @@ from tf_recurrent_seg.data.image_io import BadRecord, read_image
 from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, REFERRING_MODELS, class_names
 from tf_recurrent_seg.export.referring import word_outputs_referring_model
 from tf_recurrent_seg.image_ops import resize_bilinear, unpad_and_resize, unpad_and_resize_float
+from tf_recurrent_seg.models.referring import ReferringSegmenter
 from tf_recurrent_seg.text import Vocabulary, tokenize
 from tf_recurrent_seg.visualize import (
     colorize_labels,
@@ -173,7 +155,9 @@ def load_config_json(path: str):
 
 
 def load_predictor(workdir: str | None = None, model_path: str | None = None, config_json: str | None = None):
-    """(model, config) from a run directory or from a .keras file and its config.json."""
+    """(model, config) from a run directory (model.keras, else the latest checkpoint; config.json) or from a .keras
+    file and its config.json. Without `config_json` a referring model's config is the architecture it carries (the
+    config's `model` section): the data settings then take their defaults."""
     if bool(workdir) == bool(model_path):
         raise app.UsageError("give exactly one of --workdir and --model")
     if workdir:
@@ -192,17 +176,26 @@ def load_predictor(workdir: str | None = None, model_path: str | None = None, co
         return model, config or run_config
     model = keras.models.load_model(model_path)
     if config is None:
-        # A referring model carries its architecture (`model_config`), not the run's data or training settings.
-        carried = getattr(model, "model_config", None)
-        if carried is None:
+        # A referring model carries its architecture, not the run's data or training settings.
+        if not isinstance(model, ReferringSegmenter):
             raise app.UsageError(
                 f"--config_json is required with --model {model_path} (the model does not carry its config)"
             )
-        config = ml_collections.ConfigDict({"model": carried.to_dict()})
+        head = model.head
+        carried = {
+            "name": model.head_name,
+            "image_size": head.image_size,
+            "max_words": head.max_words,
+            "vocabulary_size": head.vocabulary_size,
+            "resize_convention": head.resize_convention,
+        }
+        config = ml_collections.ConfigDict({"model": carried})
     return model, config
 
 
 def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -> str:
+    """The vocabulary file: `override` (--vocabulary), else the run's copy <workdir>/vocabulary.txt, else the
+    config's data.vocabulary (as given, or relative to the workdir)."""
     if override:
         if not os.path.exists(override):
             raise app.UsageError(f"--vocabulary: {override} does not exist")
@@ -235,8 +228,9 @@ def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tu
 
 
 def with_word_outputs(model, config):
-    """The RMI model with per-word outputs: `model` itself when built so, else a rebuild sharing its weights (the
-    one the SavedModel's `serve_word_outputs` signature is exported from)."""
+    """The RMI model with per-word outputs: `model` itself when built so (`model.return_word_outputs`), else a
+    rebuild with the flag sharing its weights (the flag adds outputs, no weights; the SavedModel's
+    `serve_word_outputs` signature is exported from the same rebuild)."""
     if config.model.name != "rmi":
         raise app.UsageError(
             f"--steps needs an RMI model (per-word mLSTM states); this run's model is {config.model.name!r}"

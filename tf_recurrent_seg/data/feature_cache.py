@@ -1,26 +1,9 @@
 """Backbone features cached once for training RMI / the LSTM baseline (`train.cache_features`).
 
-The backbone is frozen (BN on stored statistics), so its features are computed once per training IMAGE. What is
-cached is everything frozen: res5c, the 2048-channel input of the resnet variant's fc1000 (the deeplab variant's
-backbone output is res5c too), NOT fc1000's output: fc1000 is trainable in the reference code, so caching its output
-would silently freeze it. Only a config that freezes fc1000 too (`model.backbone.train_classifier=False`, the
-synthetic configs) caches its output. Training then runs fc1000 (resnet variant) + the head on the cached res5c with
-the FULL model's variables, so checkpoints and model.keras are the full model's, and a step from cached features
-equals a step through the full model (tests/test_training.py checks loss and gradients to 1e-5; on CPU they are
-bit-identical). Like `referring_dataset`, the cached pipeline batches expressions of similar token count together
-(the mLSTM runs as many steps as the batch's longest expression) after shuffling them in a small buffer
-(`CACHED_SHUFFLE_BUFFER`); each length bucket holds up to batch - 1 waiting expressions. Storage is float32 by
-default (`train.feature_dtype`, if the config has it, may be "float16"): float32 keeps that exactness; float16
-halves the disk (res5c at paper size is 40x40x2048 = 13.1 MB per image in float32, 6.6 MB in float16) at a relative
-rounding error of ~5e-4 on the features. The cache is one TFRecord record per image: the raw features, the token ids
-of each of that image's expressions and each expression's padded SxS mask (PNG), written under
-`<workdir>/features/pipeline-<i>-of-<n>/` by each input pipeline for its own record shards (no coordination between
-workers), and reused on restart when its manifest (source files, sizes, backbone weight fingerprint) still matches.
-Images are identified by the content of their preprocessed pixels, so expressions of the same image share one entry
-whatever their order in the records. Building it runs the evaluation pipeline over the records twice (first
-collecting every expression's tokens and mask PNG, a few KB each, in memory; then computing each image's features
-once, on its first appearance, and writing it with its expressions); the backbone forward dominates at paper size
-(~3 s per image on 2 CPU cores).
+`build_feature_cache` writes the output of the frozen part of the backbone for every training image, once;
+`cached_referring_dataset` batches it with the expressions, and training runs the rest of the model from it. What
+is cached, why a step from the cache equals a full step, the storage and when a cache is reused:
+docs/decisions.md#cached-backbone-features.
 """
 
 from __future__ import annotations
@@ -49,17 +32,16 @@ FEATURE_CACHE_VERSION = 2  # 2: the record key "features" (was "res5c"); fc1000 
 CACHED_SHUFFLE_BUFFER = 32  # expressions; each holds a whole feature map (13 MB at paper size)
 
 
-def classifier_trains(model_config: ml_collections.ConfigDict) -> bool:
-    """Whether the backbone's fc1000 trains with the head (resnet variant, `backbone.train_classifier`)."""
-    backbone = model_config.backbone
-    return backbone.variant == "resnet" and bool(backbone.get("train_classifier", True))
+def classifier_trains(backbone: keras.Model) -> bool:
+    """Whether the backbone's fc1000 trains with the head (resnet variant, `model.backbone.train_classifier`)."""
+    return any(layer.name == "fc1000" and layer.trainable for layer in backbone.layers)
 
 
 def cached_feature_extractor(model: keras.Model) -> keras.Model:
     """image -> the features `train.cache_features` caches: everything frozen in the backbone. That is res5c,
     fc1000's input, when fc1000 trains (the resnet variant, as in the reference code), else the backbone's output."""
     backbone = model.backbone
-    if classifier_trains(model.model_config):
+    if classifier_trains(backbone):
         return keras.Model(backbone.inputs, backbone.get_layer("fc1000").input, name="cached_feature_extractor")
     return backbone
 
@@ -183,7 +165,12 @@ def build_feature_cache(
     images_per_shard: int = 64,
 ) -> dict:
     """Writes the frozen backbone features (`cached_feature_extractor`) of every image of the referring records
-    `files` (see the module docstring).
+    `files` (docs/decisions.md#cached-backbone-features).
+
+    Two passes of the evaluation pipeline over the records: the first collects every expression's tokens and mask
+    PNG (a few KB each) in memory; the second computes each image's features once, on its first appearance, and
+    writes them with all of that image's expressions. The backbone forward dominates at paper size (about 3 s per
+    image on 2 CPU cores).
 
     Reuses `output_dir` when its manifest matches (same files, sizes, dtype and backbone weights). Returns
     the manifest: {"num_images", "num_expressions", "shape", "dtype", "files": [shard paths], ...}.
@@ -269,7 +256,11 @@ def cached_referring_dataset(
     """Batches ({"backbone_features": (B, h, w, C) float32, "tokens": (B, T) int32}, {"mask": (B, S, S) float32}) from a
     feature cache. training: shuffled shards and expressions, repeated, drop_remainder, grouped by token count
     (buckets split at `length_boundaries`) when `group_by_length`; otherwise the cache order (images in first-seen
-    order of the records, each image's expressions in record order), one pass."""
+    order of the records, each image's expressions in record order), one pass.
+
+    Like `pipeline.referring_dataset`, training batches group expressions of similar token count (the mLSTM runs as
+    many steps as the batch's longest expression), after shuffling them in a small buffer (`shuffle_buffer`
+    expressions, each a whole feature map); each length bucket holds up to batch - 1 waiting expressions."""
     with tf.io.gfile.GFile(os.path.join(cache_dir, FEATURES_MANIFEST)) as file:
         manifest = json.load(file)
     files = [os.path.join(cache_dir, name) for name in manifest["files"]]

@@ -1,45 +1,9 @@
 """tf.data input pipelines of both tasks: records -> decoded, resized, tokenised, normalised batches.
 
 `referring_dataset` (RMI, 320x320) and `parsing_dataset` (LG-LSTM, 321x321) read the TFRecords of
-`tf_recurrent_seg.data.records`; `image_ops.undo_resize_and_pad` maps a prediction back to the original resolution.
-
-Order of the stages (training; evaluation has no shuffle/repeat/augmentation and
-reads the shards round-robin, which is the conversion order of `records.ShardedRecordWriter` output):
-    file list (sharded by `tf.distribute.InputContext`, shuffled) -> repeat -> parallel interleave of the
-    shards -> shuffle of the SERIALISED records (a buffer of encoded bytes, not of decoded images) ->
-    guarded parallel decode (+ in-graph tokenisation) -> filter of bad records (logged and counted) ->
-    parallel resize / augmentation on uint8 -> batch (grouped by expression length for referring training)
-    -> normalisation of the whole batch (one XLA-compiled pass) -> prefetch.
-Where the time goes (CPU ms per stage) and why the stages are written as they are: docs/input_pipeline.md#throughput.
-
-How each stage treats images, masks, label maps, padding, normalisation, tokenisation and bad records,
-and why: docs/input_pipeline.md. In short: placement and image resize as `image_ops.resize_and_pad`
-(Pillow BILINEAR; `exact_resize=True` is bit-exact, the default within 1 grey level), masks through the same
-filter then > 0, label maps with PIL-exact nearest neighbour, tokens exactly as `Vocabulary.encode`; bad
-records are logged, counted per reason (`skip_counter=`) and dropped, never fatal.
-
-Element structures (S = image_size, B = batch size, T = max_words):
-    referring, training:   ({"image": (B,S,S,3) float32, "tokens": (B,T) int32}, {"mask": (B,S,S) float32})
-    referring, evaluation: the same plus, in the second dict, "original_mask" (B,Hmax,Wmax) float32 0/1 zero-padded
-        to the largest original in the batch, "original_size" (B,2) int32 (height, width), "placement" (B,4)
-        int32 (top, left, new_h, new_w), "num_tokens" (B,) int32 (tokens before truncation), "ref_id",
-        "sent_id" (B,) int64. Use `original_mask[i, :h, :w]`, or batch_size=1.
-    parsing, training:     ({"image": (B,S,S,3) float32}, {"labels": (B,S,S) int32, 255 = ignore})
-    parsing, evaluation:   plus "original_labels" (B,Hmax,Wmax) int32 padded with 255 (ignored by metrics),
-        "original_size", "placement".
-Training batches have a static batch size (drop_remainder=True); evaluation keeps the last partial batch.
-
-Example:
-```python
-vocab = Vocabulary.load("vocabulary_Gref.txt")
-train = referring_dataset("data/unc/train", vocab, training=True, batch_size=8)  # a records prefix
-val = referring_dataset("data/unc/val", vocab, training=False, batch_size=1)
-
-def dataset_fn(context):  # several replicas: one pipeline per worker, disjoint shards
-    return referring_dataset("data/unc/train", vocab, training=True,
-                             batch_size=context.get_per_replica_batch_size(64), input_context=context)
-distributed = strategy.distribute_datasets_from_function(dataset_fn)
-```
+`tf_recurrent_seg.data.records`; their docstrings give the element structures and an example. The order of the
+stages and why: docs/decisions.md#input-pipeline-stage-order; what each stage does to images, masks, label maps,
+expressions and bad records: docs/input_pipeline.md.
 """
 
 from __future__ import annotations
@@ -521,7 +485,8 @@ def referring_dataset(
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
     deterministic: bool | None = None,
 ) -> tf.data.Dataset:
-    """Referring-segmentation batches (see the module docstring for the element structure).
+    """Referring-segmentation batches: placement and image resize as `image_ops.resize_and_pad`, masks through the
+    same filter then > 0, tokens exactly as `Vocabulary.encode`; bad records logged, counted and dropped.
 
     Args:
         file_pattern_or_paths: a records prefix with a manifest, a glob pattern, a path, or a list of those.
@@ -549,7 +514,25 @@ def referring_dataset(
             default: True for evaluation, False for training (faster). Training passes `train.deterministic`.
 
     Returns:
-        A tf.data.Dataset of (features, targets) batches, prefetched.
+        A tf.data.Dataset of (features, targets) batches, prefetched (S = image_size, B = batch size, T = max_words):
+        training ({"image": (B, S, S, 3) float32, "tokens": (B, T) int32}, {"mask": (B, S, S) float32}), with a
+        static batch size (drop_remainder); evaluation the same plus, in the second dict, "original_mask"
+        (B, Hmax, Wmax) float32 0/1 zero-padded to the largest original in the batch, "original_size" (B, 2) int32
+        (height, width), "placement" (B, 4) int32 (top, left, new_h, new_w), "num_tokens" (B,) int32 (tokens
+        before truncation), "ref_id" and "sent_id" (B,) int64; use `original_mask[i, :h, :w]`, or batch_size=1.
+        Evaluation keeps the last partial batch.
+
+    Example:
+    ```python
+    vocab = Vocabulary.load("vocabulary_Gref.txt")
+    train = referring_dataset("data/unc/train", vocab, training=True, batch_size=8)  # a records prefix
+    val = referring_dataset("data/unc/val", vocab, training=False, batch_size=1)
+
+    def dataset_fn(context):  # several replicas: one pipeline per worker, disjoint shards
+        return referring_dataset("data/unc/train", vocab, training=True,
+                                 batch_size=context.get_per_replica_batch_size(64), input_context=context)
+    distributed = strategy.distribute_datasets_from_function(dataset_fn)
+    ```
     """
     _check_common(batch_size, image_size)
     if image_ops.canonical_normalization(normalization) not in image_ops.REFERRING_NORMALIZATIONS:
@@ -774,7 +757,7 @@ def parsing_dataset(
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
     deterministic: bool | None = None,
 ) -> tf.data.Dataset:
-    """Human/animal parsing batches (see the module docstring for the element structure).
+    """Human/animal parsing batches: label maps resized with PIL-exact nearest neighbour, padded with 255 (ignore).
 
     Args:
         file_pattern_or_paths: a records prefix with a manifest, a glob pattern, a path, or a list of those.
@@ -789,6 +772,12 @@ def parsing_dataset(
             (or an older name of `image_ops.LEGACY_NORMALIZATION_NAMES`).
         input_context, shuffle_buffer, seed, repeat, exact_resize, skip_counter, max_image_pixels, deterministic:
             as in `referring_dataset`.
+
+    Returns:
+        A tf.data.Dataset of (features, targets) batches, prefetched: training ({"image": (B, S, S, 3) float32},
+        {"labels": (B, S, S) int32, 255 = ignore}), static batch size; evaluation the same plus, in the second dict,
+        "original_labels" (B, Hmax, Wmax) int32 padded with 255 (ignored by the metrics), "original_size" and
+        "placement" as in `referring_dataset`, last partial batch kept.
     """
     _check_common(batch_size, image_size)
     normalization = image_ops.check_normalization(normalization)

@@ -1,57 +1,9 @@
 """Synthetic data of both tasks: the embedded default data of `make demo` and of the tests.
 
-Pure numpy + PIL, deterministic by seed (each example draws from its own `numpy.random.Generator`, seeded by
-`(seed..., index)`, so example i is the same whatever `count` is), hundreds of examples per second.
-
-Referring segmentation (`referring_examples`)
----------------------------------------------
-A scene holds 3-6 flat shapes on a textured background. Each object has a shape (`SHAPES`), a colour
-(`COLOURS`), a size (`SIZES`) and a position. One expression per scene refers to one object, the target.
-
-Grammar (every part but the shape optional; words in brackets are alternatives)::
-
-    expression := ["the"] [location-adjective] [size] [colour] SHAPE [location-phrase | relation landmark]
-    landmark   := "the" [size] [colour] SHAPE
-    size       := small | little | big | large           (small/little and big/large are synonyms)
-    colour     := red | green | blue | yellow | purple | orange
-    SHAPE      := circle | square | triangle | diamond | star | cross
-    location-adjective := left | right | top | bottom
-    location-phrase    := on the left | on the right | at the top | at the bottom
-    relation   := left of | to the left of | on the left side of | (same with right) | above | below
-
-e.g. "circle", "red circle", "the small red circle", "the small red circle on the left", "the little red
-circle to the left of the blue square" (1 to 12 words).
-
-Meaning (`referents`, `refers_uniquely`): the attributes select the objects with that shape, colour and size.
-A location picks the extreme one of those (smallest centre x for "left", ...), and only when it is clearly
-extreme: the runner-up must be at least `LOCATION_MARGIN` x image size further in. A relation keeps the
-objects that clearly stand in it to the landmark, which must itself be described uniquely ("left of": the
-centre lies left of the landmark's left edge by half its own radius and within +-56 degrees of straight left
-(`RELATION_CONE`); clearly false when the centre is right of the landmark's centre; anything between is
-vague, and a vague candidate makes the expression fail).
-
-How uniqueness is guaranteed: the scene is built for the expression and then checked. The expression's
-form is drawn first (for the length bucket drawn from `length_mix`); then the objects: the target; for each
-attribute the expression names, a distractor equal to the target but for that attribute; a twin equal to
-the target in every attribute when the expression has a location or a relation; the landmark and, for each
-attribute its description names, a landmark distractor; fillers that differ from the target in shape only
-(up to a random total of 3-6). Positions are sampled until `refers_uniquely` holds AND every optional part
-is needed (`needed_parts`: dropping the colour, the size, the location, the relation or a landmark attribute
-makes the expression fail or pick another object). So a longer expression is used exactly where the scene
-needs more of its words: "the small red circle left of the blue square" appears in a scene with a second
-small red circle (right of the square), a green small circle and a big red circle left of the square.
-
-Parsing (`parsing_examples`)
-----------------------------
-`kind="animal"`: a four-legged figure (head with ears, body with neck, four legs with hooves, tail) in a
-random pose, scale, position, facing direction and coat (colour, brightness texture, optional patches) on a
-cluttered background; classes `ANIMAL_CLASSES` (= `defaults.HORSE_COW_CLASSES`). The whole animal has one
-coat, so tail and legs have the same colour and texture and differ only by where they join the body.
-`kind="person"`: a frontal figure (head with hair and eyes, torso, two arms, two legs) with classes
-`PERSON_CLASSES`. "Left" is the PERSON's left, as in ATR and LIP: the figure faces the viewer, so its left arm
-and leg are on the image's right. Both arms (and both legs) share colour and texture, so left and right can
-only be told apart by position relative to the torso. `PERSON_LEFT_RIGHT_PAIRS` (or `left_right_pairs(kind)`)
-gives the ids a horizontal flip must swap.
+Referring scenes with one expression each (`referring_examples`), parsing figures (`parsing_examples`) and
+backbone-pretraining scenes (`pretraining_examples`): pure numpy + PIL, deterministic by seed, example i the same
+whatever `count` is. The expression grammar, what an expression means, how each scene makes its expression refer
+uniquely, and the parsing figures: docs/decisions.md#synthetic-data.
 """
 
 from __future__ import annotations
@@ -304,7 +256,8 @@ def _relation_value(obj: SceneObject, landmark: SceneObject, relation: str) -> b
 
 
 def referents(objects: Sequence[SceneObject], description: Description, image_size: int) -> tuple[list[int], list[int]]:
-    """Which objects the description may denote: (sure, vague) index lists.
+    """Which objects the description may denote: (sure, vague) index lists (the rules:
+    docs/decisions.md#synthetic-data, "Meaning").
 
     `sure` holds the objects it clearly denotes, `vague` those it might denote (a relation or location whose
     truth is unclear, or a landmark that is not unique). It refers uniquely iff sure has one and vague none.
@@ -645,7 +598,9 @@ def referring_scene(
     noise: int = 0,
     max_attempts: int = 500,
 ) -> tuple[np.ndarray, list[SceneObject]]:
-    """Draws a scene in which `parts` (drawn from `length_mix` when None) refers to objects[0] only.
+    """Draws a scene in which `parts` (drawn from `length_mix` when None) refers to objects[0] only: the objects are
+    chosen for the expression (target, distractors, twin, landmark, fillers), then placed until the expression
+    refers uniquely with every optional part needed (docs/decisions.md#synthetic-data).
 
     Args:
         rng: the random generator (the only source of randomness).

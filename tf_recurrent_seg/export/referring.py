@@ -28,7 +28,7 @@ from tf_recurrent_seg.export.common import (
     _write_saved_model,
 )
 from tf_recurrent_seg.image_ops import resize_bilinear, undo_resize_and_pad
-from tf_recurrent_seg.models.referring import ReferringSegmentationModel
+from tf_recurrent_seg.models.referring import ReferringSegmenter
 from tf_recurrent_seg.text import PAD_ID, Vocabulary
 
 # --- SavedModel ---------------------------------------------------------------------------------------------
@@ -86,13 +86,13 @@ def _tokens_read(ids: tf.Tensor, vocabulary: Vocabulary) -> tuple[tf.Tensor, tf.
     return tf.gather(tf.constant(list(vocabulary.tokens), tf.string), ids[tf.size(ids) - count :]), count
 
 
-def _word_maps(word_outputs: dict, count, placement, original_size, model_config) -> dict:
+def _word_maps(word_outputs: dict, count, placement, original_size, head: keras.Model) -> dict:
     """The last `count` steps of the per-word outputs (the words; the steps before them read padding) at the
     image's resolution: the mask and probabilities of each word's prediction and its mLSTM response map.
 
     Upsampled to the padded square as the model upsamples its own logits (`resize_convention`), then mapped back
     like `serving_default`'s outputs; the steps travel as channels, so one `undo_resize_and_pad` maps them all."""
-    size, convention = model_config.image_size, model_config.resize_convention
+    size, convention = head.image_size, head.resize_convention
 
     def padded_square(lowres):  # (1, T, h, w, 1) -> (S, S, count)
         steps = tf.transpose(lowres[0, tf.shape(lowres)[1] - count :, :, :, 0], [1, 2, 0])
@@ -112,22 +112,27 @@ def _word_maps(word_outputs: dict, count, placement, original_size, model_config
 def word_outputs_referring_model(model: keras.Model) -> keras.Model:
     """The same RMI model (same weights, same dtype policy) returning the per-word outputs too
     (`return_word_outputs`: the flag adds outputs, no weights); `model` itself when it already does."""
-    if model.model_config.name != "rmi":
-        raise ValueError(f"per-word outputs need an RMI model (per-word mLSTM states), got {model.model_config.name!r}")
-    if model.model_config.return_word_outputs:
+    if model.head_name != "rmi":
+        raise ValueError(f"per-word outputs need an RMI model (per-word mLSTM states), got {model.head_name!r}")
+    if model.head.return_word_outputs:
         return model
     return _rebuilt(model, name=f"{model.name}_word_outputs", return_word_outputs=True)
 
 
-def _rebuilt(model: keras.Model, **changes) -> keras.Model:
-    """`model` rebuilt from its config with `changes` (arguments that add or unroll, never weights), its weights
-    copied."""
-    rebuilt = ReferringSegmentationModel.from_config({**model.get_config(), **changes})
+def _rebuilt(model: keras.Model, name: str, dtype: str | None = None, **head_changes) -> keras.Model:
+    """`model` rebuilt from its config as `name`, its head with `head_changes` (arguments that add or unroll, never
+    weights) and, given a `dtype`, every layer under that policy; its weights copied."""
+    policy = {"dtype": dtype} if dtype else {}
+    head = type(model.head).from_config({**model.head.get_config(), **head_changes, **policy})
+    backbone = None
+    if model.backbone is not None:
+        backbone = type(model.backbone).from_config({**model.backbone.get_config(), **policy})
+    rebuilt = ReferringSegmenter(backbone=backbone, head=head, name=name, **policy)
     rebuilt.set_weights(model.get_weights())
     return rebuilt
 
 
-def _add_word_outputs_endpoint(archive, forward, model_config, config, table, vocabulary, preprocess) -> None:
+def _add_word_outputs_endpoint(archive, forward, head, config, table, vocabulary, preprocess) -> None:
     """`serve_word_outputs` (image_bytes, expression) -> tokens (1, n) string, word_masks (1, n, H, W) uint8,
     word_probabilities and word_response_maps (1, n, H, W) float32: one entry per word the model read, in order.
     Same inputs, checks and preprocessing as `serving_default`; the last word's mask is `serving_default`'s mask.
@@ -139,7 +144,7 @@ def _add_word_outputs_endpoint(archive, forward, model_config, config, table, vo
         image, placement, original_size = preprocess(image_bytes)
         outputs = forward(image, ids)
         tokens, count = _tokens_read(ids, vocabulary)
-        return {"tokens": tokens[None], **_word_maps(outputs, count, placement, original_size, model_config)}
+        return {"tokens": tokens[None], **_word_maps(outputs, count, placement, original_size, head)}
 
     archive.add_endpoint(
         WORD_OUTPUTS_SIGNATURE,
@@ -225,7 +230,7 @@ def export_saved_model(
         ],
     )
     if config.model.name == "rmi":
-        _add_word_outputs_endpoint(archive, forward, model.model_config, config, table, vocabulary, preprocess)
+        _add_word_outputs_endpoint(archive, forward, model.head, config, table, vocabulary, preprocess)
     return _write_saved_model(archive, export_dir)
 
 
@@ -237,11 +242,11 @@ def fixed_steps_referring_model(model: keras.Model) -> keras.Model:
     `max_words` steps, no trimming of leading pads (what TFLite needs for builtin ops only).
 
     Args:
-        model: a trained `ReferringSegmentationModel` (`build_rmi` / `build_lstm_baseline`, with or without its
+        model: a trained `ReferringSegmenter` (`build_rmi` / `build_lstm_baseline`, with or without its
             backbone). From a config and weights: `models.build_model(config)`, load the weights into it, and
             pass that.
     """
-    if not isinstance(model, ReferringSegmentationModel):
+    if not isinstance(model, ReferringSegmenter):
         hint = (
             "use convert_to_tflite for parsing models"
             if isinstance(model, keras.Model)
@@ -279,9 +284,8 @@ def convert_referring_to_tflite(
     """
     _check_quantization(quantization)
     model = fixed_steps_referring_model(model)
-    model_config = model.model_config
-    size = model_config.image_size
-    tokens_spec = tf.TensorSpec((1, model_config.max_words), tf.int32, name="tokens")
+    size = model.head.image_size
+    tokens_spec = tf.TensorSpec((1, model.head.max_words), tf.int32, name="tokens")
     if model.include_backbone:
         image_spec = tf.TensorSpec((1, size, size, 3), tf.float32, name="image")
 

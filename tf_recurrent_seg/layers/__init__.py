@@ -4,6 +4,7 @@ from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMe
 from tf_recurrent_seg.layers.lg_lstm import GridMaxPool, LGLSTMLayer, TransitionLayer
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM, ConvMultimodalLSTMCell
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
+from tf_recurrent_seg.layers.sequence import LastStep, StackPredictions
 from tf_recurrent_seg.layers.spatial import SpatialCoordinates, spatial_coordinates
 
 __all__ = [
@@ -14,10 +15,12 @@ __all__ = [
     "ConvMultimodalLSTMCell",
     "GridMaxPool",
     "L2Normalize",
+    "LastStep",
     "LGLSTMLayer",
     "LeftPadSteps",
     "PaddingMask",
     "SpatialCoordinates",
+    "StackPredictions",
     "TileToMap",
     "TransitionLayer",
     "TrimLeadingPadding",
