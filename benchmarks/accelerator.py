@@ -35,6 +35,7 @@ from tf_recurrent_seg import precision, training
 from tf_recurrent_seg.data import feature_cache
 from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, referring_config
 from tf_recurrent_seg.models import build_model
+from tf_recurrent_seg.tasks import get_task
 
 WORDS = 10  # words per benchmark expression (a typical RefCOCO expression has about 4-10)
 
@@ -91,10 +92,11 @@ def training_batch(name: str, config, model, rng) -> tuple[dict, dict]:
 def examples_per_second(name: str, config, steps: int, warmup: int, rng) -> float:
     """The package's training step on one repeated in-memory batch."""
     strategy = tf.distribute.get_strategy()
-    model, optimizer = training._build_model_and_optimizer(config, strategy)
+    task = get_task(config)
+    model, optimizer = training._build_model_and_optimizer(task, strategy)
     batch = training_batch(name, config, model, rng)
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
-    train_step = training._make_train_step(model, optimizer, config, strategy)
+    train_step = training._make_train_step(task, model, optimizer, strategy)
     stop = tf.constant(False)
     for _ in range(warmup):
         float(train_step(iterator, stop)[0])
@@ -107,7 +109,7 @@ def examples_per_second(name: str, config, steps: int, warmup: int, rng) -> floa
 
 def latency_ms(name: str, config, jit_compile: bool, repeats: int, rng) -> float:
     """Median batch-1 forward time of the model `config` describes."""
-    with precision.policy_scope(precision.policy_name(config)):
+    with precision.policy_scope(get_task(config).policy_name):
         model = build_model(config)
     size = int(config.model.image_size)
     image = tf.constant(rng.normal(0, 50, (1, size, size, 3)).astype(np.float32))

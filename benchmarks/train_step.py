@@ -7,7 +7,7 @@ Prints one JSON line. "cached": a step from cached res5c features (random 40x40x
 `train.cache_features` trains from: fc1000 for the resnet variant, then the RMI head, loss, gradients, Adam);
 "full": the same step through the whole model from a 320x320 image (the frozen ResNet-101 forward included;
 no backbone gradients are needed, but the tape still records its forward). Both take ~10-word expressions
-and a random 320x320 mask, run `training.referring_step_loss` and `optimizer.apply_gradients` in one
+and a random 320x320 mask, run the task's `step_loss` (`tasks.ReferringTask`) and `optimizer.apply_gradients` in one
 `tf.function`, after `--warmup` untimed steps (tracing). The input pipeline is not part of the timing.
 Target: `speedup_cached_over_full` >= 3. What bounds it: the cached step still runs the head forward and
 backward (about three times the head's forward products), the full step adds only the backbone's forward.
@@ -30,10 +30,11 @@ import numpy as np
 import tensorflow as tf
 from _common import feature_size
 
-from tf_recurrent_seg import allocator, models, optimization, training
+from tf_recurrent_seg import allocator, models
 from tf_recurrent_seg.data import feature_cache
 from tf_recurrent_seg.defaults import referring_config
 from tf_recurrent_seg.models import build_rmi
+from tf_recurrent_seg.tasks import get_task
 
 
 def main() -> None:
@@ -49,9 +50,10 @@ def main() -> None:
     demo_timings = demo_head_steps(args.demo_steps, args.warmup)
 
     config = referring_config("rmi", args.variant)
+    task = get_task(config)
     start = time.perf_counter()
     model = build_rmi(config)
-    optimizer = optimization.build_optimizer(config.train, is_bias=optimization.conv_bias_predicate(model))
+    optimizer = task.build_optimizer(model)
     optimizer.build(model.trainable_variables)
     build_seconds = time.perf_counter() - start
 
@@ -72,7 +74,7 @@ def main() -> None:
     @tf.function
     def step(features, targets):
         with tf.GradientTape() as tape:
-            loss = training.referring_step_loss(model, config, features, targets, global_batch_size=1)
+            loss = task.step_loss(model, features, targets, global_batch_size=1)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss
@@ -124,8 +126,9 @@ def demo_head_steps(steps: int, warmup: int) -> dict:
         for name in ("lstm", "rmi"):
             config = runpy.run_path(f"configs/{name}_synthetic.py")["get_config"]()
             config.model.backbone.pretrained = None
+            task = get_task(config)
             model = models.build_model(config)
-            optimizer = optimization.build_optimizer(config.train, is_bias=optimization.conv_bias_predicate(model))
+            optimizer = task.build_optimizer(model)
             optimizer.build(model.trainable_variables)
             batch, side, channels = 16, 32, int(config.model.backbone.classifier_units)
             tokens = np.zeros((batch, config.model.max_words), np.int32)
@@ -139,7 +142,7 @@ def demo_head_steps(steps: int, warmup: int) -> dict:
             @tf.function
             def step(features, targets):
                 with tf.GradientTape() as tape:
-                    loss = training.referring_step_loss(model, config, features, targets, global_batch_size=batch)
+                    loss = task.step_loss(model, features, targets, global_batch_size=batch)
                 grads = tape.gradient(loss, model.trainable_variables)
                 optimizer.apply_gradients(zip(grads, model.trainable_variables))
                 return loss

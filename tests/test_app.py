@@ -42,8 +42,8 @@ def models(tmp_path_factory):
 
     from tf_recurrent_seg import models as models_lib
     from tf_recurrent_seg.defaults import referring_config, shrink_config
-    from tf_recurrent_seg.export import export_saved_model
     from tf_recurrent_seg.image_ops import caffe_preprocess, resize_and_pad
+    from tf_recurrent_seg.tasks import get_task
     from tf_recurrent_seg.text import build_vocabulary
 
     root = tmp_path_factory.mktemp("app")
@@ -61,10 +61,10 @@ def models(tmp_path_factory):
     logits = np.asarray(rmi({"image": caffe_preprocess(padded)[None], "tokens": tokens})["logits"])
     kernel, bias = rmi.head.get_layer("conv2").get_weights()
     rmi.head.get_layer("conv2").set_weights([kernel, bias - np.median(logits)])
-    export_saved_model(rmi, config, root / "rmi" / "1")
+    get_task(config).export_saved_model(rmi, root / "rmi" / "1")
 
     parsing, lg_lstm = lg_lstm_with_varied_labels()
-    export_saved_model(lg_lstm, parsing, root / "lg_lstm" / "1")
+    get_task(parsing).export_saved_model(lg_lstm, root / "lg_lstm" / "1")
     return {
         "root": root,
         "image": image,

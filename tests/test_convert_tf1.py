@@ -30,12 +30,15 @@ from tf1_checkpoints import (
     write_tf1_checkpoint,
 )
 
+from tf_recurrent_seg.cli.convert_tf1 import import_model
 from tf_recurrent_seg.convert_tf1 import convert_checkpoint
 from tf_recurrent_seg.defaults import referring_config
+from tf_recurrent_seg.models import build_lstm_baseline, build_rmi
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 BACKBONE_SCOPES = {"resnet": "ResNet", "deeplab": "DeepLab"}
 REFERENCE_HEADS = {"rmi": ref.rmi_head, "lstm": ref.lstm_head}
+BUILDERS = {"rmi": build_rmi, "lstm": build_lstm_baseline}
 # Left-padded expressions of different lengths (ids < 50, the small vocabulary).
 TOKENS = np.array(
     [
@@ -70,8 +73,8 @@ def head_checkpoint(tmp_path, model_name, variant, seed=0, edit=None):
     return write_tf1_checkpoint(tmp_path / "head.tfmodel", arrays), weights, config
 
 
-def import_head(prefix, model_name, variant, config):
-    return convert_checkpoint(prefix, model_name, variant, config.model.vocabulary_size, head_only=True, config=config)
+def import_head(prefix, model_name, config):
+    return convert_checkpoint(prefix, BUILDERS[model_name](config, include_backbone=False))
 
 
 def head_reference(model_name, visual, tokens, weights, image_size):
@@ -111,9 +114,7 @@ def test_full_training_checkpoint_matches_references(tmp_path, model_name, varia
     assert "text_objseg/text_objseg/embedding/Adam_1" in extras and "text_objseg/Variable" in extras
     prefix = write_tf1_checkpoint(tmp_path / "train.tfmodel", {**backbone, **head, **extras})
 
-    model = convert_checkpoint(
-        prefix, model_name, variant, config.model.vocabulary_size, head_only=False, config=config
-    )
+    model = convert_checkpoint(prefix, BUILDERS[model_name](config))
     assert model.unused_checkpoint_variables == []
 
     images = np.random.default_rng(5).normal(0.0, 50.0, (2, 64, 64, 3)).astype(np.float32)
@@ -149,8 +150,9 @@ def test_missing_variable_is_named(tmp_path, name, head_only):
         del arrays[name]
 
     prefix, _, config = head_checkpoint(tmp_path, "rmi", "resnet", edit=edit)
+    model = build_rmi(config, include_backbone=not head_only)
     with pytest.raises(ValueError, match=f"'{name}'.*missing"):
-        convert_checkpoint(prefix, "rmi", "resnet", config.model.vocabulary_size, head_only=head_only, config=config)
+        convert_checkpoint(prefix, model)
 
 
 @pytest.mark.parametrize(
@@ -167,7 +169,7 @@ def test_misshaped_variable_names_it_and_both_shapes(tmp_path, model_name, name,
 
     prefix, _, config = head_checkpoint(tmp_path, model_name, "resnet", edit=edit)
     with pytest.raises(ValueError) as error:
-        import_head(prefix, model_name, "resnet", config)
+        import_head(prefix, model_name, config)
     message = str(error.value)
     assert name in message and str(list(shape)) in message and expected in message, message
 
@@ -188,7 +190,7 @@ def test_legacy_lstm_names_are_accepted(tmp_path, model_name, variant):
     assert not any(
         name.endswith(("/kernel", "/bias")) for name in tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
     )
-    model = import_head(prefix, model_name, variant, config)
+    model = import_head(prefix, model_name, config)
     assert model.unused_checkpoint_variables == []
 
     side, channels = 8, model.head.feature_channels
@@ -205,7 +207,7 @@ def test_unknown_variables_are_reported_and_training_state_is_not(tmp_path):
     prefix, _, config = head_checkpoint(tmp_path, "rmi", "resnet", edit=edit)
     names = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
     assert "text_objseg/beta1_power" in names and "text_objseg/text_objseg/conv2/DW/Adam" in names
-    model = import_head(prefix, "rmi", "resnet", config)
+    model = import_head(prefix, "rmi", config)
     assert model.unused_checkpoint_variables == ["text_objseg/mystery"]
 
 
@@ -236,14 +238,15 @@ def paper_head_checkpoint(tmp_path_factory):
 
 def run_converter(*args):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "tf_recurrent_seg.convert_tf1", *map(str, args)]
+    command = [sys.executable, "-m", "tf_recurrent_seg.cli.convert_tf1", *map(str, args)]
     return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300)
 
 
 def test_vocabulary_size_must_match_the_embedding(paper_head_checkpoint):
     prefix, _, _ = paper_head_checkpoint
+    model = import_model("rmi", "resnet", 11, head_only=True)
     with pytest.raises(ValueError, match="'text_objseg/embedding'") as error:
-        convert_checkpoint(prefix, "rmi", "resnet", 11, head_only=True)
+        convert_checkpoint(prefix, model)
     assert "[10, 1000]" in str(error.value) and "[11, 1000]" in str(error.value)
 
 
@@ -302,8 +305,11 @@ def test_command_line_rejects_a_vocabulary_without_special_tokens(tmp_path, pape
     assert not output.exists()
 
 
-def test_config_and_vocabulary_size_must_agree(tmp_path):
-    config = small_config("rmi", "resnet")
+def test_import_model_checks_its_arguments(tmp_path):
+    with pytest.raises(ValueError, match="--backbone must be one of"):
+        import_model("rmi", "vgg16", 10, head_only=True)
+    with pytest.raises(ValueError, match="--model must be 'rmi' or 'lstm'"):
+        import_model("lg_lstm", "resnet", 10, head_only=True)
     prefix = head_checkpoint(tmp_path, "rmi", "resnet")[0]
-    with pytest.raises(ValueError, match="config.model.vocabulary_size is 50 but the vocabulary has 7 tokens"):
-        convert_checkpoint(prefix, "rmi", "resnet", 7, head_only=True, config=config)
+    with pytest.raises(ValueError, match="model must be a ReferringSegmenter"):
+        convert_checkpoint(prefix, object())

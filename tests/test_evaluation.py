@@ -19,10 +19,11 @@ import tensorflow as tf
 from absl import flags
 from PIL import Image
 
-from tf_recurrent_seg import evaluation, image_ops, models, workdir
+from tf_recurrent_seg import evaluation, image_ops, models, tasks, workdir
 from tf_recurrent_seg import metrics as metrics_lib
+from tf_recurrent_seg.cli import evaluate as cli
 from tf_recurrent_seg.data import pipeline, records
-from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
+from tf_recurrent_seg.defaults import HORSE_COW_CLASSES, parsing_config, referring_config, shrink_config
 from tf_recurrent_seg.image_ops import resize_and_pad, unpad_and_resize
 from tf_recurrent_seg.text import build_vocabulary
 
@@ -223,8 +224,17 @@ def crf_stub(monkeypatch):
 
 
 def test_referring_numbers_at_original_resolution(referring_data, crf_stub, tmp_path):
-    config = _referring_config(referring_data)
-    results = evaluation.evaluate(LeftHalfReferringModel(), config, crf=True, batch_size=3, out_dir=str(tmp_path))
+    # The evaluator with its explicit keywords (no config): length bins from the manifest's source.
+    results = evaluation.evaluate_referring(
+        LeftHalfReferringModel(),
+        eval_records=referring_data["prefix"],
+        vocabulary=referring_data["vocabulary"],
+        image_size=S,
+        method="R+RMI",
+        crf=True,
+        batch_size=3,
+        out_dir=str(tmp_path),
+    )
     examples = referring_data["examples"]
     assert results["task"] == "referring" and results["num_examples"] == 7
     assert results["length_bins_dataset"] == "referit" and results["length_bins"] == [[1, 1], [2, 2], [3, 4], [5, 20]]
@@ -282,7 +292,7 @@ def test_deranged_expressions_give_every_example_another_ones():
 
 def test_shuffled_expressions_row_scores_the_images_with_other_expressions(referring_data):
     config = _referring_config(referring_data)
-    results = evaluation.evaluate(WordParityReferringModel(), config, batch_size=3, shuffle_expressions=0)
+    results = cli.evaluate(WordParityReferringModel(), config, batch_size=3, shuffle_expressions=0)
     examples = referring_data["examples"]
     direct, shuffled = results["results"]["direct"], results["results"]["shuffled"]
     assert results["shuffle_expressions"] == 0 and direct["num_examples"] == shuffled["num_examples"] == 7
@@ -307,14 +317,14 @@ def test_shuffled_expressions_row_scores_the_images_with_other_expressions(refer
 def test_referring_max_examples_and_batch_size(referring_data):
     config = _referring_config(referring_data)
     config.data.length_bins = "unc"
-    results = evaluation.evaluate(LeftHalfReferringModel(), config, max_examples=5, batch_size=2)
+    results = cli.evaluate(LeftHalfReferringModel(), config, max_examples=5, batch_size=2)
     assert results["num_examples"] == 5 and results["crf"] is False and "dcrf" not in results["results"]
     expected, _ = _expected_referring(referring_data["examples"][:5], _left_half())
     for key, value in expected.items():
         assert results["results"]["direct"][key] == pytest.approx(value, abs=1e-12), key
     assert list(results["results"]["direct"]["by_length"]) == ["1-2", "3", "4-5", "6-20"]
     assert [v["num_examples"] for v in results["results"]["direct"]["by_length"].values()] == [2, 1, 2, 0]
-    one_batch = evaluation.evaluate(LeftHalfReferringModel(), config, max_examples=5, batch_size=8)
+    one_batch = cli.evaluate(LeftHalfReferringModel(), config, max_examples=5, batch_size=8)
     direct, single = results["results"]["direct"], one_batch["results"]["direct"]
     nested = ("by_length", "per_example")
     assert {k: v for k, v in single.items() if k not in nested} == pytest.approx(
@@ -330,7 +340,7 @@ def test_data_config_pixel_limit_skips_larger_images(referring_data):
     config = _referring_config(referring_data)
     areas = sorted(height * width for height, width in REFERRING_SHAPES)
     config.data.max_image_pixels = areas[len(areas) // 2]
-    results = evaluation.evaluate(LeftHalfReferringModel(), config, batch_size=2)
+    results = cli.evaluate(LeftHalfReferringModel(), config, batch_size=2)
     too_large = sum(area > config.data.max_image_pixels for area in areas)
     assert too_large > 0 and results["skipped_records"]["too_large"] == too_large
     assert results["num_examples"] == len(areas) - too_large
@@ -348,10 +358,17 @@ def _expected_confusion(examples, padded_labels):
 
 
 def test_parsing_confusion_at_original_resolution(parsing_data, crf_stub, tmp_path):
-    config = shrink_config(parsing_config("lg_lstm"))
-    config.model.image_size = S
-    config.data.eval_records = parsing_data["prefix"]
-    results = evaluation.evaluate(BandsParsingModel(), config, crf=True, batch_size=3, out_dir=str(tmp_path))
+    results = evaluation.evaluate_parsing(
+        BandsParsingModel(),
+        eval_records=parsing_data["prefix"],
+        num_classes=NUM_PARTS,
+        image_size=S,
+        class_names=HORSE_COW_CLASSES,
+        method="LG-LSTM",
+        crf=True,
+        batch_size=3,
+        out_dir=str(tmp_path),
+    )
     assert results["task"] == "parsing" and results["num_examples"] == 4 and results["layout"] == "horse_cow"
     expected = _expected_confusion(parsing_data["examples"], _bands())
     assert expected.sum() > 0
@@ -395,7 +412,7 @@ def _tiny_referring(synthetic_dirs):
 def test_end_to_end_tiny_rmi(synthetic_dirs, crf_stub, tmp_path):
     config = _tiny_referring(synthetic_dirs)
     model = models.build_model(config)
-    results = evaluation.evaluate(model, config, crf=True, batch_size=2, out_dir=str(tmp_path))
+    results = cli.evaluate(model, config, crf=True, batch_size=2, out_dir=str(tmp_path))
     assert results["num_examples"] == 5 and results["method"] == "R+RMI"
     assert results["length_bins_dataset"] == "synthetic"
     for name in ("direct", "dcrf"):
@@ -422,8 +439,8 @@ def test_shuffled_row_of_a_referring_model_equals_calling_it_with_the_other_toke
     config = _tiny_referring(synthetic_dirs)
     config.model.classifier_bias_init = 0.0  # random weights: logits around 0, so masks of some pixels
     model = models.build_model(config)
-    fast = evaluation.evaluate(model, config, batch_size=2, shuffle_expressions=1)["results"]
-    plain = evaluation.evaluate(CallOnly(model), config, batch_size=2, shuffle_expressions=1)["results"]
+    fast = cli.evaluate(model, config, batch_size=2, shuffle_expressions=1)["results"]
+    plain = cli.evaluate(CallOnly(model), config, batch_size=2, shuffle_expressions=1)["results"]
     for name in ("direct", "shuffled"):
         for key in ("intersection", "union"):
             assert fast[name]["per_example"][key] == plain[name]["per_example"][key], (name, key)
@@ -434,7 +451,7 @@ def test_end_to_end_tiny_lg_lstm(synthetic_dirs, tmp_path):
     config = shrink_config(parsing_config("lg_lstm"))
     config.data.eval_records = str(synthetic_dirs / "parsing" / "test")
     model = models.build_model(config)
-    results = evaluation.evaluate(model, config, batch_size=2, out_dir=str(tmp_path))
+    results = cli.evaluate(model, config, batch_size=2, out_dir=str(tmp_path))
     assert results["num_examples"] == 3 and results["method"] == "LG-LSTM"
     direct = results["results"]["direct"]
     _in_unit_interval({k: v for k, v in direct.items() if k != "confusion_matrix"})
@@ -452,17 +469,15 @@ def test_real_densecrf_when_available(synthetic_dirs):
     if not hasattr(crf, "refine_referring"):
         pytest.skip("tf_recurrent_seg.crf has no refine_referring yet")
     config = _tiny_referring(synthetic_dirs)
-    results = evaluation.evaluate(models.build_model(config), config, crf=True, max_examples=2, batch_size=2)
+    results = cli.evaluate(models.build_model(config), config, crf=True, max_examples=2, batch_size=2)
     assert results["num_examples"] == 2
     _in_unit_interval(results["results"]["dcrf"])
 
 
 def test_cli_writes_into_workdir_eval(synthetic_dirs, crf_stub, tmp_path, capsys):
-    from tf_recurrent_seg.cli import evaluate as cli
-
     config = _tiny_referring(synthetic_dirs)
     run_dir = tmp_path / "run"
-    workdir.save_config(config, str(run_dir))
+    workdir.save_config(config.to_json_best_effort(indent=2), str(run_dir))
     model = models.build_model(config)
     tf.train.Checkpoint(model=model).save(str(run_dir / workdir.CHECKPOINT_DIR / "ckpt"))
     flag_values = flags.FlagValues()
@@ -486,6 +501,25 @@ def test_cli_writes_into_workdir_eval(synthetic_dirs, crf_stub, tmp_path, capsys
     cli.main(["evaluate"], flag_values)
     tables = (out_dir / "tables.md").read_text()
     assert "R+RMI (baseline)" in tables and "Relative Gain" in tables
+
+
+def test_run_config_gives_the_row_labels_and_the_evaluator(parsing_data):
+    assert cli.referring_method(referring_config("rmi").model) == "R+RMI"
+    assert cli.referring_method(referring_config("lstm", "deeplab").model) == "D+LSTM"
+    labels = {"lg_lstm": "LG-LSTM", "conv_baseline": "VGG16", "conv_baseline_extra": "VGG16 extra conv"}
+    for name, label in labels.items():
+        assert cli.parsing_method(parsing_config(name).model) == label
+    ablation = parsing_config("lg_lstm").model
+    ablation.update({"neighbourhood": 4, "use_global": False})
+    assert cli.parsing_method(ablation) == "LG-LSTM local 4 w/o global"
+    assert set(cli.EVALUATORS) == {task.family for task in tasks.TASKS.values()}  # every model has its evaluator
+    config = shrink_config(parsing_config("lg_lstm"))
+    config.data.eval_records = parsing_data["prefix"]
+    with pytest.raises(ValueError, match="shuffle_expressions does not apply to lg_lstm"):
+        cli.evaluate(BandsParsingModel(), config, shuffle_expressions=0)
+    config.model.name = "unknown"
+    with pytest.raises(ValueError, match="config.model.name must be one of"):
+        cli.evaluate(BandsParsingModel(), config)
 
 
 # --- tables and helpers ------------------------------------------------------------------------------------------
@@ -541,9 +575,7 @@ def test_parsing_table_layouts():
     assert horse.count("| 75.00 | 75.00 | 50.00 | 85.71 | 66.67 | 80.00 |") == 2
 
 
-@pytest.mark.parametrize(
-    "normalization", ["bgr_minus_caffe_resnet_mean", "bgr_minus_imagenet_mean", "caffe", "keras_resnet", "caffe_vgg"]
-)
+@pytest.mark.parametrize("normalization", ["bgr_minus_caffe_resnet_mean", "bgr_minus_imagenet_mean"])
 def test_denormalize_inverts_the_pipeline(normalization):
     images = np.random.default_rng(0).integers(0, 256, (2, 9, 7, 3), dtype=np.uint8)
     normalized = image_ops.normalize_images(images, normalization).numpy()

@@ -26,10 +26,10 @@ from tf_recurrent_seg.export import (
     QUANTIZATIONS,
     convert_referring_to_tflite,
     convert_to_tflite,
-    export_saved_model,
     fixed_steps_referring_model,
 )
 from tf_recurrent_seg.models import build_model
+from tf_recurrent_seg.tasks import get_task
 from tf_recurrent_seg.text import SPECIAL_TOKENS, Vocabulary
 from tf_recurrent_seg.workdir import MODEL_FILE, VOCABULARY_FILE, save_config, save_vocabulary
 
@@ -108,7 +108,7 @@ def rmi(tmp_path_factory):
     config.data.vocabulary = str(directory / "vocabulary.txt")
     model = build_model(config)
     export_dir = str(directory / "saved_model" / "1")
-    export_saved_model(model, config, export_dir)  # vocabulary from config.data.vocabulary
+    get_task(config).export_saved_model(model, export_dir)  # vocabulary from config.data.vocabulary
     loaded = tf.saved_model.load(export_dir)
     return {"config": config, "model": model, "vocabulary": vocabulary, "dir": export_dir, "loaded": loaded}
 
@@ -327,7 +327,7 @@ def test_parsing_saved_model_labels_at_the_image_size(tmp_path):
     keras.utils.set_random_seed(1)
     config = shrink_config(parsing_config("lg_lstm"))
     model = build_model(config)
-    export_saved_model(model, config, str(tmp_path / "1"), max_image_pixels=50 * 33)
+    get_task(config).export_saved_model(model, str(tmp_path / "1"), max_image_pixels=50 * 33)
     serving = tf.saved_model.load(str(tmp_path / "1")).signatures
     image = make_image(50, 33, seed=3)
     outputs = {k: v.numpy() for k, v in serving["serving_default"](image_bytes=tf.constant([png_bytes(image)])).items()}
@@ -383,9 +383,9 @@ def test_export_cli_writes_versioned_saved_model_and_tflite(tmp_path, monkeypatc
     vocabulary.save(training_dir / "vocabulary.txt")
     config = shrink_config(referring_config("rmi"))
     config.data.vocabulary = "vocabulary.txt"  # relative to where training ran: training_dir
-    save_config(config, str(workdir))
+    save_config(config.to_json_best_effort(indent=2), str(workdir))
     monkeypatch.chdir(training_dir)
-    save_vocabulary(config, str(workdir))  # what training does when it starts
+    save_vocabulary(config.data.vocabulary, str(workdir))  # what training does when it starts
     model = build_model(config)
     model.save(workdir / MODEL_FILE)
     command = [
@@ -417,6 +417,19 @@ def test_export_cli_writes_versioned_saved_model_and_tflite(tmp_path, monkeypatc
     )
     expected = expected_referring({"config": config, "model": model, "vocabulary": vocabulary}, image, "the red dog")
     np.testing.assert_allclose(outputs["probabilities"].numpy()[0], expected["probabilities"], atol=1e-5)
+
+    # The preset written beside the SavedModel loads in a fresh process and gives the SavedModel's mask.
+    assert "Wrote preset" in result.stdout
+    np.save(tmp_path / "image.npy", image)
+    script = (
+        "import sys, numpy as np, tf_recurrent_seg\n"
+        "preset = tf_recurrent_seg.load_preset(sys.argv[1])\n"
+        "np.save(sys.argv[3], preset.segment(np.load(sys.argv[2]), 'the red dog'))\n"
+    )
+    arguments = [str(export_dir / "preset"), str(tmp_path / "image.npy"), str(tmp_path / "mask.npy")]
+    result = subprocess.run([sys.executable, "-c", script, *arguments], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "mask.npy"), outputs["mask"].numpy()[0].astype(bool))
 
     # The next export goes to version 2. A run without the copy (trained before it existed) falls back on
     # config.data.vocabulary; not found from the working directory, that is a clear error, raised before the model
@@ -581,7 +594,7 @@ def test_tflite_argument_errors(rmi):
         fixed_steps_referring_model((rmi["config"], rmi["model"].get_weights()))
     too_small = Vocabulary([*SPECIAL_TOKENS, *[f"w{i}" for i in range(60)]])
     with pytest.raises(ValueError, match="vocabulary_size"):
-        export_saved_model(rmi["model"], rmi["config"], "/nonexistent/never_written", too_small)
+        get_task(rmi["config"]).export_saved_model(rmi["model"], "/nonexistent/never_written", vocabulary=too_small)
 
 
 def test_docs_request_body_is_valid_json():

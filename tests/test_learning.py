@@ -29,8 +29,9 @@ import numpy as np
 import pytest
 
 from data_tools.synthetic import write_synthetic
-from tf_recurrent_seg import baselines, evaluation, pretraining, training
+from tf_recurrent_seg import baselines, pretraining, training
 from tf_recurrent_seg import workdir as workdir_lib
+from tf_recurrent_seg.cli import evaluate as evaluate_cli
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.demo import BUDGETS, PARSING_IMAGE_SIZE, REFERRING_IMAGE_SIZE
 
@@ -61,7 +62,7 @@ def _config(name: str, data_dir: pathlib.Path, backbone: pathlib.Path, num_steps
 def _train_and_test(config, run_dir: pathlib.Path, test_records: str, **options) -> dict:
     training.train(config, str(run_dir), "one_device")
     model, run_config = workdir_lib.load_model(str(run_dir))
-    return evaluation.evaluate(model, run_config, eval_records=test_records, **options)["results"]
+    return evaluate_cli.evaluate(model, run_config, eval_records=test_records, **options)["results"]
 
 
 def _pretrained_backbone(directory: pathlib.Path, image_size: int, num_train: int, num_steps: int) -> pathlib.Path:

@@ -14,18 +14,18 @@ import sys
 import textwrap
 
 import keras
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tf_recurrent_seg import losses, precision, training
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
-from tf_recurrent_seg.export import export_saved_model, fixed_steps_referring_model
+from tf_recurrent_seg.export import fixed_steps_referring_model
 from tf_recurrent_seg.layers.head import BoundedAtanh, L2Normalize
 from tf_recurrent_seg.layers.lg_lstm import LGLSTMLayer, TransitionLayer, assemble_input_state
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM
 from tf_recurrent_seg.models import build_model
+from tf_recurrent_seg.tasks import get_task
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAINING_CONFIGS = [path for path in sorted((ROOT / "configs").glob("*.py")) if path.name != "backbone_synthetic.py"]
@@ -107,7 +107,7 @@ def test_unknown_policy_is_rejected_with_the_allowed_values(tmp_path):
 
 def test_jit_compile_must_be_a_bool():
     with pytest.raises(ValueError, match=r"^train.jit_compile must be True or False, got 'yes'$"):
-        precision.check_settings(ml_collections.ConfigDict({"jit_compile": "yes"}))
+        precision.check_settings(jit_compile="yes")
 
 
 def test_jit_compile_with_deterministic_kernels_needs_cached_features(tmp_path):
@@ -126,8 +126,9 @@ def test_old_configs_without_the_fields_mean_float32_without_xla():
     config = _smoke_config("rmi")
     del config.train["mixed_precision"]
     del config.train["jit_compile"]
-    assert precision.policy_name(config) == "float32"
-    assert precision.jit_compile_enabled(config) is False
+    task = get_task(config)
+    assert task.policy_name == "float32"
+    assert task.jit_compile is False
 
 
 # --- forward passes ----------------------------------------------------------------------------------------------
@@ -286,7 +287,7 @@ def test_training_build_under_float32_is_the_plain_float32_model(name):
     the same outputs bit for bit, and leaves the global policy as it was."""
     config = _smoke_config(name)
     plain = build_model(config)
-    model, optimizer = training._build_model_and_optimizer(config, tf.distribute.get_strategy())
+    model, optimizer = training._build_model_and_optimizer(get_task(config), tf.distribute.get_strategy())
     assert _policy_names(model) == {"float32"}
     assert not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     model.set_weights(plain.get_weights())
@@ -298,7 +299,7 @@ def test_training_build_under_float32_is_the_plain_float32_model(name):
 def test_policy_scope_restores_the_global_policy():
     config = _smoke_config("lg_lstm")
     config.train.mixed_precision = "mixed_bfloat16"
-    model, _ = training._build_model_and_optimizer(config, tf.distribute.get_strategy())
+    model, _ = training._build_model_and_optimizer(get_task(config), tf.distribute.get_strategy())
     assert "mixed_bfloat16" in _policy_names(model)
     assert keras.config.dtype_policy().name == "float32"
     with pytest.raises(RuntimeError):
@@ -318,12 +319,13 @@ def _run_steps(config, policy: str, batch, initial_weights=None, max_steps: int 
     config.train.mixed_precision = policy
     config.train.batch_size = len(batch[1][next(iter(batch[1]))])  # the global batch the loss is scaled for
     strategy = tf.distribute.get_strategy()
-    model, optimizer = training._build_model_and_optimizer(config, strategy)
+    task = get_task(config)
+    model, optimizer = training._build_model_and_optimizer(task, strategy)
     if initial_weights is not None:
         model.set_weights(initial_weights)
     initial = model.get_weights()
     before = [np.asarray(variable) for variable in model.trainable_variables]
-    train_step = training._make_train_step(model, optimizer, config, strategy)
+    train_step = training._make_train_step(task, model, optimizer, strategy)
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
     for steps in range(1, max_steps + 1):
         scale = float(optimizer.dynamic_scale.numpy()) if policy == "mixed_float16" else None
@@ -390,6 +392,7 @@ _MIRRORED_OVERFLOW_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     from tf_recurrent_seg import distribute, training
     from tf_recurrent_seg.defaults import referring_config, shrink_config
+    from tf_recurrent_seg.tasks import get_task
 
     if sys.argv[1] == "without_skip_together":  # the negative control: Keras's wrapper alone
         training.skip_together = lambda grads: grads
@@ -397,7 +400,8 @@ _MIRRORED_OVERFLOW_SCRIPT = textwrap.dedent(
     config.train.update(cache_features=True, batch_size=2, mixed_precision="mixed_float16")
     strategy = distribute.make_strategy("mirrored")
     keras.utils.set_random_seed(0)
-    model, optimizer = training._build_model_and_optimizer(config, strategy)
+    task = get_task(config)
+    model, optimizer = training._build_model_and_optimizer(task, strategy)
     rng = np.random.default_rng(0)
     tokens = np.zeros((1, 20), np.int32)
     tokens[0, -4:] = [5, 6, 7, 8]
@@ -412,7 +416,7 @@ _MIRRORED_OVERFLOW_SCRIPT = textwrap.dedent(
     optimizer.dynamic_scale.assign(4096.0)  # replica 0's float16 gradients are finite at this scale (2^15 overflows)
     before = [np.asarray(v) for v in model.trainable_variables]
     scale = float(optimizer.dynamic_scale.numpy())
-    training._make_train_step(model, optimizer, config, strategy)(iter([batch]), tf.constant(False))
+    training._make_train_step(task, model, optimizer, strategy)(iter([batch]), tf.constant(False))
     after = [np.asarray(v) for v in model.trainable_variables]
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
@@ -493,7 +497,7 @@ def test_export_of_a_mixed_model_has_float32_signatures(tmp_path):
     outputs the same way, and takes a few seconds longer to trace.)"""
     config = _smoke_config("lg_lstm")
     model = _build(config, "mixed_bfloat16")
-    export_saved_model(model, config, str(tmp_path / "1"))
+    get_task(config).export_saved_model(model, str(tmp_path / "1"))
     loaded = tf.saved_model.load(str(tmp_path / "1"))
     assert _signature_dtypes(loaded.signatures["serve_tensors"]) == ({"image": tf.float32}, {"logits": tf.float32})
     assert _signature_dtypes(loaded.signatures["serving_default"]) == (

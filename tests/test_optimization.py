@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 from tf_recurrent_seg import defaults, optimization
+from tf_recurrent_seg.tasks import get_task
 
 
 def _train_config(**overrides) -> ml_collections.ConfigDict:
@@ -20,6 +21,15 @@ def _train_config(**overrides) -> ml_collections.ConfigDict:
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+# `build_optimizer`'s keywords: the `train` fields of the same names (what `tasks.ReferringTask` passes).
+SCHEDULE_FIELDS = ("learning_rate", "end_learning_rate", "num_steps", "decay_power")
+ADAM_FIELDS = (*SCHEDULE_FIELDS, "bias_learning_rate_multiplier", "adam_beta_1", "adam_beta_2", "adam_epsilon")
+
+
+def _build_optimizer(config: ml_collections.ConfigDict, is_bias=None) -> optimization.BiasScaledAdam:
+    return optimization.build_optimizer(**{field: config[field] for field in ADAM_FIELDS}, is_bias=is_bias)
 
 
 def _poly(step, lr0, lr_end, num_steps, power):
@@ -52,7 +62,7 @@ def test_learning_rate_schedule_matches_formula():
         750_000,
         0.9,
     )
-    schedule = optimization.learning_rate_schedule(config)
+    schedule = optimization.learning_rate_schedule(**{field: config[field] for field in SCHEDULE_FIELDS})
     assert isinstance(schedule, keras.optimizers.schedules.PolynomialDecay)
     for step in (0, 1, 375_000, 650_000, 749_999, 750_000, 900_000):
         expected = _poly(step, 2.5e-4, 1e-5, 750_000, 0.9)
@@ -113,7 +123,7 @@ def test_bias_scaled_adam_matches_numpy(use_tf_function):
     kernel, bias = model.trainable_variables
     assert kernel.path.endswith("kernel") and bias.path.endswith("bias")
     initial = {"kernel": np.asarray(kernel), "bias": np.asarray(bias)}
-    optimizer = optimization.build_optimizer(config)
+    optimizer = _build_optimizer(config)
 
     def step(grads):
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -143,7 +153,7 @@ def test_first_step_bias_moves_twice_as_far():
     kernel, bias = model.trainable_variables
     before = [np.asarray(kernel), np.asarray(bias)]
     grads = _random_grads(model, 7)
-    optimizer = optimization.build_optimizer(config)
+    optimizer = _build_optimizer(config)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     np.testing.assert_allclose(before[0] - np.asarray(kernel), 1e-2 * np.sign(grads[0]), rtol=1e-4)
     np.testing.assert_allclose(before[1] - np.asarray(bias), 2e-2 * np.sign(grads[1]), rtol=1e-4)
@@ -151,7 +161,7 @@ def test_first_step_bias_moves_twice_as_far():
 
 
 def test_build_optimizer_reads_train_config():
-    optimizer = optimization.build_optimizer(_train_config())
+    optimizer = get_task(defaults.referring_config()).build_optimizer(_tiny_model())  # the train section's values
     assert isinstance(optimizer, optimization.BiasScaledAdam)
     assert isinstance(optimizer, keras.optimizers.Adam)
     assert optimizer.bias_learning_rate_multiplier == 2.0
@@ -183,7 +193,7 @@ def test_conv_bias_predicate_leaves_lstm_bias_at_1x():
     for name, is_bias in (("default", None), ("conv", optimization.conv_bias_predicate(model))):
         for variable in model.trainable_variables:
             variable.assign(tf.zeros_like(variable))
-        optimizer = optimization.build_optimizer(config, is_bias=is_bias)
+        optimizer = _build_optimizer(config, is_bias=is_bias)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         bias = [v for v in model.trainable_variables if v.path.endswith("bias")][0]
         moved[name] = np.abs(np.asarray(bias))
@@ -196,7 +206,7 @@ def test_custom_training_step_under_mirrored_strategy_and_checkpoint(tmp_path):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         model = _tiny_model()
-        optimizer = optimization.build_optimizer(config)
+        optimizer = _build_optimizer(config)
     kernel, bias = model.trainable_variables
     initial = {"kernel": np.asarray(kernel), "bias": np.asarray(bias)}
     x = np.random.default_rng(11).standard_normal((4, 3)).astype(np.float32)
@@ -214,7 +224,7 @@ def test_custom_training_step_under_mirrored_strategy_and_checkpoint(tmp_path):
     # Checkpoint round trip: a fresh optimiser restores the step counter and the slots.
     path = tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "ckpt"))
     restored_model = _tiny_model()
-    restored = optimization.build_optimizer(config)
+    restored = _build_optimizer(config)
     restored.build(restored_model.trainable_variables)
     tf.train.Checkpoint(model=restored_model, optimizer=restored).read(path).assert_consumed()
     assert int(restored.iterations) == 2
@@ -239,7 +249,12 @@ _TWO_REPLICA_SCRIPT = textwrap.dedent(
     with strategy.scope():
         inputs = keras.Input((3,))
         model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-        optimizer = optimization.build_optimizer(config)
+        optimizer = optimization.build_optimizer(
+            learning_rate=config.learning_rate, end_learning_rate=config.end_learning_rate,
+            num_steps=config.num_steps, decay_power=config.decay_power,
+            bias_learning_rate_multiplier=config.bias_learning_rate_multiplier, adam_beta_1=config.adam_beta_1,
+            adam_beta_2=config.adam_beta_2, adam_epsilon=config.adam_epsilon,
+        )
         optimizer.build(model.trainable_variables)  # Keras optimisers must be built before strategy.run
     before = [v.numpy() for v in model.trainable_variables]
     x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
@@ -283,7 +298,7 @@ def test_two_replica_mirrored_strategy_subprocess():
 
 
 def test_serialization_round_trip():
-    optimizer = optimization.build_optimizer(_train_config())
+    optimizer = _build_optimizer(_train_config())
     clone = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(clone, optimization.BiasScaledAdam)
     assert clone.bias_learning_rate_multiplier == 2.0
@@ -294,7 +309,7 @@ def test_serialization_round_trip():
 
 def test_model_fit_with_bias_scaled_adam():
     model = _tiny_model()
-    model.compile(optimizer=optimization.build_optimizer(_train_config()), loss="mse")
+    model.compile(optimizer=_build_optimizer(_train_config()), loss="mse")
     x = np.ones((4, 3), np.float32)
     model.fit(x, np.zeros((4, 2), np.float32), epochs=1, batch_size=2, verbose=0)
     assert int(model.optimizer.iterations) == 2
@@ -311,6 +326,17 @@ def _parsing_train_config(**overrides) -> ml_collections.ConfigDict:
     for key, value in overrides.items():
         config[key] = value
     return config
+
+
+def _build_parsing_optimizer(config: ml_collections.ConfigDict, is_pretrained=None) -> optimization.PretrainedScaledSGD:
+    """`build_parsing_optimizer` with `config`'s fields of its keywords' names (what `tasks.ParsingTask` passes)."""
+    return optimization.build_parsing_optimizer(
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        pretrained_learning_rate=config.get("pretrained_learning_rate", None),
+        is_pretrained=is_pretrained,
+    )
 
 
 def _numpy_caffe_sgd(params, grads_per_step, lr, momentum, weight_decay, lr_mult, decayed):
@@ -364,7 +390,7 @@ def test_pretrained_scaled_sgd_matches_numpy(use_tf_function, from_scratch):
     order = [by_key[id(v)] for v in model.trainable_variables]
     initial = {name: np.asarray(v) for name, v in named.items()}
     is_pretrained = None if from_scratch else optimization.variables_of(model.get_layer("backbone"))
-    optimizer = optimization.build_parsing_optimizer(config, is_pretrained=is_pretrained)
+    optimizer = _build_parsing_optimizer(config, is_pretrained=is_pretrained)
 
     def step(grads):
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -422,7 +448,7 @@ def test_caffe_decay_differs_from_keras_decoupled_weight_decay():
 
 
 def test_build_parsing_optimizer_reads_train_config():
-    optimizer = optimization.build_parsing_optimizer(_parsing_train_config())
+    optimizer = _build_parsing_optimizer(_parsing_train_config())
     assert isinstance(optimizer, optimization.PretrainedScaledSGD)
     assert isinstance(optimizer, keras.optimizers.SGD)
     assert isinstance(optimizer, optimization.VariableLearningRateMixin)
@@ -434,12 +460,12 @@ def test_build_parsing_optimizer_reads_train_config():
 
 def test_build_parsing_optimizer_from_scratch_config_without_pretrained_rate():
     config = ml_collections.ConfigDict(dict(learning_rate=1e-3, momentum=0.9, weight_decay=5e-4))
-    optimizer = optimization.build_parsing_optimizer(config)
+    optimizer = _build_parsing_optimizer(config)
     assert optimizer.pretrained_learning_rate_multiplier == 1.0
     with pytest.raises(ValueError, match="pretrained_learning_rate"):
-        optimization.build_parsing_optimizer(config, is_pretrained=lambda variable: True)
+        _build_parsing_optimizer(config, is_pretrained=lambda variable: True)
     with pytest.raises(ValueError, match="learning_rate"):
-        optimization.build_parsing_optimizer(_parsing_train_config(learning_rate=0.0))
+        _build_parsing_optimizer(_parsing_train_config(learning_rate=0.0))
 
 
 def test_variables_of_matches_by_identity_not_path():
@@ -497,7 +523,7 @@ def test_pretrained_scaled_sgd_mirrored_strategy_and_checkpoint(tmp_path):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         model = _pretrained_model()
-        optimizer = optimization.build_parsing_optimizer(config, optimization.variables_of(model.get_layer("backbone")))
+        optimizer = _build_parsing_optimizer(config, optimization.variables_of(model.get_layer("backbone")))
         optimizer.build(model.trainable_variables)
     named = _named_variables(model)
     by_key = {id(v): name for name, v in named.items()}
@@ -518,7 +544,7 @@ def test_pretrained_scaled_sgd_mirrored_strategy_and_checkpoint(tmp_path):
 
     path = tf.train.Checkpoint(model=model, optimizer=optimizer).write(str(tmp_path / "ckpt"))
     restored_model = _pretrained_model()
-    restored = optimization.build_parsing_optimizer(config)
+    restored = _build_parsing_optimizer(config)
     restored.build(restored_model.trainable_variables)
     tf.train.Checkpoint(model=restored_model, optimizer=restored).read(path).assert_consumed()
     assert int(restored.iterations) == 2
@@ -528,7 +554,7 @@ def test_pretrained_scaled_sgd_mirrored_strategy_and_checkpoint(tmp_path):
 
 def test_model_fit_with_pretrained_scaled_sgd():
     model = _pretrained_model()
-    optimizer = optimization.build_parsing_optimizer(
+    optimizer = _build_parsing_optimizer(
         _parsing_train_config(), optimization.variables_of(model.get_layer("backbone"))
     )
     model.compile(optimizer=optimizer, loss="mse")
@@ -541,7 +567,7 @@ def test_model_fit_with_pretrained_scaled_sgd():
 def test_bias_scaled_adam_uses_the_mixin():
     model = _tiny_model()
     kernel, bias = model.trainable_variables
-    optimizer = optimization.build_optimizer(_train_config())
+    optimizer = _build_optimizer(_train_config())
     assert isinstance(optimizer, optimization.VariableLearningRateMixin)
     optimizer.build(model.trainable_variables)
     assert optimizer.is_bias(bias) and not optimizer.is_bias(kernel)

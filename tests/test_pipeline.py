@@ -439,35 +439,15 @@ def test_normalisation_values_on_a_known_pixel():
         image_ops.normalize_images(pixel, "torch")
 
 
-@pytest.mark.parametrize(
-    "old, new",
-    [
-        ("caffe", "bgr_minus_caffe_resnet_mean"),
-        ("keras_resnet", "bgr_minus_imagenet_mean"),
-        ("caffe_vgg", "bgr_minus_imagenet_mean"),
-    ],
-)
-def test_legacy_normalisation_names_give_the_same_numbers(old, new):
-    assert image_ops.LEGACY_NORMALIZATION_NAMES[old] == new
-    assert image_ops.check_normalization(old) == new and image_ops.check_normalization(new) == new
-    images = np.random.default_rng(1).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(
-        image_ops.normalize_images(images, old).numpy(), image_ops.normalize_images(images, new).numpy()
-    )
-    np.testing.assert_array_equal(
-        image_ops.normalize_images_np(images, old), image_ops.normalize_images_np(images, new)
-    )
-    np.testing.assert_array_equal(
-        image_ops.normalize_images_np(images, old), image_ops.normalize_images(images, new).numpy()
-    )
-    normalized = image_ops.normalize_images_np(images, new)
-    np.testing.assert_array_equal(
-        image_ops.denormalize_images(normalized, old), image_ops.denormalize_images(normalized, new)
-    )
-    np.testing.assert_array_equal(
-        image_ops.denormalize_images_tf(tf.constant(normalized), old).numpy(),
-        image_ops.denormalize_images_tf(tf.constant(normalized), new).numpy(),
-    )
+def test_default_normalisation_per_task_and_no_older_names():
+    assert image_ops.DEFAULT_NORMALIZATION == {
+        "referring": "bgr_minus_caffe_resnet_mean",
+        "parsing": "bgr_minus_imagenet_mean",
+    }
+    images = np.zeros((1, 2, 2, 3), np.uint8)
+    for old in ("caffe", "keras_resnet", "caffe_vgg"):  # the names of configs before 0.1.0: refused, not renamed
+        with pytest.raises(ValueError, match=f"normalization must be one of .*'{old}'"):
+            image_ops.normalize_images(images, old)
 
 
 # --- parsing augmentation --------------------------------------------------------------------------------------

@@ -75,18 +75,18 @@ def runs(tmp_path_factory):
     kernel, bias = conv2.get_weights()
     conv2.set_weights([kernel, bias - np.median(logits)])
     referring_dir = root / "rmi"
-    workdir.save_config(config, str(referring_dir))
+    workdir.save_config(config.to_json_best_effort(indent=2), str(referring_dir))
     model.save(referring_dir / "model.keras")
 
     parsing, parsing_model = lg_lstm_with_varied_labels()
     parsing_dir = root / "lg_lstm"
-    workdir.save_config(parsing, str(parsing_dir))
+    workdir.save_config(parsing.to_json_best_effort(indent=2), str(parsing_dir))
     parsing_model.save(parsing_dir / "model.keras")
 
     lstm = shrink_config(referring_config("lstm"))
     lstm.data.vocabulary = config.data.vocabulary
     lstm_dir = root / "lstm_config_only"
-    workdir.save_config(lstm, str(lstm_dir))
+    workdir.save_config(lstm.to_json_best_effort(indent=2), str(lstm_dir))
     return {
         "root": root,
         "image": image,
@@ -344,7 +344,7 @@ def test_vocabulary_comes_from_the_run_directory(runs, tmp_path, monkeypatch):
     run.mkdir()
     config = predict.load_config_json(os.path.join(runs["rmi"], "config.json"))
     config.data.vocabulary = "data/synthetic_referring/vocabulary.txt"  # as the synthetic configs say
-    workdir.save_config(config, str(run))
+    workdir.save_config(config.to_json_best_effort(indent=2), str(run))
     shutil.copyfile(runs["config"].data.vocabulary, run / workdir.VOCABULARY_FILE)
     monkeypatch.chdir(tmp_path)
     assert predict.resolve_vocabulary_path(config, str(run), None) == str(run / workdir.VOCABULARY_FILE)

@@ -8,10 +8,11 @@ import runpy
 import numpy as np
 import pytest
 
-from tf_recurrent_seg import allocator, determinism, pretrained_weights, pretraining
+from tf_recurrent_seg import allocator, determinism, pretraining
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.defaults import SYNTHETIC_ATTRIBUTE_CLASSES
 from tf_recurrent_seg.models.factory import build_lg_lstm, build_rmi
+from tf_recurrent_seg.tasks import get_task
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -63,7 +64,7 @@ def test_pretrain_writes_a_backbone_that_keras_prefix_loads(tmp_path):
     referring.model.visual_dim = referring.model.backbone.classifier_units
     referring.model.backbone.pretrained = f"keras:{tmp_path / 'backbone.keras'}"
     model = build_rmi(referring)
-    pretrained_weights.load_pretrained_backbone(model, referring)
+    get_task(referring).load_pretrained_backbone(model)
     for layer in model.backbone.layers:
         if layer.weights:
             for ours, theirs in zip(layer.get_weights(), saved.get_layer(layer.name).get_weights()):
@@ -75,7 +76,7 @@ def test_pretrain_writes_a_backbone_that_keras_prefix_loads(tmp_path):
     parsing.model.backbone.variant, parsing.model.backbone.output_stride = "deeplab", 8
     parsing.model.backbone.pretrained = f"keras:{tmp_path / 'backbone.keras'}"
     lg_lstm = build_lg_lstm(parsing)
-    pretrained_weights.load_pretrained_backbone(lg_lstm, parsing)
+    get_task(parsing).load_pretrained_backbone(lg_lstm)
     conv = lg_lstm.get_layer("backbone").get_layer("conv5_block1_2_conv")
     np.testing.assert_array_equal(conv.get_weights()[0], saved.get_layer("conv5_block1_2_conv").get_weights()[0])
 
@@ -83,11 +84,11 @@ def test_pretrain_writes_a_backbone_that_keras_prefix_loads(tmp_path):
     wider = referring.copy_and_resolve_references()
     wider.model.backbone.blocks_per_stage = (1, 1, 1, 2)
     with pytest.raises(ValueError, match="conv5_block2"):
-        pretrained_weights.load_pretrained_backbone(build_rmi(wider), wider)
+        get_task(wider).load_pretrained_backbone(build_rmi(wider))
     missing = _config("rmi_synthetic.py", "smoke")
     missing.model.backbone.pretrained = f"keras:{tmp_path / 'nothing.keras'}"
     with pytest.raises(FileNotFoundError, match="nothing.keras"):
-        pretrained_weights.load_pretrained_backbone(build_rmi(missing), missing)
+        get_task(missing).load_pretrained_backbone(build_rmi(missing))
 
 
 def test_pretrain_turns_on_deterministic_mode(tmp_path, monkeypatch):
@@ -102,9 +103,8 @@ def test_pretrain_turns_on_deterministic_mode(tmp_path, monkeypatch):
 def test_seed_run_leaves_deterministic_mode_off_when_told(monkeypatch):
     calls = []
     monkeypatch.setattr(determinism.tf.config.experimental, "enable_op_determinism", lambda: calls.append("on"))
-    train = _config("backbone_synthetic.py", "smoke").train
-    train.deterministic = False
-    assert determinism.seed_run(train) is False and calls == []
+    assert determinism.seed_run(_config("backbone_synthetic.py", "smoke").train.seed, deterministic=False) is False
+    assert calls == []
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_seed_run_warns_when_a_cpu_run_has_several_inter_op_threads(
     monkeypatch.setattr(determinism, "_accelerators", lambda: accelerators)
     monkeypatch.setenv("TF_NUM_INTEROP_THREADS", inter_op_env)
     with caplog.at_level(logging.WARNING):
-        determinism.seed_run(_config("backbone_synthetic.py", "smoke").train)
+        determinism.seed_run(_config("backbone_synthetic.py", "smoke").train.seed)
     assert ("start with TF_NUM_INTEROP_THREADS=1" in caplog.text) is (warned_threads is not None)
     if warned_threads is not None:
         assert f"with {warned_threads} inter-op threads" in caplog.text

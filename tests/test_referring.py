@@ -31,7 +31,7 @@ def imported_head(tmp_path, model_name, variant, **model_overrides):
     config = small_config(model_name, variant, **model_overrides)
     weights = random_head_weights(RNG, model_name, variant, sizes_of(config.model))
     prefix = write_tf1_checkpoint(str(tmp_path / "model.tfmodel"), tf1_head_names(weights))
-    model = convert_checkpoint(prefix, model_name, variant, config.model.vocabulary_size, head_only=True, config=config)
+    model = convert_checkpoint(prefix, BUILDERS[model_name](config, include_backbone=False))
     return model, weights, config
 
 

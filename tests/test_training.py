@@ -21,8 +21,9 @@ import tensorflow as tf
 
 from tf_recurrent_seg import distribute, models, pretrained_weights, training
 from tf_recurrent_seg import workdir as workdir_lib
-from tf_recurrent_seg.data import feature_cache, pipeline
+from tf_recurrent_seg.data import feature_cache, from_config, pipeline
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
+from tf_recurrent_seg.tasks import get_task
 from tf_recurrent_seg.text import Vocabulary
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -111,8 +112,9 @@ def test_make_strategy_and_roles():
     strategy = distribute.make_strategy("one_device")
     assert strategy.num_replicas_in_sync == 1
     assert distribute.worker_role(strategy) == (True, 0)
-    assert pretrained_weights.backbone_is_pretrained(parsing_config("lg_lstm"))  # the paper's ImageNet VGG-16
-    assert not pretrained_weights.backbone_is_pretrained(shrink_config(parsing_config("lg_lstm")))  # from scratch
+    paper, smoke = parsing_config("lg_lstm").model.backbone, shrink_config(parsing_config("lg_lstm")).model.backbone
+    assert pretrained_weights.backbone_is_pretrained(paper.pretrained)  # the paper's ImageNet VGG-16
+    assert not pretrained_weights.backbone_is_pretrained(smoke.pretrained)  # from scratch
 
 
 _MIRRORED_SCRIPT = textwrap.dedent(
@@ -150,8 +152,9 @@ _GRADIENT_SCALE_SCRIPT = textwrap.dedent(
     import keras, numpy as np, tensorflow as tf
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tf_recurrent_seg import distribute, models, training, workdir
+    from tf_recurrent_seg import distribute, models, workdir
     from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config, vgg_backbone_config
+    from tf_recurrent_seg.tasks import get_task
 
     rng = np.random.default_rng(0)
     differences = {}
@@ -166,6 +169,7 @@ _GRADIENT_SCALE_SCRIPT = textwrap.dedent(
         else:
             config.model.backbone = vgg_backbone_config()
             config.model.backbone.update(fc_units=32, pretrained=None)
+        task = get_task(config)
         size = config.model.image_size
         features = {"image": rng.normal(0, 50, (2, size, size, 3)).astype(np.float32)}
         if name == "rmi":
@@ -187,10 +191,7 @@ _GRADIENT_SCALE_SCRIPT = textwrap.dedent(
 
             def replica_step(features, targets):
                 with tf.GradientTape() as tape:
-                    if name == "rmi":
-                        loss = training.referring_step_loss(model, config, features, targets, 2, replicas)
-                    else:
-                        loss = training.parsing_step_loss(model, features, targets, replicas)
+                    loss = task.step_loss(model, features, targets, 2, replicas)
                 grads = tape.gradient(loss, model.trainable_variables)
                 optimizer.apply_gradients(zip(grads, model.trainable_variables))
 
@@ -422,7 +423,7 @@ def test_sigkill_then_restart_resumes_from_last_checkpoint(data_dir, tmp_path):
     # The run keeps a copy of its vocabulary: export, predict and evaluate find it from any working directory.
     copy = workdir / workdir_lib.VOCABULARY_FILE
     assert copy.read_bytes() == pathlib.Path(config.data.vocabulary).read_bytes()
-    assert workdir_lib.vocabulary_path(str(workdir), config) == str(copy)
+    assert workdir_lib.vocabulary_path(str(workdir), config.data.vocabulary) == str(copy)
 
     uninterrupted = subprocess.run(
         _cli_command(data_dir, tmp_path / "uninterrupted", settings),
@@ -510,19 +511,22 @@ def _records_with_a_shared_image(data_dir: pathlib.Path, path: pathlib.Path) -> 
 @pytest.mark.parametrize("name, variant", [("rmi", "resnet"), ("lstm", "deeplab")])
 def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, variant):
     config = _referring_test_config(data_dir, name, variant)
+    task = get_task(config)
     keras.utils.set_random_seed(0)
     model = models.build_model(config)
     vocabulary = Vocabulary.load(config.data.vocabulary)
     files = _records_with_a_shared_image(data_dir, tmp_path / "shared.tfrecord")
     cache_dir = str(tmp_path / "features")
 
-    manifest = feature_cache.build_feature_cache(model, config, files, cache_dir, vocabulary)
+    options = from_config.referring_options(config)
+    manifest = feature_cache.build_feature_cache(model, files, cache_dir, vocabulary, pipeline_options=options)
     assert manifest["num_images"] == 2 and manifest["num_expressions"] == 3
     channels = 32 * config.model.backbone.base_width  # res5c, fc1000's input: fc1000 keeps training
     assert manifest["shape"] == [8, 8, channels] and manifest["dtype"] == "float32"
     shard = os.path.join(cache_dir, manifest["files"][0])
     modified = os.path.getmtime(shard)
-    assert feature_cache.build_feature_cache(model, config, files, cache_dir, vocabulary) == manifest  # reused
+    reused = feature_cache.build_feature_cache(model, files, cache_dir, vocabulary, pipeline_options=options)
+    assert reused == manifest
     assert os.path.getmtime(shard) == modified
 
     full = list(
@@ -545,7 +549,7 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
         results = []
         for features in (full_features, cached_features):
             with tf.GradientTape() as tape:
-                loss = training.referring_step_loss(model, config, features, cached_targets, global_batch_size=1)
+                loss = task.step_loss(model, features, cached_targets, global_batch_size=1)
             grads = tape.gradient(loss, model.trainable_variables)
             results.append((float(loss), [np.asarray(tf.convert_to_tensor(g)) for g in grads]))
         (full_loss, full_grads), (cached_loss, cached_grads) = results
@@ -558,7 +562,7 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
         assert any(v is fc1000.kernel for v in model.trainable_variables)
         # float16 storage: half the disk, features rounded to ~5e-4 relative.
         half = feature_cache.build_feature_cache(
-            model, config, files, str(tmp_path / "half"), vocabulary, dtype="float16"
+            model, files, str(tmp_path / "half"), vocabulary, pipeline_options=options, dtype="float16"
         )
         assert half["dtype"] == "float16"
         half_dataset = feature_cache.cached_referring_dataset(str(tmp_path / "half"), training=False, batch_size=1)
@@ -567,8 +571,8 @@ def test_cached_features_step_equals_full_model_step(data_dir, tmp_path, name, v
             features["backbone_features"], cached[0][0]["backbone_features"], rtol=2e-3, atol=1e-3
         )
         np.testing.assert_allclose(
-            float(training.referring_step_loss(model, config, features, targets, global_batch_size=1)),
-            float(training.referring_step_loss(model, config, cached[0][0], cached[0][1], global_batch_size=1)),
+            float(task.step_loss(model, features, targets, global_batch_size=1)),
+            float(task.step_loss(model, cached[0][0], cached[0][1], global_batch_size=1)),
             rtol=1e-3,
         )
 
@@ -711,7 +715,7 @@ def test_imagenet_backbone_from_a_local_weights_file(tmp_path, monkeypatch):
     config.model.backbone.fc_units = 32
     model = models.build_model(config)
     config.model.backbone.pretrained = f"imagenet:{path}"
-    pretrained_weights.load_pretrained_backbone(model, config)
+    get_task(config).load_pretrained_backbone(model)
     backbone = model.get_layer("backbone")
     for name, (kernel, bias) in layers.items():
         np.testing.assert_array_equal(backbone.get_layer(name).kernel.numpy(), kernel, err_msg=name)
@@ -720,7 +724,7 @@ def test_imagenet_backbone_from_a_local_weights_file(tmp_path, monkeypatch):
     def one_line_error(error_type, source, match):
         config.model.backbone.pretrained = source
         with pytest.raises(error_type, match=match) as raised:
-            pretrained_weights.load_pretrained_backbone(model, config)
+            get_task(config).load_pretrained_backbone(model)
         assert "\n" not in str(raised.value) and "model.backbone.pretrained" in str(raised.value)
 
     one_line_error(FileNotFoundError, f"imagenet:{tmp_path / 'missing.h5'}", "no file")

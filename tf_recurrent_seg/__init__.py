@@ -9,3 +9,4 @@ __version__ = "0.1.0"
 
 # Every module that defines a class decorated with @keras.saving.register_keras_serializable.
 from tf_recurrent_seg import backbones, layers, metrics, models, optimization  # noqa: E402,F401
+from tf_recurrent_seg.presets import from_preset, load_preset  # noqa: E402,F401

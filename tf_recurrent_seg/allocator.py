@@ -6,7 +6,8 @@ dynamic mmap threshold at 128 KB, so from then on every tensor buffer above 128 
 page-faulted on first touch and unmapped on free, at every step. On a CPU this made the synthetic RMI training
 step 3.4x slower (90 -> 305 ms, elementwise work on multi-megabyte gate maps) and the LSTM baseline's 3x.
 `keep_large_allocations` raises both thresholds to glibc's own dynamic ceiling (32 MB on 64-bit), so buffers
-up to that size are reused from the heap. It costs resident memory (freed buffers stay with the process).
+up to that size are reused from the heap. It costs resident memory (freed buffers stay with the process), so the
+library never calls it: the `train` and `pretrain` commands have their loop call it once the input has started.
 """
 
 import ctypes

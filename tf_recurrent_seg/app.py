@@ -451,14 +451,24 @@ def build_page(
     return page
 
 
+# The flag of each task's export directory (`tf-recurrent-seg-app`): what `load_models` names in its refusals.
+EXPORT_DIR_FLAGS = {"referring": "--export_dir", "parsing": "--parsing_export_dir"}
+
+
+def load_served_model(export_dir: str, task: str) -> ServedModel:
+    """The ServedModel at `export_dir`, refused (ValueError naming the flags) unless its signature is of `task`."""
+    model = ServedModel(export_dir)
+    if model.task != task:
+        raise ValueError(
+            f"{EXPORT_DIR_FLAGS[task]}: {model.path} is a {model.task} model; pass it as {EXPORT_DIR_FLAGS[model.task]}"
+        )
+    return model
+
+
 def load_models(export_dir: str, parsing_export_dir: str | None = None) -> tuple[ServedModel, ServedModel | None]:
     """The two ServedModels, each checked to be of its task."""
-    referring = ServedModel(export_dir)
-    if referring.task != "referring":
-        raise ValueError(f"--export_dir: {referring.path} is a parsing model; pass it as --parsing_export_dir")
-    parsing = ServedModel(parsing_export_dir) if parsing_export_dir else None
-    if parsing is not None and parsing.task != "parsing":
-        raise ValueError(f"--parsing_export_dir: {parsing.path} is a referring model; pass it as --export_dir")
+    referring = load_served_model(export_dir, "referring")
+    parsing = load_served_model(parsing_export_dir, "parsing") if parsing_export_dir else None
     return referring, parsing
 
 

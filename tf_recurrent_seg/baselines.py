@@ -198,7 +198,7 @@ def _confusion(labels_true: np.ndarray, labels_pred: np.ndarray, num_classes: in
 def parsing_rule_scores(
     label_maps: Iterable[np.ndarray], num_classes: int, class_names: Sequence[str], part: int
 ) -> dict[str, dict[str, Any]]:
-    """Scores of the parsing rules over a set, computed as evaluation does (`evaluation._evaluate_parsing`).
+    """Scores of the parsing rules over a set, computed as evaluation does (`evaluation.evaluate_parsing`).
 
     Args:
         label_maps: the ground-truth label maps of the evaluated set (IGNORE_LABEL pixels are not counted).

@@ -1,28 +1,23 @@
 """Import checkpoints written by the authors' TF1 code (TF-phrasecut-public RMI_model / LSTM_model).
 
-    python -m tf_recurrent_seg.convert_tf1 --checkpoint PREFIX --model rmi|lstm --backbone resnet|deeplab \
-        --vocabulary FILE --output OUT.keras [--head_only]
+    model = convert_checkpoint(prefix, cli.convert_tf1.import_model("rmi", "resnet", vocabulary_size))
 
-Variable names, shapes and conventions: docs/tf1_checkpoints.md (#head-variables onwards). The
-imported model uses the reference's resize convention and backbone padding / BN epsilon, so it gives the
-TF1 graph's outputs. Optimiser slots, step counters and DeepLab's unused classifier are ignored; a missing
-or mis-shaped variable is a ValueError that names it.
+The command line (`tf-recurrent-seg-convert-tf1`): `tf_recurrent_seg.cli.convert_tf1`.
+
+Variable names, shapes and conventions: docs/tf1_checkpoints.md (#head-variables onwards). The model to import
+into is built with the reference's resize convention and backbone padding / BN epsilon (`cli.convert_tf1`'s
+`import_config`), so it gives the TF1 graph's outputs. Optimiser slots, step counters and DeepLab's unused
+classifier are ignored; a missing or mis-shaped variable is a ValueError that names it.
 """
 
 import re
 from collections.abc import Callable
 
 import keras
-import ml_collections
 import numpy as np
 import tensorflow as tf
-from absl import flags, logging
 
-from tf_recurrent_seg.cli.common import run_main
-from tf_recurrent_seg.defaults import referring_config
-from tf_recurrent_seg.models import build_lstm_baseline, build_rmi
 from tf_recurrent_seg.models.referring import ReferringSegmenter, RMIHead
-from tf_recurrent_seg.text import Vocabulary
 from tf_recurrent_seg.tf1_backbone import load_tf1_backbone_weights
 
 HEAD_SCOPE = "text_objseg"
@@ -114,101 +109,38 @@ def load_tf1_head_weights(head: keras.Model, read: ValueReader) -> None:
     head.get_layer("mlstm").cell.set_weights([visual_kernel, kernel[visual_dim:word_end], kernel[input_dim:], bias])
 
 
-def import_config(model_name: str, variant: str, vocabulary_size: int) -> ml_collections.ConfigDict:
-    """The paper-size config with the reference conventions an imported checkpoint needs."""
-    config = referring_config(model_name, variant)
-    config.model.vocabulary_size = vocabulary_size
-    config.model.resize_convention = "reference"
-    config.model.backbone.padding = "same"
-    config.model.backbone.bn_epsilon = 1e-3
-    return config
-
-
-def convert_checkpoint(
-    checkpoint: str,
-    model_name: str,
-    variant: str,
-    vocabulary_size: int,
-    head_only: bool = False,
-    config: ml_collections.ConfigDict | None = None,
-) -> ReferringSegmenter:
-    """Builds the Keras model and loads a TF1 checkpoint into it.
+def convert_checkpoint(checkpoint: str, model: ReferringSegmenter) -> ReferringSegmenter:
+    """Loads a TF1 checkpoint into `model` and returns it.
 
     Args:
         checkpoint: checkpoint prefix (the path without `.index` / `.data-*`).
-        model_name: 'rmi' or 'lstm'.
-        variant: 'resnet' or 'deeplab'.
-        vocabulary_size: rows of the checkpoint's embedding (lines of its vocabulary file).
-        head_only: load only the head; the model then takes cached `visual_features`.
-        config: optional config to use instead of `import_config(...)` (tests use small sizes).
+        model: an RMI or LSTM-baseline `ReferringSegmenter` of the checkpoint's sizes (its embedding as many rows
+            as the checkpoint's vocabulary has lines), built with the reference conventions to give the TF1
+            graph's outputs (`tf_recurrent_seg.cli.convert_tf1.import_model`). With a backbone (a
+            `ResNetBackbone`, variant "resnet" or "deeplab") the checkpoint's backbone is loaded too; without one
+            only the head, and the model takes cached `visual_features`.
 
     Returns:
-        The model, with `model.unused_checkpoint_variables` listing entries that were neither loaded nor
-        known to be ignorable.
+        `model`, with `model.unused_checkpoint_variables` listing entries that were neither loaded nor known to be
+        ignorable (a head-only model ignores the backbone's).
     """
-    if variant not in BACKBONE_SCOPES:
-        raise ValueError(f"--backbone must be one of {sorted(BACKBONE_SCOPES)}, got {variant!r}")
-    config = config or import_config(model_name, variant, vocabulary_size)
-    if config.model.vocabulary_size != vocabulary_size:
-        raise ValueError(
-            f"config.model.vocabulary_size is {config.model.vocabulary_size} "
-            f"but the vocabulary has {vocabulary_size} tokens"
-        )
-    build = {"rmi": build_rmi, "lstm": build_lstm_baseline}.get(model_name)
-    if build is None:
-        raise ValueError(f"--model must be 'rmi' or 'lstm', got {model_name!r}")
-    model = build(config, include_backbone=not head_only)
+    if not isinstance(model, ReferringSegmenter):
+        raise ValueError(f"model must be a ReferringSegmenter (RMI or LSTM baseline), got {type(model).__name__}")
+    scope = None
+    if model.include_backbone:
+        variant = getattr(model.backbone, "variant", None)
+        if variant not in BACKBONE_SCOPES:
+            raise ValueError(f"the model's backbone must be a ResNet of variant {sorted(BACKBONE_SCOPES)}")
+        scope = BACKBONE_SCOPES[variant]
     reader = tf.train.load_checkpoint(checkpoint)
     used: set[str] = set()
     load_tf1_head_weights(model.head, checkpoint_value_reader(reader, used))
-    if not head_only:
-        used |= load_tf1_backbone_weights(model.backbone, reader, BACKBONE_SCOPES[variant])
+    if scope is not None:
+        used |= load_tf1_backbone_weights(model.backbone, reader, scope)
     leftover = sorted(
         name for name in reader.get_variable_to_shape_map() if name not in used and not IGNORED_PATTERN.search(name)
     )
-    if head_only:
+    if scope is None:
         leftover = [name for name in leftover if not name.startswith(tuple(f"{s}/" for s in BACKBONE_SCOPES.values()))]
     model.unused_checkpoint_variables = leftover
     return model
-
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint", None, "TF1 checkpoint prefix, e.g. unc/tfmodel/unc_resnet_RMI_iter_750000.tfmodel")
-flags.DEFINE_enum("model", "rmi", ["rmi", "lstm"], "Which head the checkpoint holds.")
-flags.DEFINE_enum(
-    "backbone", "resnet", ["resnet", "deeplab"], "Which backbone weights the checkpoint was trained with."
-)
-flags.DEFINE_string(
-    "vocabulary",
-    None,
-    "The vocabulary file the checkpoint was trained with (vocabulary_Gref.txt or vocabulary_referit.txt).",
-)
-flags.DEFINE_string("output", None, "Where to write the Keras model (.keras).")
-flags.DEFINE_bool("head_only", False, "Import only the head (a model that takes cached backbone features).")
-
-
-def main(argv):
-    del argv
-    vocabulary = Vocabulary.load(FLAGS.vocabulary)
-    logging.info(
-        "Importing %s (%s, %s) with a %d-token vocabulary",
-        FLAGS.checkpoint,
-        FLAGS.model,
-        FLAGS.backbone,
-        len(vocabulary),
-    )
-    model = convert_checkpoint(FLAGS.checkpoint, FLAGS.model, FLAGS.backbone, len(vocabulary), FLAGS.head_only)
-    for name in model.unused_checkpoint_variables:
-        logging.warning("checkpoint variable not used by the model: %s", name)
-    model.save(FLAGS.output)
-    print(f"Wrote {FLAGS.output} ({model.count_params():,} parameters; resize convention 'reference')")
-
-
-def run():
-    """Console-script entry point."""
-    flags.mark_flags_as_required(["checkpoint", "vocabulary", "output"])
-    run_main(main)
-
-
-if __name__ == "__main__":
-    run()

@@ -107,12 +107,18 @@ def loop_config() -> ml_collections.ConfigDict:
     return config
 
 
-REFERRING_MODELS = ("rmi", "lstm")  # model.name of the referring models; the others parse
+def model_names(family: str) -> tuple[str, ...]:
+    """The `model.name`s of a family ("referring" or "parsing"), from the task registry (`tf_recurrent_seg.tasks`,
+    the one list of model names)."""
+    # Imported here: the task modules import this one, and configs need nothing else of the package.
+    from tf_recurrent_seg import tasks
+
+    return tasks.model_names(family)
 
 
 def is_referring(config: ml_collections.ConfigDict) -> bool:
     """Whether `config` describes a referring segmentation model (RMI, LSTM baseline)."""
-    return config.model.name in REFERRING_MODELS
+    return config.model.name in model_names("referring")
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
@@ -125,8 +131,8 @@ def class_names(config: ml_collections.ConfigDict) -> list[str]:
 
 def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collections.ConfigDict:
     """Configuration of an RMI or LSTM-baseline referring segmentation model at paper size."""
-    if model not in ("rmi", "lstm"):
-        raise ValueError(f"model must be 'rmi' or 'lstm', got {model!r}")
+    if model not in model_names("referring"):
+        raise ValueError(f"model must be {' or '.join(map(repr, model_names('referring')))}, got {model!r}")
     config = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict()
@@ -196,7 +202,6 @@ def shrink_referring_config(config: ml_collections.ConfigDict) -> ml_collections
     return config
 
 
-PARSING_MODELS = ("lg_lstm", "conv_baseline", "conv_baseline_extra")
 HORSE_COW_CLASSES = ("background", "head", "body", "leg", "tail")
 
 
@@ -207,8 +212,9 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
     "conv_baseline_extra" ("VGG16 extra conv": five 3x3 convs of 576 filters first). The other Table 5
     ablations are fields: neighbourhood 4 / 2 ("local 4" / "local 2"), use_global False ("w/o global").
     """
-    if model not in PARSING_MODELS:
-        raise ValueError(f"model must be one of {PARSING_MODELS}, got {model!r}")
+    recipes = (*model_names("parsing"), "conv_baseline_extra")  # the last: conv_baseline with extra_convs
+    if model not in recipes:
+        raise ValueError(f"model must be one of {recipes}, got {model!r}")
     config = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict()
@@ -266,7 +272,7 @@ def shrink_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
     """The smoke variant of any config of the package."""
     if config.model.name == "backbone_pretraining":
         return shrink_pretraining_config(config)
-    if config.model.name in ("rmi", "lstm"):
+    if is_referring(config):
         return shrink_referring_config(config)
     return shrink_parsing_config(config)
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 
 import keras
-import ml_collections
 import tensorflow as tf
 from absl import logging
 
 
-def seed_run(train_config: ml_collections.ConfigDict) -> bool:
-    """Seeds Python, numpy and TensorFlow from `train.seed`; returns `train.deterministic` (turned on if True)."""
-    keras.utils.set_random_seed(int(train_config.seed))
-    deterministic = bool(train_config.get("deterministic", True))
+def seed_run(seed: int, deterministic: bool = True) -> bool:
+    """Seeds Python, numpy and TensorFlow from `seed` (`train.seed`); turns TensorFlow's deterministic mode on when
+    `deterministic` (`train.deterministic`); returns `deterministic`."""
+    keras.utils.set_random_seed(int(seed))
+    deterministic = bool(deterministic)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
         threads = inter_op_threads()
@@ -44,14 +44,15 @@ def _accelerators() -> list:
     return tf.config.list_physical_devices("GPU") + tf.config.list_physical_devices("TPU")
 
 
-def check_jit_compile(train_config: ml_collections.ConfigDict, backbone_in_step: bool, remedy: str = "") -> None:
-    """Raises when `train.jit_compile` meets deterministic mode on a step that runs the backbone.
+def check_jit_compile(jit_compile: bool, deterministic: bool, backbone_in_step: bool, remedy: str = "") -> None:
+    """Raises when `jit_compile` (`train.jit_compile`) meets `deterministic` mode (`train.deterministic`) on a step
+    that runs the backbone.
 
     The gradient graph of such a step holds the backbone's max-pool gradient (ResNet's pool1, VGG's pools; also
     when the backbone is frozen: its variables are still watched, their gradients dropped), which TensorFlow's
     deterministic mode refuses to compile with XLA. `remedy` names another way out, if the caller has one.
     """
-    if backbone_in_step and train_config.get("jit_compile", False) and train_config.get("deterministic", True):
+    if backbone_in_step and jit_compile and deterministic:
         raise ValueError(
             "train.jit_compile with train.deterministic=True fails on the backbone's max-pool gradient (XLA has "
             f"no deterministic one): set train.deterministic=False{remedy}"

@@ -1,8 +1,13 @@
 """Runs a trained model over its evaluation split and writes the papers' tables (markdown) and numbers (JSON).
 
-    results = evaluate(model, config, crf=True)          # a dict (see `evaluate`)
-    write_results(results, "runs/rmi_unc/eval")           # metrics.json + tables.md
+    results = evaluate_referring(model, eval_records="data/unc/val", vocabulary="vocabulary.txt",
+                                 image_size=320, method="R+RMI", crf=True)     # a dict (see there)
+    results = evaluate_parsing(model, eval_records="data/horse/test", num_classes=5, image_size=321)
+    write_results(results, "runs/rmi_unc/eval")                                 # metrics.json + tables.md
     print(format_tables(results))
+
+A training run's model on its config's split (the config read into these keywords):
+`tf_recurrent_seg.cli.evaluate.evaluate(model, config)`.
 
 The protocol (predictions mapped back to the original image size, the metrics, the DenseCRF rows):
 docs/decisions.md#evaluation-protocol; the table layouts: `format_referring_table`, `format_parsing_table`.
@@ -16,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -24,18 +29,15 @@ from absl import logging
 
 from tf_recurrent_seg import image_ops, precision
 from tf_recurrent_seg import metrics as metrics_lib
-from tf_recurrent_seg.data import from_config, pipeline, records
-from tf_recurrent_seg.defaults import HORSE_COW_CLASSES, is_referring
+from tf_recurrent_seg.data import image_header, pipeline, records
+from tf_recurrent_seg.defaults import HORSE_COW_CLASSES
 from tf_recurrent_seg.models.referring import ReferringSegmenter
-from tf_recurrent_seg.text import Vocabulary
+from tf_recurrent_seg.text import DEFAULT_MAX_WORDS, Vocabulary
 from tf_recurrent_seg.workdir import EVAL_DIR
 
 METRICS_FILE = "metrics.json"
 TABLES_FILE = "tables.md"
 DIRECT, DCRF, SHUFFLED = "direct", "dcrf", "shuffled"
-
-_BACKBONE_PREFIX = {"resnet": "R", "deeplab": "D"}  # paper Table 1: R = ResNet weights, D = DeepLab weights
-_REFERRING_NAMES = {"rmi": "RMI", "lstm": "LSTM"}
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -44,23 +46,6 @@ _REFERRING_NAMES = {"rmi": "RMI", "lstm": "LSTM"}
 def _load_crf():
     """`tf_recurrent_seg.crf`, imported only when a CRF evaluation runs (it needs pydensecrf)."""
     return importlib.import_module("tf_recurrent_seg.crf")
-
-
-def method_name(config) -> str:
-    """The paper's row label: "R+RMI", "D+LSTM" (RMI Table 1); "LG-LSTM", "VGG16", "VGG16 extra conv",
-    "LG-LSTM local 4", "LG-LSTM w/o global" (LG-LSTM Table 5)."""
-    model = config.model
-    if model.name in _REFERRING_NAMES:
-        prefix = _BACKBONE_PREFIX.get(model.backbone.get("variant", ""), model.backbone.get("variant", "?"))
-        return f"{prefix}+{_REFERRING_NAMES[model.name]}"
-    if model.name == "conv_baseline":
-        return "VGG16 extra conv" if model.get("extra_convs", 0) else "VGG16"
-    name = "LG-LSTM"
-    if model.get("neighbourhood", 8) != 8:
-        name += f" local {model.neighbourhood}"
-    if not model.get("use_global", True):
-        name += " w/o global"
-    return name
 
 
 def _manifest_source(eval_records) -> str | None:
@@ -90,14 +75,15 @@ def dataset_from_source(source: str | None) -> str | None:
     return None
 
 
-def resolve_length_bins(config, eval_records) -> tuple[str | None, tuple[tuple[int, int], ...] | None]:
-    """(name, bins) of the length break-down: `config.data.length_bins` (a dataset name or a list of
+def resolve_length_bins(
+    length_bins: str | Sequence[Sequence[int]] | None, eval_records
+) -> tuple[str | None, tuple[tuple[int, int], ...] | None]:
+    """(name, bins) of the length break-down: `length_bins` (a dataset name of `metrics.length_bins` or a list of
     (low, high) pairs), else the dataset the records' manifest names; (None, None) when neither is known."""
-    setting = config.data.get("length_bins", None)
-    if setting:
-        if isinstance(setting, str):
-            return setting, metrics_lib.length_bins(setting)
-        bins = tuple((int(low), int(high)) for low, high in setting)
+    if length_bins:
+        if isinstance(length_bins, str):
+            return length_bins, metrics_lib.length_bins(length_bins)
+        bins = tuple((int(low), int(high)) for low, high in length_bins)
         return "custom", bins
     name = dataset_from_source(_manifest_source(eval_records))
     if name is None:
@@ -141,102 +127,283 @@ def _take(structure, count: int):
 # --- evaluation ------------------------------------------------------------------------------------------------
 
 
-def evaluate(
+def evaluate_referring(
     model,
-    config,
     *,
+    eval_records,
+    vocabulary: Vocabulary | str,
+    image_size: int,
+    max_words: int = DEFAULT_MAX_WORDS,
+    normalization: str = image_ops.REFERRING_NORMALIZATION,
+    strip_pieces: bool = True,
+    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
+    length_bins: str | Sequence[Sequence[int]] | None = None,
+    method: str = "model",
+    model_name: str | None = None,
+    backbone: str | None = None,
     crf: bool = False,
     max_examples: int | None = None,
     batch_size: int = 8,
-    eval_records=None,
     out_dir: str | None = None,
     baseline: Mapping | None = None,
     log_every: int = 50,
     shuffle_expressions: int | None = None,
-    jit_compile: bool | None = None,
+    jit_compile: bool = False,
 ) -> dict:
-    """Evaluates `model` on `config.data.eval_records` with the papers' metrics.
+    """Evaluates a referring model on `eval_records` with the RMI paper's metrics.
 
     Args:
-        model: a referring model (`{"image", "tokens"} -> {"logits": (B, S, S, 1), ...}`) or a parsing model
-            (`image -> {"logits": (B, S, S, C), ...}`), e.g. from `workdir.load_model`.
-        config: its ConfigDict (`config.model.name` says the task; `config.data` the records and preprocessing).
+        model: `{"image", "tokens"} -> {"logits": (B, S, S, 1), ...}` (a `ReferringSegmenter` runs its backbone
+            once per batch for the direct and the shuffled expressions), e.g. from `workdir.load_model`.
+        eval_records: records prefix / glob / list of the split.
+        vocabulary: the model's `Vocabulary` or its file.
+        image_size, max_words, normalization, strip_pieces, max_image_pixels: the pipeline's
+            (`pipeline.referring_dataset`), as the model was trained.
+        length_bins: the expression-length break-down: a dataset name of `metrics.length_bins` or (low, high)
+            pairs; None: the dataset the records' manifest names (no break-down when it names none).
+        method: the paper's row label of the tables ("R+RMI", "D+LSTM").
+        model_name, backbone: recorded in the results as "model" and "backbone" (e.g. "rmi", "resnet").
+        shuffle_expressions: a seed: adds the result "shuffled", every image scored with ANOTHER example's
+            expression (a random derangement drawn with this seed) against its own target: what the model gets
+            without the right words, its blind-to-language score.
         crf: also evaluate the DenseCRF-refined predictions (`tf_recurrent_seg.crf`, needs pydensecrf).
         max_examples: evaluate only the first examples (in record order); None: the whole split.
         batch_size: evaluation batch size (the numbers do not depend on it).
-        eval_records: records prefix / glob / list instead of `config.data.eval_records`.
         out_dir: when given, `write_results` writes metrics.json and tables.md there.
         baseline: another run's results (its metrics.json) for the relative gains of the length table.
         log_every: progress line every this many batches.
-        shuffle_expressions: (referring) a seed: adds the result "shuffled", every image scored with ANOTHER
-            example's expression (a random derangement drawn with this seed) against its own target: what the
-            model gets without the right words, its blind-to-language score.
         jit_compile: compile the model's forward pass with XLA (the mapping back to each image's size, whose shapes
-            vary, stays outside); None: `config.train.jit_compile` (False when the config has none). The numbers
-            differ from the uncompiled ones only by float rounding.
+            vary, stays outside). The numbers differ from the uncompiled ones only by float rounding.
 
     Returns:
-        A JSON-ready dict. Common keys: task ("referring" / "parsing"), method (paper row label), model,
-        eval_records, num_examples, skipped_records (counts per reason), seconds, examples_per_second,
-        crf_seconds (with crf), results: {"direct": ..., "dcrf": ... (with crf)}.
-        Referring: "shuffled" too with shuffle_expressions. Each result is {"overall_iou", "mean_iou",
-        "precision@0.5".."precision@0.9", "num_examples", "by_length": {"<bin>": {the same}}, "per_example":
-        {"sent_id", "intersection", "union"} (lists in record order)}, fractions in [0, 1]; plus
-        length_bins_dataset, length_bins and shuffle_expressions. Parsing: each result is
-        `metrics.parsing_scores(...)` plus "confusion_matrix"; plus class_names and layout ("horse_cow" / "atr").
+        A JSON-ready dict: task ("referring"), num_examples, skipped_records (counts per reason),
+        results: {"direct": ..., "dcrf": ... (with crf), "shuffled": ... (with shuffle_expressions)}, each
+        {"overall_iou", "mean_iou", "precision@0.5".."precision@0.9", "num_examples", "by_length": {"<bin>": {the
+        same}}, "per_example": {"sent_id", "intersection", "union"} (lists in record order)}, fractions in [0, 1];
+        length_bins_dataset, length_bins, backbone, shuffle_expressions, crf_seconds (with crf), method, model,
+        eval_records, crf, max_examples, batch_size, seconds, examples_per_second.
     """
+    _check_max_examples(max_examples)
+    crf_module = _load_crf() if crf else None
+    start = time.perf_counter()
+    bins_name, bins = resolve_length_bins(length_bins, eval_records)
+    shuffled = shuffle_expressions is not None
+    variants = [DIRECT] + ([DCRF] if crf_module is not None else []) + ([SHUFFLED] if shuffled else [])
+    overall, binned = _referring_metrics(variants, bins, max_words)
+    counter = pipeline.SkipCounter()
+    dataset = pipeline.referring_dataset(
+        eval_records,
+        Vocabulary.load(vocabulary) if isinstance(vocabulary, (str, os.PathLike)) else vocabulary,
+        training=False,
+        batch_size=batch_size,
+        skip_counter=counter,
+        image_size=image_size,
+        max_words=max_words,
+        normalization=normalization,
+        strip_pieces=strip_pieces,
+        max_image_pixels=max_image_pixels,
+    )
+    predict, unpad = _referring_predictors(model, jit_compile)
+    if shuffled:
+        other_tokens, other_num_tokens = _deranged_expressions(dataset, shuffle_expressions)
+    per_example = {name: {"sent_id": [], "intersection": [], "union": []} for name in variants}
+    update = functools.partial(_update_referring, overall, binned, per_example)
+    seen, crf_seconds = 0, 0.0
+    for step, (features, targets) in enumerate(dataset):
+        count = int(tf.shape(features["tokens"])[0])
+        rows = slice(seen, seen + count)
+        # Shuffled: the same images and targets, each with another example's expression.
+        logits, masks = predict(features, targets, tf.constant(other_tokens[rows]) if shuffled else None)
+        if max_examples is not None:
+            count = min(count, max_examples - seen)
+        if shuffled:
+            other_targets = _take({**targets, "num_tokens": tf.constant(other_num_tokens[rows])}, count)
+            update(SHUFFLED, other_targets, masks[1][:count])
+        targets = _take(targets, count)
+        update(DIRECT, targets, masks[0][:count])
+        if crf_module is not None:
+            tic = time.perf_counter()
+            refined = _crf_refined_masks(crf_module, features, logits, count, normalization)
+            crf_seconds += time.perf_counter() - tic
+            update(DCRF, targets, unpad(refined, targets["placement"], targets["original_size"]))
+        seen += count
+        if log_every and (step + 1) % log_every == 0:
+            logging.info(
+                "evaluated %d expressions; overall IoU so far %.4f",
+                seen,
+                float(overall[DIRECT].result()["overall_iou"]),
+            )
+        if max_examples is not None and seen >= max_examples:
+            break
+
+    output = {
+        "task": "referring",
+        "num_examples": seen,
+        "skipped_records": counter.counts,
+        "results": _referring_results(variants, overall, binned, per_example),
+        "length_bins_dataset": bins_name,
+        "length_bins": [list(b) for b in bins] if bins else None,
+        "backbone": backbone,
+        "shuffle_expressions": shuffle_expressions,
+    }
+    if crf_module is not None:
+        output["crf_seconds"] = crf_seconds
+    return _finish(output, start, method, model_name, eval_records, crf, max_examples, batch_size, out_dir, baseline)
+
+
+def evaluate_parsing(
+    model,
+    *,
+    eval_records,
+    num_classes: int,
+    image_size: int,
+    class_names: Sequence[str] | None = None,
+    normalization: str = image_ops.PARSING_NORMALIZATION,
+    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
+    method: str = "model",
+    model_name: str | None = None,
+    crf: bool = False,
+    max_examples: int | None = None,
+    batch_size: int = 8,
+    out_dir: str | None = None,
+    baseline: Mapping | None = None,
+    log_every: int = 50,
+    jit_compile: bool = False,
+) -> dict:
+    """Evaluates a parsing model on `eval_records` with the LG-LSTM paper's metrics.
+
+    Args:
+        model: `image -> {"logits": (B, S, S, C), ...}`, e.g. from `workdir.load_model`.
+        eval_records: records prefix / glob / list of the split.
+        num_classes, image_size, normalization, max_image_pixels: the pipeline's (`pipeline.parsing_dataset`), as
+            the model was trained.
+        class_names: the name of each class id (default "class_<id>").
+        method: the paper's row label of the tables ("LG-LSTM", "VGG16").
+        model_name: recorded in the results as "model" (e.g. "lg_lstm").
+        crf: also evaluate the DenseCRF-refined predictions (`tf_recurrent_seg.crf`, needs pydensecrf).
+        max_examples: evaluate only the first examples (in record order); None: the whole split.
+        batch_size: evaluation batch size (the numbers do not depend on it).
+        out_dir: when given, `write_results` writes metrics.json and tables.md there.
+        baseline: another run's results (its metrics.json) for the relative gains of the length table.
+        log_every: progress line every this many batches.
+        jit_compile: compile the model's forward pass with XLA (the mapping back to each image's size, whose shapes
+            vary, stays outside). The numbers differ from the uncompiled ones only by float rounding.
+
+    Returns:
+        A JSON-ready dict: task ("parsing"), num_examples, skipped_records (counts per reason), results:
+        {"direct": ..., "dcrf": ... (with crf)}, each `metrics.parsing_scores(...)` plus "confusion_matrix";
+        class_names, layout ("horse_cow" / "atr"), crf_seconds (with crf), method, model, eval_records, crf,
+        max_examples, batch_size, seconds, examples_per_second.
+    """
+    _check_max_examples(max_examples)
+    crf_module = _load_crf() if crf else None
+    start = time.perf_counter()
+    num_classes = int(num_classes)
+    class_names = list(class_names or [f"class_{i}" for i in range(num_classes)])
+    variants = [DIRECT] + ([DCRF] if crf_module is not None else [])
+    confusion = {name: metrics_lib.ConfusionMatrixMetric(num_classes, name=f"confusion_{name}") for name in variants}
+    counter = pipeline.SkipCounter()
+    dataset = pipeline.parsing_dataset(
+        eval_records,
+        training=False,
+        batch_size=batch_size,
+        skip_counter=counter,
+        num_classes=num_classes,
+        image_size=image_size,
+        normalization=normalization,
+        max_image_pixels=max_image_pixels,
+    )
+
+    forward = precision.jit(lambda image: model(image, training=False)["logits"], jit_compile)  # XLA: static shapes
+
+    @tf.function(reduce_retracing=True)
+    def predict(features, targets):
+        logits = forward(features["image"])
+        labels = image_ops.undo_resize_and_pad_batch(
+            tf.argmax(logits, axis=-1, output_type=tf.int32),
+            targets["placement"],
+            targets["original_size"],
+            "nearest",
+            pad_value=metrics_lib.IGNORE_LABEL,
+        )
+        return logits, labels
+
+    @tf.function(reduce_retracing=True)
+    def unpad(labels, placement, original_size):
+        return image_ops.undo_resize_and_pad_batch(
+            tf.cast(labels, tf.int32), placement, original_size, "nearest", pad_value=metrics_lib.IGNORE_LABEL
+        )
+
+    seen, crf_seconds = 0, 0.0
+    for step, (features, targets) in enumerate(dataset):
+        logits, labels = predict(features, targets)
+        count = int(tf.shape(logits)[0])
+        if max_examples is not None:
+            count = min(count, max_examples - seen)
+        targets = _take(targets, count)
+        confusion[DIRECT].update_state(
+            targets["original_labels"], labels[:count], original_size=targets["original_size"]
+        )
+        if crf_module is not None:
+            tic = time.perf_counter()
+            images = image_ops.denormalize_images(features["image"][:count].numpy(), normalization)
+            probabilities = tf.nn.softmax(tf.cast(logits[:count], tf.float32), axis=-1).numpy()
+            refined = np.stack([crf_module.refine_parsing(images[i], probabilities[i]) for i in range(count)])
+            crf_seconds += time.perf_counter() - tic
+            confusion[DCRF].update_state(
+                targets["original_labels"],
+                unpad(refined, targets["placement"], targets["original_size"]),
+                original_size=targets["original_size"],
+            )
+        seen += count
+        if log_every and (step + 1) % log_every == 0:
+            logging.info("evaluated %d images", seen)
+        if max_examples is not None and seen >= max_examples:
+            break
+
+    results = {}
+    for name in variants:
+        matrix = np.asarray(confusion[name].result())
+        scores = metrics_lib.parsing_scores(matrix, class_names, background=0)
+        scores["confusion_matrix"] = matrix.astype(np.int64).tolist()
+        results[name] = scores
+    output = {
+        "task": "parsing",
+        "num_examples": seen,
+        "skipped_records": counter.counts,
+        "results": results,
+        "class_names": class_names,
+        "layout": parsing_layout(class_names, _manifest_source(eval_records)),
+    }
+    if crf_module is not None:
+        output["crf_seconds"] = crf_seconds
+    return _finish(output, start, method, model_name, eval_records, crf, max_examples, batch_size, out_dir, baseline)
+
+
+def _check_max_examples(max_examples: int | None) -> None:
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples must be positive or None, got {max_examples}")
-    eval_records = eval_records if eval_records is not None else config.data.eval_records
-    crf_module = _load_crf() if crf else None
-    if jit_compile is None:
-        jit_compile = precision.jit_compile_enabled(config)
-    start = time.perf_counter()
-    if is_referring(config):
-        results = _evaluate_referring(
-            model,
-            config,
-            eval_records,
-            crf_module,
-            max_examples,
-            batch_size,
-            log_every,
-            shuffle_expressions,
-            jit_compile,
-        )
-    elif shuffle_expressions is not None:
-        raise ValueError("shuffle_expressions applies to referring models only")
-    else:
-        results = _evaluate_parsing(
-            model, config, eval_records, crf_module, max_examples, batch_size, log_every, jit_compile
-        )
+
+
+def _finish(
+    output: dict, start: float, method, model_name, eval_records, crf, max_examples, batch_size, out_dir, baseline
+) -> dict:
+    """`output` with the run's description and timing added, JSON-ready; written to `out_dir` when given."""
     seconds = time.perf_counter() - start
-    results.update(
-        method=method_name(config),
-        model=config.model.name,
+    output.update(
+        method=method,
+        model=model_name,
         eval_records=_json_ready(eval_records),
         crf=bool(crf),
         max_examples=max_examples,
         batch_size=batch_size,
         seconds=seconds,
-        examples_per_second=results["num_examples"] / seconds if seconds > 0 else None,
+        examples_per_second=output["num_examples"] / seconds if seconds > 0 else None,
     )
-    results = _json_ready(results)
+    output = _json_ready(output)
     if out_dir is not None:
-        write_results(results, out_dir, baseline=baseline)
-    return results
-
-
-def _referring_dataset(config, eval_records, batch_size, counter):
-    vocabulary = Vocabulary.load(config.data.vocabulary)
-    return pipeline.referring_dataset(
-        eval_records,
-        vocabulary,
-        training=False,
-        batch_size=batch_size,
-        skip_counter=counter,
-        **from_config.referring_options(config),
-    )
+        write_results(output, out_dir, baseline=baseline)
+    return output
 
 
 def _deranged_expressions(dataset, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -336,155 +503,6 @@ def _referring_results(variants: list[str], overall: dict, binned: dict, per_exa
         values["per_example"] = per_example[name]
         results[name] = values
     return results
-
-
-def _evaluate_referring(
-    model,
-    config,
-    eval_records,
-    crf_module,
-    max_examples,
-    batch_size,
-    log_every,
-    shuffle_expressions=None,
-    jit_compile=False,
-) -> dict:
-    bins_name, bins = resolve_length_bins(config, eval_records)
-    shuffled = shuffle_expressions is not None
-    variants = [DIRECT] + ([DCRF] if crf_module is not None else []) + ([SHUFFLED] if shuffled else [])
-    overall, binned = _referring_metrics(variants, bins, config.model.max_words)
-    counter = pipeline.SkipCounter()
-    dataset = _referring_dataset(config, eval_records, batch_size, counter)
-    normalization = config.data.get("normalization", image_ops.REFERRING_NORMALIZATION)
-    predict, unpad = _referring_predictors(model, jit_compile)
-    if shuffled:
-        other_tokens, other_num_tokens = _deranged_expressions(dataset, shuffle_expressions)
-    per_example = {name: {"sent_id": [], "intersection": [], "union": []} for name in variants}
-    update = functools.partial(_update_referring, overall, binned, per_example)
-    seen, crf_seconds = 0, 0.0
-    for step, (features, targets) in enumerate(dataset):
-        count = int(tf.shape(features["tokens"])[0])
-        rows = slice(seen, seen + count)
-        # Shuffled: the same images and targets, each with another example's expression.
-        logits, masks = predict(features, targets, tf.constant(other_tokens[rows]) if shuffled else None)
-        if max_examples is not None:
-            count = min(count, max_examples - seen)
-        if shuffled:
-            other_targets = _take({**targets, "num_tokens": tf.constant(other_num_tokens[rows])}, count)
-            update(SHUFFLED, other_targets, masks[1][:count])
-        targets = _take(targets, count)
-        update(DIRECT, targets, masks[0][:count])
-        if crf_module is not None:
-            tic = time.perf_counter()
-            refined = _crf_refined_masks(crf_module, features, logits, count, normalization)
-            crf_seconds += time.perf_counter() - tic
-            update(DCRF, targets, unpad(refined, targets["placement"], targets["original_size"]))
-        seen += count
-        if log_every and (step + 1) % log_every == 0:
-            logging.info(
-                "evaluated %d expressions; overall IoU so far %.4f",
-                seen,
-                float(overall[DIRECT].result()["overall_iou"]),
-            )
-        if max_examples is not None and seen >= max_examples:
-            break
-
-    output = {
-        "task": "referring",
-        "num_examples": seen,
-        "skipped_records": counter.counts,
-        "results": _referring_results(variants, overall, binned, per_example),
-        "length_bins_dataset": bins_name,
-        "length_bins": [list(b) for b in bins] if bins else None,
-        "backbone": config.model.backbone.get("variant"),
-        "shuffle_expressions": shuffle_expressions,
-    }
-    if crf_module is not None:
-        output["crf_seconds"] = crf_seconds
-    return output
-
-
-def _evaluate_parsing(
-    model, config, eval_records, crf_module, max_examples, batch_size, log_every, jit_compile=False
-) -> dict:
-    num_classes = int(config.model.num_classes)
-    class_names = list(config.model.get("class_names", None) or [f"class_{i}" for i in range(num_classes)])
-    normalization = config.data.get("normalization", image_ops.PARSING_NORMALIZATION)
-    variants = [DIRECT] + ([DCRF] if crf_module is not None else [])
-    confusion = {name: metrics_lib.ConfusionMatrixMetric(num_classes, name=f"confusion_{name}") for name in variants}
-    counter = pipeline.SkipCounter()
-    dataset = pipeline.parsing_dataset(
-        eval_records,
-        training=False,
-        batch_size=batch_size,
-        skip_counter=counter,
-        **from_config.parsing_options(config, training=False),
-    )
-
-    forward = precision.jit(lambda image: model(image, training=False)["logits"], jit_compile)  # XLA: static shapes
-
-    @tf.function(reduce_retracing=True)
-    def predict(features, targets):
-        logits = forward(features["image"])
-        labels = image_ops.undo_resize_and_pad_batch(
-            tf.argmax(logits, axis=-1, output_type=tf.int32),
-            targets["placement"],
-            targets["original_size"],
-            "nearest",
-            pad_value=metrics_lib.IGNORE_LABEL,
-        )
-        return logits, labels
-
-    @tf.function(reduce_retracing=True)
-    def unpad(labels, placement, original_size):
-        return image_ops.undo_resize_and_pad_batch(
-            tf.cast(labels, tf.int32), placement, original_size, "nearest", pad_value=metrics_lib.IGNORE_LABEL
-        )
-
-    seen, crf_seconds = 0, 0.0
-    for step, (features, targets) in enumerate(dataset):
-        logits, labels = predict(features, targets)
-        count = int(tf.shape(logits)[0])
-        if max_examples is not None:
-            count = min(count, max_examples - seen)
-        targets = _take(targets, count)
-        confusion[DIRECT].update_state(
-            targets["original_labels"], labels[:count], original_size=targets["original_size"]
-        )
-        if crf_module is not None:
-            tic = time.perf_counter()
-            images = image_ops.denormalize_images(features["image"][:count].numpy(), normalization)
-            probabilities = tf.nn.softmax(tf.cast(logits[:count], tf.float32), axis=-1).numpy()
-            refined = np.stack([crf_module.refine_parsing(images[i], probabilities[i]) for i in range(count)])
-            crf_seconds += time.perf_counter() - tic
-            confusion[DCRF].update_state(
-                targets["original_labels"],
-                unpad(refined, targets["placement"], targets["original_size"]),
-                original_size=targets["original_size"],
-            )
-        seen += count
-        if log_every and (step + 1) % log_every == 0:
-            logging.info("evaluated %d images", seen)
-        if max_examples is not None and seen >= max_examples:
-            break
-
-    results = {}
-    for name in variants:
-        matrix = np.asarray(confusion[name].result())
-        scores = metrics_lib.parsing_scores(matrix, class_names, background=0)
-        scores["confusion_matrix"] = matrix.astype(np.int64).tolist()
-        results[name] = scores
-    output = {
-        "task": "parsing",
-        "num_examples": seen,
-        "skipped_records": counter.counts,
-        "results": results,
-        "class_names": class_names,
-        "layout": parsing_layout(class_names, _manifest_source(eval_records)),
-    }
-    if crf_module is not None:
-        output["crf_seconds"] = crf_seconds
-    return output
 
 
 # --- tables -----------------------------------------------------------------------------------------------------
@@ -656,7 +674,8 @@ def format_parsing_table(scores: Mapping, dataset: str | None = None, *, method:
 
 
 def format_tables(results: Mapping, baseline: Mapping | None = None) -> str:
-    """The whole markdown report of an `evaluate` result: a header line, then the task's tables."""
+    """The whole markdown report of an `evaluate_referring` / `evaluate_parsing` result: a header line, then the
+    task's tables."""
     lines = [
         f"# Evaluation: {results.get('method')} on {results.get('eval_records')}",
         "",

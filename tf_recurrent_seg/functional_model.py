@@ -3,6 +3,8 @@ keyword arguments, whose `get_config` returns exactly those arguments (Keras Hub
 
 import keras
 
+from tf_recurrent_seg.presets import PresetMixin
+
 
 def pop_dtype_policy(kwargs: dict) -> keras.DTypePolicy:
     """Removes `dtype` from a model's keyword arguments; returns it as a policy (default: the global one).
@@ -15,7 +17,7 @@ def pop_dtype_policy(kwargs: dict) -> keras.DTypePolicy:
     return keras.dtype_policies.get(dtype) if dtype else keras.config.dtype_policy()
 
 
-class FunctionalModel(keras.Model):
+class FunctionalModel(PresetMixin, keras.Model):
     """A functional `keras.Model` subclass: `__init__` builds the graph and calls `super().__init__(inputs, outputs)`.
 
     After `super().__init__`, a subclass records its arguments with `_set_arguments`: one attribute each, and

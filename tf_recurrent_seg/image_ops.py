@@ -3,8 +3,7 @@
 Placement, resize (images, masks, label maps), padding, resize-and-pad and its inverse, normalisation; which
 function does what in each version: docs/decisions.md#image-operations-in-numpy-and-tensorflow. The rules:
 docs/reference_conventions.md#image-preprocessing and docs/input_pipeline.md#resize-and-pad. Normalisation: the
-means (`NORMALIZATION_MEANS`), older names (`LEGACY_NORMALIZATION_NAMES`), the default per task
-(`default_normalization`).
+means (`NORMALIZATION_MEANS`), the default per task (`DEFAULT_NORMALIZATION`).
 """
 
 from __future__ import annotations
@@ -393,40 +392,19 @@ IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 BGR_MINUS_CAFFE_RESNET_MEAN = "bgr_minus_caffe_resnet_mean"  # the authors' Caffe ResNet/DeepLab weights
 BGR_MINUS_IMAGENET_MEAN = "bgr_minus_imagenet_mean"  # keras.applications resnet / vgg16 preprocess_input
 NORMALIZATION_MEANS = {BGR_MINUS_CAFFE_RESNET_MEAN: CAFFE_BGR_MEAN, BGR_MINUS_IMAGENET_MEAN: IMAGENET_BGR_MEAN}
-# The names configs used before (config.json of older runs): accepted wherever a name is, as these.
-LEGACY_NORMALIZATION_NAMES = {
-    "caffe": BGR_MINUS_CAFFE_RESNET_MEAN,
-    "keras_resnet": BGR_MINUS_IMAGENET_MEAN,
-    "caffe_vgg": BGR_MINUS_IMAGENET_MEAN,
-}
 # Defaults when a config names none (and the values defaults.py's data configs hold).
 REFERRING_NORMALIZATION = BGR_MINUS_CAFFE_RESNET_MEAN  # the authors' ResNet/DeepLab weights
 PARSING_NORMALIZATION = BGR_MINUS_IMAGENET_MEAN  # LG-LSTM's VGG-16 base (keras vgg16 preprocess_input)
+DEFAULT_NORMALIZATION = {"referring": REFERRING_NORMALIZATION, "parsing": PARSING_NORMALIZATION}  # task -> name
 # What `referring_dataset` accepts (ResNet backbones: Caffe or keras.applications weights).
 REFERRING_NORMALIZATIONS = (BGR_MINUS_CAFFE_RESNET_MEAN, BGR_MINUS_IMAGENET_MEAN)
 
 
-def default_normalization(referring: bool) -> str:
-    """The normalisation of a referring (RMI / LSTM) or a parsing model whose config names none."""
-    return REFERRING_NORMALIZATION if referring else PARSING_NORMALIZATION
-
-
-def canonical_normalization(normalization: str) -> str:
-    """`normalization` with a legacy name (`LEGACY_NORMALIZATION_NAMES`) replaced by its current one; other
-    names come back unchanged (unknown ones included: `check_normalization` rejects those)."""
-    return LEGACY_NORMALIZATION_NAMES.get(normalization, normalization)
-
-
 def check_normalization(normalization: str, name: str = "normalization") -> str:
-    """The current name of `normalization` (`canonical_normalization`); raises ValueError (naming `name`) unless
-    it is a key of `NORMALIZATION_MEANS` or a legacy name of one."""
-    canonical = canonical_normalization(normalization)
-    if canonical not in NORMALIZATION_MEANS:
-        raise ValueError(
-            f"{name} must be one of {sorted(NORMALIZATION_MEANS)} (older names: {sorted(LEGACY_NORMALIZATION_NAMES)}),"
-            f" got {normalization!r}"
-        )
-    return canonical
+    """`normalization`; raises ValueError (naming `name`) unless it is a key of `NORMALIZATION_MEANS`."""
+    if normalization not in NORMALIZATION_MEANS:
+        raise ValueError(f"{name} must be one of {sorted(NORMALIZATION_MEANS)}, got {normalization!r}")
+    return normalization
 
 
 def caffe_preprocess(images: np.ndarray) -> np.ndarray:
@@ -470,7 +448,7 @@ def normalize_images(images: tf.Tensor, normalization: str) -> tf.Tensor:
 
     "bgr_minus_caffe_resnet_mean": Caffe ResNet/DeepLab mean (104.00698793, 116.66876762, 122.67891434);
     "bgr_minus_imagenet_mean": ImageNet mean (103.939, 116.779, 123.68), equal to keras.applications.resnet /
-    vgg16 `preprocess_input`. Legacy names (`LEGACY_NORMALIZATION_NAMES`) are accepted.
+    vgg16 `preprocess_input`.
     """
     normalization = check_normalization(normalization)
     images = tf.cast(images, tf.float32)

@@ -3,7 +3,7 @@
 Referring segmentation: Adam (TF defaults: beta_1 0.9, beta_2 0.999, epsilon 1e-8) with a polynomial
 learning-rate decay from 2.5e-4 to 1e-5 over 750,000 steps, power 0.9, and biases at twice the learning
 rate (`build_optimizer`, `BiasScaledAdam`). All values come from the `train` section of
-`tf_recurrent_seg.defaults.referring_config`.
+`tf_recurrent_seg.defaults.referring_config`, as keywords of the same names (`tasks.ReferringTask` passes them).
 
 LG-LSTM parsing: SGD, momentum 0.9, Caffe-style weight decay 5e-4 on kernels, learning rate 1e-3 for the new
 layers and 1e-4 for the pretrained ones (`build_parsing_optimizer`, `PretrainedScaledSGD`, `variables_of`).
@@ -22,30 +22,35 @@ import tensorflow as tf
 BIAS_VARIABLE_NAMES = ("bias", "biases")
 
 
-def learning_rate_schedule(train_config: Any) -> keras.optimizers.schedules.PolynomialDecay:
+def learning_rate_schedule(
+    *, learning_rate: float, end_learning_rate: float, num_steps: int, decay_power: float
+) -> keras.optimizers.schedules.PolynomialDecay:
     """Polynomial decay ``(lr0 - lr_end) * (1 - min(step, N) / N) ** power + lr_end``.
 
     Same as the reference's `tf.train.polynomial_decay` (cycle=False): constant at `end_learning_rate`
     after `num_steps`.
 
-    Args:
-        train_config: the `train` section of `referring_config`; reads `learning_rate`,
-            `end_learning_rate`, `num_steps` and `decay_power`.
+    Args (the `train` fields of `referring_config` of the same names):
+        learning_rate: lr0, the rate at step 0.
+        end_learning_rate: lr_end, the rate from step `num_steps` on.
+        num_steps: N, the decay's length in steps.
+        decay_power: the exponent.
 
     Returns:
         A `keras.optimizers.schedules.PolynomialDecay`.
 
     Example:
-        >>> from tf_recurrent_seg import defaults
-        >>> schedule = learning_rate_schedule(defaults.referring_config().train)
+        >>> schedule = learning_rate_schedule(
+        ...     learning_rate=2.5e-4, end_learning_rate=1e-5, num_steps=750_000, decay_power=0.9
+        ... )
         >>> round(float(schedule(0)), 8)
         0.00025
     """
     return keras.optimizers.schedules.PolynomialDecay(
-        initial_learning_rate=float(train_config.learning_rate),
-        decay_steps=int(train_config.num_steps),
-        end_learning_rate=float(train_config.end_learning_rate),
-        power=float(train_config.decay_power),
+        initial_learning_rate=float(learning_rate),
+        decay_steps=int(num_steps),
+        end_learning_rate=float(end_learning_rate),
+        power=float(decay_power),
         cycle=False,
     )
 
@@ -395,12 +400,24 @@ def variables_of(model_or_layers: Any) -> Callable[[Any], bool]:
     return _VariablesOf(sources)
 
 
-def build_optimizer(train_config: Any, is_bias: Callable[[Any], bool] | None = None) -> BiasScaledAdam:
-    """The training optimiser: `BiasScaledAdam` on `learning_rate_schedule(train_config)`.
+def build_optimizer(
+    *,
+    learning_rate: float,
+    end_learning_rate: float,
+    num_steps: int,
+    decay_power: float,
+    bias_learning_rate_multiplier: float,
+    adam_beta_1: float,
+    adam_beta_2: float,
+    adam_epsilon: float,
+    is_bias: Callable[[Any], bool] | None = None,
+) -> BiasScaledAdam:
+    """The referring models' optimiser: `BiasScaledAdam` on `learning_rate_schedule`.
 
-    Args:
-        train_config: the `train` section of `referring_config`; reads the schedule fields,
-            `bias_learning_rate_multiplier`, `adam_beta_1`, `adam_beta_2` and `adam_epsilon`.
+    Args (the `train` fields of `referring_config` of the same names, but `is_bias`):
+        learning_rate, end_learning_rate, num_steps, decay_power: the schedule's (`learning_rate_schedule`).
+        bias_learning_rate_multiplier: factor on the biases' learning rate.
+        adam_beta_1, adam_beta_2, adam_epsilon: Adam's.
         is_bias: optional bias predicate (default: path ends in 'bias'/'biases'; see `conv_bias_predicate`).
 
     Returns:
@@ -410,28 +427,42 @@ def build_optimizer(train_config: Any, is_bias: Callable[[Any], bool] | None = N
         several replicas).
 
     Example:
-        >>> from tf_recurrent_seg import defaults
-        >>> optimizer = build_optimizer(defaults.referring_config().train)
+        >>> optimizer = build_optimizer(
+        ...     learning_rate=2.5e-4, end_learning_rate=1e-5, num_steps=750_000, decay_power=0.9,
+        ...     bias_learning_rate_multiplier=2.0, adam_beta_1=0.9, adam_beta_2=0.999, adam_epsilon=1e-8,
+        ... )
     """
     return BiasScaledAdam(
-        learning_rate=learning_rate_schedule(train_config),
-        bias_learning_rate_multiplier=float(train_config.bias_learning_rate_multiplier),
+        learning_rate=learning_rate_schedule(
+            learning_rate=learning_rate,
+            end_learning_rate=end_learning_rate,
+            num_steps=num_steps,
+            decay_power=decay_power,
+        ),
+        bias_learning_rate_multiplier=float(bias_learning_rate_multiplier),
         is_bias=is_bias,
-        beta_1=float(train_config.adam_beta_1),
-        beta_2=float(train_config.adam_beta_2),
-        epsilon=float(train_config.adam_epsilon),
+        beta_1=float(adam_beta_1),
+        beta_2=float(adam_beta_2),
+        epsilon=float(adam_epsilon),
     )
 
 
 def build_parsing_optimizer(
-    train_config: Any, is_pretrained: Callable[[Any], bool] | None = None
+    *,
+    learning_rate: float,
+    momentum: float,
+    weight_decay: float,
+    pretrained_learning_rate: float | None = None,
+    is_pretrained: Callable[[Any], bool] | None = None,
 ) -> PretrainedScaledSGD:
-    """The LG-LSTM training optimiser (LG-LSTM paper §4.1): `PretrainedScaledSGD` from `train_config`.
+    """The LG-LSTM training optimiser (LG-LSTM paper §4.1): `PretrainedScaledSGD`.
 
-    Args:
-        train_config: reads `learning_rate` (1e-3, the new layers'), `pretrained_learning_rate` (1e-4; the
-            pretrained multiplier is the ratio pretrained_learning_rate / learning_rate; may be absent when
-            `is_pretrained` is None), `momentum` (0.9) and `weight_decay` (5e-4, Caffe-style L2 on kernels).
+    Args (the `train` fields of `parsing_config` of the same names, but `is_pretrained`):
+        learning_rate: the new layers' (1e-3).
+        momentum: 0.9.
+        weight_decay: Caffe-style L2 on kernels (5e-4).
+        pretrained_learning_rate: the pretrained variables' (1e-4; the multiplier is the ratio
+            pretrained_learning_rate / learning_rate); may be None when `is_pretrained` is None.
         is_pretrained: predicate of the pretrained (finetuned) variables, e.g.
             `variables_of(model.get_layer("backbone"))`; None when training from scratch (Co-CNN base):
             every variable at `learning_rate`.
@@ -441,25 +472,24 @@ def build_parsing_optimizer(
         Under `tf.distribute`, create it and `build` it inside `strategy.scope()` (see `build_optimizer`).
 
     Raises:
-        ValueError: if `is_pretrained` is given but `train_config` has no positive `pretrained_learning_rate`,
-            or `learning_rate` is not positive.
+        ValueError: if `is_pretrained` is given without a positive `pretrained_learning_rate`, or `learning_rate`
+            is not positive.
     """
-    learning_rate = float(train_config.learning_rate)
+    learning_rate = float(learning_rate)
     if learning_rate <= 0:
-        raise ValueError(f"train_config.learning_rate must be positive, got {learning_rate}")
-    pretrained_learning_rate = getattr(train_config, "pretrained_learning_rate", None)
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
     if pretrained_learning_rate is None:
         if is_pretrained is not None:
-            raise ValueError("is_pretrained was given but train_config has no pretrained_learning_rate")
+            raise ValueError("is_pretrained was given without a pretrained_learning_rate")
         multiplier = 1.0
     else:
         if float(pretrained_learning_rate) <= 0:
-            raise ValueError(f"train_config.pretrained_learning_rate must be positive, got {pretrained_learning_rate}")
+            raise ValueError(f"pretrained_learning_rate must be positive, got {pretrained_learning_rate}")
         multiplier = float(pretrained_learning_rate) / learning_rate
     return PretrainedScaledSGD(
         learning_rate=learning_rate,
         pretrained_learning_rate_multiplier=multiplier,
         is_pretrained=is_pretrained,
-        momentum=float(train_config.momentum),
-        weight_decay=float(train_config.weight_decay),
+        momentum=float(momentum),
+        weight_decay=float(weight_decay),
     )

@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
-import ml_collections
 import tensorflow as tf
 
 FLOAT32 = "float32"
@@ -35,29 +34,30 @@ MIXED_BFLOAT16 = "mixed_bfloat16"
 POLICIES = (FLOAT32, MIXED_FLOAT16, MIXED_BFLOAT16)  # the values of train.mixed_precision
 
 
-def check_settings(train_config: ml_collections.ConfigDict) -> None:
+def check_settings(mixed_precision: str = FLOAT32, jit_compile: bool = False) -> None:
     """One-line ValueErrors for a `train.mixed_precision` outside `POLICIES` or a `train.jit_compile` that is not
-    a bool. Configs written before the fields existed lack them: float32, no XLA."""
-    policy = train_config.get("mixed_precision", FLOAT32)
-    if policy not in POLICIES:
-        raise ValueError(f"train.mixed_precision must be one of {', '.join(map(repr, POLICIES))}, got {policy!r}")
-    jit_compile = train_config.get("jit_compile", False)
+    a bool."""
+    if mixed_precision not in POLICIES:
+        raise ValueError(
+            f"train.mixed_precision must be one of {', '.join(map(repr, POLICIES))}, got {mixed_precision!r}"
+        )
     if not isinstance(jit_compile, bool):
         raise ValueError(f"train.jit_compile must be True or False, got {jit_compile!r}")
 
 
-def policy_name(config: ml_collections.ConfigDict) -> str:
-    """The dtype policy `config.train.mixed_precision` names (checked); "float32" when the config has none."""
-    train_config = config.get("train", None) or ml_collections.ConfigDict()
-    check_settings(train_config)
-    return train_config.get("mixed_precision", FLOAT32)
+def policy_name(mixed_precision: str | None = None) -> str:
+    """The dtype policy `train.mixed_precision` names (checked); "float32" for None (configs written before the
+    field)."""
+    policy = FLOAT32 if mixed_precision is None else mixed_precision
+    check_settings(mixed_precision=policy)
+    return policy
 
 
-def jit_compile_enabled(config: ml_collections.ConfigDict) -> bool:
-    """`config.train.jit_compile` (checked); False when the config has none."""
-    train_config = config.get("train", None) or ml_collections.ConfigDict()
-    check_settings(train_config)
-    return train_config.get("jit_compile", False)
+def jit_compile_enabled(jit_compile: bool | None = None) -> bool:
+    """`train.jit_compile` (checked); False for None (configs written before the field)."""
+    enabled = False if jit_compile is None else jit_compile
+    check_settings(jit_compile=enabled)
+    return enabled
 
 
 @contextlib.contextmanager

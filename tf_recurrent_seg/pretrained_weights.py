@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 
 import keras
-import ml_collections
 import tensorflow as tf
 from absl import logging
 
 from tf_recurrent_seg import backbones, pretraining, tf1_backbone
 
 
-def backbone_is_pretrained(config: ml_collections.ConfigDict) -> bool:
-    """Whether the backbone starts from pretrained weights (`model.backbone.pretrained`), so that parsing
-    gives it the pretrained learning rate."""
-    return bool(config.model.backbone.get("pretrained"))
+def backbone_is_pretrained(source: str | None) -> bool:
+    """Whether a backbone whose `model.backbone.pretrained` is `source` starts from pretrained weights, so that
+    parsing gives it the pretrained learning rate."""
+    return bool(source)
 
 
 def _load_imagenet_weights(load, backbone: keras.Model, source: str) -> None:
@@ -43,17 +42,16 @@ def _load_imagenet_weights(load, backbone: keras.Model, source: str) -> None:
         ) from None
 
 
-def load_pretrained_backbone(model: keras.Model, config: ml_collections.ConfigDict) -> None:
-    """Loads `model.backbone.pretrained` into a fresh run's backbone: "imagenet" (keras.applications weights from
-    the Keras cache, `$KERAS_HOME/models`, downloaded there once), "imagenet:<path>" (keras.applications' ImageNet
-    weights file at a local path, e.g. `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`: no download),
-    "tf1:<prefix>" (a checkpoint of the reference TF-resnet / TF-deeplab code) or "keras:<path>" (a backbone
-    saved by `tf_recurrent_seg.pretraining`, e.g. the synthetic pretraining)."""
-    source = config.model.backbone.get("pretrained")
+def load_pretrained_backbone(backbone: keras.Model, source: str | None, name: str, variant: str | None = None) -> None:
+    """Loads `source` (`model.backbone.pretrained`) into a fresh run's `backbone`, a `name` ("resnet101",
+    "vgg16_largefov") backbone of `variant` (resnet101: "resnet" or "deeplab"). `source`: None or "" (nothing to
+    load), "imagenet" (keras.applications weights from the Keras cache, `$KERAS_HOME/models`, downloaded there
+    once), "imagenet:<path>" (keras.applications' ImageNet weights file at a local path, e.g.
+    `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`: no download), "tf1:<prefix>" (a checkpoint of the
+    reference TF-resnet / TF-deeplab code) or "keras:<path>" (a backbone saved by `tf_recurrent_seg.pretraining`,
+    e.g. the synthetic pretraining)."""
     if not source:
         return
-    backbone = model.backbone
-    name = config.model.backbone.name
     if source == "imagenet" or source.startswith("imagenet:"):
         loaders = {
             "resnet101": backbones.load_imagenet_weights,
@@ -64,7 +62,7 @@ def load_pretrained_backbone(model: keras.Model, config: ml_collections.ConfigDi
     elif source.startswith("keras:"):
         pretraining.load_keras_backbone(backbone, source[len("keras:") :])
     elif source.startswith("tf1:") and name == "resnet101":
-        scope = {"resnet": "ResNet", "deeplab": "DeepLab"}[config.model.backbone.variant]
+        scope = {"resnet": "ResNet", "deeplab": "DeepLab"}[variant]
         tf1_backbone.load_tf1_backbone_weights(backbone, tf.train.load_checkpoint(source[len("tf1:") :]), scope)
     else:
         raise ValueError(

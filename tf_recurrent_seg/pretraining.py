@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 
 import keras
 import ml_collections
@@ -26,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg import allocator, determinism, image_ops
+from tf_recurrent_seg import determinism, image_ops
 from tf_recurrent_seg.backbones.resnet import check_weight_shapes
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.layers.head import BilinearResize
@@ -113,16 +114,21 @@ def attribute_accuracy(
     return {f"{name}_pixel_accuracy": correct[name] / max(total, 1) for name in ATTRIBUTES}
 
 
-def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def pretrain(
+    config: ml_collections.ConfigDict, workdir: str, *, after_input_built: Callable[[], object] | None = None
+) -> dict:
     """Pretrains `config.model.backbone` on synthetic scenes; writes backbone.keras and metrics.json in `workdir`.
+    `after_input_built` is called once the input pipeline has started, before the first step (`cli.pretrain`
+    passes `allocator.keep_large_allocations`).
 
     Returns:
         The metrics: per-attribute object-pixel accuracy on `data.num_validation` held-out scenes, the final
         loss, steps and seconds.
     """
     train_config, data = config.train, config.data
-    determinism.check_jit_compile(train_config, backbone_in_step=True)
-    determinism.seed_run(train_config)
+    deterministic = bool(train_config.get("deterministic", True))
+    determinism.check_jit_compile(bool(train_config.get("jit_compile", False)), deterministic, backbone_in_step=True)
+    determinism.seed_run(int(train_config.seed), deterministic)
     size = int(config.model.image_size)
     tic = time.perf_counter()
     train_arrays = scene_arrays(int(data.seed), int(data.num_train), size)
@@ -140,7 +146,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
     batches = iter(
         _dataset(train_arrays, data.normalization, int(train_config.batch_size), seed=int(train_config.seed))
     )
-    allocator.keep_large_allocations()
+    if after_input_built is not None:
+        after_input_built()
 
     @tf.function(jit_compile=bool(train_config.jit_compile))
     def train_step(images, labels):

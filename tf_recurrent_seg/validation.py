@@ -11,75 +11,48 @@ score is "<metric>_at_input_size", an evaluation score "<metric>", both computed
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import keras
-import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from tf_recurrent_seg import image_ops, metrics, precision, summaries
-from tf_recurrent_seg.data import from_config, pipeline
-from tf_recurrent_seg.defaults import is_referring
-from tf_recurrent_seg.text import Vocabulary
+from tf_recurrent_seg import image_ops, metrics, summaries
+
+if TYPE_CHECKING:
+    from tf_recurrent_seg.tasks import Task
 
 SUFFIX = "_at_input_size"
 
 
-def _validation_dataset(config: ml_collections.ConfigDict, referring: bool) -> tf.data.Dataset:
-    if referring:
-        vocabulary = Vocabulary.load(config.data.vocabulary)
-        dataset = pipeline.referring_dataset(
-            config.data.eval_records, vocabulary, training=False, batch_size=1, **from_config.referring_options(config)
-        )
-    else:
-        dataset = pipeline.parsing_dataset(
-            config.data.eval_records, training=False, batch_size=1, **from_config.parsing_options(config, False)
-        )
-    return dataset.take(int(config.train.eval_examples))
+def make_validator(model: keras.Model, task: Task) -> Callable[..., dict[str, float]]:
+    """`validate(step, writer=None) -> scores` for `model` on `task.validation_dataset()`. It writes the scores
+    and, for the first example, the input, prediction and ground-truth images to `writer` at `step`. The dataset
+    and the traced prediction are built once.
 
-
-def make_validator(model: keras.Model, config: ml_collections.ConfigDict) -> Callable[..., dict[str, float]]:
-    """`validate(step, writer=None) -> scores`. It writes the scores and, for the first example, the input,
-    prediction and ground-truth images to `writer` at `step`. The dataset and the traced prediction are built
-    once.
-
-    Scores: referring {"overall_iou_at_input_size"}; parsing {"pixel_accuracy_at_input_size",
-    "mean_iou_at_input_size"} (pixels labelled 255 ignored).
+    Scores (`task.validation_scores` with `SUFFIX`): referring {"overall_iou_at_input_size"}; parsing
+    {"pixel_accuracy_at_input_size", "mean_iou_at_input_size"} (pixels labelled 255 ignored).
     """
-    referring = is_referring(config)
-    dataset = _validation_dataset(config, referring)
-    num_classes = 2 if referring else int(config.model.num_classes)
+    dataset = task.validation_dataset()
 
     def predict(features):
-        if referring:
-            logits = model({"image": features["image"], "tokens": features["tokens"]}, training=False)["logits"]
-            return tf.cast(logits[..., 0] >= 0, tf.int32)  # docs/decisions.md#mask-threshold
-        return tf.argmax(model(features["image"], training=False)["logits"], axis=-1, output_type=tf.int32)
+        return task.predict(model, features)
 
     # train.jit_compile: XLA for the validation forward pass too (the same static shapes as training's).
-    predict = tf.function(predict, jit_compile=True) if precision.jit_compile_enabled(config) else tf.function(predict)
+    predict = tf.function(predict, jit_compile=True) if task.jit_compile else tf.function(predict)
 
     def validate(step: int, writer=None) -> dict[str, float]:
-        referring_metric = metrics.ReferringSegmentationMetrics()
-        confusion = metrics.ConfusionMatrixMetric(num_classes)
+        metric = task.validation_metric()
         first = None
         for features, targets in dataset:
             predicted = predict(features)
-            truth = tf.cast(targets["mask"] > 0.5, tf.int32) if referring else targets["labels"]
-            if referring:
-                referring_metric.update_state(truth, predicted)
-            else:
-                confusion.update_state(truth, predicted)
+            truth = task.validation_truth(targets)
+            metric.update_state(truth, predicted)
             if first is None:
                 first = (features["image"], predicted, truth)
-        if referring:
-            scores = {"overall_iou": float(referring_metric.result()["overall_iou"])}
-        else:
-            parsing = metrics.parsing_scores(confusion.result().numpy())
-            scores = {"pixel_accuracy": parsing["pixel_accuracy"], "mean_iou": parsing["mean_iou"]}
-        scores = {name + SUFFIX: value for name, value in scores.items()}
+        scores = {name + SUFFIX: value for name, value in task.validation_scores(metric).items()}
         if writer is not None and first is not None:
-            _write_summaries(writer, step, scores, first, num_classes, config.data.normalization)
+            _write_summaries(writer, step, scores, first, task.num_classes, task.normalization)
         return scores
 
     return validate

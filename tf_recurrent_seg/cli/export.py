@@ -7,6 +7,7 @@ Writes (docs/serving.md shows how to serve and query them):
     <export_dir>/<version>/        the SavedModel (signatures `serving_default` and `serve_tensors`);
                                    TF Serving serves the highest numeric version under <export_dir>
     <export_dir>/model.tflite      with --tflite: batch 1, builtin ops only (RNNs unrolled for RMI/LSTM)
+    <export_dir>/preset/           the model as a preset (`tf_recurrent_seg.load_preset`, `predict --preset`)
 
 The model is the run's `model.keras`, or the latest checkpoint while it trains (`workdir.load_model`).
 """
@@ -16,17 +17,12 @@ import os
 from absl import app, flags, logging
 
 from tf_recurrent_seg.cli.common import run_app
-from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, is_referring
+from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tf_recurrent_seg.export import (
-    convert_referring_to_tflite,
-    convert_to_tflite,
-    export_saved_model,
-    signature_names,
-)
-from tf_recurrent_seg.workdir import VOCABULARY_FILE, load_config, load_model, vocabulary_path
+from tf_recurrent_seg.tasks import get_task
+from tf_recurrent_seg.workdir import load_config, load_model
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -81,6 +77,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 
 
 TFLITE_FILE = "model.tflite"
+PRESET_DIR = "preset"  # <export_dir>/preset: the model as a preset (tf_recurrent_seg.presets), rewritten each export
 
 
 def default_export_dir(workdir: str) -> str:
@@ -106,7 +103,7 @@ def export_run(
     exact_resize: bool = True,
     max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> dict[str, str]:
-    """Exports the run in `workdir`; returns {"saved_model": path[, "tflite": path]}."""
+    """Exports the run in `workdir`; returns {"saved_model": path, "preset": path[, "tflite": path]}."""
     export_dir = export_dir or default_export_dir(workdir)
     version = next_version(export_dir) if version is None else version
     if version < 0:
@@ -114,33 +111,18 @@ def export_run(
     saved_model_dir = os.path.join(export_dir, str(version))
     if os.path.exists(saved_model_dir):
         raise FileExistsError(f"{saved_model_dir} exists: pass another --version (TF Serving serves the highest)")
-    run_config = load_config(workdir)
-    referring = is_referring(run_config)
-    if referring and vocabulary is None:  # checked before the (slower) model load
-        vocabulary = vocabulary_path(workdir, run_config)  # the run's copy, else config.data.vocabulary
-        if not vocabulary or not os.path.isfile(vocabulary):
-            raise FileNotFoundError(
-                f"the run's vocabulary is found neither in {os.path.join(workdir, VOCABULARY_FILE)} nor at "
-                f"{vocabulary!r} (config.data.vocabulary) from {os.getcwd()}; pass --vocabulary"
-            )
+    task = get_task(load_config(workdir))
+    inputs = task.export_inputs(workdir, vocabulary)  # checked before the (slower) model load
     model, config = load_model(workdir)
     logging.info("Exporting %s (%s) to %s", workdir, config.model.name, saved_model_dir)
     written = {
-        "saved_model": export_saved_model(
-            model,
-            config,
-            saved_model_dir,
-            vocabulary if referring else None,
-            exact_resize=exact_resize,
-            max_image_pixels=max_image_pixels,
+        "saved_model": task.export_saved_model(
+            model, saved_model_dir, **inputs, exact_resize=exact_resize, max_image_pixels=max_image_pixels
         )
     }
+    written["preset"] = task.save_preset(model, os.path.join(export_dir, PRESET_DIR), **inputs)
     if tflite:
-        if referring:
-            content = convert_referring_to_tflite(model, quantization=quantization)
-        else:
-            size = config.model.image_size
-            content = convert_to_tflite(model, (1, size, size, 3), quantization=quantization)
+        content = task.convert_to_tflite(model, quantization=quantization)
         path = os.path.join(export_dir, TFLITE_FILE)
         with open(path, "wb") as file:
             file.write(content)
@@ -163,8 +145,9 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict[str, str]:
         values.exact_resize,
         values.max_image_pixels,
     )
-    signatures = ", ".join(signature_names(load_config(values.workdir)))
+    signatures = ", ".join(get_task(load_config(values.workdir)).signature_names())
     print(f"Wrote SavedModel {written['saved_model']} (signatures {signatures})")
+    print(f"Wrote preset {written['preset']}")
     if "tflite" in written:
         size = os.path.getsize(written["tflite"])
         print(f"Wrote TFLite {written['tflite']} ({size / 1e6:.2f} MB, quantization {values.quantization})")

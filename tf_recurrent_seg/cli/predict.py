@@ -32,14 +32,15 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from tf_recurrent_seg import image_ops
+from tf_recurrent_seg import image_ops, presets
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.crf import refine_parsing, refine_referring, require_pydensecrf
 from tf_recurrent_seg.data.image_io import BadRecord, read_image
-from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, REFERRING_MODELS, class_names
+from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, class_names, model_names
 from tf_recurrent_seg.export.referring import word_outputs_referring_model
 from tf_recurrent_seg.image_ops import resize_bilinear, unpad_and_resize, unpad_and_resize_float
 from tf_recurrent_seg.models.referring import ReferringSegmenter
+from tf_recurrent_seg.tasks import TASKS
 from tf_recurrent_seg.text import Vocabulary, tokenize
 from tf_recurrent_seg.visualize import (
     colorize_labels,
@@ -62,6 +63,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         "workdir", None, "Training run directory (config.json + model.keras or checkpoints/).", flag_values=flag_values
     )
     flags.DEFINE_string("model", None, "A saved .keras model (instead of --workdir).", flag_values=flag_values)
+    flags.DEFINE_string(
+        "preset", None, "A preset directory (tf_recurrent_seg.presets; instead of --workdir).", flag_values=flag_values
+    )
     flags.DEFINE_string("config_json", None, "The run's config.json, with --model.", flag_values=flag_values)
     flags.DEFINE_string(
         "vocabulary",
@@ -149,17 +153,25 @@ def load_config_json(path: str):
         raise app.UsageError(f"--config_json: {path} does not exist")
     try:
         with open(path) as file:
-            return workdir_lib.upgrade_config(ml_collections.ConfigDict(json.load(file)))
+            return ml_collections.ConfigDict(json.load(file))
     except (OSError, ValueError) as error:
         raise app.UsageError(f"--config_json: cannot read {path} as a JSON config ({error})") from None
 
 
-def load_predictor(workdir: str | None = None, model_path: str | None = None, config_json: str | None = None):
-    """(model, config) from a run directory (model.keras, else the latest checkpoint; config.json) or from a .keras
-    file and its config.json. Without `config_json` a referring model's config is the architecture it carries (the
-    config's `model` section): the data settings then take their defaults."""
-    if bool(workdir) == bool(model_path):
-        raise app.UsageError("give exactly one of --workdir and --model")
+def load_predictor(
+    workdir: str | None = None, model_path: str | None = None, config_json: str | None = None, preset: str | None = None
+):
+    """(model, config) from a run directory (model.keras, else the latest checkpoint; config.json), from a .keras
+    file and its config.json, or from a preset. Without `config_json` a referring model's config is the architecture
+    it carries (the config's `model` section): the data settings then take their defaults."""
+    if sum(map(bool, (workdir, model_path, preset))) != 1:
+        raise app.UsageError("give exactly one of --workdir, --model and --preset")
+    if preset:
+        try:
+            loaded = presets.load_preset(preset)
+        except (OSError, ValueError) as error:
+            raise app.UsageError(f"--preset: {error}") from None
+        return loaded.model, loaded.prediction_config()
     if workdir:
         if not os.path.isdir(workdir):
             raise app.UsageError(f"--workdir: {workdir} is not a directory")
@@ -218,7 +230,7 @@ def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -
 def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """(padded uint8 (S, S, 3), normalised float32 (1, S, S, 3), placement) for the model."""
     padded, placement = image_ops.resize_and_pad(image, config.model.image_size)
-    default = image_ops.default_normalization(config.model.name in ("rmi", "lstm"))
+    default = image_ops.DEFAULT_NORMALIZATION[TASKS[config.model.name].family]
     normalization = config.data.get("normalization", default) if "data" in config else default
     image_ops.check_normalization(normalization, "config data.normalization")
     return padded, image_ops.normalize_images_np(padded, normalization)[None], placement
@@ -380,7 +392,7 @@ def write_parsing(result: dict, image: np.ndarray, output: pathlib.Path) -> list
 def check_task_flags(config, options) -> None:
     """--expression is required by referring models and refused by parsing ones; --steps needs RMI or LG-LSTM."""
     name = config.model.name
-    if name in REFERRING_MODELS:
+    if name in model_names("referring"):
         check_expression(options.expression, config.data.get("strip_pieces", True) if "data" in config else True)
         if options.steps and name != "rmi":
             raise app.UsageError(f"--steps needs an RMI model (per-word mLSTM states); this run's model is {name!r}")
@@ -395,8 +407,8 @@ def main(argv, flag_values: flags.FlagValues | None = None) -> None:
     options = flag_values if flag_values is not None else FLAGS
     start = time.perf_counter()
     # Everything that can be checked without TensorFlow is checked first.
-    if bool(options.workdir) == bool(options.model):
-        raise app.UsageError("give exactly one of --workdir and --model")
+    if sum(map(bool, (options.workdir, options.model, options.preset))) != 1:
+        raise app.UsageError("give exactly one of --workdir, --model and --preset")
     output = check_output(options.output)
     image = read_input_image(options.image, options.max_image_pixels)
     if options.expression is not None:
@@ -415,14 +427,15 @@ def main(argv, flag_values: flags.FlagValues | None = None) -> None:
         early_config = load_config_json(os.path.join(options.workdir, "config.json"))
     if early_config is not None:
         check_task_flags(early_config, options)
-        if early_config.model.name in REFERRING_MODELS:
+        if early_config.model.name in model_names("referring"):
             resolve_vocabulary_path(early_config, options.workdir, options.vocabulary)
 
-    model, config = load_predictor(options.workdir, options.model, options.config_json)
+    model, config = load_predictor(options.workdir, options.model, options.config_json, options.preset)
     loaded = time.perf_counter() - start
     check_task_flags(config, options)
-    if config.model.name in REFERRING_MODELS:
-        vocabulary_path = resolve_vocabulary_path(config, options.workdir, options.vocabulary)
+    if config.model.name in model_names("referring"):
+        preset_vocabulary = os.path.join(options.preset, presets.VOCABULARY_FILE) if options.preset else None
+        vocabulary_path = resolve_vocabulary_path(config, options.workdir, options.vocabulary or preset_vocabulary)
         try:
             vocabulary = Vocabulary.load(vocabulary_path)
         except (OSError, ValueError) as error:

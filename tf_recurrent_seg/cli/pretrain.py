@@ -12,7 +12,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from tf_recurrent_seg import pretraining
+from tf_recurrent_seg import allocator, pretraining
 from tf_recurrent_seg.cli.common import run_app
 
 
@@ -29,7 +29,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    metrics = pretraining.pretrain(flag_values.config, flag_values.workdir)
+    # glibc's malloc thresholds for CPU training (tf_recurrent_seg.allocator), once the input pipeline has started.
+    metrics = pretraining.pretrain(
+        flag_values.config, flag_values.workdir, after_input_built=allocator.keep_large_allocations
+    )
     print(json.dumps(metrics), flush=True)
     return metrics
 

@@ -19,7 +19,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from tf_recurrent_seg import training
+from tf_recurrent_seg import allocator, training
 from tf_recurrent_seg.cli.common import run_app
 from tf_recurrent_seg.distribute import STRATEGIES, make_strategy
 
@@ -62,7 +62,9 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> dict:
     if flag_values.cache_features is not None:
         with config.unlocked():
             config.train.cache_features = bool(flag_values.cache_features)
-    summary = training.train(config, flag_values.workdir, strategy)
+    # glibc's malloc thresholds for CPU training, set once the input pipelines have started: after tf.data's own
+    # malloc change (tf_recurrent_seg.allocator).
+    summary = training.train(config, flag_values.workdir, strategy, after_input_built=allocator.keep_large_allocations)
     print(json.dumps(summary), flush=True)
     return summary
 

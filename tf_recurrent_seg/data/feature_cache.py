@@ -18,12 +18,11 @@ import time
 from collections.abc import Callable, Sequence
 
 import keras
-import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from tf_recurrent_seg.data import from_config, pipeline
+from tf_recurrent_seg.data import pipeline
 from tf_recurrent_seg.text import PAD_ID, Vocabulary
 
 FEATURES_DIR = "features"
@@ -156,16 +155,18 @@ def _one_builder_at_a_time(output_dir: str):
 
 def build_feature_cache(
     model: keras.Model,
-    config: ml_collections.ConfigDict,
     files: list[str],
     output_dir: str,
     vocabulary: Vocabulary,
+    *,
+    pipeline_options: dict,
     dtype: str = "float32",
     max_shards: int = 16,
     images_per_shard: int = 64,
 ) -> dict:
     """Writes the frozen backbone features (`cached_feature_extractor`) of every image of the referring records
-    `files` (docs/decisions.md#cached-backbone-features).
+    `files` (docs/decisions.md#cached-backbone-features), read by `pipeline.referring_dataset` with
+    `pipeline_options` (the run's `from_config.referring_options`: image size, words, normalisation, ...).
 
     Two passes of the evaluation pipeline over the records: the first collects every expression's tokens and mask
     PNG (a few KB each) in memory; the second computes each image's features once, on its first appearance, and
@@ -178,7 +179,7 @@ def build_feature_cache(
     if dtype not in ("float32", "float16"):
         raise ValueError(f"feature dtype must be 'float32' or 'float16', got {dtype!r}")
     extractor = cached_feature_extractor(model)
-    options = from_config.referring_options(config)
+    options = dict(pipeline_options)
     expected = {
         "version": FEATURE_CACHE_VERSION,
         "source_files": [path if "://" in path else os.path.abspath(path) for path in files],

@@ -2,8 +2,7 @@
 
 The one place that reads `config.model` / `config.data` for `pipeline.referring_dataset` and
 `pipeline.parsing_dataset`, so that training, validation, evaluation and the feature cache build the same
-pipeline. Fields added after a run was trained fall back to their defaults (old `config.json` files); older
-normalisation names become their current ones (`image_ops.LEGACY_NORMALIZATION_NAMES`).
+pipeline. Fields added after a run was trained fall back to their defaults (old `config.json` files).
 """
 
 from __future__ import annotations
@@ -11,7 +10,12 @@ from __future__ import annotations
 import ml_collections
 
 from tf_recurrent_seg import image_ops
-from tf_recurrent_seg.data.image_header import configured_limit
+from tf_recurrent_seg.data import image_header
+
+
+def _max_image_pixels(config: ml_collections.ConfigDict) -> int:
+    """`config.data.max_image_pixels` (`image_header.DEFAULT_MAX_PIXELS` for configs written before the field)."""
+    return int(config.data.get("max_image_pixels", image_header.DEFAULT_MAX_PIXELS))
 
 
 def referring_options(config: ml_collections.ConfigDict) -> dict:
@@ -19,11 +23,9 @@ def referring_options(config: ml_collections.ConfigDict) -> dict:
     return {
         "image_size": int(config.model.image_size),
         "max_words": int(config.model.max_words),
-        "normalization": image_ops.canonical_normalization(
-            config.data.get("normalization", image_ops.REFERRING_NORMALIZATION)
-        ),
+        "normalization": config.data.get("normalization", image_ops.REFERRING_NORMALIZATION),
         "strip_pieces": bool(config.data.get("strip_pieces", True)),
-        "max_image_pixels": configured_limit(config),
+        "max_image_pixels": _max_image_pixels(config),
     }
 
 
@@ -37,10 +39,8 @@ def parsing_options(config: ml_collections.ConfigDict, training: bool) -> dict:
     options = {
         "num_classes": int(config.model.num_classes),
         "image_size": int(config.model.image_size),
-        "normalization": image_ops.canonical_normalization(
-            config.data.get("normalization", image_ops.PARSING_NORMALIZATION)
-        ),
-        "max_image_pixels": configured_limit(config),
+        "normalization": config.data.get("normalization", image_ops.PARSING_NORMALIZATION),
+        "max_image_pixels": _max_image_pixels(config),
     }
     if training:
         options["left_right_pairs"] = tuple(tuple(pair) for pair in config.data.left_right_pairs)

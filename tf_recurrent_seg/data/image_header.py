@@ -85,11 +85,6 @@ def header_size(data: bytes) -> tuple[int, int]:
     return UNKNOWN
 
 
-def configured_limit(config) -> int:
-    """A run config's `data.max_image_pixels` (`DEFAULT_MAX_PIXELS` for configs written before the field)."""
-    return int(config.data.get("max_image_pixels", DEFAULT_MAX_PIXELS))
-
-
 def too_large_message(height: int, width: int, max_pixels: int, what: str = "image") -> str:
     return (
         f"{what} is {height}x{width} = {height * width} pixels, over the limit of {max_pixels} pixels "

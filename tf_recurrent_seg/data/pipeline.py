@@ -497,7 +497,7 @@ def referring_dataset(
         image_size: S, the padded square size.
         max_words: T, the token sequence length.
         normalization: "bgr_minus_caffe_resnet_mean" (Caffe ResNet/DeepLab weights) or "bgr_minus_imagenet_mean"
-            (keras.applications ResNet); the older names of `image_ops.LEGACY_NORMALIZATION_NAMES` are accepted.
+            (keras.applications ResNet).
         input_context: shards the files between input pipelines (disjoint; needs >= num_input_pipelines files).
         shuffle_buffer: records in the example-level shuffle buffer (encoded bytes; ~100-300 KB each).
         seed: shuffle seed.
@@ -535,12 +535,11 @@ def referring_dataset(
     ```
     """
     _check_common(batch_size, image_size)
-    if image_ops.canonical_normalization(normalization) not in image_ops.REFERRING_NORMALIZATIONS:
+    if normalization not in image_ops.REFERRING_NORMALIZATIONS:
         raise ValueError(
-            f"normalization must be one of {list(image_ops.REFERRING_NORMALIZATIONS)} for the referring task"
-            f" (older names: {sorted(image_ops.LEGACY_NORMALIZATION_NAMES)}), got {normalization!r}"
+            f"normalization must be one of {list(image_ops.REFERRING_NORMALIZATIONS)} for the referring task,"
+            f" got {normalization!r}"
         )
-    normalization = image_ops.canonical_normalization(normalization)
     repeat = training if repeat is None else repeat
     deterministic = not training if deterministic is None else bool(deterministic)
     counter = skip_counter if skip_counter is not None else SkipCounter()
@@ -768,8 +767,7 @@ def parsing_dataset(
         num_classes: label ids must be < num_classes or 255; other records are skipped and counted.
         image_size: S (321 for DeepLab-LargeFOV).
         left_right_pairs: e.g. ATR ((9, 10), (12, 13), (14, 15)); LIP ((14, 15), (16, 17), (18, 19)).
-        normalization: "bgr_minus_imagenet_mean" (keras vgg16 preprocess_input) or "bgr_minus_caffe_resnet_mean"
-            (or an older name of `image_ops.LEGACY_NORMALIZATION_NAMES`).
+        normalization: "bgr_minus_imagenet_mean" (keras vgg16 preprocess_input) or "bgr_minus_caffe_resnet_mean".
         input_context, shuffle_buffer, seed, repeat, exact_resize, skip_counter, max_image_pixels, deterministic:
             as in `referring_dataset`.
 

@@ -9,12 +9,10 @@ import os
 import tempfile
 
 import keras
-import ml_collections
 import tensorflow as tf
 
 from tf_recurrent_seg.data import image_header
-from tf_recurrent_seg.defaults import is_referring
-from tf_recurrent_seg.image_ops import default_normalization, normalize_images, resize_and_pad_image
+from tf_recurrent_seg.image_ops import normalize_images, resize_and_pad_image
 
 QUANTIZATIONS = (None, "float16", "dynamic_range")
 SERVING_SIGNATURE = "serving_default"
@@ -122,22 +120,14 @@ def _decode_image_bytes(image_bytes: tf.Tensor, max_pixels: int) -> tf.Tensor:
     return tf.io.decode_image(contents, channels=3, expand_animations=False, dtype=tf.uint8)
 
 
-def _normalization(config: ml_collections.ConfigDict) -> str:
-    if "data" in config and config.data.get("normalization"):
-        return config.data.normalization
-    return default_normalization(is_referring(config))
-
-
-def _image_preprocessor(config: ml_collections.ConfigDict, *, exact_resize: bool, max_image_pixels: int):
+def _image_preprocessor(image_size: int, normalization: str, *, exact_resize: bool, max_image_pixels: int):
     """`preprocess(image_bytes)` -> (the (1, S, S, 3) normalised, padded image, its placement in the padded
-    square, the decoded image's (h, w)): decode, resize-and-pad to `config.model.image_size` (Pillow-exact
-    bilinear when `exact_resize`), normalise as `config.data.normalization` says."""
-    size = config.model.image_size
-    normalization = _normalization(config)
+    square, the decoded image's (h, w)): decode, resize-and-pad to `image_size` (Pillow-exact bilinear when
+    `exact_resize`), normalise with `normalization`."""
 
     def preprocess(image_bytes):
         image = _decode_image_bytes(image_bytes, int(max_image_pixels))
-        padded, placement = resize_and_pad_image(image, size, exact=exact_resize)
+        padded, placement = resize_and_pad_image(image, image_size, exact=exact_resize)
         return normalize_images(padded[None], normalization), placement, tf.shape(image)[:2]
 
     return preprocess

@@ -6,14 +6,13 @@ labels, probabilities at the image's resolution) and `serve_tensors`, and the TF
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import keras
-import ml_collections
 import tensorflow as tf
 
 from tf_recurrent_seg import precision
 from tf_recurrent_seg.data import image_header
-from tf_recurrent_seg.defaults import class_names, is_referring
 from tf_recurrent_seg.export.common import (
     CLASS_NAMES_SIGNATURE,
     SERVING_SIGNATURE,
@@ -24,16 +23,19 @@ from tf_recurrent_seg.export.common import (
     _serving_archive,
     _write_saved_model,
 )
-from tf_recurrent_seg.image_ops import undo_resize_and_pad
+from tf_recurrent_seg.image_ops import PARSING_NORMALIZATION, undo_resize_and_pad
+from tf_recurrent_seg.models.referring import ReferringSegmenter
 
 # --- SavedModel ---------------------------------------------------------------------------------------------
 
 
 def export_saved_model(
     model: keras.Model,
-    config: ml_collections.ConfigDict,
     export_dir: str | os.PathLike,
     *,
+    image_size: int,
+    class_names: Sequence[str],
+    normalization: str = PARSING_NORMALIZATION,
     exact_resize: bool = True,
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
 ) -> str:
@@ -41,7 +43,13 @@ def export_saved_model(
     image's resolution; `serve_tensors` (image) -> logits; `serve_class_names` () -> class_names, one per class id
     (docs/serving.md).
 
-    Args: as `tf_recurrent_seg.export.export_saved_model` (no vocabulary).
+    Args:
+        model: an LG-LSTM or conv-baseline model (`image -> {"logits": (B, S, S, C), ...}`).
+        export_dir: the SavedModel directory (TF Serving: `<model base path>/<version>/`).
+        image_size: S, the model's input side.
+        class_names: the name of every class id (`defaults.class_names`), for `serve_class_names`.
+        normalization: the images' (`data.normalization`, `image_ops.NORMALIZATION_MEANS`).
+        exact_resize, max_image_pixels: as `export.referring.export_saved_model`'s.
 
     Returns:
         `export_dir`.
@@ -50,11 +58,10 @@ def export_saved_model(
     trained under a mixed policy serves in that policy (fast on accelerators); pass `precision.float32_copy(model)`
     to serve in float32 (CPUs).
     """
-    config = ml_collections.ConfigDict(config)
-    if is_referring(config):
-        raise ValueError(f"config.model.name {config.model.name!r} is a referring model: use export.referring")
-    size = config.model.image_size
-    preprocess = _image_preprocessor(config, exact_resize=exact_resize, max_image_pixels=max_image_pixels)
+    if isinstance(model, ReferringSegmenter):
+        raise ValueError(f"{model.name!r} is a referring model: use export.referring")
+    size = int(image_size)
+    preprocess = _image_preprocessor(size, normalization, exact_resize=exact_resize, max_image_pixels=max_image_pixels)
     archive = _serving_archive()
 
     def serving_default(image_bytes):
@@ -76,7 +83,7 @@ def export_saved_model(
         serve_tensors,
         input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="image")],
     )
-    names = class_names(config)
+    names = [str(name) for name in class_names]
     archive.add_endpoint(
         CLASS_NAMES_SIGNATURE, lambda: {"class_names": tf.constant(names, tf.string)}, input_signature=[]
     )

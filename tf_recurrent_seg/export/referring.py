@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 
 import keras
-import ml_collections
 import tensorflow as tf
 
 from tf_recurrent_seg import precision
 from tf_recurrent_seg.data import image_header
 from tf_recurrent_seg.data.pipeline import encode_tf, vocabulary_table
-from tf_recurrent_seg.defaults import is_referring
 from tf_recurrent_seg.export.common import (
     SERVING_SIGNATURE,
     TENSORS_SIGNATURE,
@@ -27,21 +25,17 @@ from tf_recurrent_seg.export.common import (
     _single,
     _write_saved_model,
 )
-from tf_recurrent_seg.image_ops import resize_bilinear, undo_resize_and_pad
+from tf_recurrent_seg.image_ops import REFERRING_NORMALIZATION, resize_bilinear, undo_resize_and_pad
 from tf_recurrent_seg.models.referring import ReferringSegmenter
 from tf_recurrent_seg.text import PAD_ID, Vocabulary
 
 # --- SavedModel ---------------------------------------------------------------------------------------------
 
 
-def _load_vocabulary(config, vocabulary) -> Vocabulary:
-    if vocabulary is None:
-        vocabulary = config.data.get("vocabulary") if "data" in config else None
-        if not vocabulary:
-            raise ValueError("no vocabulary given and config.data.vocabulary is not set")
+def _load_vocabulary(vocabulary: Vocabulary | str | os.PathLike, size: int) -> Vocabulary:
+    """`vocabulary` (loaded from its file), checked against the model's `size` embedding rows."""
     if not isinstance(vocabulary, Vocabulary):
         vocabulary = Vocabulary.load(vocabulary)
-    size = config.model.vocabulary_size
     if len(vocabulary) > size:
         raise ValueError(
             f"the vocabulary has {len(vocabulary)} tokens but the model's embedding has {size} rows "
@@ -50,8 +44,8 @@ def _load_vocabulary(config, vocabulary) -> Vocabulary:
     return vocabulary
 
 
-def _encode_expression(expression: tf.Tensor, table, config) -> tf.Tensor:
-    """(1,) expression -> (1, T) int32 left-padded ids; error naming `expression` when it has no words."""
+def _encode_expression(expression: tf.Tensor, table, max_words: int, strip_pieces: bool) -> tf.Tensor:
+    """(1,) expression -> (1, `max_words`) int32 left-padded ids; error naming `expression` when it has no words."""
     sentence = _single(expression, "expression", "referring expression")
     # Invalid bytes would otherwise tokenize to <unk> and be answered; valid text transcodes to itself.
     # The message shows the text with U+FFFD for the bad bytes: the raw bytes would make the message undecodable.
@@ -65,8 +59,7 @@ def _encode_expression(expression: tf.Tensor, table, config) -> tf.Tensor:
     )
     with tf.control_dependencies([is_utf8]):
         sentence = tf.identity(sentence)
-    strip_pieces = config.data.get("strip_pieces", True) if "data" in config else True
-    ids, num_tokens = encode_tf(sentence, table, config.model.max_words, strip_pieces=strip_pieces)
+    ids, num_tokens = encode_tf(sentence, table, max_words, strip_pieces=strip_pieces)
     has_words = tf.debugging.Assert(
         num_tokens > 0,
         [
@@ -132,15 +125,15 @@ def _rebuilt(model: keras.Model, name: str, dtype: str | None = None, **head_cha
     return rebuilt
 
 
-def _add_word_outputs_endpoint(archive, forward, head, config, table, vocabulary, preprocess) -> None:
+def _add_word_outputs_endpoint(archive, forward, head, encode, vocabulary, preprocess) -> None:
     """`serve_word_outputs` (image_bytes, expression) -> tokens (1, n) string, word_masks (1, n, H, W) uint8,
     word_probabilities and word_response_maps (1, n, H, W) float32: one entry per word the model read, in order.
     Same inputs, checks and preprocessing as `serving_default`; the last word's mask is `serving_default`'s mask.
     `forward(image, tokens)`: the outputs of the RMI model built with `return_word_outputs`
-    (`word_outputs_referring_model`)."""
+    (`word_outputs_referring_model`); `encode(expression)`: its token ids."""
 
     def serve_word_outputs(image_bytes, expression):
-        ids = _encode_expression(expression, table, config)
+        ids = encode(expression)
         image, placement, original_size = preprocess(image_bytes)
         outputs = forward(image, ids)
         tokens, count = _tokens_read(ids, vocabulary)
@@ -156,54 +149,12 @@ def _add_word_outputs_endpoint(archive, forward, head, config, table, vocabulary
     )
 
 
-def export_saved_model(
-    model: keras.Model,
-    config: ml_collections.ConfigDict,
-    export_dir: str | os.PathLike,
-    vocabulary: Vocabulary | str | os.PathLike | None = None,
-    *,
-    exact_resize: bool = True,
-    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
-) -> str:
-    """Writes the SavedModel of a referring model: `serving_default` (image_bytes, expression) -> mask,
-    probabilities at the image's resolution; `serve_tensors` (image, tokens) -> logits; RMI also
-    `serve_word_outputs` (image_bytes, expression) -> the tokens read and, for each, the mask, probabilities and
-    mLSTM response map after it (docs/serving.md).
-
-    Args: as `tf_recurrent_seg.export.export_saved_model`; `vocabulary` defaults to `config.data.vocabulary`.
-
-    Returns:
-        `export_dir`.
-
-    The signatures take and return float32 (and int32 / string / uint8) whatever dtype policy the model computes
-    in: a model trained under a mixed policy serves in that policy (fast on accelerators); pass
-    `precision.float32_copy(model)` to serve in float32 (CPUs).
-    """
-    config = ml_collections.ConfigDict(config)
-    if not is_referring(config):
-        raise ValueError(f"config.model.name must be 'rmi' or 'lstm', got {config.model.name!r}")
-    size, max_words = config.model.image_size, config.model.max_words
-    if config.model.name == "rmi":
-        # One model behind every signature, so each weight is saved once: the per-word outputs are extra outputs
-        # of the same layers (the final logits are the last word's), not weights.
-        model = word_outputs_referring_model(model)
-    preprocess = _image_preprocessor(config, exact_resize=exact_resize, max_image_pixels=max_image_pixels)
-    archive = _serving_archive()
-    vocabulary = _load_vocabulary(config, vocabulary)
-    table = vocabulary_table(vocabulary)
-    archive.track(table)  # lookup tables are not captured like variables: track it so it is saved
-
-    # The model traced once, called by every signature (tracing it per signature multiplies the export time).
-    forward = tf.function(
-        lambda image, tokens: precision.float32_outputs(model({"image": image, "tokens": tokens}, training=False)),
-        input_signature=[
-            tf.TensorSpec([None, size, size, 3], tf.float32),
-            tf.TensorSpec([None, max_words], tf.int32),
-        ],
-    )
+def _add_serving_endpoints(archive, forward, encode, preprocess, size: int, max_words: int) -> None:
+    """`serving_default` (image_bytes, expression) -> mask, probabilities at the image's resolution, and
+    `serve_tensors` (image, tokens) -> logits, on `forward(image, tokens)` (the model's float32 outputs)."""
 
     def serving_default(image_bytes, expression):
-        tokens = _encode_expression(expression, table, config)
+        tokens = encode(expression)
         image, placement, original_size = preprocess(image_bytes)
         logits = forward(image, tokens)["logits"][0, :, :, 0]
         mask = undo_resize_and_pad(tf.cast(logits >= 0, tf.uint8), placement, original_size, "nearest")
@@ -229,8 +180,69 @@ def export_saved_model(
             tf.TensorSpec([None, max_words], tf.int32, name="tokens"),
         ],
     )
-    if config.model.name == "rmi":
-        _add_word_outputs_endpoint(archive, forward, model.head, config, table, vocabulary, preprocess)
+
+
+def export_saved_model(
+    model: keras.Model,
+    export_dir: str | os.PathLike,
+    vocabulary: Vocabulary | str | os.PathLike,
+    *,
+    normalization: str = REFERRING_NORMALIZATION,
+    strip_pieces: bool = True,
+    exact_resize: bool = True,
+    max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
+) -> str:
+    """Writes the SavedModel of a referring model: `serving_default` (image_bytes, expression) -> mask,
+    probabilities at the image's resolution; `serve_tensors` (image, tokens) -> logits; RMI also
+    `serve_word_outputs` (image_bytes, expression) -> the tokens read and, for each, the mask, probabilities and
+    mLSTM response map after it (docs/serving.md).
+
+    Args:
+        model: a `ReferringSegmenter` with its backbone; its head gives the image size, the expression length and
+            the vocabulary size.
+        export_dir: the SavedModel directory; TF Serving wants `<model base path>/<version>/` (`saved_models/rmi/1`).
+        vocabulary: the `Vocabulary` (or its file) the model was trained with, baked into the SavedModel.
+        normalization, strip_pieces: the run's `data.normalization` and tokenizer setting (`data.strip_pieces`).
+        exact_resize: True: Pillow's bilinear resize bit for bit (as the evaluation); False: the faster float
+            resize (within 1 grey level).
+        max_image_pixels: `serving_default` refuses (INVALID_ARGUMENT) an image whose header declares more
+            pixels, before decoding it: a small file can declare a huge image (a decompression bomb).
+
+    Returns:
+        `export_dir`.
+
+    The signatures take and return float32 (and int32 / string / uint8) whatever dtype policy the model computes
+    in: a model trained under a mixed policy serves in that policy (fast on accelerators); pass
+    `precision.float32_copy(model)` to serve in float32 (CPUs).
+    """
+    if not isinstance(model, ReferringSegmenter) or not model.include_backbone:
+        raise ValueError(f"export.referring exports a ReferringSegmenter with its backbone, got {model.name!r}")
+    size, max_words = model.head.image_size, model.head.max_words
+    word_outputs = model.head_name == "rmi"
+    if word_outputs:
+        # One model behind every signature, so each weight is saved once: the per-word outputs are extra outputs
+        # of the same layers (the final logits are the last word's), not weights.
+        model = word_outputs_referring_model(model)
+    preprocess = _image_preprocessor(size, normalization, exact_resize=exact_resize, max_image_pixels=max_image_pixels)
+    archive = _serving_archive()
+    vocabulary = _load_vocabulary(vocabulary, model.head.vocabulary_size)
+    table = vocabulary_table(vocabulary)
+    archive.track(table)  # lookup tables are not captured like variables: track it so it is saved
+
+    def encode(expression):
+        return _encode_expression(expression, table, max_words, strip_pieces)
+
+    # The model traced once, called by every signature (tracing it per signature multiplies the export time).
+    forward = tf.function(
+        lambda image, tokens: precision.float32_outputs(model({"image": image, "tokens": tokens}, training=False)),
+        input_signature=[
+            tf.TensorSpec([None, size, size, 3], tf.float32),
+            tf.TensorSpec([None, max_words], tf.int32),
+        ],
+    )
+    _add_serving_endpoints(archive, forward, encode, preprocess, size, max_words)
+    if word_outputs:
+        _add_word_outputs_endpoint(archive, forward, model.head, encode, vocabulary, preprocess)
     return _write_saved_model(archive, export_dir)
 
 

@@ -171,18 +171,10 @@ def build_parsing_baseline(config: ml_collections.ConfigDict) -> ConvBaselineSeg
     return _build_conv_baseline(config)
 
 
-# config.model.name -> builder
-_BUILDERS = {
-    "rmi": build_rmi,
-    "lstm": build_lstm_baseline,
-    "lg_lstm": build_lg_lstm,
-    "conv_baseline": build_parsing_baseline,
-}
-
-
 def build_model(config: ml_collections.ConfigDict) -> keras.Model:
     """The model `config.model` describes (referring: rmi / lstm; parsing: lg_lstm / conv_baseline), with its
-    backbone frozen as `config.model.backbone.trainable` says.
+    backbone frozen as `config.model.backbone.trainable` says: the builder its task names
+    (`tf_recurrent_seg.tasks.TASKS`, the one list of model names).
 
     Example:
     ```python
@@ -190,6 +182,7 @@ def build_model(config: ml_collections.ConfigDict) -> keras.Model:
     model = build_model(referring_config("rmi"))  # the paper's RMI: logits (B, 320, 320, 1)
     ```
     """
-    if config.model.name not in _BUILDERS:
-        raise ValueError(f"config.model.name must be one of {sorted(_BUILDERS)}, got {config.model.name!r}")
-    return _BUILDERS[config.model.name](config)
+    # Imported here: the task modules import this one (their builders).
+    from tf_recurrent_seg.tasks import get_task
+
+    return get_task(config).build_model()

@@ -39,12 +39,14 @@ def _outputs(image, lowres_predictions, resize_convention: str):
     return {"logits": upsampled[-1], "layer_logits": StackPredictions(name="layer_logits", dtype=FLOAT32)(upsampled)}
 
 
-def _serialize_backbone(config: dict, backbone: keras.Model) -> dict:
-    return {**config, "backbone": keras.saving.serialize_keras_object(backbone)}
+def _serialize_backbone(layer_config: dict, backbone: keras.Model) -> dict:
+    """A Keras `get_config` dict with the backbone serialised in it."""
+    return {**layer_config, "backbone": keras.saving.serialize_keras_object(backbone)}
 
 
-def _deserialize_backbone(config: dict) -> dict:
-    return {**config, "backbone": keras.saving.deserialize_keras_object(config["backbone"])}
+def _deserialize_backbone(layer_config: dict) -> dict:
+    """`_serialize_backbone`'s dict with the backbone rebuilt, for `__init__`."""
+    return {**layer_config, "backbone": keras.saving.deserialize_keras_object(layer_config["backbone"])}
 
 
 @keras.saving.register_keras_serializable(package="tf_recurrent_seg")

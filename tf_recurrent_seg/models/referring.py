@@ -19,6 +19,7 @@ from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
 from tf_recurrent_seg.layers.sequence import LastStep
 from tf_recurrent_seg.layers.spatial import SpatialCoordinates
+from tf_recurrent_seg.presets import PresetMixin
 
 # The dtype of the precision-sensitive layers under any policy (docs/training.md#mixed-precision-and-xla): the
 # language LSTM, the L2 normalisations (a sum of squares overflows float16), the bounded atanh (its epsilon 1e-3 is
@@ -408,7 +409,7 @@ def check_referring_inputs(inputs: dict, head: keras.Model, include_backbone: bo
 
 
 @keras.saving.register_keras_serializable(package="tf_recurrent_seg")
-class ReferringSegmenter(keras.Model):
+class ReferringSegmenter(PresetMixin, keras.Model):
     """A referring segmentation model: an optional backbone, then an `RMIHead` or `LSTMBaselineHead`.
 
     Inputs are `{"image": (B, S, S, 3) float32 preprocessed, "tokens": (B, T) int}`, or without a backbone
