@@ -27,7 +27,7 @@ app: $(INSTALLED)
 		--parsing_export_dir saved_models/demo_lg_lstm $(APP_FLAGS)
 
 showcase: $(INSTALLED)
-	$(VENV_PYTHON) -m tf_recurrent_seg.showcase $(SHOWCASE_FLAGS)
+	$(VENV_PYTHON) -m tf_recurrent_seg.demo.showcase $(SHOWCASE_FLAGS)
 
 # ruff (a test extra) formats and lints the tree; settings in pyproject.toml.
 lint: $(INSTALLED)

@@ -1,6 +1,6 @@
-"""The page of `tf-recurrent-seg-app` (`tf_recurrent_seg.app`): its functions, the page launched on a local port and
-called with `gradio_client` (outputs checked against `predict` on the same input), and the page in a real headless
-browser (Debian's chromium + chromium-driver with Selenium; `.ci/run` installs them).
+"""The page of `tf-recurrent-seg-app` (`tf_recurrent_seg.demo.page`): its functions, the page launched on a local
+port and called with `gradio_client` (outputs checked against `predict` on the same input), and the page in a real
+headless browser (Debian's chromium + chromium-driver with Selenium; `.ci/run` installs them).
 
 One tiny RMI and one tiny LG-LSTM are built and exported once for the module (the RMI classifier bias is shifted so
 that about half of the logits are positive, the LG-LSTM prediction kernels scaled up, so that masks and label maps
@@ -17,14 +17,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # as tf_recurrent_seg.app does: nothing sent anywhere
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # as tf_recurrent_seg.demo.page does: nothing sent anywhere
 pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
 
 # predict's test image (50x90, not square, not the model's 64: outputs must come back at the image's size).
 from test_predict import IMAGE_HEIGHT, IMAGE_WIDTH, lg_lstm_with_varied_labels, make_image  # noqa: E402
 
-from tf_recurrent_seg import app, visualize  # noqa: E402
+from tf_recurrent_seg import visualize  # noqa: E402
 from tf_recurrent_seg.cli import predict  # noqa: E402
+from tf_recurrent_seg.demo import page as page_lib  # noqa: E402
 
 EXPRESSION = "the red zebra on the left"  # "zebra" is not in the vocabulary: read as <unk>
 WORDS = ["the", "red", "<unk>", "on", "the", "left"]
@@ -74,7 +75,7 @@ def models(tmp_path_factory):
         "vocabulary": vocabulary,
         "lg_lstm": lg_lstm,
         "parsing_config": parsing,
-        "served": app.load_models(str(root / "rmi"), str(root / "lg_lstm")),
+        "served": page_lib.load_models(str(root / "rmi"), str(root / "lg_lstm")),
     }
 
 
@@ -84,8 +85,8 @@ def page(models):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    blocks = app.build_page(*models["served"], num_scenes=2, work_dir=str(models["root"]))
-    app.launch(blocks, port=port)
+    blocks = page_lib.build_page(*models["served"], num_scenes=2, work_dir=str(models["root"]))
+    page_lib.launch(blocks, port=port)
     yield blocks.local_url
     blocks.close()
 
@@ -101,9 +102,9 @@ def client(page):
 
 
 def test_token_highlights_mark_unknown_words():
-    pieces = app.token_highlights(["the", "<unk>", "man"])
-    assert pieces == [("the", None), (" ", None), ("<unk>", app.UNKNOWN_LABEL), (" ", None), ("man", None)]
-    assert app.token_highlights([]) == []
+    pieces = page_lib.token_highlights(["the", "<unk>", "man"])
+    assert pieces == [("the", None), (" ", None), ("<unk>", page_lib.UNKNOWN_LABEL), (" ", None), ("man", None)]
+    assert page_lib.token_highlights([]) == []
 
 
 def test_serving_error_message_is_the_check_sentence():
@@ -115,13 +116,13 @@ def test_serving_error_message_is_the_check_sentence():
         '<stack traces unavailable>\nassertion failed: [expression has no words: expected (e.g. \\"the man\\"), got] '
         "[  ]" + graph_context,
     )
-    assert app.serving_error_message(error) == 'expression has no words: expected (e.g. "the man"), got "  "'
+    assert page_lib.serving_error_message(error) == 'expression has no words: expected (e.g. "the man"), got "  "'
     limit = "assertion failed: [image_bytes: the image is 9x9 pixels, over the limit of 10 pixels]"
-    assert app.serving_error_message(tf.errors.InvalidArgumentError(None, None, limit + graph_context)) == (
+    assert page_lib.serving_error_message(tf.errors.InvalidArgumentError(None, None, limit + graph_context)) == (
         "image_bytes: the image is 9x9 pixels, over the limit of 10 pixels"
     )
     corrupt = "Graph execution error:\n\nInput size should be at least 1 bytes" + graph_context
-    assert app.serving_error_message(tf.errors.InvalidArgumentError(None, None, corrupt)) == (
+    assert page_lib.serving_error_message(tf.errors.InvalidArgumentError(None, None, corrupt)) == (
         "Input size should be at least 1 bytes"
     )
 
@@ -129,14 +130,14 @@ def test_serving_error_message_is_the_check_sentence():
 def test_legend_rows_count_every_class():
     labels = np.array([[0, 0, 2], [2, 2, 0]])
     palette = visualize.label_palette(3)
-    rows = app.legend_rows(labels, ["background", "head", "<body>"], palette)
+    rows = page_lib.legend_rows(labels, ["background", "head", "<body>"], palette)
     assert [(row["name"], row["colour"], row["pixels"]) for row in rows] == [
         ("background", "#000000", 3),
         ("head", "#800000", 0),
         ("<body>", "#008000", 3),
     ]
     assert [row["share"] for row in rows] == [50.0, 0.0, 50.0]
-    html = app.legend_html(rows)
+    html = page_lib.legend_html(rows)
     assert "&lt;body&gt;" in html and "<body>" not in html  # names are escaped
     assert html.count("<tr") == 4 and 'style="color: #999"' in html  # header + 3 classes; the absent one greyed
 
@@ -155,33 +156,33 @@ def test_saved_model_path_serves_the_highest_version(tmp_path):
         (tmp_path / version).mkdir()
     for version in ("1", "2"):
         (tmp_path / version / "saved_model.pb").write_bytes(b"")
-    assert app.saved_model_path(tmp_path) == str(tmp_path / "2")  # 10 holds no SavedModel
-    assert app.saved_model_path(tmp_path / "1") == str(tmp_path / "1")
+    assert page_lib.saved_model_path(tmp_path) == str(tmp_path / "2")  # 10 holds no SavedModel
+    assert page_lib.saved_model_path(tmp_path / "1") == str(tmp_path / "1")
     with pytest.raises(FileNotFoundError, match="holds no SavedModel"):
-        app.saved_model_path(tmp_path / "notes")
+        page_lib.saved_model_path(tmp_path / "notes")
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        app.saved_model_path(tmp_path / "missing")
+        page_lib.saved_model_path(tmp_path / "missing")
 
 
 def test_models_of_the_wrong_task_are_named(models):
     root = models["root"]
     with pytest.raises(ValueError, match="--export_dir: .* is a parsing model"):
-        app.load_models(str(root / "lg_lstm"))
+        page_lib.load_models(str(root / "lg_lstm"))
 
 
 def test_segment_and_pictures(models):
     referring, _ = models["served"]
     content = pathlib.Path(models["image_path"]).read_bytes()
-    result = app.segment(referring, content, EXPRESSION)
+    result = page_lib.segment(referring, content, EXPRESSION)
     assert result["tokens"] == WORDS
     assert result["mask"].shape == result["probabilities"].shape == (IMAGE_HEIGHT, IMAGE_WIDTH)
     assert result["word_masks"].shape == result["word_responses"].shape == (len(WORDS), IMAGE_HEIGHT, IMAGE_WIDTH)
     np.testing.assert_array_equal(result["word_masks"][-1], result["mask"])  # the last word's is the final mask
-    pictures = app.referring_pictures(result)
+    pictures = page_lib.referring_pictures(result)
     assert pictures["overlay"].shape == pictures["probabilities"].shape == (IMAGE_HEIGHT, IMAGE_WIDTH, 3)
-    panel_width = round(IMAGE_WIDTH * app.STRIP_HEIGHT / IMAGE_HEIGHT)
+    panel_width = round(IMAGE_WIDTH * page_lib.STRIP_HEIGHT / IMAGE_HEIGHT)
     for key in ("steps", "responses"):  # the input and one panel per word, as `predict --steps` draws them
-        assert pictures[key].shape == (app.STRIP_HEIGHT + 18, (1 + len(WORDS)) * panel_width, 3), key
+        assert pictures[key].shape == (page_lib.STRIP_HEIGHT + 18, (1 + len(WORDS)) * panel_width, 3), key
     assert set(result["seconds"]) == {"serving_default", "serve_word_outputs"}
 
 
@@ -204,10 +205,10 @@ def test_bad_input_gets_the_signature_message(models, content, expression, messa
         "text": b"definitely not an image",
         "bomb": png_header_only(20000, 20000),
     }[content]
-    with pytest.raises(app.BadRequest, match=message):
-        app.segment(referring, content, expression)
-    with pytest.raises(app.BadRequest, match="upload an image file or pick a test scene"):
-        app.read_upload(None)
+    with pytest.raises(page_lib.BadRequest, match=message):
+        page_lib.segment(referring, content, expression)
+    with pytest.raises(page_lib.BadRequest, match="upload an image file or pick a test scene"):
+        page_lib.read_upload(None)
 
 
 # ------------------------------------------------------------------------------------------- the page, over HTTP
@@ -232,7 +233,7 @@ def test_referring_request_matches_predict(models, client):
     np.testing.assert_array_equal(read_png(steps), np.asarray(visualize.panels_image(panels, titles, 160)))
     assert read_png(responses).shape == read_png(steps).shape
     read = [(piece["token"], piece["class_or_confidence"]) for piece in tokens if piece["token"] != " "]
-    assert read == [(word, app.UNKNOWN_LABEL if word == "<unk>" else None) for word in expected["words"]]
+    assert read == [(word, page_lib.UNKNOWN_LABEL if word == "<unk>" else None) for word in expected["words"]]
     assert timing.startswith("Answered in ")
 
 

@@ -1,10 +1,10 @@
-"""Blind rules of `tf_recurrent_seg.baselines`, checked against numpy written here from the rules' definitions."""
+"""Blind rules of `tf_recurrent_seg.demo.baselines`, checked against numpy written here from the rules' definitions."""
 
 import numpy as np
 import pytest
 
-from tf_recurrent_seg import baselines
 from tf_recurrent_seg.data import synthetic
+from tf_recurrent_seg.demo import baselines
 
 SIZE = 64
 

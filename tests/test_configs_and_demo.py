@@ -60,7 +60,13 @@ def test_resize_and_pad_places_centred_and_inverts():
 @pytest.mark.large  # paper-size models: make test-large (the default suite is at its 20-minute limit)
 def test_showcase_writes_its_figures(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "tf_recurrent_seg.showcase", f"--output_dir={tmp_path}", "--expression=the blue square"],
+        [
+            sys.executable,
+            "-m",
+            "tf_recurrent_seg.demo.showcase",
+            f"--output_dir={tmp_path}",
+            "--expression=the blue square",
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -142,7 +148,7 @@ def test_demo_quick_budget_runs_every_step(tmp_path):
 def test_demo_seed_flags_override_the_budget():
     from absl import flags
 
-    from tf_recurrent_seg.demo import BUDGETS, budget_from_flags, budget_name, define_flags
+    from tf_recurrent_seg.demo.job import BUDGETS, budget_from_flags, budget_name, define_flags
 
     flag_values = flags.FlagValues()
     define_flags(flag_values)
@@ -158,7 +164,7 @@ def test_demo_seed_flags_override_the_budget():
 
 def test_demo_starts_every_run_afresh(tmp_path, capsys):
     """A second `make demo` (other budget, new backbone) must not resume the first one's checkpoints."""
-    from tf_recurrent_seg.demo import Steps
+    from tf_recurrent_seg.demo.job import Steps
 
     stale = tmp_path / "rmi_seed0" / "checkpoints"
     stale.mkdir(parents=True)
@@ -171,7 +177,7 @@ def test_demo_starts_every_run_afresh(tmp_path, capsys):
 
 def test_demo_runs_every_command_with_one_inter_op_thread(capsys):
     """With two inter-op threads, two pretrainings of one seed ended with different weights (docs/training.md)."""
-    from tf_recurrent_seg.demo import Job, Steps
+    from tf_recurrent_seg.demo.job import Job, Steps
 
     # The demo echoes a command's lines that say "wrote" (its progress lines).
     show = (
@@ -184,7 +190,7 @@ def test_demo_runs_every_command_with_one_inter_op_thread(capsys):
 
 
 def test_demo_report_states_a_claim_only_beyond_twice_the_standard_error():
-    from tf_recurrent_seg.demo_report import mean_sd, pct, verdict
+    from tf_recurrent_seg.demo.report import mean_sd, pct, verdict
 
     assert mean_sd([0.3, 0.5]) == pytest.approx((0.4, np.sqrt(0.02)))
     # difference 0.1; SE = sqrt(0.01^2/3 + 0.01^2/3) = 0.00816 -> 2 SE = 0.0163 < 0.1: holds
@@ -199,7 +205,7 @@ def test_demo_report_states_a_claim_only_beyond_twice_the_standard_error():
 def test_demo_starts_the_longest_referring_run_first_then_longest_first():
     """The first referring run builds the shared feature cache; with RMI (the longest) as that run, its training,
     evaluation and export start first. The other runs follow longest first (steps x measured ms per step)."""
-    from tf_recurrent_seg.demo import BUDGETS, Job, in_priority_order
+    from tf_recurrent_seg.demo.job import BUDGETS, Job, in_priority_order
 
     budget = BUDGETS["full"]
     referring = {name: Job(name, name, []) for name in ("lstm_seed0", "rmi_seed0", "lstm_seed1", "rmi_seed1")}

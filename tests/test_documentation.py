@@ -31,7 +31,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "data_
 # Modules whose docstrings hold usage examples: the command-line tools and the configs.
 DOCSTRING_MODULES = [
     *sorted((REPO / "tf_recurrent_seg" / "cli").glob("*.py")),
-    *(REPO / "tf_recurrent_seg" / name for name in ("demo.py", "showcase.py", "convert_tf1.py")),
+    *(REPO / "tf_recurrent_seg" / name for name in ("demo/job.py", "demo/showcase.py", "convert_tf1.py")),
     *sorted((REPO / "data_tools").glob("*.py")),
     *sorted((REPO / "configs").glob("*.py")),
 ]
@@ -169,10 +169,34 @@ def console_scripts() -> dict[str, str]:
     return scripts
 
 
+def _run_by_main(package: str) -> str:
+    """The module the package's `__main__` runs with `runpy.run_module` (`python -m tf_recurrent_seg.demo` runs
+    `tf_recurrent_seg.demo.job`), read from the source of `__main__.py`."""
+    spec = importlib.util.find_spec(f"{package}.__main__")
+    assert spec is not None and spec.origin, f"python -m {package}: the package has no __main__"
+    run = [
+        node.args[0].value
+        for node in ast.walk(ast.parse(pathlib.Path(spec.origin).read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and ast.unparse(node.func) == "runpy.run_module"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    ]
+    assert len(run) == 1, f"{package}.__main__: no runpy.run_module(<module name>, ...)"
+    return run[0]
+
+
 def program(command: Command) -> tuple[str | None, list[str]]:
     """(module the command runs, its arguments); module None for commands that are not the package's."""
     words = command.words
     if words[0] == "python" and len(words) > 2 and words[1] == "-m":
+        spec = importlib.util.find_spec(words[2])
+        if (
+            spec is not None
+            and spec.submodule_search_locations is not None
+            and REPO in pathlib.Path(spec.origin).resolve().parents
+        ):
+            return _run_by_main(words[2]), words[3:]  # a package of this repository: its __main__ runs
         return words[2], words[3:]
     if words[0].startswith("tf-recurrent-seg-"):
         target = console_scripts().get(words[0])

@@ -10,7 +10,7 @@ figures, rule 0.308 mean IoU): 97x97 figures in batches of 4 for 2000 steps reac
 two); batches of 8 for 1500 steps 0.387 (203 s); 65x65 figures, batches of 8, 2000 steps 0.362 against their rule's
 0.304; LG-LSTM, batches of 8, 1000 steps 0.309 (338 s).
 
-`make test-large`: one seed of the demo's full budget (`demo.BUDGETS["full"]`), with the issue's bars set
+`make test-large`: one seed of the demo's full budget (`demo.job.BUDGETS["full"]`), with the issue's bars set
 relative to the blind rules on the same test scenes: at least 1.3x the "every object of the named shape" rule and
 2x the shuffled-expression score; parsing 15 mean-IoU points above the silhouette rule with head, leg and tail
 found. The demo's latest run at this budget (three referring seeds, one parsing seed) met them all: RMI 59.9 +- 0.8
@@ -29,11 +29,12 @@ import numpy as np
 import pytest
 
 from data_tools.synthetic import write_synthetic
-from tf_recurrent_seg import baselines, pretraining, training
+from tf_recurrent_seg import pretraining, training
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.cli import evaluate as evaluate_cli
 from tf_recurrent_seg.data import synthetic
-from tf_recurrent_seg.demo import BUDGETS, PARSING_IMAGE_SIZE, REFERRING_IMAGE_SIZE
+from tf_recurrent_seg.demo import baselines
+from tf_recurrent_seg.demo.job import BUDGETS, PARSING_IMAGE_SIZE, REFERRING_IMAGE_SIZE
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SEED = 0

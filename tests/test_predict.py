@@ -313,7 +313,7 @@ def test_task_flag_mismatches(runs, tmp_path):
             "--steps",
             output,
         )
-    with pytest.raises(app.UsageError, match="exactly one of --workdir and --model"):
+    with pytest.raises(app.UsageError, match="exactly one of --workdir, --model and --preset"):
         run_predict(f"--image={runs['image_path']}", "--expression=a dog", output)
     with pytest.raises(app.UsageError, match=r"--output must be a \.png"):
         run_predict(

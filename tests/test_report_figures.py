@@ -1,4 +1,4 @@
-"""`tf_recurrent_seg.report_figures` writes readable PNGs of the expected size, with one seed and with three."""
+"""`tf_recurrent_seg.demo.figures` writes readable PNGs of the expected size, with one seed and with three."""
 
 import math
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tf_recurrent_seg import report_figures
+from tf_recurrent_seg.demo import figures
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPECTED_SIZE = (
-    round(report_figures.FIGURE_SIZE[0] * report_figures.DPI),
-    round(report_figures.FIGURE_SIZE[1] * report_figures.DPI),
+    round(figures.FIGURE_SIZE[0] * figures.DPI),
+    round(figures.FIGURE_SIZE[1] * figures.DPI),
 )
 
 
@@ -38,20 +38,20 @@ def test_validation_curves(tmp_path, num_seeds):
         "lstm": [_log(rng, [100, 200, 300], 0.2) for _ in range(num_seeds)],
     }
     path = tmp_path / "curves.png"
-    _check_png(path, report_figures.plot_validation_curves(runs, "overall_iou", str(path), "validation"))
+    _check_png(path, figures.plot_validation_curves(runs, "overall_iou", str(path), "validation"))
 
 
 def test_validation_curves_uneven_logs_and_errors(tmp_path):
     rng = np.random.default_rng(1)
     runs = {"rmi": [_log(rng, [100, 200], 0.3), _log(rng, [100, 200, 300], 0.3) + [{"step": 300, "loss": 0.1}]]}
     path = tmp_path / "uneven.png"
-    _check_png(path, report_figures.plot_validation_curves(runs, "overall_iou", str(path), "uneven"))
+    _check_png(path, figures.plot_validation_curves(runs, "overall_iou", str(path), "uneven"))
     with pytest.raises(ValueError, match="runs is empty"):
-        report_figures.plot_validation_curves({}, "overall_iou", str(path), "x")
+        figures.plot_validation_curves({}, "overall_iou", str(path), "x")
     with pytest.raises(ValueError, match="'rmi'.*'mean_iou'"):
-        report_figures.plot_validation_curves(runs, "mean_iou", str(path), "x")
+        figures.plot_validation_curves(runs, "mean_iou", str(path), "x")
     with pytest.raises(ValueError, match=r"runs\['lstm'\] has no seed"):
-        report_figures.plot_validation_curves({"lstm": []}, "overall_iou", str(path), "x")
+        figures.plot_validation_curves({"lstm": []}, "overall_iou", str(path), "x")
 
 
 @pytest.mark.parametrize("num_seeds", [1, 3])
@@ -63,15 +63,15 @@ def test_iou_by_length(tmp_path, num_seeds):
         for model in ("rmi", "lstm", "rule: named_shape")
     }
     path = tmp_path / "length.png"
-    _check_png(path, report_figures.plot_iou_by_length(by_length, str(path), "by length"))
+    _check_png(path, figures.plot_iou_by_length(by_length, str(path), "by length"))
 
 
 def test_iou_by_length_errors(tmp_path):
     path = str(tmp_path / "x.png")
     with pytest.raises(ValueError, match="by_length is empty"):
-        report_figures.plot_iou_by_length({}, path, "x")
+        figures.plot_iou_by_length({}, path, "x")
     with pytest.raises(ValueError, match="'lstm' seed 0 has no value for '3-4'"):
-        report_figures.plot_iou_by_length({"rmi": [{"1-2": 0.5, "3-4": 0.4}], "lstm": [{"1-2": 0.5}]}, path, "x")
+        figures.plot_iou_by_length({"rmi": [{"1-2": 0.5, "3-4": 0.4}], "lstm": [{"1-2": 0.5}]}, path, "x")
 
 
 @pytest.mark.parametrize("num_seeds", [1, 3])
@@ -84,18 +84,18 @@ def test_per_class_iou(tmp_path, num_seeds):
     }
     per_class["fcn"][0]["tail"] = math.nan  # a class absent from one seed's set is left out of the mean
     path = tmp_path / "classes.png"
-    _check_png(path, report_figures.plot_per_class_iou(per_class, names, str(path), "per class"))
+    _check_png(path, figures.plot_per_class_iou(per_class, names, str(path), "per class"))
 
 
 @pytest.mark.parametrize("num_seeds", [1, 3])
 def test_baselines(tmp_path, num_seeds):
     values = {"rule: all_background": 0.0, "rule: named_shape": 0.4, f"rmi (mean of {num_seeds} seeds)": 0.72}
     path = tmp_path / "baselines.png"
-    _check_png(path, report_figures.plot_baselines(values, str(path), "blind rules vs models"))
+    _check_png(path, figures.plot_baselines(values, str(path), "blind rules vs models"))
     with pytest.raises(ValueError, match="values is empty"):
-        report_figures.plot_baselines({}, str(path), "x")
+        figures.plot_baselines({}, str(path), "x")
 
 
 def test_metric_label():
-    assert report_figures.metric_label("overall_iou") == "overall IoU"
-    assert report_figures.metric_label("precision@0.5") == "precision@0.5"
+    assert figures.metric_label("overall_iou") == "overall IoU"
+    assert figures.metric_label("precision@0.5") == "precision@0.5"

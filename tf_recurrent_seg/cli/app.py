@@ -38,7 +38,7 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> str:
     if not flag_values.export_dir:
         raise app.UsageError("--export_dir is required (make demo writes saved_models/demo_rmi)")
     try:
-        from tf_recurrent_seg import app as page_lib  # optional: gradio, the [app] extra
+        from tf_recurrent_seg.demo import page as page_lib  # optional: gradio, the [app] extra
     except ImportError as error:
         raise app.UsageError(f'the page needs the app extra ({error}): pip install -e ".[app]"') from None
     referring, parsing = page_lib.load_models(flag_values.export_dir, flag_values.parsing_export_dir)

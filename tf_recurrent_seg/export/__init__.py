@@ -3,8 +3,8 @@
 - `common`: the signature names, image-bytes checks and decoding (pixel limit), preprocessing shared by both
   tasks (decode -> resize-and-pad -> normalise), the SavedModel -> TFLite conversion;
 - `referring`: RMI / LSTM baseline: `serving_default` (image_bytes, expression), `serve_tensors`, for RMI
-  `serve_word_outputs` (the per-word outputs of the page, `tf_recurrent_seg.app`), the TFLite model with both LSTMs
-  unrolled (`fixed_steps_referring_model`, `convert_referring_to_tflite`);
+  `serve_word_outputs` (the per-word outputs of the page, `tf_recurrent_seg.demo.page`), the TFLite model with both
+  LSTMs unrolled (`fixed_steps_referring_model`, `convert_referring_to_tflite`);
 - `parsing`: LG-LSTM / conv baselines: `serving_default` (image_bytes), `serve_tensors`, `serve_class_names`,
   `convert_to_tflite`.
 

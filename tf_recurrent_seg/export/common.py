@@ -18,7 +18,8 @@ QUANTIZATIONS = (None, "float16", "dynamic_range")
 SERVING_SIGNATURE = "serving_default"
 TENSORS_SIGNATURE = "serve_tensors"
 # Referring RMI exports only: the prediction after each word and the mLSTM response maps (the page of
-# `tf_recurrent_seg.app`, papers' Figures 1, 5, 6). A signature of its own so that `serving_default` stays as it was.
+# `tf_recurrent_seg.demo.page`, papers' Figures 1, 5, 6). A signature of its own so that `serving_default` stays as
+# it was.
 WORD_OUTPUTS_SIGNATURE = "serve_word_outputs"
 # Parsing exports: the class names (no inputs), for a legend; `serving_default` returns class ids.
 CLASS_NAMES_SIGNATURE = "serve_class_names"

@@ -32,8 +32,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from tf_recurrent_seg import demo
 from tf_recurrent_seg.data import synthetic
+from tf_recurrent_seg.demo import job
 from tf_recurrent_seg.export.common import CLASS_NAMES_SIGNATURE, SERVING_SIGNATURE, WORD_OUTPUTS_SIGNATURE
 from tf_recurrent_seg.text import UNK
 from tf_recurrent_seg.visualize import (
@@ -270,10 +270,10 @@ def read_upload(path: str | None) -> bytes:
 def demo_scenes(directory: pathlib.Path, count: int) -> dict[str, list[tuple[str, str]]]:
     """A few scenes of the demo's test split (its seed stream, its image sizes) written as PNGs in `directory`:
     {"referring": [(path, expression)], "parsing": [(path, caption)]}."""
-    referring = [(str(path), text) for path, text in demo.write_example_inputs(directory, count)]
+    referring = [(str(path), text) for path, text in job.write_example_inputs(directory, count)]
     parsing = []
-    stream = (demo.SEED, synthetic.SPLIT_STREAMS["test"])
-    for index, figure in enumerate(synthetic.parsing_examples(stream, count, image_size=demo.PARSING_IMAGE_SIZE)):
+    stream = (job.SEED, synthetic.SPLIT_STREAMS["test"])
+    for index, figure in enumerate(synthetic.parsing_examples(stream, count, image_size=job.PARSING_IMAGE_SIZE)):
         path = directory / f"parsing_{index}.png"
         Image.fromarray(figure["image"]).save(path)
         parsing.append((str(path), f"test scene {index}"))

@@ -1,6 +1,6 @@
 """`make showcase`: build RMI and the LSTM baseline at paper size and segment a generated scene.
 
-    python -m tf_recurrent_seg.showcase [--expression "the blue square on the right"] [--output_dir reports/showcase]
+    python -m tf_recurrent_seg.demo.showcase [--expression "the blue square"] [--output_dir reports/showcase]
 
 What it shows today: the whole inference path at the paper's sizes (ResNet-101 atrous backbone, 320x320
 input, 40x40 features, 1000-d words, 500-unit mLSTM) on a scene it draws itself, with the prediction after

@@ -1,6 +1,6 @@
 """REPORT.md of `make demo`: blind rules first, then the models over seeds, the papers' claims and the figures.
 
-`tf_recurrent_seg.demo` runs the commands; this module only reads what they wrote (metrics.json of every
+`tf_recurrent_seg.demo.job` runs the commands; this module only reads what they wrote (metrics.json of every
 evaluation, validation.json of every training run, the pretraining metrics) and the synthetic test split
 (regenerated from its seed stream for the blind rules and the expression types), and writes the report.
 
@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tf_recurrent_seg import baselines, report_figures
 from tf_recurrent_seg.data import synthetic
+from tf_recurrent_seg.demo import baselines, figures
 
 REFERRING_NAMES = {"lstm": "LSTM", "rmi": "RMI"}
 RULE_LABELS = {
@@ -336,13 +336,13 @@ def figures_section(
     """Draws the plots and returns the report lines that show them."""
     referring_curves = {REFERRING_NAMES[m]: validation[m] for m in referring}
     parsing_curves = {name: validation[name] for name in parsing}
-    report_figures.plot_validation_curves(
+    figures.plot_validation_curves(
         referring_curves,
         "overall_iou_at_input_size",
         str(report_dir / "validation_referring.png"),
         "Referring: validation overall IoU during training",
     )
-    report_figures.plot_validation_curves(
+    figures.plot_validation_curves(
         parsing_curves,
         "mean_iou_at_input_size",
         str(report_dir / "validation_parsing.png"),
@@ -353,7 +353,7 @@ def figures_section(
         REFERRING_NAMES[m]: [{b: run["results"]["direct"]["by_length"][b]["overall_iou"] for b in bins} for run in runs]
         for m, runs in referring.items()
     }
-    report_figures.plot_iou_by_length(
+    figures.plot_iou_by_length(
         by_length, str(report_dir / "iou_by_length.png"), "Test overall IoU by expression length (tokens)"
     )
     names = list(next(iter(parsing.values()))[0]["class_names"])
@@ -361,7 +361,7 @@ def figures_section(
         name: [{n: run["results"]["direct"]["per_class"][n]["iou"] for n in names} for run in runs]
         for name, runs in parsing.items()
     }
-    report_figures.plot_per_class_iou(
+    figures.plot_per_class_iou(
         per_class, names, str(report_dir / "per_class_iou.png"), "Test IoU per part (Table 5 models)"
     )
     values = {
@@ -373,7 +373,7 @@ def figures_section(
             np.mean(result_values(runs, "overall_iou", "shuffled"))
         )
         values[REFERRING_NAMES[model]] = float(np.mean(result_values(runs, "overall_iou")))
-    report_figures.plot_baselines(values, str(report_dir / "blind_rules.png"), "Test overall IoU")
+    figures.plot_baselines(values, str(report_dir / "blind_rules.png"), "Test overall IoU")
     return [
         "## Figures",
         "",

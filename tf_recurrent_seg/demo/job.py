@@ -8,7 +8,7 @@ then trains the LSTM baseline and RMI heads on its frozen, cached features (seve
 Table 5 parsing models fine-tuned from it (same steps each). Everything is chosen on the validation split; the
 test split is scored once, at the end, with and without DenseCRF and, for the referring models, with the
 expressions shuffled across scenes. It exports SavedModels and TFLite models into `saved_models/`, draws the
-papers' figures and the learning curves, and writes `reports/demo/REPORT.md` (`tf_recurrent_seg.demo_report`).
+papers' figures and the learning curves, and writes `reports/demo/REPORT.md` (`tf_recurrent_seg.demo.report`).
 Every step runs as the command line the report quotes, so each number can be reproduced with the command
 printed next to it. The report states what was measured, whatever it shows.
 """
@@ -28,9 +28,9 @@ import time
 from absl import flags
 from PIL import Image
 
-from tf_recurrent_seg import demo_report
 from tf_recurrent_seg.cli.common import run_app
 from tf_recurrent_seg.data import synthetic
+from tf_recurrent_seg.demo import report
 from tf_recurrent_seg.evaluation import load_results
 from tf_recurrent_seg.workdir import load_validation_log
 
@@ -538,12 +538,12 @@ def write_report(
     validation: dict,
     figure_lines: list[str],
 ) -> list[str]:
-    """REPORT.md (see `tf_recurrent_seg.demo_report`); returns its findings."""
-    rules = demo_report.referring_rules(SEED, budget["referring_test"], REFERRING_IMAGE_SIZE)
-    parsing_rule = demo_report.parsing_rules(
+    """REPORT.md (see `tf_recurrent_seg.demo.report`); returns its findings."""
+    rules = report.referring_rules(SEED, budget["referring_test"], REFERRING_IMAGE_SIZE)
+    parsing_rule = report.parsing_rules(
         SEED, budget["parsing_train"], budget["parsing_test"], PARSING_IMAGE_SIZE, synthetic.ANIMAL_CLASSES
     )
-    findings = demo_report.claims_section(referring, parsing, rules, parsing_rule)
+    findings = report.claims_section(referring, parsing, rules, parsing_rule)
     seeds = budget["referring_seeds"]
     lines = [
         "# tf_recurrent_seg demo report",
@@ -572,15 +572,15 @@ def write_report(
         "",
         *findings,
         "",
-        *demo_report.blind_rules_section(rules, referring, parsing, parsing_rule),
+        *report.blind_rules_section(rules, referring, parsing, parsing_rule),
         "",
-        *demo_report.pretraining_section(pretraining),
+        *report.pretraining_section(pretraining),
         "",
-        *demo_report.referring_tables(referring),
+        *report.referring_tables(referring),
         "",
-        *demo_report.parsing_table(parsing),
+        *report.parsing_table(parsing),
         "",
-        *demo_report.figures_section(report_dir, referring, parsing, validation, rules, parsing_rule),
+        *report.figures_section(report_dir, referring, parsing, validation, rules, parsing_rule),
         *figure_lines,
         "## Commands (run from the repository root, in this order)",
         "",
