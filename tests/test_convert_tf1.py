@@ -30,6 +30,7 @@ from tf1_checkpoints import (
     write_tf1_checkpoint,
 )
 
+import tf_recurrent_seg
 from tf_recurrent_seg.cli.convert_tf1 import import_model
 from tf_recurrent_seg.convert_tf1 import convert_checkpoint
 from tf_recurrent_seg.defaults import referring_config
@@ -265,9 +266,11 @@ def test_command_line_writes_a_model_that_matches_the_reference(tmp_path, paper_
         "--output",
         output,
         "--head_only",
+        "--preset_dir",
+        tmp_path / "preset",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"Wrote {output}" in result.stdout
+    assert f"Wrote {output}" in result.stdout and f"Wrote preset {tmp_path / 'preset'}" in result.stdout
 
     model = keras.models.load_model(output)
     assert model.head.vocabulary_size == 10 and model.head.resize_convention == "reference"
@@ -280,6 +283,11 @@ def test_command_line_writes_a_model_that_matches_the_reference(tmp_path, paper_
     # image_size=1: the pure-Python 320x320 upsample of the reference is slow and logits_lowres does not use it.
     expected = ref.rmi_head(visual[0].astype(np.float64), tokens[0], weights, image_size=1)["logits_lowres"]
     np.testing.assert_allclose(outputs["logits_lowres"][0], expected, rtol=1e-5, atol=1e-5)
+    # The preset holds the same model and the checkpoint's vocabulary.
+    preset = tf_recurrent_seg.load_preset(tmp_path / "preset")
+    assert preset.metadata["model_name"] == "rmi" and len(preset.vocabulary) == 10
+    inputs = {"visual_features": visual, "tokens": tokens}
+    np.testing.assert_array_equal(preset.model(inputs)["logits_lowres"], outputs["logits_lowres"])
 
 
 def test_command_line_rejects_a_vocabulary_without_special_tokens(tmp_path, paper_head_checkpoint):
@@ -308,7 +316,7 @@ def test_command_line_rejects_a_vocabulary_without_special_tokens(tmp_path, pape
 def test_import_model_checks_its_arguments(tmp_path):
     with pytest.raises(ValueError, match="--backbone must be one of"):
         import_model("rmi", "vgg16", 10, head_only=True)
-    with pytest.raises(ValueError, match="--model must be 'rmi' or 'lstm'"):
+    with pytest.raises(ValueError, match=r"--model must be one of \['rmi', 'lstm'\]"):
         import_model("lg_lstm", "resnet", 10, head_only=True)
     prefix = head_checkpoint(tmp_path, "rmi", "resnet")[0]
     with pytest.raises(ValueError, match="model must be a ReferringSegmenter"):

@@ -2,6 +2,7 @@
 and in a fresh one) to the same outputs; `Preset.segment` is the prediction command's; bad presets are one-line
 errors."""
 
+import io
 import json
 import os
 import subprocess
@@ -9,10 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 
 import tf_recurrent_seg
 from tf_recurrent_seg import presets
 from tf_recurrent_seg.cli import predict
+from tf_recurrent_seg.cli.export import export_preset
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
 from tf_recurrent_seg.models import LGLSTMSegmenter, ReferringSegmenter, build_model
 from tf_recurrent_seg.text import Vocabulary
@@ -110,3 +114,16 @@ def test_bad_presets_are_one_line_errors(referring, tmp_path):
         presets.save_to_preset(model, tmp_path / "p", task="referring", model_name="rmi", normalization="x")
     with pytest.raises(ValueError, match="task must be one of"):
         presets.save_to_preset(model, tmp_path / "p", task="detection", model_name="rmi", normalization="x")
+
+
+def test_export_command_exports_a_preset(parsing, tmp_path):
+    """`cli.export --preset`: the SavedModel of a preset labels an image as the preset does."""
+    model, config, directory = parsing
+    written = export_preset(directory, str(tmp_path / "exported"))
+    assert written["saved_model"] == str(tmp_path / "exported" / "1") and "serve_class_names" in written["signatures"]
+    image = RNG.integers(0, 256, size=(40, 60, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    serving = tf.saved_model.load(written["saved_model"]).signatures["serving_default"]
+    labels = serving(image_bytes=tf.constant([buffer.getvalue()]))["labels"].numpy()[0]
+    np.testing.assert_array_equal(labels, tf_recurrent_seg.load_preset(directory).segment(image))

@@ -1,11 +1,12 @@
 """Imports a checkpoint of the authors' TF1 code (TF-phrasecut-public RMI_model / LSTM_model) into a Keras model.
 
     python -m tf_recurrent_seg.cli.convert_tf1 --checkpoint PREFIX --model rmi|lstm --backbone resnet|deeplab \
-        --vocabulary FILE --output OUT.keras [--head_only]
+        --vocabulary FILE --output OUT.keras [--head_only] [--preset_dir DIR]
 
 Builds the paper-size model with the reference's conventions (`import_model`) for the vocabulary's size, loads
 the checkpoint into it (`convert_tf1.convert_checkpoint`), logs the checkpoint entries it did not use and saves
-the model. Variable names, shapes and conventions: docs/tf1_checkpoints.md.
+the model (and, with --preset_dir, a preset of it: `tf_recurrent_seg.load_preset`). Variable names, shapes and
+conventions: docs/tf1_checkpoints.md.
 """
 
 import ml_collections
@@ -13,12 +14,11 @@ from absl import flags, logging
 
 from tf_recurrent_seg.cli.common import run_app
 from tf_recurrent_seg.convert_tf1 import BACKBONE_SCOPES, convert_checkpoint
-from tf_recurrent_seg.defaults import referring_config
-from tf_recurrent_seg.models import build_lstm_baseline, build_rmi
+from tf_recurrent_seg.defaults import model_names, referring_config
+from tf_recurrent_seg.models.factory import build_referring_model
 from tf_recurrent_seg.models.referring import ReferringSegmenter
+from tf_recurrent_seg.tasks import get_task
 from tf_recurrent_seg.text import Vocabulary
-
-BUILDERS = {"rmi": build_rmi, "lstm": build_lstm_baseline}  # --model -> the factory's builder
 
 
 def import_config(model_name: str, variant: str, vocabulary_size: int) -> ml_collections.ConfigDict:
@@ -37,10 +37,10 @@ def import_model(model_name: str, variant: str, vocabulary_size: int, head_only:
     cached `visual_features`) with `head_only`."""
     if variant not in BACKBONE_SCOPES:
         raise ValueError(f"--backbone must be one of {sorted(BACKBONE_SCOPES)}, got {variant!r}")
-    if model_name not in BUILDERS:
-        raise ValueError(f"--model must be 'rmi' or 'lstm', got {model_name!r}")
+    if model_name not in model_names("referring"):
+        raise ValueError(f"--model must be one of {list(model_names('referring'))}, got {model_name!r}")
     config = import_config(model_name, variant, vocabulary_size)
-    return BUILDERS[model_name](config, include_backbone=not head_only)
+    return build_referring_model(config, include_backbone=not head_only)
 
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
@@ -49,7 +49,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_string(
         "checkpoint", None, "TF1 checkpoint prefix, e.g. unc/tfmodel/unc_resnet_RMI_iter_750000.tfmodel", **fv
     )
-    flags.DEFINE_enum("model", "rmi", ["rmi", "lstm"], "Which head the checkpoint holds.", **fv)
+    flags.DEFINE_enum("model", "rmi", list(model_names("referring")), "Which head the checkpoint holds.", **fv)
     flags.DEFINE_enum(
         "backbone", "resnet", ["resnet", "deeplab"], "Which backbone weights the checkpoint was trained with.", **fv
     )
@@ -61,6 +61,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     )
     flags.DEFINE_string("output", None, "Where to write the Keras model (.keras).", **fv)
     flags.DEFINE_bool("head_only", False, "Import only the head (a model that takes cached backbone features).", **fv)
+    flags.DEFINE_string("preset_dir", None, "Also write the model as a preset in this directory.", **fv)
     flags.mark_flags_as_required(["checkpoint", "vocabulary", "output"], flag_values=flag_values)
 
 
@@ -81,6 +82,9 @@ def main(argv, flag_values: flags.FlagValues = flags.FLAGS) -> ReferringSegmente
         logging.warning("checkpoint variable not used by the model: %s", name)
     model.save(values.output)
     print(f"Wrote {values.output} ({model.count_params():,} parameters; resize convention 'reference')")
+    if values.preset_dir:
+        task = get_task(import_config(values.model, values.backbone, len(vocabulary)))
+        print(f"Wrote preset {task.save_preset(model, values.preset_dir, vocabulary=values.vocabulary)}")
     return model
 
 

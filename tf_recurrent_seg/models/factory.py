@@ -102,7 +102,9 @@ def _referring_head(model_config: ml_collections.ConfigDict) -> keras.Model:
     return LSTMBaselineHead(**shared, hidden_units=model_config.hidden_units)
 
 
-def _build_referring(config: ml_collections.ConfigDict, include_backbone: bool) -> ReferringSegmenter:
+def build_referring_model(config: ml_collections.ConfigDict, include_backbone: bool = True) -> ReferringSegmenter:
+    """RMI or the LSTM baseline, whichever `config.model.name` names; without a backbone (a model of cached
+    backbone features) when not `include_backbone`."""
     model_config = config.model
     size = model_config.image_size
     backbone = build_backbone(model_config.backbone, (size, size, 3)) if include_backbone else None
@@ -150,13 +152,13 @@ def _check_model_name(config: ml_collections.ConfigDict, expected: str, builder:
 def build_rmi(config: ml_collections.ConfigDict, include_backbone: bool = True) -> ReferringSegmenter:
     """RMI (backbone + `RMIHead`) from a `referring_config("rmi", variant)`; reads only `config.model`."""
     _check_model_name(config, "rmi", "build_rmi")
-    return _build_referring(config, include_backbone)
+    return build_referring_model(config, include_backbone)
 
 
 def build_lstm_baseline(config: ml_collections.ConfigDict, include_backbone: bool = True) -> ReferringSegmenter:
     """The LSTM baseline (backbone + `LSTMBaselineHead`) from a `referring_config("lstm", variant)`."""
     _check_model_name(config, "lstm", "build_lstm_baseline")
-    return _build_referring(config, include_backbone)
+    return build_referring_model(config, include_backbone)
 
 
 def build_lg_lstm(config: ml_collections.ConfigDict) -> LGLSTMSegmenter:
