@@ -474,16 +474,13 @@ def use_synthetic_referring(config: ml_collections.ConfigDict) -> ml_collections
     model = config.model
     model.vocabulary_size = 64  # >= the synthetic vocabulary (about 32 tokens with the specials)
     model.image_size = 128
-    # 64 against 128 (seeds 0-2, validation, the LSTM head): 0.528 +- 0.018 against 0.518 +- 0.033.
-    model.embedding_dim = model.language_units = 64
+    model.embedding_dim = model.language_units = (
+        64  # chosen on validation: docs/synthetic_demo.md#settings-chosen-on-validation
+    )
     # The mLSTM's per-word work on the 32x32 grid is memory-bound elementwise arithmetic on (B, 32, 32, 4u)
     # gate maps; u = 16 keeps its training step a few times the LSTM baseline's.
     model.mlstm_units = 16
-    # The LSTM baseline's conv1 width, chosen on the validation split (200 scenes, seed 0, 3000 steps): 32 / 64 /
-    # 128 / 256 hidden units gave 0.446 / 0.513 / 0.540 / 0.551 overall IoU; a step on one thread takes 18 ms at
-    # 32, 42 at 128 and about twice that at 256. Over seeds 0-2 (another pretrained backbone): 128 gave
-    # 0.528 +- 0.018, 256 gave 0.529 +- 0.021, so 128.
-    model.hidden_units = 128
+    model.hidden_units = 128  # chosen on validation: docs/synthetic_demo.md#settings-chosen-on-validation
     # Targets cover about 1.5% of the map: start conv2 at those log-odds, log(0.015 / 0.985) = -4.2, not 0.
     model.classifier_bias_init = -4.2
     model.backbone = synthetic_backbone_config()
@@ -499,18 +496,7 @@ def use_synthetic_referring(config: ml_collections.ConfigDict) -> ml_collections
     config.train.feature_dtype = "float16"  # 32x32x17 attribute logits: 35 KB per scene
     config.train.feature_cache_dir = ""  # "": <workdir>/features; runs on the same backbone and records may share one
     config.train.batch_size = 16
-    # Chosen on the validation split (200 scenes, seed 0): LSTM with Adam 3e-3 still 0 overall IoU at step 750;
-    # 1e-2 with the conv2 bias start: LSTM 0.43 / 0.47 / 0.47 / 0.50 / 0.49 / 0.51 at steps 1000-6000, RMI (u = 16)
-    # 0.38 / 0.45 / 0.54 / 0.56 / 0.58 at 1000-5000. The LSTM's three 5000-step seeds were no better at 5000
-    # than at 3000 (0.462 vs 0.461 mean): it gets 3000; at 3e-3 its seeds 0-2 ended at 0.471 +- 0.003 against
-    # 0.528 +- 0.018 at 1e-2. RMI's were not either (0.600 vs 0.599), but a run
-    # scheduled for 3000 steps ended at 0.535 (seed 0; 0.559 with batches not grouped by length, within the
-    # seeds' spread): it keeps 5000. Over seeds 0-2 on one backbone, 3000 steps at 2e-2 ended at 0.561 +- 0.033
-    # against 0.593 +- 0.012 for 5000 at 1e-2. Both heads overfitted those 3000 training expressions (seed 0,
-    # 300 training against 200 validation expressions: LSTM 0.627 / 0.522, RMI 0.691 / 0.583); with 9000 (the
-    # demo's data now), seeds 0-2: LSTM 0.515 +- 0.032 at 3000 steps and 0.616 +- 0.017 at 5000, RMI 0.626 +- 0.010
-    # at 5000 (8000 steps, seeds 0-1: 0.653 / 0.639 against 0.630 / 0.634 at 5000, within the seeds' spread for
-    # 60% more time). So both get 5000 steps.
+    # chosen on validation: docs/synthetic_demo.md#settings-chosen-on-validation
     config.train.num_steps = 5000
     config.train.learning_rate = 1e-2
     config.train.end_learning_rate = 1e-4
@@ -540,16 +526,7 @@ def use_synthetic_parsing(config: ml_collections.ConfigDict) -> ml_collections.C
     config.data.eval_records = "data/synthetic_parsing/validation"  # choices on validation; test once, at the end
     config.data.normalization = image_ops.BGR_MINUS_CAFFE_RESNET_MEAN  # what the pretrained backbone saw
     config.train.batch_size = 8
-    # Chosen on the validation split (60 figures): SGD 1e-2 for the new layers gave LG-LSTM mean IoU 0.17 at
-    # step 300 and 0.28 at 600; 5e-2 gave 0.22 at 300 and 0.30 at 400. The backbone's rate: at 1e-3 the
-    # 3000-step runs (one seed) ended at conv_baseline 0.33, LG-LSTM 0.52, local2 0.42; at 1e-2 conv_baseline
-    # gave 0.30 / 0.36 / 0.38 / 0.43 / 0.45 / 0.49 at 500-3000 (1e-3: 0.26 / 0.27 / 0.28 / 0.28 / 0.30 / 0.33),
-    # LG-LSTM 0.31 / 0.43 / 0.47 at 500-1500 (1e-3: 0.31 / 0.39 / 0.43), local2 0.33 / 0.38 / 0.42 / 0.48 /
-    # 0.51 at 500-2500 (1e-3: 0.27 / 0.33 / 0.35 / 0.36 / 0.38). Still rising at 3000 steps (about 4-7 min a
-    # run on one core of two): the demo's budget. Faster backbone rates did not help the one-conv baseline at
-    # 3000 steps (seed 0: 0.495 / 0.483 / 0.486 at 1e-2 / 2e-2 / 3e-2; seeds 0-2 at 1e-2: 0.472 +- 0.020) nor LG-LSTM
-    # beyond its seeds' spread (seed 0: 0.571 / 0.587 at 1e-2 / 2e-2; seeds 0-2 at 1e-2: 0.558 +- 0.013).
-    # The new layers at 1e-1 instead of 5e-2: the one-conv baseline's seeds 0-2 ended at 0.438 +- 0.022.
+    # chosen on validation: docs/synthetic_demo.md#settings-chosen-on-validation
     config.train.num_steps = 3000
     config.train.learning_rate = 5e-2
     config.train.pretrained_learning_rate = 1e-2
