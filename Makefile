@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 # 2-core machine; `make test TEST_WORKERS=1` runs in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: demo app showcase lint format test test-large bench clean
+.PHONY: demo demo-full app showcase lint format test test-large bench clean
 
 $(VENV_PYTHON):
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ $(INSTALLED): $(VENV_PYTHON) setup.cfg pyproject.toml
 	$(VENV_PYTHON) -m pip install --quiet -e ".[test,crf,app]"
 	touch $(INSTALLED)
 
+# One seed of RMI, the LSTM baseline, LG-LSTM and the one-conv baseline (docs/synthetic_demo.md).
 demo: $(INSTALLED)
 	$(VENV_PYTHON) -m tf_recurrent_seg.demo $(DEMO_FLAGS)
+
+# Every Table 5 model, three referring seeds, TFLite.
+demo-full: $(INSTALLED)
+	$(VENV_PYTHON) -m tf_recurrent_seg.demo --budget=full $(DEMO_FLAGS)
 
 # A local page to try the demo's exported models (after `make demo`): docs/app.md.
 app: $(INSTALLED)

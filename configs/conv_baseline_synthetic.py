@@ -6,8 +6,11 @@
 Variants, comma-separated: `extra` (five 3x3 convs before the prediction), `smoke`.
 """
 
-from tf_recurrent_seg.defaults import apply_config_variant, parsing_config, use_synthetic_parsing
+from tf_recurrent_seg import defaults
 
 
 def get_config(variant: str | None = None):
-    return apply_config_variant(use_synthetic_parsing(parsing_config("conv_baseline")), variant)
+    # The setting of lg_lstm_synthetic.py (sizes, the backbone, the data, the schedule), with one prediction conv.
+    config = defaults.load_config_file(__file__, "lg_lstm_synthetic.py", variant)
+    config.model.name = "conv_baseline"
+    return config

@@ -11,8 +11,11 @@ of `configs/backbone_synthetic.py` (one unit per stage, width 8, output stride 4
 the visual feature (see docs/synthetic_demo.md). `:smoke` shrinks it for tests.
 """
 
-from tf_recurrent_seg.defaults import apply_config_variant, referring_config, use_synthetic_referring
+from tf_recurrent_seg import defaults
 
 
 def get_config(variant: str | None = None):
-    return apply_config_variant(use_synthetic_referring(referring_config("lstm", "resnet")), variant)
+    # The setting of rmi_synthetic.py (every size, the backbone, the data, the schedule), with the LSTM head.
+    config = defaults.load_config_file(__file__, "rmi_synthetic.py", variant)
+    config.model.name = "lstm"
+    return config

@@ -80,6 +80,32 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def preset_dirs(models):
+    """The two tiny models as presets (`save_to_preset`), as `make demo` writes them beside each export."""
+    from tf_recurrent_seg import presets
+
+    root, config, parsing = models["root"], models["config"], models["parsing_config"]
+    referring = presets.save_to_preset(
+        models["rmi"],
+        root / "rmi_preset",
+        task="referring",
+        model_name="rmi",
+        normalization=config.data.normalization,
+        vocabulary=models["vocabulary"],
+        strip_pieces=config.data.strip_pieces,
+    )
+    parsing = presets.save_to_preset(
+        models["lg_lstm"],
+        root / "lg_lstm_preset",
+        task="parsing",
+        model_name="lg_lstm",
+        normalization=parsing.data.normalization,
+        class_names=list(parsing.model.class_names),
+    )
+    return {"referring": referring, "parsing": parsing}
+
+
+@pytest.fixture(scope="module")
 def page(models):
     """The page on a free local port, serving the two exports; its address."""
     with socket.socket() as probe:
@@ -211,6 +237,58 @@ def test_bad_input_gets_the_signature_message(models, content, expression, messa
         page_lib.read_upload(None)
 
 
+# ------------------------------------------------------------------------------------------- presets
+
+
+def test_preset_requests_are_preset_segment(models, preset_dirs, tmp_path):
+    """The page's requests on presets answer with `Preset.segment`'s mask and label map, pixel for pixel."""
+    from tf_recurrent_seg import presets
+
+    referring, parsing = page_lib.load_models(preset=preset_dirs["referring"], parsing_preset=preset_dirs["parsing"])
+    assert isinstance(referring, page_lib.PresetModel) and isinstance(parsing, page_lib.PresetModel)
+    image, path = models["image"], models["image_path"]
+
+    expected = presets.load_preset(preset_dirs["referring"]).segment(image, EXPRESSION)
+    assert 0.05 < expected.mean() < 0.95
+    result = referring.segment(pathlib.Path(path).read_bytes(), EXPRESSION)
+    np.testing.assert_array_equal(result["mask"], expected)
+    assert result["tokens"] == WORDS and result["probabilities"].shape == (IMAGE_HEIGHT, IMAGE_WIDTH)
+    assert result["word_masks"].shape == result["word_responses"].shape == (len(WORDS), IMAGE_HEIGHT, IMAGE_WIDTH)
+    *_, tokens, timing, mask_file = page_lib.referring_handler(referring, tmp_path)(path, EXPRESSION)
+    np.testing.assert_array_equal(read_png(mask_file) > 0, expected)  # what the page offers for download
+    assert [token for token, _ in tokens if token != " "] == WORDS and "`Preset.segment`" in timing
+
+    expected_labels = presets.load_preset(preset_dirs["parsing"]).segment(image)
+    assert len(np.unique(expected_labels)) > 1
+    *_, labels_file = page_lib.parsing_handler(parsing, tmp_path)(path)
+    np.testing.assert_array_equal(read_png(labels_file), expected_labels)
+
+    page = page_lib.build_page(referring, parsing, num_scenes=1, work_dir=str(tmp_path))  # built, not launched
+    assert page.work_dir.parent == tmp_path
+
+
+@pytest.mark.parametrize(
+    "content, expression, message",
+    [
+        ("image", "", "expression '' is empty"),
+        ("text", "the man", "corrupt or truncated image"),
+        ("bomb", "the man", "image is 20000x20000 = 400000000 pixels, over the limit"),
+    ],
+    ids=["empty_expression", "not_an_image", "over_the_pixel_limit"],
+)
+def test_preset_bad_input_is_a_message(models, preset_dirs, content, expression, message):
+    from test_image_header import png_header_only
+
+    referring, _ = page_lib.load_models(preset=preset_dirs["referring"])
+    content = {
+        "image": pathlib.Path(models["image_path"]).read_bytes(),
+        "text": b"definitely not an image",
+        "bomb": png_header_only(20000, 20000),
+    }[content]
+    with pytest.raises(page_lib.BadRequest, match=message):
+        referring.segment(content, expression)
+
+
 # ------------------------------------------------------------------------------------------- the page, over HTTP
 
 
@@ -328,3 +406,35 @@ def test_command_needs_an_export_dir():
     flag_values(["app"])
     with pytest.raises(absl_app.UsageError, match="--export_dir is required"):
         app_cli.main(["app"], flag_values)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--export_dir=EXPORT", "--preset=RMI"], "give --export_dir or --preset, not both"),
+        (["--preset=RMI", "--parsing_export_dir=X", "--parsing_preset=LG"], "--parsing_export_dir or --parsing_preset"),
+        (["--preset=LG"], "--preset: .*lg_lstm_preset is a parsing preset; pass it as --parsing_preset"),
+        (["--preset=RMI", "--parsing_preset=RMI"], "--parsing_preset: .*rmi_preset is a referring preset; pass it as"),
+        (["--preset=MISSING"], "--preset: .*missing is not a preset: it has no metadata.json"),
+        (["--preset=RMI", "--parsing_preset=EXPORT"], "--parsing_preset: .*rmi is not a preset: it has no metadata"),
+    ],
+    ids=["both_referring", "both_parsing", "parsing_as_referring", "referring_as_parsing", "missing", "an_export"],
+)
+def test_command_preset_usage_errors(models, preset_dirs, arguments, message):
+    from absl import app as absl_app
+    from absl import flags
+
+    from tf_recurrent_seg.cli import app as app_cli
+
+    paths = {
+        "RMI": preset_dirs["referring"],
+        "LG": preset_dirs["parsing"],
+        "EXPORT": str(models["root"] / "rmi"),
+        "MISSING": str(models["root"] / "missing"),
+    }
+    flag_values = flags.FlagValues()
+    app_cli.define_flags(flag_values)
+    flag_values(["app", *(f"{flag}={paths.get(value, value)}" for flag, value in (a.split("=") for a in arguments))])
+    with pytest.raises(absl_app.UsageError, match=message) as caught:
+        app_cli.main(["app"], flag_values)
+    assert "\n" not in str(caught.value)  # one line, as the command prints it

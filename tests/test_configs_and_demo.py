@@ -36,6 +36,37 @@ def test_config_smoke_variant_builds(path):
         runpy.run_path(str(path))["get_config"]("huge")
 
 
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_config_is_locked_so_a_misspelt_field_fails(path):
+    config = runpy.run_path(str(path))["get_config"]()
+    config.train.num_steps = 7  # an existing field: fine
+    for section, misspelt in ((config.train, "num_step"), (config.model, "imag_size"), (config.model.backbone, "x")):
+        with pytest.raises(AttributeError, match="locked"):
+            setattr(section, misspelt, 1)
+
+
+def test_a_variant_for_another_model_is_refused_in_one_line():
+    get_config = runpy.run_path(str(ROOT / "configs" / "rmi_synthetic.py"))["get_config"]
+    with pytest.raises(
+        ValueError, match=r"^config variant 'local2' does not apply to 'rmi' \(no \['neighbourhood'\]\)$"
+    ):
+        get_config("local2")
+
+
+@pytest.mark.parametrize(
+    "derived, base, name",
+    [("lstm_synthetic", "rmi_synthetic", "lstm"), ("conv_baseline_synthetic", "lg_lstm_synthetic", "conv_baseline")],
+)
+def test_derived_synthetic_configs_change_only_the_model(derived, base, name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the sibling is found next to the file, not from the working directory
+    for variant in (None, "smoke"):
+        derived_config = runpy.run_path(str(ROOT / "configs" / f"{derived}.py"))["get_config"](variant).to_dict()
+        base_config = runpy.run_path(str(ROOT / "configs" / f"{base}.py"))["get_config"](variant).to_dict()
+        assert derived_config["model"].pop("name") == name
+        base_config["model"].pop("name")
+        assert derived_config == base_config
+
+
 def test_caffe_preprocess_is_bgr_minus_mean():
     image = np.array([[[10, 20, 30]]], np.uint8)
     np.testing.assert_allclose(
@@ -157,7 +188,7 @@ def test_demo_seed_flags_override_the_budget():
     assert budget["parsing_seeds"] == 3 and budget["referring_seeds"] == BUDGETS["full"]["referring_seeds"]
     assert BUDGETS["full"]["parsing_seeds"] == 1  # the table itself is not changed
     assert budget_name(budget, "full") == "`full` (parsing seeds 3)"
-    assert budget_name(BUDGETS["short"], "short") == "`short`"
+    assert budget_name(BUDGETS["default"], "default") == "`default`"
     with pytest.raises(flags.IllegalFlagValueError):
         flag_values(["demo", "--referring_seeds=-1"])
 
@@ -202,9 +233,9 @@ def test_demo_report_states_a_claim_only_beyond_twice_the_standard_error():
     assert pct([0.4, 0.5]) == "45.00 ± 7.07" and pct(0.123) == "12.30" and pct(None) == "—"
 
 
-def test_demo_starts_the_longest_referring_run_first_then_longest_first():
-    """The first referring run builds the shared feature cache; with RMI (the longest) as that run, its training,
-    evaluation and export start first. The other runs follow longest first (steps x measured ms per step)."""
+def test_demo_starts_the_shortest_referring_run_first_then_longest_first():
+    """The first referring run builds the shared feature cache: the shortest (the LSTM head), beside the longest
+    parsing run. The other runs follow longest first (steps x measured ms per step)."""
     from tf_recurrent_seg.demo.job import BUDGETS, Job, in_priority_order
 
     budget = BUDGETS["full"]
@@ -212,4 +243,11 @@ def test_demo_starts_the_longest_referring_run_first_then_longest_first():
     parsing = {name: Job(name, name, []) for name in ("conv_baseline_seed0", "lg_lstm_seed0")}
     order = [job.name for job in in_priority_order(referring, parsing, budget)]
     # full budget: lg_lstm 3000 x 220 ms = 660 s, rmi 5000 x 80 = 400 s, conv 3000 x 80 = 240 s, lstm 5000 x 42 = 210 s
-    assert order == ["rmi_seed0", "lg_lstm_seed0", "rmi_seed1", "conv_baseline_seed0", "lstm_seed0", "lstm_seed1"]
+    assert order == ["lstm_seed0", "lg_lstm_seed0", "rmi_seed0", "rmi_seed1", "conv_baseline_seed0", "lstm_seed1"]
+    default = BUDGETS["default"]  # lg_lstm 2000 x 220 = 440 s, rmi 4000 x 80 = 320 s, conv 240 s, lstm 210 s
+    assert [job.name for job in in_priority_order(dict(list(referring.items())[:2]), parsing, default)] == [
+        "lstm_seed0",
+        "lg_lstm_seed0",
+        "rmi_seed0",
+        "conv_baseline_seed0",
+    ]

@@ -1,8 +1,12 @@
-"""Default configurations: every paper constant lives here, with the section it comes from.
+"""The configuration schema: every field of every config, each default written once, with the paper section it
+comes from.
 
-`configs/*.py` start from these and override what their setting changes; `build_*` functions read
-only the `model` section, the training code the `train` section.
+`configs/*.py` start from `referring_config`, `parsing_config` or `backbone_pretraining_config` (locked: a misspelt
+field fails), set the values that distinguish them, and end with `finish(config, variant)`.
 """
+
+import pathlib
+import runpy
 
 import ml_collections
 
@@ -104,6 +108,9 @@ def loop_config() -> ml_collections.ConfigDict:
     config.mixed_precision = "float32"
     # XLA for the training step's forward and backward pass and for the evaluation forward pass.
     config.jit_compile = False
+    # Referring heads only: train the head on the frozen backbone's features, computed once (exact, since it is
+    # frozen). Parsing models fine-tune their backbone through the step and refuse it.
+    config.cache_features = False
     return config
 
 
@@ -124,7 +131,7 @@ def is_referring(config: ml_collections.ConfigDict) -> bool:
 def class_names(config: ml_collections.ConfigDict) -> list[str]:
     """A parsing config's name of every class id: `model.class_names`, completed with "class <id>" where it lists
     fewer than `model.num_classes` (and cut where it lists more)."""
-    names = [str(name) for name in config.model.get("class_names", None) or ()]
+    names = [str(name) for name in config.model.class_names]
     count = config.model.num_classes
     return (names + [f"class {index}" for index in range(len(names), count)])[:count]
 
@@ -174,9 +181,10 @@ def referring_config(model: str = "rmi", variant: str = "resnet") -> ml_collecti
     config.train.adam_beta_1 = 0.9  # TF defaults, as the reference code
     config.train.adam_beta_2 = 0.999
     config.train.adam_epsilon = 1e-8
-    config.train.cache_features = False  # train the head on backbone features computed once (exact: it is frozen)
     config.train.feature_dtype = "float32"  # of the cached features; float16 halves the disk at ~5e-4 error
+    config.train.feature_cache_dir = ""  # "": <workdir>/features; runs on the same backbone and records may share one
     config.train.update(loop_config())
+    config.lock()
     return config
 
 
@@ -212,13 +220,14 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
     "conv_baseline_extra" ("VGG16 extra conv": five 3x3 convs of 576 filters first). The other Table 5
     ablations are fields: neighbourhood 4 / 2 ("local 4" / "local 2"), use_global False ("w/o global").
     """
-    recipes = (*model_names("parsing"), "conv_baseline_extra")  # the last: conv_baseline with extra_convs
-    if model not in recipes:
-        raise ValueError(f"model must be one of {recipes}, got {model!r}")
+    if model == "conv_baseline_extra":
+        return apply_config_variant(parsing_config("conv_baseline"), "extra")
+    if model not in model_names("parsing"):
+        raise ValueError(f"model must be one of {(*model_names('parsing'), 'conv_baseline_extra')}, got {model!r}")
     config = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict()
-    config.model.name = "lg_lstm" if model == "lg_lstm" else "conv_baseline"
+    config.model.name = model
     config.model.class_names = HORSE_COW_CLASSES
     config.model.num_classes = len(HORSE_COW_CLASSES)
     config.model.image_size = 321  # §4.1: 321x321 input, 41x41 features
@@ -232,7 +241,7 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
     config.model.share_lstm_weights = True  # §1: gate weights shared across LG-LSTM layers
     config.model.distinct_spatial_weights = True  # transition layer; docs/decisions.md#transition-layer-weights
     config.model.prediction_init_stddev = 0.001  # §4.1: new conv weights N(0, 0.001)
-    config.model.extra_convs = 5 if model == "conv_baseline_extra" else 0  # Table 5 "VGG16 extra conv"
+    config.model.extra_convs = 0  # 5: Table 5's "VGG16 extra conv" (the `extra` variant)
     config.model.extra_conv_filters = 576  # Table 5
     config.model.resize_convention = "half_pixel"
     config.model.backbone = vgg_backbone_config()
@@ -248,6 +257,7 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
     config.train.num_epochs = 60  # §4.1: about 60 epochs on Horse-Cow
     config.train.update(loop_config())
     config.train.num_steps = 9000  # ~60 epochs of 294 Horse-Cow training images at batch 2
+    config.lock()
     return config
 
 
@@ -269,12 +279,14 @@ def shrink_parsing_config(config: ml_collections.ConfigDict) -> ml_collections.C
 
 
 def shrink_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The smoke variant of any config of the package."""
+    """The smoke variant of any config of the package (locked)."""
     if config.model.name == "backbone_pretraining":
-        return shrink_pretraining_config(config)
-    if is_referring(config):
-        return shrink_referring_config(config)
-    return shrink_parsing_config(config)
+        shrink_pretraining_config(config)
+    elif is_referring(config):
+        shrink_referring_config(config)
+    else:
+        shrink_parsing_config(config)
+    return lock(config)
 
 
 CONFIG_VARIANTS = {"smoke": shrink_config}
@@ -287,13 +299,23 @@ MODEL_VARIANTS = {
 }
 
 
+def lock(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Locks `config` and every section in it, including sections replaced since it was first locked (a locked
+    ConfigDict's own `lock()` stops at itself)."""
+    return config.unlock().lock()
+
+
 def apply_config_variant(config: ml_collections.ConfigDict, variants: str | None) -> ml_collections.ConfigDict:
-    """Applies a `configs/<file>.py:<variants>` suffix: comma-separated names from CONFIG_VARIANTS ('smoke'
-    shrinks every size) or MODEL_VARIANTS (the ablations); None or '' leaves the config as it is."""
+    """Applies a `configs/<file>.py:<variants>` suffix (the one variant mechanism; every config's `get_config` ends
+    with it): comma-separated names from CONFIG_VARIANTS ('smoke' shrinks every size) or MODEL_VARIANTS (the
+    ablations); None or '' leaves the values as they are. The result is locked: a misspelt field fails."""
     for variant in (variants or "").split(","):
         if not variant:
             continue
         if variant in MODEL_VARIANTS:
+            missing = sorted(set(MODEL_VARIANTS[variant]) - set(config.model.keys()))
+            if missing:
+                raise ValueError(f"config variant {variant!r} does not apply to {config.model.name!r} (no {missing})")
             config.model.update(MODEL_VARIANTS[variant])
         elif variant in CONFIG_VARIANTS:
             CONFIG_VARIANTS[variant](config)
@@ -301,7 +323,14 @@ def apply_config_variant(config: ml_collections.ConfigDict, variants: str | None
             raise ValueError(
                 f"unknown config variant {variant!r}; known: {sorted(CONFIG_VARIANTS) + sorted(MODEL_VARIANTS)}"
             )
-    return config
+    return lock(config)
+
+
+def load_config_file(config_file: str, sibling: str, variant: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(variant)` of the config file `sibling` in `config_file`'s folder: a config that is another's
+    setting with one value changed (`configs/lstm_synthetic.py`) starts from it, wherever it is run from."""
+    path = pathlib.Path(config_file).resolve().with_name(sibling)
+    return runpy.run_path(str(path))["get_config"](variant)
 
 
 # Where `data_tools` writes each dataset (`--output_dir data/<name>`) and the facts its configs need.
@@ -450,6 +479,7 @@ def backbone_pretraining_config() -> ml_collections.ConfigDict:
     config.train.deterministic = True  # same seed, same backbone (tf_recurrent_seg.determinism)
     config.train.log_every = 50
     config.train.seed = 0
+    config.lock()
     return config
 
 
@@ -459,76 +489,4 @@ def shrink_pretraining_config(config: ml_collections.ConfigDict) -> ml_collectio
     config.model.backbone.base_width = 4
     config.data.num_train, config.data.num_validation = 16, 8
     config.train.update({"batch_size": 4, "num_steps": 4, "log_every": 2})
-    return config
-
-
-def use_synthetic_referring(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Sizes a referring config for the built-in synthetic data on a CPU, trained as in the papers: the
-    pretrained backbone frozen, its features cached once, the head trained alone (RMI paper §4.2).
-
-    Not a paper setting: the synthetic scenes are simple (flat shapes, a 30-word vocabulary), so every size is
-    scaled down so that training takes minutes on two cores. The backbone is `synthetic_backbone_config`,
-    pretrained by `configs/backbone_synthetic.py` (run it first, or point `model.backbone.pretrained` at
-    another `keras:<path>`).
-    """
-    model = config.model
-    model.vocabulary_size = 64  # >= the synthetic vocabulary (about 32 tokens with the specials)
-    model.image_size = 128
-    model.embedding_dim = model.language_units = (
-        64  # chosen on validation: docs/synthetic_demo.md#settings-chosen-on-validation
-    )
-    # The mLSTM's per-word work on the 32x32 grid is memory-bound elementwise arithmetic on (B, 32, 32, 4u)
-    # gate maps; u = 16 keeps its training step a few times the LSTM baseline's.
-    model.mlstm_units = 16
-    model.hidden_units = 128  # chosen on validation: docs/synthetic_demo.md#settings-chosen-on-validation
-    # Targets cover about 1.5% of the map: start conv2 at those log-odds, log(0.015 / 0.985) = -4.2, not 0.
-    model.classifier_bias_init = -4.2
-    model.backbone = synthetic_backbone_config()
-    model.visual_dim = model.backbone.classifier_units  # the resnet variant: fc1000's logits are the visual feature
-    model.backbone.trainable = False  # frozen, as in the papers
-    model.backbone.train_classifier = False  # the attribute classifier too: the cache holds its 17 logits
-    model.backbone.pretrained = "keras:runs/backbone_synthetic/backbone.keras"
-    config.data.train_records = "data/synthetic_referring/train"
-    config.data.eval_records = "data/synthetic_referring/validation"  # choices on validation; test once, at the end
-    config.data.vocabulary = "data/synthetic_referring/vocabulary.txt"
-    config.data.length_bins = "synthetic"
-    config.train.cache_features = True
-    config.train.feature_dtype = "float16"  # 32x32x17 attribute logits: 35 KB per scene
-    config.train.feature_cache_dir = ""  # "": <workdir>/features; runs on the same backbone and records may share one
-    config.train.batch_size = 16
-    # chosen on validation: docs/synthetic_demo.md#settings-chosen-on-validation
-    config.train.num_steps = 5000
-    config.train.learning_rate = 1e-2
-    config.train.end_learning_rate = 1e-4
-    config.train.weight_decay = 0.0
-    config.train.update({"checkpoint_every": 1000, "log_every": 100, "eval_every": 500, "eval_examples": 200})
-    return config
-
-
-def use_synthetic_parsing(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Sizes a parsing config for the synthetic animal figures on a CPU, as in the paper's setting: the
-    backbone starts from pretrained weights (`configs/backbone_synthetic.py`, the stand-in for ImageNet) and
-    is fine-tuned at `train.pretrained_learning_rate` while the new layers learn at `train.learning_rate`.
-
-    The backbone is the synthetic referring one (same weights) at output stride 8: 97 -> 13x13 features, the
-    paper's 321 -> 41 ratio. A stride change keeps the weights valid (an atrous network computes the strided
-    one's features densely).
-    """
-    model = config.model
-    model.image_size = 97
-    model.units = 16
-    model.extra_conv_filters = 64
-    model.backbone = synthetic_backbone_config()
-    model.backbone.variant = "deeplab"  # res5c features; the pretraining classifier is not used
-    model.backbone.output_stride = 8
-    model.backbone.pretrained = "keras:runs/backbone_synthetic/backbone.keras"
-    config.data.train_records = "data/synthetic_parsing/train"
-    config.data.eval_records = "data/synthetic_parsing/validation"  # choices on validation; test once, at the end
-    config.data.normalization = image_ops.BGR_MINUS_CAFFE_RESNET_MEAN  # what the pretrained backbone saw
-    config.train.batch_size = 8
-    # chosen on validation: docs/synthetic_demo.md#settings-chosen-on-validation
-    config.train.num_steps = 3000
-    config.train.learning_rate = 5e-2
-    config.train.pretrained_learning_rate = 1e-2
-    config.train.update({"checkpoint_every": 500, "log_every": 50, "eval_every": 500, "eval_examples": 60})
     return config

@@ -17,6 +17,12 @@ def pop_dtype_policy(kwargs: dict) -> keras.DTypePolicy:
     return keras.dtype_policies.get(dtype) if dtype else keras.config.dtype_policy()
 
 
+def constructor_arguments(frame_locals: dict) -> dict:
+    """A constructor's own keyword arguments, from `locals()` called first thing in `__init__`: everything but
+    `self`, `kwargs` (the `keras.Model` arguments) and `__class__`."""
+    return {name: value for name, value in frame_locals.items() if name not in ("self", "kwargs", "__class__")}
+
+
 class FunctionalModel(PresetMixin, keras.Model):
     """A functional `keras.Model` subclass: `__init__` builds the graph and calls `super().__init__(inputs, outputs)`.
 

@@ -43,19 +43,28 @@ class Preset:
         return self.metadata["task"]
 
     def prediction_config(self) -> ml_collections.ConfigDict:
-        """The `model` and `data` settings prediction reads (what a run's config.json would give it)."""
+        """The model's schema config (`tasks.default_config`) with the settings prediction reads set from the
+        preset: what a run's config.json would give it."""
+        from tf_recurrent_seg.tasks import default_config  # the tasks import this module
+
         model = self.model
+        config = default_config(self.metadata["model_name"])
+        config.data.normalization = self.metadata["normalization"]
         head = getattr(model, "head", None)
-        size = head.image_size if head is not None else int(model.input.shape[1])
-        section = {"name": self.metadata["model_name"], "image_size": size}
-        if head is not None:
-            section.update(
-                max_words=head.max_words, vocabulary_size=head.vocabulary_size, resize_convention=head.resize_convention
-            )
-        else:
-            section.update(class_names=self.metadata["class_names"], num_classes=len(self.metadata["class_names"]))
-        data = {"normalization": self.metadata["normalization"], "strip_pieces": self.metadata["strip_pieces"]}
-        return ml_collections.ConfigDict({"model": section, "data": data})
+        if head is None:
+            config.model.image_size = int(model.input.shape[1])
+            config.model.class_names = tuple(self.metadata["class_names"])
+            config.model.num_classes = len(self.metadata["class_names"])
+            return config
+        config.model.update(
+            image_size=head.image_size,
+            max_words=head.max_words,
+            vocabulary_size=head.vocabulary_size,
+            resize_convention=head.resize_convention,
+        )
+        config.data.strip_pieces = self.metadata["strip_pieces"]
+        config.data.vocabulary = ""  # the preset's own (`Preset.vocabulary`)
+        return config
 
     def segment(self, image: np.ndarray, expression: str | None = None) -> np.ndarray:
         """A referring preset: the bool (H, W) mask of what `expression` refers to in `image` (uint8 RGB, any

@@ -126,8 +126,8 @@ def pretrain(
         loss, steps and seconds.
     """
     train_config, data = config.train, config.data
-    deterministic = bool(train_config.get("deterministic", True))
-    determinism.check_jit_compile(bool(train_config.get("jit_compile", False)), deterministic, backbone_in_step=True)
+    deterministic = bool(train_config.deterministic)
+    determinism.check_jit_compile(bool(train_config.jit_compile), deterministic, backbone_in_step=True)
     determinism.seed_run(int(train_config.seed), deterministic)
     size = int(config.model.image_size)
     tic = time.perf_counter()

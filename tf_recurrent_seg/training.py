@@ -325,7 +325,7 @@ def _run_loop(config: ml_collections.ConfigDict, state: LoopState, num_replicas:
         int(config.train.num_steps),
         num_replicas,
         int(config.train.batch_size),
-        ", cached backbone features" if config.train.get("cache_features", False) else "",
+        ", cached backbone features" if config.train.cache_features else "",
     )
     try:
         return _loop(config, state)

@@ -45,7 +45,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training directory")
     with open(path) as file:
-        return ml_collections.ConfigDict(json.load(file))
+        config = ml_collections.ConfigDict(json.load(file))
+    config.lock()  # as the config files' configs: a misspelt field fails
+    return config
 
 
 def save_vocabulary(source: str, workdir: str) -> str:
@@ -95,9 +97,8 @@ def load_model(workdir: str) -> tuple[keras.Model, ml_collections.ConfigDict]:
     latest = tf.train.latest_checkpoint(os.path.join(workdir, CHECKPOINT_DIR))
     if latest is None:
         raise FileNotFoundError(f"{workdir} has neither {MODEL_FILE} nor a checkpoint")
-    train_config = config.get("train", None) or {}
     # The policy model.keras would have had.
-    with precision.policy_scope(precision.policy_name(train_config.get("mixed_precision", None))):
+    with precision.policy_scope(precision.policy_name(config.train.mixed_precision)):
         model = build_model(config)
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     return model, config

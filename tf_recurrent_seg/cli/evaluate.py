@@ -32,7 +32,7 @@ _REFERRING_NAMES = {"rmi": "RMI", "lstm": "LSTM"}
 def referring_method(model_config) -> str:
     """The RMI paper's row label (Table 1) of a referring `config.model`: "R+RMI", "D+LSTM"."""
     backbone = model_config.backbone
-    prefix = _BACKBONE_PREFIX.get(backbone.get("variant", ""), backbone.get("variant", "?"))
+    prefix = _BACKBONE_PREFIX.get(backbone.variant, backbone.variant)
     return f"{prefix}+{_REFERRING_NAMES[model_config.name]}"
 
 
@@ -40,11 +40,11 @@ def parsing_method(model_config) -> str:
     """The LG-LSTM paper's row label (Table 5) of a parsing `config.model`: "LG-LSTM", "VGG16", "VGG16 extra conv",
     "LG-LSTM local 4", "LG-LSTM w/o global"."""
     if model_config.name == "conv_baseline":
-        return "VGG16 extra conv" if model_config.get("extra_convs", 0) else "VGG16"
+        return "VGG16 extra conv" if model_config.extra_convs else "VGG16"
     name = "LG-LSTM"
-    if model_config.get("neighbourhood", 8) != 8:
+    if model_config.neighbourhood != 8:
         name += f" local {model_config.neighbourhood}"
-    if not model_config.get("use_global", True):
+    if not model_config.use_global:
         name += " w/o global"
     return name
 
@@ -57,10 +57,10 @@ def referring_arguments(config, run_dir: str | None = None) -> dict:
         "eval_records": config.data.eval_records,
         "vocabulary": workdir.vocabulary_path(run_dir, config.data.vocabulary) if run_dir else config.data.vocabulary,
         **from_config.referring_options(config),
-        "length_bins": config.data.get("length_bins", None),
+        "length_bins": config.data.length_bins,
         "method": referring_method(config.model),
         "model_name": config.model.name,
-        "backbone": config.model.backbone.get("variant"),
+        "backbone": config.model.backbone.variant,
     }
 
 
@@ -70,7 +70,7 @@ def parsing_arguments(config, run_dir: str | None = None) -> dict:
     return {
         "eval_records": config.data.eval_records,
         **from_config.parsing_options(config, training=False),
-        "class_names": config.model.get("class_names", None),
+        "class_names": config.model.class_names,
         "method": parsing_method(config.model),
         "model_name": config.model.name,
     }

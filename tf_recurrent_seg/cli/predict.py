@@ -40,7 +40,7 @@ from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, class_names, model_names
 from tf_recurrent_seg.export.referring import word_outputs_referring_model
 from tf_recurrent_seg.image_ops import resize_bilinear, unpad_and_resize, unpad_and_resize_float
 from tf_recurrent_seg.models.referring import ReferringSegmenter
-from tf_recurrent_seg.tasks import TASKS
+from tf_recurrent_seg.tasks import default_config
 from tf_recurrent_seg.text import Vocabulary, tokenize
 from tf_recurrent_seg.visualize import (
     colorize_labels,
@@ -194,14 +194,13 @@ def load_predictor(
                 f"--config_json is required with --model {model_path} (the model does not carry its config)"
             )
         head = model.head
-        carried = {
-            "name": model.head_name,
-            "image_size": head.image_size,
-            "max_words": head.max_words,
-            "vocabulary_size": head.vocabulary_size,
-            "resize_convention": head.resize_convention,
-        }
-        config = ml_collections.ConfigDict({"model": carried})
+        config = default_config(model.head_name)
+        config.model.update(
+            image_size=head.image_size,
+            max_words=head.max_words,
+            vocabulary_size=head.vocabulary_size,
+            resize_convention=head.resize_convention,
+        )
     return model, config
 
 
@@ -212,12 +211,11 @@ def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -
         if not os.path.exists(override):
             raise app.UsageError(f"--vocabulary: {override} does not exist")
         return override
-    # The run's copy (made when training starts; workdir.VOCABULARY_FILE) first; runs trained before it existed:
-    # data.vocabulary.
+    # The run's copy (made when training starts; workdir.VOCABULARY_FILE) first, else the config's data.vocabulary.
     run_copy = os.path.join(workdir, workdir_lib.VOCABULARY_FILE) if workdir else None
     if run_copy and os.path.isfile(run_copy):
         return run_copy
-    path = config.data.get("vocabulary") if "data" in config else None
+    path = config.data.vocabulary
     if not path:
         raise app.UsageError("the config has no data.vocabulary: pass --vocabulary")
     candidates = [path] if os.path.isabs(path) else [path] + ([os.path.join(workdir, path)] if workdir else [])
@@ -230,8 +228,7 @@ def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -
 def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """(padded uint8 (S, S, 3), normalised float32 (1, S, S, 3), placement) for the model."""
     padded, placement = image_ops.resize_and_pad(image, config.model.image_size)
-    default = image_ops.DEFAULT_NORMALIZATION[TASKS[config.model.name].family]
-    normalization = config.data.get("normalization", default) if "data" in config else default
+    normalization = config.data.normalization
     image_ops.check_normalization(normalization, "config data.normalization")
     return padded, image_ops.normalize_images_np(padded, normalization)[None], placement
 
@@ -265,7 +262,7 @@ def predict_referring(
     (H, W) mask per word) and "word_responses" (one float (H, W) response map per word); "timings" (s).
     """
     timings = {}
-    strip_pieces = config.data.get("strip_pieces", True) if "data" in config else True
+    strip_pieces = config.data.strip_pieces
     max_words = config.model.max_words
     check_expression(expression, strip_pieces)
     try:
@@ -393,7 +390,7 @@ def check_task_flags(config, options) -> None:
     """--expression is required by referring models and refused by parsing ones; --steps needs RMI or LG-LSTM."""
     name = config.model.name
     if name in model_names("referring"):
-        check_expression(options.expression, config.data.get("strip_pieces", True) if "data" in config else True)
+        check_expression(options.expression, config.data.strip_pieces)
         if options.steps and name != "rmi":
             raise app.UsageError(f"--steps needs an RMI model (per-word mLSTM states); this run's model is {name!r}")
     elif options.expression is not None:

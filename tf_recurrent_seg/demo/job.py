@@ -1,6 +1,6 @@
 """`make demo`: the main job on the built-in synthetic data, on a CPU, end to end.
 
-    python -m tf_recurrent_seg.demo [--budget=full|short|quick] [--report_dir=reports/demo] [--parsing_seeds=3]
+    python -m tf_recurrent_seg.demo [--budget=default|full|quick] [--report_dir=reports/demo] [--parsing_seeds=3]
 
 As in the papers, the models start from a pretrained backbone: the job first pretrains the small ResNet of the
 synthetic configs on scenes of its own (`tf_recurrent_seg.pretraining`, the stand-in for ImageNet / PASCAL),
@@ -45,7 +45,8 @@ PARSING_RUNS = [
 REFERRING_MODELS = ("lstm", "rmi")
 REFERRING_IMAGE_SIZE, PARSING_IMAGE_SIZE = 128, 97
 BUDGETS = {
-    # 40-45 minutes on a 2-core CPU with the install (two commands at a time); sizes and steps chosen on validation.
+    # `make demo-full`: every Table 5 model, three referring seeds, TFLite; 40-45 minutes on a 2-core CPU with the
+    # install (two commands at a time); sizes and steps chosen on validation.
     "full": {
         "referring_train": 9000,
         "referring_validation": 300,
@@ -63,20 +64,20 @@ BUDGETS = {
         "parsing_runs": [name for name, _, _ in PARSING_RUNS],
         "tflite": True,
     },
-    # About a quarter of the full work, 12 minutes on a 2-core CPU with the install: one seed per model, the two
-    # headline parsing models, shorter schedules (from validation runs), no TFLite. Too short for the heads to pass the
-    # named-shape rule: see docs/synthetic_demo.md#the-short-budget.
-    "short": {
-        "referring_train": 3000,
+    # `make demo`: the full budget's data and pretraining, one seed of RMI, the LSTM baseline, LG-LSTM and the
+    # one-conv baseline, each with the fewest steps that cleared its bar on validation
+    # (docs/synthetic_demo.md#the-default-budget).
+    "default": {
+        "referring_train": 9000,
         "referring_validation": 300,
-        "referring_test": 400,
+        "referring_test": 600,
         "parsing_train": 1200,
         "parsing_validation": 120,
         "parsing_test": 120,
         "pretrain_steps": 600,
-        "lstm_steps": 1500,
-        "rmi_steps": 2000,
-        "parsing_steps": 1000,
+        "lstm_steps": 5000,
+        "rmi_steps": 4000,
+        "parsing_steps": {"conv_baseline": 3000, "lg_lstm": 2000},
         "referring_seeds": 1,
         "parsing_seeds": 1,
         "figures": 1,
@@ -121,7 +122,13 @@ SEED_KEYS = ("referring_seeds", "parsing_seeds")
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-    flags.DEFINE_enum("budget", "full", sorted(BUDGETS), "How much data and how many steps.", flag_values=flag_values)
+    flags.DEFINE_enum(
+        "budget",
+        "default",
+        sorted(BUDGETS),
+        "How much data and how many steps: default (`make demo`), full (`make demo-full`), quick (the tests).",
+        flag_values=flag_values,
+    )
     flags.DEFINE_string("report_dir", "reports/demo", "Where REPORT.md and the figures go.", flag_values=flag_values)
     flags.DEFINE_string("data_dir", "data", "Where the synthetic datasets are written.", flag_values=flag_values)
     flags.DEFINE_string("runs_dir", "runs/demo", "Where the training runs live.", flag_values=flag_values)
@@ -147,6 +154,12 @@ def budget_from_flags(flag_values: flags.FlagValues = FLAGS) -> dict:
     for key in SEED_KEYS:
         budget[key] = flag_values[key].value or budget[key]
     return budget
+
+
+def parsing_steps(budget: dict, run: str) -> int:
+    """A parsing run's training steps: the budget's `parsing_steps`, one number for every run or one per run."""
+    steps = budget["parsing_steps"]
+    return steps[run] if isinstance(steps, dict) else steps
 
 
 def budget_name(budget: dict, name: str) -> str:
@@ -375,7 +388,7 @@ def parsing_jobs(steps: Steps, budget: dict, data: str, runs: str, pretrained: s
                     "tf_recurrent_seg.cli.train",
                     f"--config={config}" + (f":{variants}" if variants else ""),
                     f"--workdir={workdir}",
-                    f"--config.train.num_steps={budget['parsing_steps']}",
+                    f"--config.train.num_steps={parsing_steps(budget, name)}",
                     f"--config.train.seed={seed}",
                     f"--config.model.backbone.pretrained={pretrained}",
                     *parsing_override(data),
@@ -514,16 +527,17 @@ def prediction_lines(budget: dict, report_dir: pathlib.Path) -> list[str]:
 
 
 def in_priority_order(referring: dict[str, Job], parsing: dict[str, Job], budget: dict) -> list[Job]:
-    """Training jobs longest first (the last to finish decides the demo's length), except that the longest
-    referring run starts first: it builds the feature cache the other referring runs read, and with it its own
-    test evaluation and export are on the demo's longest chain of jobs."""
+    """Training jobs longest first (the last to finish decides the demo's length), except that the shortest
+    referring run starts first: it builds the feature cache the other referring runs read (they wait for it), so
+    that its cache and steps run beside the longest parsing run and the longer referring runs start with the cache
+    ready."""
 
     def seconds(job: Job) -> float:
         model = job.name.rsplit("_seed", 1)[0]
-        steps = budget["parsing_steps"] if job.name in parsing else budget[f"{model}_steps"]
+        steps = parsing_steps(budget, model) if job.name in parsing else budget[f"{model}_steps"]
         return steps * ONE_THREAD_MS_PER_STEP[model] / 1000
 
-    cache_builder = max(referring.values(), key=seconds)
+    cache_builder = min(referring.values(), key=seconds)
     others = [job for job in [*referring.values(), *parsing.values()] if job is not cache_builder]
     return [cache_builder, *sorted(others, key=seconds, reverse=True)]  # stable: equal lengths keep seed order
 
@@ -545,6 +559,10 @@ def write_report(
     )
     findings = report.claims_section(referring, parsing, rules, parsing_rule)
     seeds = budget["referring_seeds"]
+    training_steps = ", ".join(
+        [f"{report.REFERRING_NAMES[model]} {budget[model + '_steps']}" for model in REFERRING_MODELS]
+        + [f"{run} {parsing_steps(budget, run)}" for run in budget["parsing_runs"]]
+    )
     lines = [
         "# tf_recurrent_seg demo report",
         "",
@@ -565,6 +583,7 @@ def write_report(
         "another. Learning rates, steps and sizes were chosen on the validation split (its curves are below); the "
         "test split is scored once, at the end of this run.",
         "",
+        f"Training steps: {training_steps}. "
         f"Training seeds: {', '.join(map(str, range(seeds)))} for each referring head, "
         f"{', '.join(map(str, range(budget['parsing_seeds'])))} for each parsing model. "
         "Cells give the mean ± the sample standard deviation over seeds; a claim holds only when the difference "

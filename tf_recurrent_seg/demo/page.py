@@ -10,6 +10,10 @@ mask and probabilities (labels for parsing), `serve_word_outputs` for the per-wo
 `serve_class_names` for the legend (docs/serving.md). There is no second Python path to drift from what is served:
 this module only decodes the image again to draw on it, and draws. Bad input gets the signature's own message.
 
+A tab can serve a preset (`tf_recurrent_seg.presets`) instead: `PresetModel` gives it the interface of
+`ServedModel` (`task`, `path`, `segment`, `parse`), and answers with the prediction code `Preset.segment` runs
+(`cli.predict`), so its mask is `Preset.segment`'s. Bad input then gets that code's message.
+
 The request functions (`segment`, `parse`, the pictures, the legend, the token display, the error messages) are
 plain Python, numpy in and out, tested without a browser; `build_page` puts them on a `gradio.Blocks` page. How the
 page looks and what each output means: docs/app.md.
@@ -30,11 +34,18 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local page: noth
 import gradio as gr
 import numpy as np
 import tensorflow as tf
+from absl import app as absl_app
 from PIL import Image
 
+from tf_recurrent_seg import presets
+from tf_recurrent_seg.cli import predict
 from tf_recurrent_seg.data import synthetic
+from tf_recurrent_seg.data.image_io import BadRecord, decode_image_bytes
+from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS
 from tf_recurrent_seg.demo import job
 from tf_recurrent_seg.export.common import CLASS_NAMES_SIGNATURE, SERVING_SIGNATURE, WORD_OUTPUTS_SIGNATURE
+from tf_recurrent_seg.export.referring import word_outputs_referring_model
+from tf_recurrent_seg.image_ops import resize_placement_np, unpad_and_resize_float
 from tf_recurrent_seg.text import UNK
 from tf_recurrent_seg.visualize import (
     heat_map,
@@ -89,6 +100,9 @@ def saved_model_path(export_dir: str | os.PathLike) -> str:
 class ServedModel:
     """A loaded SavedModel and its signatures, called with Python values; refusals become `BadRequest`."""
 
+    SOURCE = "the SavedModel's signatures"  # where the page says its answers come from
+    no_word_outputs = f"(this export has no {WORD_OUTPUTS_SIGNATURE} signature: no per-word outputs)"
+
     def __init__(self, export_dir: str | os.PathLike):
         self.path = saved_model_path(export_dir)
         # The loaded object owns the variables: it must live as long as its signatures are called.
@@ -119,6 +133,14 @@ class ServedModel:
             if len(names) == num_classes:
                 return names
         return [f"class {index}" for index in range(num_classes)]
+
+    def segment(self, image_bytes: bytes, expression: str) -> dict:
+        """A referring request: `segment(self, ...)`."""
+        return segment(self, image_bytes, expression)
+
+    def parse(self, image_bytes: bytes) -> dict:
+        """A parsing request: `parse(self, ...)`."""
+        return parse(self, image_bytes)
 
 
 def serving_error_message(error: tf.errors.OpError) -> str:
@@ -257,6 +279,82 @@ def legend_html(rows: list[dict]) -> str:
     return "\n".join(lines + ["</table>"])
 
 
+# --- presets ------------------------------------------------------------------------------------------------------
+
+
+class PresetModel:
+    """A preset behind `ServedModel`'s interface (`task`, `path`, `segment`, `parse`, the results alike), answering
+    with the prediction code `Preset.segment` runs (`predict.predict_referring`, `predict.predict_parsing`, the
+    same arguments) on the image as Pillow decodes it: the page's mask is `Preset.segment`'s. Refusals (an
+    expression without words, bytes that are not an image, an image over `max_image_pixels`) become `BadRequest`."""
+
+    SOURCE = "the preset's prediction code (`Preset.segment`)"
+
+    def __init__(self, preset: presets.Preset, path: str | os.PathLike, max_image_pixels: int = MAX_IMAGE_PIXELS):
+        self.preset, self.path, self.task = preset, os.fspath(path), preset.task
+        self.config = preset.prediction_config()
+        self.max_image_pixels = max_image_pixels
+        name = self.config.model.name
+        self.no_word_outputs = f"(per-word outputs are RMI's; this preset's model is {name}: no per-word outputs)"
+        # RMI: the model with its per-word outputs too (same weights), built once rather than on every request.
+        self._word_model = None
+        if self.task == "referring" and name == "rmi":
+            self._word_model = word_outputs_referring_model(preset.model)
+
+    def _image(self, image_bytes: bytes) -> np.ndarray:
+        """(H, W, 3) uint8, decoded as `predict --image` decodes a file."""
+        try:
+            return decode_image_bytes(image_bytes, "image", self.max_image_pixels)[1]
+        except BadRecord as error:
+            raise BadRequest(str(error)) from None
+
+    @staticmethod
+    def _predict(function: Callable, *args, **options) -> dict:
+        """`function(*args, **options)`, its refusals (`UsageError` naming predict's flag) a `BadRequest`."""
+        try:
+            return function(*args, **options)
+        except absl_app.UsageError as error:
+            raise BadRequest(str(error).removeprefix("--")) from None
+
+    def segment(self, image_bytes: bytes, expression: str) -> dict:
+        """A referring request: `segment`'s result, "seconds" naming the prediction calls."""
+        image = self._image(image_bytes)
+        model, config, vocabulary = self.preset.model, self.config, self.preset.vocabulary
+        tic = time.perf_counter()
+        served = self._predict(predict.predict_referring, model, config, image, expression, vocabulary)
+        seconds = {"Preset.segment": time.perf_counter() - tic}
+        placement = resize_placement_np(*image.shape[:2], config.model.image_size)
+        probabilities = 0.5 * (1.0 + np.tanh(0.5 * served["logits"]))  # the sigmoid, without overflow
+        result = {
+            "image": image,
+            "mask": served["mask"],
+            "probabilities": unpad_and_resize_float(probabilities, placement, image.shape[:2]),
+            "tokens": None,
+            "seconds": seconds,
+        }
+        if self._word_model is not None:
+            tic = time.perf_counter()
+            words = self._predict(
+                predict.predict_referring, self._word_model, config, image, expression, vocabulary, steps=True
+            )
+            seconds["predict --steps"] = time.perf_counter() - tic
+            result["tokens"] = words["words"]
+            result["word_masks"] = np.stack(words["word_masks"])
+            result["word_responses"] = np.stack(words["word_responses"])
+        return result
+
+    def parse(self, image_bytes: bytes) -> dict:
+        """A parsing request: `parse`'s result."""
+        image = self._image(image_bytes)
+        tic = time.perf_counter()
+        served = self._predict(predict.predict_parsing, self.preset.model, self.config, image)
+        seconds = {"Preset.segment": time.perf_counter() - tic}
+        return {"image": image, "labels": served["labels"], "class_names": served["class_names"], "seconds": seconds}
+
+
+Predictor = ServedModel | PresetModel  # what a tab serves: an export or a preset, one interface
+
+
 # --- the page -----------------------------------------------------------------------------------------------------
 
 
@@ -292,18 +390,18 @@ def _page_errors(function: Callable) -> Callable:
     return handler
 
 
-def referring_handler(model: ServedModel, output_dir: pathlib.Path) -> Callable:
+def referring_handler(model: Predictor, output_dir: pathlib.Path) -> Callable:
     """The referring tab's request: (file path, expression) -> overlay, probability map, per-word strip, response
     strip, tokens, timing line, mask PNG (255 on the referred object, for download)."""
 
     def handle(path: str | None, expression: str | None):
         start = time.perf_counter()
-        result = segment(model, read_upload(path), expression or "")
+        result = model.segment(read_upload(path), expression or "")
         pictures = referring_pictures(result)
         mask_path = pathlib.Path(tempfile.mkdtemp(dir=output_dir)) / "mask.png"
         Image.fromarray(result["mask"].astype(np.uint8) * 255).save(mask_path)
         if result["tokens"] is None:
-            tokens = [(f"(this export has no {WORD_OUTPUTS_SIGNATURE} signature: no per-word outputs)", None)]
+            tokens = [(model.no_word_outputs, None)]
         else:
             tokens = token_highlights(result["tokens"])
         timing = timing_line(result["seconds"], time.perf_counter() - start)
@@ -320,13 +418,13 @@ def referring_handler(model: ServedModel, output_dir: pathlib.Path) -> Callable:
     return _page_errors(handle)
 
 
-def parsing_handler(model: ServedModel, output_dir: pathlib.Path) -> Callable:
+def parsing_handler(model: Predictor, output_dir: pathlib.Path) -> Callable:
     """The parsing tab's request: file path -> labels over the image, legend HTML, timing line, labels PNG (palette
     PNG, pixel value = class id, as `predict` writes)."""
 
     def handle(path: str | None):
         start = time.perf_counter()
-        result = parse(model, read_upload(path))
+        result = model.parse(read_upload(path))
         palette = label_palette(len(result["class_names"]))
         labels_path = pathlib.Path(tempfile.mkdtemp(dir=output_dir)) / "labels.png"
         save_label_png(result["labels"], palette, labels_path)
@@ -361,7 +459,7 @@ def _image_inputs(task: str, scenes: list[tuple[str, str]]) -> tuple[gr.File, gr
     return image, gallery
 
 
-def _referring_tab(model: ServedModel, scenes: list[tuple[str, str]], output_dir: pathlib.Path) -> None:
+def _referring_tab(model: Predictor, scenes: list[tuple[str, str]], output_dir: pathlib.Path) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image, gallery = _image_inputs("referring", scenes)
@@ -398,7 +496,7 @@ def _referring_tab(model: ServedModel, scenes: list[tuple[str, str]], output_dir
     gallery.select(_scene_picker(scenes, True), None, [image, expression], api_name=False)
 
 
-def _parsing_tab(model: ServedModel, scenes: list[tuple[str, str]], output_dir: pathlib.Path) -> None:
+def _parsing_tab(model: Predictor, scenes: list[tuple[str, str]], output_dir: pathlib.Path) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image, gallery = _image_inputs("parsing", scenes)
@@ -421,7 +519,7 @@ def _parsing_tab(model: ServedModel, scenes: list[tuple[str, str]], output_dir: 
 
 
 def build_page(
-    referring: ServedModel, parsing: ServedModel | None = None, num_scenes: int = 4, work_dir: str | None = None
+    referring: Predictor, parsing: Predictor | None = None, num_scenes: int = 4, work_dir: str | None = None
 ) -> gr.Blocks:
     """The page: a referring tab on `referring`, a parsing tab on `parsing` when given, each with `num_scenes` test
     scenes of the demo to pick from. The scenes and the files the page offers for download go to a fresh directory
@@ -431,15 +529,16 @@ def build_page(
     scenes = demo_scenes(work, max(num_scenes, 1))
     # A first call traces and optimises each signature's graph (a second or two): done here, not on a visitor's
     # first request.
-    segment(referring, read_upload(scenes["referring"][0][0]), scenes["referring"][0][1])
+    referring.segment(read_upload(scenes["referring"][0][0]), scenes["referring"][0][1])
     if parsing is not None:
-        parse(parsing, read_upload(scenes["parsing"][0][0]))
+        parsing.parse(read_upload(scenes["parsing"][0][0]))
     scenes = {task: items[:num_scenes] for task, items in scenes.items()}
+    sources = " and ".join(dict.fromkeys(model.SOURCE for model in (referring, parsing) if model is not None))
     with gr.Blocks(title="tf_recurrent_seg: try a model") as page:
         gr.Markdown(
             f"Referring: `{referring.path}`"
             + (f"; parsing: `{parsing.path}`" if parsing else "")
-            + ". Every output comes from the SavedModel's signatures (docs/app.md)."
+            + f". Every output comes from {sources} (docs/app.md)."
         )
         with gr.Tabs():
             with gr.Tab("Referring segmentation", id="referring"):
@@ -451,8 +550,10 @@ def build_page(
     return page
 
 
-# The flag of each task's export directory (`tf-recurrent-seg-app`): what `load_models` names in its refusals.
+# The flags of each task's export and preset directories (`tf-recurrent-seg-app`): what `load_models` names in its
+# refusals.
 EXPORT_DIR_FLAGS = {"referring": "--export_dir", "parsing": "--parsing_export_dir"}
+PRESET_FLAGS = {"referring": "--preset", "parsing": "--parsing_preset"}
 
 
 def load_served_model(export_dir: str, task: str) -> ServedModel:
@@ -465,10 +566,44 @@ def load_served_model(export_dir: str, task: str) -> ServedModel:
     return model
 
 
-def load_models(export_dir: str, parsing_export_dir: str | None = None) -> tuple[ServedModel, ServedModel | None]:
-    """The two ServedModels, each checked to be of its task."""
-    referring = load_served_model(export_dir, "referring")
-    parsing = load_served_model(parsing_export_dir, "parsing") if parsing_export_dir else None
+def load_preset_model(preset_dir: str, task: str) -> PresetModel:
+    """The PresetModel of `preset_dir`; ValueError naming the flag when it is not a preset, or one of another task."""
+    flag = PRESET_FLAGS[task]
+    try:
+        preset = presets.load_preset(preset_dir)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{flag}: {error}") from None
+    found = preset.metadata.get("task")
+    if found != task:
+        where = f"pass it as {PRESET_FLAGS[found]}" if found in PRESET_FLAGS else "neither referring nor parsing"
+        raise ValueError(f"{flag}: {preset_dir} is a {found} preset; {where}")
+    try:
+        return PresetModel(preset, preset_dir)
+    except KeyError as error:
+        raise ValueError(f"{flag}: {preset_dir}: its {presets.METADATA_FILE} has no {error}") from None
+
+
+def load_model(task: str, export_dir: str | None = None, preset_dir: str | None = None) -> Predictor:
+    """A tab's model: the export at `export_dir` or the preset at `preset_dir` (one of them), checked to be of
+    `task`."""
+    if bool(export_dir) == bool(preset_dir):
+        raise ValueError(f"give one of {EXPORT_DIR_FLAGS[task]} and {PRESET_FLAGS[task]} for the {task} tab")
+    return load_served_model(export_dir, task) if export_dir else load_preset_model(preset_dir, task)
+
+
+def load_models(
+    export_dir: str | None = None,
+    parsing_export_dir: str | None = None,
+    *,
+    preset: str | None = None,
+    parsing_preset: str | None = None,
+) -> tuple[Predictor, Predictor | None]:
+    """The referring model (an export or a preset) and the parsing one (None when neither is given), each checked to
+    be of its task."""
+    referring = load_model("referring", export_dir, preset)
+    parsing = None
+    if parsing_export_dir or parsing_preset:
+        parsing = load_model("parsing", parsing_export_dir, parsing_preset)
     return referring, parsing
 
 

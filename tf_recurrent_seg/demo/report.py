@@ -320,7 +320,7 @@ def claims_section(
                     f"LG-LSTM paper {source}.",
                 )
             else:
-                not_run = "**not run at this budget** (`--budget=full` runs it)"
+                not_run = "**not run at this budget** (`make demo-full` runs it)"
                 lines.append(f"- LG-LSTM above {other} (mean IoU): {not_run}.")
     return lines
 

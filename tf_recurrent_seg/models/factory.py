@@ -37,7 +37,7 @@ def build_backbone(
     >>> build_backbone(config, (321, 321, 3)).output.shape
     (None, 41, 41, 64)
     """
-    backbone_name = config.get("name")
+    backbone_name = config.name
     if backbone_name == "resnet101":
         backbone = ResNetBackbone(
             variant=config.variant,

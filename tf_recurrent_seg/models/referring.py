@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_recurrent_seg import precision
-from tf_recurrent_seg.functional_model import FunctionalModel, pop_dtype_policy
+from tf_recurrent_seg.functional_model import FunctionalModel, constructor_arguments, pop_dtype_policy
 from tf_recurrent_seg.layers.head import BilinearResize, BoundedAtanh, ChannelMean, L2Normalize, TileToMap
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
@@ -73,30 +73,23 @@ def _upsample(logits_lowres, image_size: int, resize_convention: str, name: str)
     return BilinearResize(image_size, image_size, resize_convention, name=name, dtype=FLOAT32)(logits_lowres)
 
 
-def _shared_head_layers(
-    *,
-    vocabulary_size,
-    max_words,
-    feature_size,
-    feature_channels,
-    visual_dim,
-    visual_projection,
-    embedding_dim,
-    embedding_init_scale,
-    fixed_steps,
-    l2_epsilon,
-):
-    """The part both heads share: inputs, normalised visual features, spatial map, word mask, embeddings."""
-    if not visual_projection and feature_channels != visual_dim:
+def _shared_head_layers(arguments: dict):
+    """The part both heads share: inputs, normalised visual features, spatial map, word mask, embeddings, from a
+    head's constructor `arguments`."""
+    feature_size, feature_channels = arguments["feature_size"], arguments["feature_channels"]
+    visual_dim, l2_epsilon, fixed_steps = arguments["visual_dim"], arguments["l2_epsilon"], arguments["fixed_steps"]
+    if not arguments["visual_projection"] and feature_channels != visual_dim:
         raise ValueError(
             f"visual_dim ({visual_dim}) must equal feature_channels ({feature_channels}) without visual_projection "
             "(the resnet variant, whose fc1000 output is the visual feature)"
         )
     visual_input = keras.Input((feature_size, feature_size, feature_channels), name="visual_features")
-    tokens = keras.Input((max_words,), dtype="int32", name="tokens")
-    visual = _visual_features(visual_input, visual_dim, visual_projection, l2_epsilon)
+    tokens = keras.Input((arguments["max_words"],), dtype="int32", name="tokens")
+    visual = _visual_features(visual_input, visual_dim, arguments["visual_projection"], l2_epsilon)
     spatial = SpatialCoordinates(name="spatial_coordinates")(visual)
-    mask, embedded = _embedded_words(tokens, fixed_steps, vocabulary_size, embedding_dim, embedding_init_scale)
+    mask, embedded = _embedded_words(
+        tokens, fixed_steps, arguments["vocabulary_size"], arguments["embedding_dim"], arguments["embedding_init_scale"]
+    )
     return {"visual_features": visual_input, "tokens": tokens}, visual, spatial, mask, embedded
 
 
@@ -164,20 +157,10 @@ class RMIHead(FunctionalModel):
         return_word_outputs: bool = False,
         **kwargs,
     ):
+        arguments = constructor_arguments(locals())
         policy = pop_dtype_policy(kwargs)
         with precision.policy_scope(policy):
-            inputs, visual, spatial, mask, embedded = _shared_head_layers(
-                vocabulary_size=vocabulary_size,
-                max_words=max_words,
-                feature_size=feature_size,
-                feature_channels=feature_channels,
-                visual_dim=visual_dim,
-                visual_projection=visual_projection,
-                embedding_dim=embedding_dim,
-                embedding_init_scale=embedding_init_scale,
-                fixed_steps=fixed_steps,
-                l2_epsilon=l2_epsilon,
-            )
+            inputs, visual, spatial, mask, embedded = _shared_head_layers(arguments)
             language = _language_lstm(language_units, return_sequences=True, fixed_steps=fixed_steps)(
                 embedded, mask=mask
             )
@@ -207,26 +190,7 @@ class RMIHead(FunctionalModel):
         kwargs.setdefault("name", "rmi_head")
         super().__init__(inputs, outputs, **kwargs)
         self.dtype_policy = policy
-        self._set_arguments(
-            vocabulary_size=vocabulary_size,
-            max_words=max_words,
-            feature_size=feature_size,
-            feature_channels=feature_channels,
-            image_size=image_size,
-            visual_dim=visual_dim,
-            embedding_dim=embedding_dim,
-            language_units=language_units,
-            mlstm_units=mlstm_units,
-            visual_projection=visual_projection,
-            embedding_init_scale=embedding_init_scale,
-            forget_bias=forget_bias,
-            l2_epsilon=l2_epsilon,
-            atanh_epsilon=atanh_epsilon,
-            resize_convention=resize_convention,
-            fixed_steps=fixed_steps,
-            classifier_bias_init=classifier_bias_init,
-            return_word_outputs=return_word_outputs,
-        )
+        self._set_arguments(**arguments)
 
     @staticmethod
     def _outputs(
@@ -309,20 +273,10 @@ class LSTMBaselineHead(FunctionalModel):
         classifier_bias_init: float = 0.0,
         **kwargs,
     ):
+        arguments = constructor_arguments(locals())
         policy = pop_dtype_policy(kwargs)
         with precision.policy_scope(policy):
-            inputs, visual, spatial, mask, embedded = _shared_head_layers(
-                vocabulary_size=vocabulary_size,
-                max_words=max_words,
-                feature_size=feature_size,
-                feature_channels=feature_channels,
-                visual_dim=visual_dim,
-                visual_projection=visual_projection,
-                embedding_dim=embedding_dim,
-                embedding_init_scale=embedding_init_scale,
-                fixed_steps=fixed_steps,
-                l2_epsilon=l2_epsilon,
-            )
+            inputs, visual, spatial, mask, embedded = _shared_head_layers(arguments)
             language = _language_lstm(language_units, return_sequences=False, fixed_steps=fixed_steps)(
                 embedded, mask=mask
             )
@@ -338,24 +292,7 @@ class LSTMBaselineHead(FunctionalModel):
         kwargs.setdefault("name", "lstm_head")
         super().__init__(inputs, outputs, **kwargs)
         self.dtype_policy = policy
-        self._set_arguments(
-            vocabulary_size=vocabulary_size,
-            max_words=max_words,
-            feature_size=feature_size,
-            feature_channels=feature_channels,
-            image_size=image_size,
-            visual_dim=visual_dim,
-            embedding_dim=embedding_dim,
-            language_units=language_units,
-            hidden_units=hidden_units,
-            visual_projection=visual_projection,
-            embedding_init_scale=embedding_init_scale,
-            forget_bias=forget_bias,
-            l2_epsilon=l2_epsilon,
-            resize_convention=resize_convention,
-            fixed_steps=fixed_steps,
-            classifier_bias_init=classifier_bias_init,
-        )
+        self._set_arguments(**arguments)
 
 
 def _check_rank_and_size(name, tensor, expected_shape, expected_kind):

@@ -17,7 +17,7 @@ from tf_recurrent_seg.tasks.referring import ReferringTask
 # config.model.name -> its task class.
 TASKS: dict[str, type[Task]] = {name: task for task in (ReferringTask, ParsingTask) for name in task.MODELS}
 
-__all__ = ["TASKS", "ParsingTask", "ReferringTask", "Task", "get_task", "model_names"]
+__all__ = ["TASKS", "ParsingTask", "ReferringTask", "Task", "default_config", "get_task", "model_names"]
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:
@@ -34,6 +34,14 @@ def get_task(config: ml_collections.ConfigDict) -> Task:
     if name not in TASKS:
         raise ValueError(f"config.model.name must be one of {sorted(TASKS)}, got {name!r}")
     return TASKS[name](config)
+
+
+def default_config(name: str) -> ml_collections.ConfigDict:
+    """The schema config of model `name` (`defaults.referring_config` / `parsing_config`), every field at its
+    default; a config for a model that came without one (a preset, a bare `.keras` file)."""
+    if name not in TASKS:
+        raise ValueError(f"model name must be one of {sorted(TASKS)}, got {name!r}")
+    return TASKS[name].default_config(name)
 
 
 def model_names(family: str) -> tuple[str, ...]:

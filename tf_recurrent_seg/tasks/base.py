@@ -16,7 +16,7 @@ import keras
 import ml_collections
 import tensorflow as tf
 
-from tf_recurrent_seg import determinism, image_ops, precision, pretrained_weights
+from tf_recurrent_seg import determinism, precision, pretrained_weights
 from tf_recurrent_seg import workdir as workdir_lib
 
 # What `train.jit_compile` with deterministic kernels can use instead (check_settings' message).
@@ -52,34 +52,33 @@ class Task:
 
     # --- settings -------------------------------------------------------------------------------------------
 
+    @classmethod
+    def default_config(cls, name: str) -> ml_collections.ConfigDict:
+        """The schema config (`defaults`) of model `name`, every field at its default."""
+        raise NotImplementedError
+
     @property
     def policy_name(self) -> str:
-        """The dtype policy `train.mixed_precision` names (checked); "float32" for configs without the field."""
-        return precision.policy_name(self._train_setting("mixed_precision", precision.FLOAT32))
+        """The dtype policy `train.mixed_precision` names (checked)."""
+        return precision.policy_name(self.config.train.mixed_precision)
 
     @property
     def jit_compile(self) -> bool:
-        """`train.jit_compile` (checked); False for configs without the field."""
-        return precision.jit_compile_enabled(self._train_setting("jit_compile", False))
-
-    def _train_setting(self, field: str, default: Any) -> Any:
-        train_config = self.config.get("train", None) or ml_collections.ConfigDict()
-        return train_config.get(field, default)
+        """`train.jit_compile` (checked)."""
+        return precision.jit_compile_enabled(self.config.train.jit_compile)
 
     def check_settings(self, num_replicas: int) -> None:
         """One-line ValueErrors for settings that cannot train on `num_replicas` replicas, before anything is
         built: `train.mixed_precision` / `train.jit_compile` values, the family's own (`check_task_settings`),
         XLA with deterministic kernels through the backbone, a global batch that does not split over the replicas."""
         train_config = self.config.train
-        precision.check_settings(
-            train_config.get("mixed_precision", precision.FLOAT32), train_config.get("jit_compile", False)
-        )
+        precision.check_settings(train_config.mixed_precision, train_config.jit_compile)
         self.check_task_settings()
         # Only the head on cached features leaves the backbone out of the step.
         determinism.check_jit_compile(
-            train_config.get("jit_compile", False),
-            train_config.get("deterministic", True),
-            backbone_in_step=not train_config.get("cache_features", False),
+            train_config.jit_compile,
+            train_config.deterministic,
+            backbone_in_step=not train_config.cache_features,
             remedy=_JIT_REMEDY,
         )
         if int(train_config.batch_size) % num_replicas:
@@ -94,7 +93,7 @@ class Task:
     def seed(self) -> bool:
         """Seeds every generator from `train.seed`; returns `train.deterministic` (turned on when True)."""
         train_config = self.config.train
-        return determinism.seed_run(int(train_config.seed), bool(train_config.get("deterministic", True)))
+        return determinism.seed_run(int(train_config.seed), bool(train_config.deterministic))
 
     # --- the run directory ------------------------------------------------------------------------------------
 
@@ -117,9 +116,9 @@ class Task:
         backbone_config = self.config.model.backbone
         pretrained_weights.load_pretrained_backbone(
             model.backbone,
-            backbone_config.get("pretrained"),
+            backbone_config.pretrained,
             backbone_config.name,
-            backbone_config.get("variant"),
+            backbone_config.variant if "variant" in backbone_config else None,  # ResNets only
         )
 
     # --- training -------------------------------------------------------------------------------------------
@@ -153,10 +152,8 @@ class Task:
 
     @property
     def normalization(self) -> str:
-        """The input images' normalisation: `data.normalization`, else the family's default
-        (`image_ops.DEFAULT_NORMALIZATION`, for configs without it)."""
-        data = self.config.get("data", None)
-        return (data.get("normalization", None) if data else None) or image_ops.DEFAULT_NORMALIZATION[self.family]
+        """The input images' normalisation: `data.normalization`."""
+        return self.config.data.normalization
 
     def validation_dataset(self) -> tf.data.Dataset:
         """The first `train.eval_examples` examples of `data.eval_records`, one per batch, at the input size."""

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import ml_collections
 import tensorflow as tf
 
 from tf_recurrent_seg import defaults, losses, metrics, optimization, presets, pretrained_weights
@@ -32,9 +33,13 @@ class ParsingTask(Task):
     family = "parsing"
     MODELS = {"lg_lstm": factory.build_lg_lstm, "conv_baseline": factory.build_parsing_baseline}
 
+    @classmethod
+    def default_config(cls, name: str) -> ml_collections.ConfigDict:
+        return defaults.parsing_config(name)
+
     def check_task_settings(self) -> None:
         """`train.cache_features` is refused: the parsing models fine-tune their backbones through the step."""
-        if self.config.train.get("cache_features", False):
+        if self.config.train.cache_features:
             referring = ", ".join(ReferringTask.MODELS)
             raise ValueError(f"train.cache_features applies to referring models ({referring}) only")
 
@@ -43,13 +48,13 @@ class ParsingTask(Task):
         `train.pretrained_learning_rate`, a backbone trained from scratch at `train.learning_rate` as the rest."""
         train_config = self.config.train
         is_pretrained = None  # trained from scratch: every variable at train.learning_rate
-        if pretrained_weights.backbone_is_pretrained(self.config.model.backbone.get("pretrained")):
+        if pretrained_weights.backbone_is_pretrained(self.config.model.backbone.pretrained):
             is_pretrained = optimization.variables_of(model.backbone)
         return optimization.build_parsing_optimizer(
             learning_rate=train_config.learning_rate,
             momentum=train_config.momentum,
             weight_decay=train_config.weight_decay,
-            pretrained_learning_rate=train_config.get("pretrained_learning_rate", None),
+            pretrained_learning_rate=train_config.pretrained_learning_rate,
             is_pretrained=is_pretrained,
         )
 

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import ml_collections
 import tensorflow as tf
 
-from tf_recurrent_seg import losses, metrics, optimization, presets
+from tf_recurrent_seg import defaults, losses, metrics, optimization, presets
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.data import feature_cache, from_config, pipeline
 from tf_recurrent_seg.export import common as export_common
@@ -68,9 +69,13 @@ class ReferringTask(Task):
     family = "referring"
     MODELS = {"rmi": factory.build_rmi, "lstm": factory.build_lstm_baseline}
 
+    @classmethod
+    def default_config(cls, name: str) -> ml_collections.ConfigDict:
+        return defaults.referring_config(name)
+
     def check_task_settings(self) -> None:
         """`train.cache_features` needs a frozen backbone."""
-        if self.config.train.get("cache_features", False) and self.config.model.backbone.trainable:
+        if self.config.train.cache_features and self.config.model.backbone.trainable:
             raise ValueError("train.cache_features needs a frozen backbone (model.backbone.trainable=False)")
 
     def write_run_files(self, workdir: str) -> None:
@@ -110,7 +115,7 @@ class ReferringTask(Task):
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             batch = context.get_per_replica_batch_size(global_batch_size)
-            if not train_config.get("cache_features", False):
+            if not train_config.cache_features:
                 return pipeline.referring_dataset(
                     train_files,
                     vocabulary,
@@ -123,7 +128,7 @@ class ReferringTask(Task):
             pipelines, index = context.num_input_pipelines, context.input_pipeline_id
             # Runs that share a frozen backbone and records may share one cache (train.feature_cache_dir);
             # the manifest check rebuilds it whenever the backbone or the records differ.
-            cache_root = train_config.get("feature_cache_dir") or os.path.join(workdir, feature_cache.FEATURES_DIR)
+            cache_root = train_config.feature_cache_dir or os.path.join(workdir, feature_cache.FEATURES_DIR)
             cache_dir = os.path.join(cache_root, f"pipeline-{index}-of-{pipelines}")
             feature_cache.build_feature_cache(
                 model,
@@ -131,7 +136,7 @@ class ReferringTask(Task):
                 cache_dir,
                 vocabulary,
                 pipeline_options=from_config.referring_options(config),
-                dtype=train_config.get("feature_dtype", "float32"),
+                dtype=train_config.feature_dtype,
             )
             return feature_cache.cached_referring_dataset(
                 cache_dir, batch_size=batch, **shuffling, **from_config.referring_training_options(config)
@@ -190,7 +195,7 @@ class ReferringTask(Task):
         """{"vocabulary": `vocabulary`, else the run's copy, else config.data.vocabulary}; FileNotFoundError when
         the run's is in neither place."""
         if vocabulary is None:
-            vocabulary = workdir_lib.vocabulary_path(workdir, self.config.get("data", {}).get("vocabulary"))
+            vocabulary = workdir_lib.vocabulary_path(workdir, self.config.data.vocabulary)
             if not vocabulary or not os.path.isfile(vocabulary):
                 raise FileNotFoundError(
                     f"the run's vocabulary is found neither in {os.path.join(workdir, workdir_lib.VOCABULARY_FILE)} "
@@ -203,9 +208,8 @@ class ReferringTask(Task):
     ) -> str:
         """`export.referring.export_saved_model` with the run's normalisation and tokenizer setting; `vocabulary`
         (a `Vocabulary` or file) defaults to config.data.vocabulary."""
-        data = self.config.get("data", None) or {}
         if vocabulary is None:
-            vocabulary = data.get("vocabulary", None)
+            vocabulary = self.config.data.vocabulary
             if not vocabulary:
                 raise ValueError("no vocabulary given and config.data.vocabulary is not set")
         return referring_export.export_saved_model(
@@ -213,7 +217,7 @@ class ReferringTask(Task):
             export_dir,
             vocabulary,
             normalization=self.normalization,
-            strip_pieces=data.get("strip_pieces", True),
+            strip_pieces=self.config.data.strip_pieces,
             **options,
         )
 
@@ -222,13 +226,12 @@ class ReferringTask(Task):
         return referring_export.convert_referring_to_tflite(model, quantization=quantization)
 
     def save_preset(self, model: keras.Model, preset_dir: str, vocabulary: str | None = None) -> str:
-        data = self.config.get("data", None) or {}
         return presets.save_to_preset(
             model,
             preset_dir,
             task=self.family,
             model_name=self.name,
             normalization=self.normalization,
-            vocabulary=Vocabulary.load(vocabulary or data.get("vocabulary", None)),
-            strip_pieces=data.get("strip_pieces", True),
+            vocabulary=Vocabulary.load(vocabulary or self.config.data.vocabulary),
+            strip_pieces=self.config.data.strip_pieces,
         )
