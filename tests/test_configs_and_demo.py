@@ -244,7 +244,7 @@ def test_demo_starts_the_shortest_referring_run_first_then_longest_first():
     order = [job.name for job in in_priority_order(referring, parsing, budget)]
     # full budget: lg_lstm 3000 x 220 ms = 660 s, rmi 5000 x 80 = 400 s, conv 3000 x 80 = 240 s, lstm 5000 x 42 = 210 s
     assert order == ["lstm_seed0", "lg_lstm_seed0", "rmi_seed0", "rmi_seed1", "conv_baseline_seed0", "lstm_seed1"]
-    default = BUDGETS["default"]  # lg_lstm 2000 x 220 = 440 s, rmi 3000 x 80 = 240 s, conv 240 s, lstm 126 s
+    default = BUDGETS["default"]  # lg_lstm 2000 x 220 = 440 s, rmi 4000 x 80 = 320 s, conv 240 s, lstm 210 s
     assert [job.name for job in in_priority_order(dict(list(referring.items())[:2]), parsing, default)] == [
         "lstm_seed0",
         "lg_lstm_seed0",
