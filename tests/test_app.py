@@ -81,28 +81,15 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def preset_dirs(models):
-    """The two tiny models as presets (`save_to_preset`), as `make demo` writes them beside each export."""
-    from tf_recurrent_seg import presets
+    """The two tiny models as presets (`Task.save_preset`, `save_to_preset`), as the export command writes them
+    beside each export."""
+    from tf_recurrent_seg.tasks import get_task
 
-    root, config, parsing = models["root"], models["config"], models["parsing_config"]
-    referring = presets.save_to_preset(
-        models["rmi"],
-        root / "rmi_preset",
-        task="referring",
-        model_name="rmi",
-        normalization=config.data.normalization,
-        vocabulary=models["vocabulary"],
-        strip_pieces=config.data.strip_pieces,
-    )
-    parsing = presets.save_to_preset(
-        models["lg_lstm"],
-        root / "lg_lstm_preset",
-        task="parsing",
-        model_name="lg_lstm",
-        normalization=parsing.data.normalization,
-        class_names=list(parsing.model.class_names),
-    )
-    return {"referring": referring, "parsing": parsing}
+    root = models["root"]
+    return {
+        "referring": get_task(models["config"]).save_preset(models["rmi"], str(root / "rmi_preset")),
+        "parsing": get_task(models["parsing_config"]).save_preset(models["lg_lstm"], str(root / "lg_lstm_preset")),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +199,15 @@ def test_segment_and_pictures(models):
     assert set(result["seconds"]) == {"serving_default", "serve_word_outputs"}
 
 
+def bad_input_bytes(models, content: str) -> bytes:
+    """A request's image bytes: the scene ("image"), text ("text") or a PNG header of 20000x20000 pixels ("bomb")."""
+    from test_image_header import png_header_only
+
+    if content == "bomb":
+        return png_header_only(20000, 20000)
+    return b"definitely not an image" if content == "text" else pathlib.Path(models["image_path"]).read_bytes()
+
+
 @pytest.mark.parametrize(
     "content, expression, message",
     [
@@ -223,14 +219,8 @@ def test_segment_and_pictures(models):
     ids=["empty_expression", "blank_expression", "not_an_image", "over_the_pixel_limit"],
 )
 def test_bad_input_gets_the_signature_message(models, content, expression, message):
-    from test_image_header import png_header_only
-
     referring, _ = models["served"]
-    content = {
-        "image": pathlib.Path(models["image_path"]).read_bytes(),
-        "text": b"definitely not an image",
-        "bomb": png_header_only(20000, 20000),
-    }[content]
+    content = bad_input_bytes(models, content)
     with pytest.raises(page_lib.BadRequest, match=message):
         page_lib.segment(referring, content, expression)
     with pytest.raises(page_lib.BadRequest, match="upload an image file or pick a test scene"):
@@ -277,14 +267,8 @@ def test_preset_requests_are_preset_segment(models, preset_dirs, tmp_path):
     ids=["empty_expression", "not_an_image", "over_the_pixel_limit"],
 )
 def test_preset_bad_input_is_a_message(models, preset_dirs, content, expression, message):
-    from test_image_header import png_header_only
-
     referring, _ = page_lib.load_models(preset=preset_dirs["referring"])
-    content = {
-        "image": pathlib.Path(models["image_path"]).read_bytes(),
-        "text": b"definitely not an image",
-        "bomb": png_header_only(20000, 20000),
-    }[content]
+    content = bad_input_bytes(models, content)
     with pytest.raises(page_lib.BadRequest, match=message):
         referring.segment(content, expression)
 

@@ -122,11 +122,9 @@ def test_jit_compile_with_deterministic_kernels_needs_cached_features(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_old_configs_without_the_fields_mean_float32_without_xla():
-    config = _smoke_config("rmi")
-    del config.train["mixed_precision"]
-    del config.train["jit_compile"]
-    task = get_task(config)
+@pytest.mark.parametrize("name", ["rmi", "lg_lstm"])
+def test_the_schema_defaults_are_float32_without_xla(name):
+    task = get_task(_smoke_config(name))
     assert task.policy_name == "float32"
     assert task.jit_compile is False
 
