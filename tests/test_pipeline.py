@@ -440,10 +440,13 @@ def test_normalisation_values_on_a_known_pixel():
 
 
 def test_default_normalisation_per_task_and_no_older_names():
-    assert image_ops.DEFAULT_NORMALIZATION == {
-        "referring": "bgr_minus_caffe_resnet_mean",
-        "parsing": "bgr_minus_imagenet_mean",
+    from tf_recurrent_seg.defaults import parsing_config, referring_config
+
+    defaults_per_task = {
+        "referring": referring_config().data.normalization,
+        "parsing": parsing_config().data.normalization,
     }
+    assert defaults_per_task == {"referring": "bgr_minus_caffe_resnet_mean", "parsing": "bgr_minus_imagenet_mean"}
     images = np.zeros((1, 2, 2, 3), np.uint8)
     for old in ("caffe", "keras_resnet", "caffe_vgg"):  # the names of configs before 0.1.0: refused, not renamed
         with pytest.raises(ValueError, match=f"normalization must be one of .*'{old}'"):

@@ -280,14 +280,7 @@ def evaluate_parsing(
         class_names: the name of each class id (default "class_<id>").
         method: the paper's row label of the tables ("LG-LSTM", "VGG16").
         model_name: recorded in the results as "model" (e.g. "lg_lstm").
-        crf: also evaluate the DenseCRF-refined predictions (`tf_recurrent_seg.crf`, needs pydensecrf).
-        max_examples: evaluate only the first examples (in record order); None: the whole split.
-        batch_size: evaluation batch size (the numbers do not depend on it).
-        out_dir: when given, `write_results` writes metrics.json and tables.md there.
-        baseline: another run's results (its metrics.json) for the relative gains of the length table.
-        log_every: progress line every this many batches.
-        jit_compile: compile the model's forward pass with XLA (the mapping back to each image's size, whose shapes
-            vary, stays outside). The numbers differ from the uncompiled ones only by float rounding.
+        crf, max_examples, batch_size, out_dir, baseline, log_every, jit_compile: as `evaluate_referring`'s.
 
     Returns:
         A JSON-ready dict: task ("parsing"), num_examples, skipped_records (counts per reason), results:

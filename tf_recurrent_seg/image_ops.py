@@ -3,7 +3,7 @@
 Placement, resize (images, masks, label maps), padding, resize-and-pad and its inverse, normalisation; which
 function does what in each version: docs/decisions.md#image-operations-in-numpy-and-tensorflow. The rules:
 docs/reference_conventions.md#image-preprocessing and docs/input_pipeline.md#resize-and-pad. Normalisation: the
-means (`NORMALIZATION_MEANS`), the default per task (`DEFAULT_NORMALIZATION`).
+means (`NORMALIZATION_MEANS`), the default per task (`REFERRING_NORMALIZATION`, `PARSING_NORMALIZATION`).
 """
 
 from __future__ import annotations
@@ -392,10 +392,9 @@ IMAGENET_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 BGR_MINUS_CAFFE_RESNET_MEAN = "bgr_minus_caffe_resnet_mean"  # the authors' Caffe ResNet/DeepLab weights
 BGR_MINUS_IMAGENET_MEAN = "bgr_minus_imagenet_mean"  # keras.applications resnet / vgg16 preprocess_input
 NORMALIZATION_MEANS = {BGR_MINUS_CAFFE_RESNET_MEAN: CAFFE_BGR_MEAN, BGR_MINUS_IMAGENET_MEAN: IMAGENET_BGR_MEAN}
-# Defaults when a config names none (and the values defaults.py's data configs hold).
+# Each task's default, the value of the config schema's `data.normalization` (defaults.py).
 REFERRING_NORMALIZATION = BGR_MINUS_CAFFE_RESNET_MEAN  # the authors' ResNet/DeepLab weights
 PARSING_NORMALIZATION = BGR_MINUS_IMAGENET_MEAN  # LG-LSTM's VGG-16 base (keras vgg16 preprocess_input)
-DEFAULT_NORMALIZATION = {"referring": REFERRING_NORMALIZATION, "parsing": PARSING_NORMALIZATION}  # task -> name
 # What `referring_dataset` accepts (ResNet backbones: Caffe or keras.applications weights).
 REFERRING_NORMALIZATIONS = (BGR_MINUS_CAFFE_RESNET_MEAN, BGR_MINUS_IMAGENET_MEAN)
 

@@ -44,43 +44,35 @@ PARSING_RUNS = [
 ]
 REFERRING_MODELS = ("lstm", "rmi")
 REFERRING_IMAGE_SIZE, PARSING_IMAGE_SIZE = 128, 97
+# `make demo-full`: every Table 5 model, three referring seeds, TFLite; 40-45 minutes on a 2-core CPU with the install
+# (two commands at a time); sizes and steps chosen on validation.
+FULL_BUDGET = {
+    "referring_train": 9000,
+    "referring_validation": 300,
+    "referring_test": 600,
+    "parsing_train": 1200,
+    "parsing_validation": 120,
+    "parsing_test": 120,
+    "pretrain_steps": 600,
+    "lstm_steps": 5000,
+    "rmi_steps": 5000,
+    "parsing_steps": 3000,
+    "referring_seeds": 3,
+    "parsing_seeds": 1,
+    "figures": 1,
+    "parsing_runs": [name for name, _, _ in PARSING_RUNS],
+    "tflite": True,
+}
 BUDGETS = {
-    # `make demo-full`: every Table 5 model, three referring seeds, TFLite; 40-45 minutes on a 2-core CPU with the
-    # install (two commands at a time); sizes and steps chosen on validation.
-    "full": {
-        "referring_train": 9000,
-        "referring_validation": 300,
-        "referring_test": 600,
-        "parsing_train": 1200,
-        "parsing_validation": 120,
-        "parsing_test": 120,
-        "pretrain_steps": 600,
-        "lstm_steps": 5000,
-        "rmi_steps": 5000,
-        "parsing_steps": 3000,
-        "referring_seeds": 3,
-        "parsing_seeds": 1,
-        "figures": 1,
-        "parsing_runs": [name for name, _, _ in PARSING_RUNS],
-        "tflite": True,
-    },
+    "full": FULL_BUDGET,
     # `make demo`: the full budget's data and pretraining, one seed of RMI, the LSTM baseline, LG-LSTM and the
     # one-conv baseline, each with the fewest steps that cleared its bar on validation
-    # (docs/synthetic_demo.md#the-default-budget).
+    # (docs/synthetic_demo.md#the-default-budget-and-the-full-one).
     "default": {
-        "referring_train": 9000,
-        "referring_validation": 300,
-        "referring_test": 600,
-        "parsing_train": 1200,
-        "parsing_validation": 120,
-        "parsing_test": 120,
-        "pretrain_steps": 600,
-        "lstm_steps": 5000,
+        **FULL_BUDGET,
         "rmi_steps": 4000,
         "parsing_steps": {"conv_baseline": 3000, "lg_lstm": 2000},
         "referring_seeds": 1,
-        "parsing_seeds": 1,
-        "figures": 1,
         "parsing_runs": ["conv_baseline", "lg_lstm"],
         "tflite": False,
     },
