@@ -15,7 +15,7 @@ $(VENV_PYTHON):
 	$(VENV_PYTHON) -m pip install --quiet --upgrade pip
 
 $(INSTALLED): $(VENV_PYTHON) setup.cfg pyproject.toml
-	$(VENV_PYTHON) -m pip install --quiet -e ".[test,crf,app]"
+	$(VENV_PYTHON) -m pip install --quiet -e ".[test,crf,app,human]"
 	touch $(INSTALLED)
 
 # One seed of RMI, the LSTM baseline, LG-LSTM and the one-conv baseline (docs/synthetic_demo.md).

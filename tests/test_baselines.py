@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tf_recurrent_seg import defaults
 from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.demo import baselines
 
@@ -200,3 +201,84 @@ def test_parsing_argument_errors():
         baselines.parsing_rule_scores([labels], 3, ["background", "a"], part=1)
     with pytest.raises(ValueError, match="part"):
         baselines.parsing_rule_scores([labels], 3, ["background", "a", "b"], part=3)
+
+
+# ------------------------------------------------------------------------------------------------ human (ATR)
+
+
+def _stick_figure(skirt: bool) -> np.ndarray:
+    """A 100 x 40 silhouette (all ids 1: the rule must not read them): head, torso, arms apart, legs apart below
+    the hips (pants) or a skirt covering the centre line down to row 75."""
+    labels = np.zeros((100, 40), np.uint8)
+    labels[0:18, 15:26] = 1  # head, centre column 20
+    labels[18:50, 12:29] = 1  # torso
+    labels[18:46, 5:10] = labels[18:46, 31:36] = 1  # arms, off the torso
+    labels[50:100, 13:19] = labels[50:100, 22:28] = 1  # legs; the gap at columns 19-21 is the centre line
+    if skirt:
+        labels[50:76, 11:30] = 1
+    labels[99, 0] = 255  # an ignored pixel stays ignored
+    return labels
+
+
+def test_outline_rule_by_hand():
+    atr = {name: i for i, name in enumerate(defaults.ATR_CLASSES)}
+    for skirt in (False, True):
+        labels = _stick_figure(skirt)
+        predicted = baselines.outline_rule(labels)
+        assert predicted.dtype == labels.dtype and predicted.shape == labels.shape
+        assert predicted[99, 0] == 255 and predicted[0, 0] == 0 and np.all(predicted[labels == 0] == 0)
+        expected = {
+            (2, 20): "hair",
+            (12, 20): "face",
+            (12, 15): "hair",  # 5 columns out of the centre line: more than 0.04 x height (4)
+            (30, 20): "upper-clothes",
+            (30, 33): "left-arm",  # the person's left, on the image's right
+            (30, 7): "right-arm",
+            (97, 24): "left-shoe",
+            (97, 15): "right-shoe",
+        }
+        if skirt:
+            expected.update({(60, 20): "skirt", (80, 24): "left-leg", (80, 15): "right-leg"})
+        else:
+            expected.update({(60, 15): "pants", (80, 24): "pants"})
+        for (y, x), name in expected.items():
+            assert predicted[y, x] == atr[name], (skirt, y, x, name, defaults.ATR_CLASSES[predicted[y, x]])
+    empty = np.zeros((5, 5), np.uint8)
+    np.testing.assert_array_equal(baselines.outline_rule(empty), empty)
+
+
+def test_outline_rule_beats_the_silhouette_on_human_figures():
+    from tf_recurrent_seg import metrics
+
+    names = list(synthetic.HUMAN_CLASSES)
+    streams = synthetic.SPLIT_STREAMS
+    train = [e["labels"] for e in synthetic.parsing_examples((0, streams["train"]), 50, kind="human")]
+    test = [e["labels"] for e in synthetic.parsing_examples((0, streams["test"]), 50, kind="human")]
+    part = baselines.most_frequent_part(train)  # works with 18 classes: the most frequent part of the figures
+    assert names[part] == "upper-clothes"
+    scores = baselines.parsing_rule_scores(test, 18, names, part, rules=tuple(baselines.PARSING_RULES))
+    mean_iou = {rule: scores[rule]["mean_iou"] for rule in baselines.PARSING_RULES}
+    assert mean_iou["all_background"] < mean_iou["silhouette"] < mean_iou["outline"], mean_iou
+    # Far from solved: a dress, a belt, a hat, sunglasses, a bag and a scarf are invisible in the outline.
+    assert mean_iou["outline"] < 0.6, mean_iou
+    for name in ("dress", "belt", "hat", "sunglass", "bag", "scarf"):
+        assert scores["outline"]["per_class"][name]["iou"] == 0.0
+    # Scored as evaluation scores a model.
+    metric = metrics.ConfusionMatrixMetric(18)
+    for labels in test[:10]:
+        metric.update_state(labels[None], baselines.outline_rule(labels)[None])
+    few = baselines.parsing_rule_scores(test[:10], 18, names, part, rules="outline")
+    assert list(few) == ["outline"]
+    assert few["outline"]["mean_iou"] == pytest.approx(metric.scores(names)["mean_iou"])
+
+
+def test_outline_rule_needs_atr_classes():
+    labels = np.zeros((4, 4), np.uint8)
+    with pytest.raises(ValueError, match="ATR"):
+        baselines.parsing_rule_scores([labels], 3, ["background", "a", "b"], part=1, rules=["outline"])
+    with pytest.raises(ValueError, match="unknown parsing rule"):
+        baselines.parsing_rule_scores([labels], 3, ["background", "a", "b"], part=1, rules=["nonsense"])
+    assert set(baselines.parsing_rule_scores([labels], 3, ["background", "a", "b"], part=1)) == {
+        "all_background",
+        "silhouette",
+    }

@@ -4,6 +4,7 @@ scipy.io.savemat, PASCAL-Part `Annotations_Part/<id>.mat` files. Expected labels
 fixture geometry and the documented mappings, never computed by the converters' own functions.
 """
 
+import hashlib
 import io
 import json
 import os
@@ -136,6 +137,8 @@ def make_atr(root: pathlib.Path, ids, label_mode="P", size=(12, 9)):
 def test_atr_split_sizes():
     assert atr.split_sizes(10000) == [6000, 700, 1000]
     assert atr.split_sizes(7700) == [6000, 700, 1000]
+    # the public release's 7024 ATR ids: 5473.25, 638.55, 912.21 -> the spare id goes to val (largest fraction)
+    assert atr.split_sizes(7024) == [5473, 639, 912]
     assert atr.split_sizes(12) == [9, 1, 2]  # 9.35, 1.09, 1.56: the remainder goes to the largest fraction
     assert atr.split_sizes(77) == [60, 7, 10]
     assert sum(atr.split_sizes(5)) == 5
@@ -144,14 +147,76 @@ def test_atr_split_sizes():
         atr.split_sizes(5, (0, 0, 0))
 
 
-def test_atr_conversion_labels_split_and_class_info(tmp_path):
-    ids = [str(number) for number in (1, 2, 3, 10, 11, 20, 100, 101, 102, 7, 8, 9)]
-    expected = make_atr(tmp_path / "src", ids)
-    results = atr.convert_atr(str(tmp_path / "src"), str(tmp_path / "out"), num_shards=2)
-    ordered = sorted(ids)  # string order: 1, 10, 100, 101, 102, 11, 2, 20, 3, 7, 8, 9
-    splits = {"train": ordered[:9], "val": ordered[9:10], "test": ordered[10:]}
+def test_atr_id_families():
+    families = {
+        "dataset10k_1": "dataset10k",
+        "dataset10k_10003": "dataset10k",
+        "fash_3": "fash",
+        "multi_2": "multi",
+        "997_10": "997",
+        "2500_7": "2500",
+        "4565_12": "4565",
+        "foo_1": "foo",
+        "a_b_12": "a_b",  # the prefix ends at the last _<digits>
+        "123": None,
+        "multi_": None,
+        "multi_2a": None,
+    }
+    assert {record_id: atr.id_family(record_id) for record_id in families} == families
+    with pytest.raises(ValueError, match="unknown_ids"):
+        atr.classify_ids(["multi_1"], unknown_ids="keep")
+
+
+# The full public release's ids, as reported by users of the release: 7024 ATR ids in four families, the
+# Chictopia10k ids and Fashionista's 685.
+RELEASE_FAMILIES = {"multi": 436, "997": 810, "2500": 2476, "4565": 3302, "dataset10k": 10003, "fash": 685}
+
+
+def in_split_order(ids):
+    """The documented order of the cut (docs/reproduce.md#atr-split): by the SHA-1 hex digest of the id."""
+    return sorted(ids, key=lambda record_id: hashlib.sha1(record_id.encode()).hexdigest())
+
+
+def test_atr_plan_splits_on_the_full_release_scheme():
+    ids = [f"{family}_{number}" for family, count in RELEASE_FAMILIES.items() for number in range(1, count + 1)]
+    splits, info = atr.plan_splits(reversed(ids))
+    atr_ids = [record_id for record_id in ids if record_id.split("_")[0] in ("multi", "997", "2500", "4565")]
+    ordered = in_split_order(atr_ids)
+    assert [len(splits[name]) for name in ("train", "val", "test")] == [5473, 639, 912]
+    assert splits["train"] == ordered[:5473]
+    assert splits["val"] == ordered[5473:6112]
+    assert splits["test"] == ordered[6112:]
+    for name in ("train", "val", "test"):  # the point of the hash order: no family is confined to one split
+        assert {record_id.split("_")[0] for record_id in splits[name]} == {"multi", "997", "2500", "4565"}
+    family_blocks = {
+        family: sorted(f"{family}_{n}" for n in range(1, RELEASE_FAMILIES[family] + 1)) for family in RELEASE_FAMILIES
+    }
+    assert splits["extra"] == family_blocks["dataset10k"]
+    assert info["family_counts"] == {**RELEASE_FAMILIES, "unknown": 0}
+    assert info["excluded_ids"] == {"fash": 685}
+    assert info["unknown_ids"] == {"handling": "skip", "reasons": {}}
+
+
+# A few ids of each family of the release, two ids of no known family, and 12 ATR ids (split 9/1/2).
+ATR_FIXTURE_IDS = [
+    *("multi_2", "multi_10", "multi_1", "997_10", "997_9", "997_1"),
+    *("2500_7", "2500_100", "2500_11", "4565_12", "4565_3", "4565_20"),
+]
+CHICTOPIA_FIXTURE_IDS = ["dataset10k_1", "dataset10k_2", "dataset10k_10"]
+OTHER_FIXTURE_IDS = ["fash_3", "fash_40", "foo_1", "123"]
+ATR_FIXTURE_SPLITS = {
+    "train": in_split_order(ATR_FIXTURE_IDS)[:9],
+    "val": in_split_order(ATR_FIXTURE_IDS)[9:10],
+    "test": in_split_order(ATR_FIXTURE_IDS)[10:],
+}
+
+
+def test_atr_conversion_labels_split_and_class_info(tmp_path, caplog):
+    expected = make_atr(tmp_path / "src", ATR_FIXTURE_IDS + CHICTOPIA_FIXTURE_IDS + OTHER_FIXTURE_IDS)
+    with caplog.at_level("INFO"):
+        results = atr.convert_atr(str(tmp_path / "src"), str(tmp_path / "out"), num_shards=2)
     assert {split: result["written"] for split, result in results.items()} == {"train": 9, "val": 1, "test": 2}
-    for split, split_ids in splits.items():
+    for split, split_ids in ATR_FIXTURE_SPLITS.items():
         records = read_split(tmp_path / "out" / split)
         assert filenames(records) == [f"{record_id}.jpg" for record_id in split_ids]
         for record, record_id in zip(records, split_ids):
@@ -161,32 +226,97 @@ def test_atr_conversion_labels_split_and_class_info(tmp_path):
             assert record["dataset"] == b"atr" and record["split"] == split.encode()
         assert (tmp_path / "out" / f"{split}_ids.txt").read_text().split() == split_ids
         manifest = read_manifest(str(tmp_path / "out" / split))
-        assert manifest["class_names"] == list(atr.CLASS_NAMES) and "sorted as strings" in manifest["source"]
+        assert manifest["class_names"] == list(atr.CLASS_NAMES) and "SHA-1" in manifest["source"]
+    # extra (Chictopia10k) is listed but, without write_extra, not written; fash and unknown ids are in no list
+    assert (tmp_path / "out" / "extra_ids.txt").read_text().split() == ["dataset10k_1", "dataset10k_10", "dataset10k_2"]
+    assert not (tmp_path / "out" / "extra.manifest.json").exists()
+    listed = [
+        (tmp_path / "out" / f"{split}_ids.txt").read_text().split() for split in ("train", "val", "test", "extra")
+    ]
+    assert not {"fash_3", "fash_40", "foo_1", "123"} & {record_id for ids in listed for record_id in ids}
     info = json.loads((tmp_path / "out" / "classes.json").read_text())
     assert info["class_names"][9:11] == ["left-shoe", "right-shoe"] and info["num_classes"] == 18
     assert info["left_right_pairs"] == [[9, 10], [12, 13], [14, 15]]
     assert info["flip_permutation"] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 9, 11, 13, 12, 15, 14, 16, 17]
-    assert info["splits"]["train"]["written"] == 9 and "extra" not in info["splits"]
+    assert info["splits"]["train"]["written"] == 9 and info["splits"]["extra"]["num_ids"] == 3
+    assert info["written_splits"] == ["train", "val", "test"]
+    assert info["family_counts"] == {
+        "multi": 3,
+        "997": 3,
+        "2500": 3,
+        "4565": 3,
+        "dataset10k": 3,
+        "fash": 2,
+        "unknown": 2,
+    }
+    assert info["excluded_ids"] == {"fash": 2}
+    assert info["unknown_ids"] == {
+        "handling": "skip",
+        "reasons": {"name not of the form <prefix>_<number>": 1, "prefix of no known family": 1},
+    }
+    assert "fash (Fashionista) ids excluded" in info["split_rule"]
+    # one log line per reason, with the count
+    messages = [record.getMessage() for record in caplog.records]
+    assert "ATR: 2 fash_* (Fashionista) ids excluded from every split" in "\n".join(messages)
+    assert "ATR: 1 ids skipped, prefix of no known family (foo_1)" in messages
+    assert "ATR: 1 ids skipped, name not of the form <prefix>_<number> (123)" in messages
+
+
+def test_atr_extra_is_chictopia_and_unknown_ids_as_atr(tmp_path):
+    make_atr(tmp_path / "src", ATR_FIXTURE_IDS + CHICTOPIA_FIXTURE_IDS + OTHER_FIXTURE_IDS)
+    results = atr.convert_atr(str(tmp_path / "src"), str(tmp_path / "out"), 1, write_extra=True)
+    assert {split: result["written"] for split, result in results.items()} == {
+        "train": 9,
+        "val": 1,
+        "test": 2,
+        "extra": 3,
+    }
+    assert filenames(read_split(tmp_path / "out" / "extra")) == [
+        "dataset10k_1.jpg",
+        "dataset10k_10.jpg",
+        "dataset10k_2.jpg",
+    ]
+    # --unknown_ids=atr: foo_1 and 123 join the ATR ids (14: split 11/1/2); fash stays out, extra unchanged
+    results = atr.convert_atr(str(tmp_path / "src"), str(tmp_path / "out2"), 1, write_extra=True, unknown_ids="atr")
+    assert atr.split_sizes(14) == [11, 1, 2]
+    ordered = in_split_order(ATR_FIXTURE_IDS + ["foo_1", "123"])
+    expected = {
+        "train": ordered[:11],
+        "val": ordered[11:12],
+        "test": ordered[12:],
+        "extra": ["dataset10k_1", "dataset10k_10", "dataset10k_2"],
+    }
+    for split, split_ids in expected.items():
+        assert filenames(read_split(tmp_path / "out2" / split)) == [f"{record_id}.jpg" for record_id in split_ids]
+        assert (tmp_path / "out2" / f"{split}_ids.txt").read_text().split() == split_ids
+    info = json.loads((tmp_path / "out2" / "classes.json").read_text())
+    assert info["unknown_ids"]["handling"] == "atr" and info["excluded_ids"] == {"fash": 2}
+    assert info["family_counts"]["unknown"] == 2
 
 
 def test_atr_explicit_split_sizes_and_extra(tmp_path):
-    ids = [f"img_{number:02d}" for number in range(9)]
+    ids = ["2500_1", "2500_2", "4565_1", "4565_2", "997_1", "997_2", "997_3", "multi_1", "multi_2", "dataset10k_5"]
     make_atr(tmp_path / "src", ids)
     results = atr.convert_atr(str(tmp_path / "src"), str(tmp_path / "out"), 1, sizes=(3, 2, 2), write_extra=True)
     assert {split: result["written"] for split, result in results.items()} == {
         "train": 3,
         "val": 2,
         "test": 2,
-        "extra": 2,
+        "extra": 3,
     }
-    assert filenames(read_split(tmp_path / "out" / "extra")) == ["img_07.jpg", "img_08.jpg"]
+    ordered = in_split_order(ids[:-1])
+    assert filenames(read_split(tmp_path / "out" / "train")) == [f"{record_id}.jpg" for record_id in ordered[:3]]
+    assert filenames(read_split(tmp_path / "out" / "test")) == [f"{record_id}.jpg" for record_id in ordered[5:7]]
+    # the ATR ids beyond explicitly requested sizes are training-only data too: extra, sorted with Chictopia10k
+    extra = sorted(["dataset10k_5", *ordered[7:]])
+    assert filenames(read_split(tmp_path / "out" / "extra")) == [f"{record_id}.jpg" for record_id in extra]
     results = atr.convert_atr(str(tmp_path / "src"), str(tmp_path / "out2"), 1, sizes=(3, 2, 2))
     assert "extra" not in results and not (tmp_path / "out2" / "extra.manifest.json").exists()
-    assert json.loads((tmp_path / "out2" / "classes.json").read_text())["splits"]["extra"]["num_ids"] == 2
+    assert json.loads((tmp_path / "out2" / "classes.json").read_text())["splits"]["extra"]["num_ids"] == 3
 
 
 def test_atr_rerun_gives_identical_shards(tmp_path):
-    make_atr(tmp_path / "src", [str(number) for number in range(10)])
+    make_atr(tmp_path / "src", [f"{family}_{number}" for family in ("997", "multi") for number in range(1, 6)])
     for out in ("a", "b"):
         atr.convert_atr(str(tmp_path / "src"), str(tmp_path / out), num_shards=3)
     for split in ("train", "val", "test"):
@@ -269,10 +399,15 @@ def test_cihp_conversion_and_missing_id_file(tmp_path):
 # Bad input (ATR and LIP layouts): each case is skipped, or converted, as the rules say
 
 
+# Ids in the release's scheme (an ATR family), so that the converter takes them into train.
+GOOD_ATR_IDS = ["multi_1", "multi_2"]
+BAD_ATR_ID = "multi_3"
+
+
 def bad_input_atr(tmp_path, name, write_bad):
     """Two good ATR samples plus one written by `write_bad(image_path, label_path)`; returns (manifest, records)."""
     root = tmp_path / "src"
-    good = make_atr(root, ["a", "b"], size=(8, 6))
+    good = make_atr(root, GOOD_ATR_IDS, size=(8, 6))
     write_bad(
         root / "humanparsing" / "JPEGImages" / f"{name}.jpg",
         root / "humanparsing" / "SegmentationClassAug" / f"{name}.png",
@@ -284,7 +419,9 @@ def bad_input_atr(tmp_path, name, write_bad):
 def assert_skipped(manifest, records, name, reason_part, good):
     assert sum(manifest["skipped"].values()) == 1 and len(manifest["skipped_records"]) == 1
     assert manifest["skipped_records"][0]["record"] == name and reason_part in manifest["skipped_records"][0]["reason"]
-    assert manifest["num_examples"] == 2 and filenames(records) == ["a.jpg", "b.jpg"]
+    assert manifest["num_examples"] == 2 and sorted(filenames(records)) == [
+        f"{record_id}.jpg" for record_id in GOOD_ATR_IDS
+    ]
     for record in records:
         np.testing.assert_array_equal(record["labels"], good[record["image/filename"].decode()[:-4]][1])
 
@@ -294,8 +431,8 @@ def test_bad_input_corrupt_image_is_skipped(tmp_path):
         write_bytes(image_path, b"\xff\xd8\xff\xe0 definitely not a jpeg")
         write_bytes(label_path, label_png(np.zeros((8, 6), np.uint8), "L"))
 
-    manifest, records, good = bad_input_atr(tmp_path, "c", write)
-    assert_skipped(manifest, records, "c", "corrupt or truncated image", good)
+    manifest, records, good = bad_input_atr(tmp_path, BAD_ATR_ID, write)
+    assert_skipped(manifest, records, BAD_ATR_ID, "corrupt or truncated image", good)
 
 
 def test_bad_input_truncated_image_is_skipped(tmp_path):
@@ -304,8 +441,8 @@ def test_bad_input_truncated_image_is_skipped(tmp_path):
         write_bytes(image_path, data[: len(data) // 2])
         write_bytes(label_path, label_png(np.zeros((8, 6), np.uint8), "L"))
 
-    manifest, records, good = bad_input_atr(tmp_path, "c", write)
-    assert_skipped(manifest, records, "c", "corrupt or truncated image", good)
+    manifest, records, good = bad_input_atr(tmp_path, BAD_ATR_ID, write)
+    assert_skipped(manifest, records, BAD_ATR_ID, "corrupt or truncated image", good)
 
 
 @pytest.mark.parametrize("kind", ["grayscale", "rgba", "16bit", "16bit_rgb"])
@@ -333,9 +470,9 @@ def test_bad_input_converted_images_are_kept(tmp_path, kind):
         write_bytes(image_path, data)
         write_bytes(label_path, label_png(labels, "P"))
 
-    manifest, records, _ = bad_input_atr(tmp_path, "c", write)
+    manifest, records, _ = bad_input_atr(tmp_path, BAD_ATR_ID, write)
     assert manifest["skipped"] == {} and manifest["num_examples"] == 3
-    record = records[filenames(records).index("c.jpg")]
+    record = records[filenames(records).index(f"{BAD_ATR_ID}.jpg")]
     np.testing.assert_array_equal(record["image"], expected)
     np.testing.assert_array_equal(record["labels"], labels)
 
@@ -344,8 +481,8 @@ def test_bad_input_size_mismatch_is_skipped(tmp_path):
     def write(image_path, label_path):
         write_pair(image_path, label_path, np.zeros((7, 6), np.uint8), pixels=random_image(8, 6))
 
-    manifest, records, good = bad_input_atr(tmp_path, "c", write)
-    assert_skipped(manifest, records, "c", "label map size differs from image: label map 7x6, image 8x6", good)
+    manifest, records, good = bad_input_atr(tmp_path, BAD_ATR_ID, write)
+    assert_skipped(manifest, records, BAD_ATR_ID, "label map size differs from image: label map 7x6, image 8x6", good)
 
 
 def test_bad_input_out_of_range_label_is_skipped_naming_the_ids(tmp_path):
@@ -354,8 +491,8 @@ def test_bad_input_out_of_range_label_is_skipped_naming_the_ids(tmp_path):
         labels[3, 3], labels[4, 4], labels[5, 5] = 18, 40, 255  # 255 alone would be fine
         write_pair(image_path, label_path, labels)
 
-    manifest, records, good = bad_input_atr(tmp_path, "c", write)
-    assert_skipped(manifest, records, "c", "ids [18, 40]", good)
+    manifest, records, good = bad_input_atr(tmp_path, BAD_ATR_ID, write)
+    assert_skipped(manifest, records, BAD_ATR_ID, "ids [18, 40]", good)
 
 
 def test_bad_input_rgb_label_map_is_skipped(tmp_path):
@@ -363,8 +500,8 @@ def test_bad_input_rgb_label_map_is_skipped(tmp_path):
         write_bytes(image_path, jpeg_bytes(random_image(8, 6)))
         write_bytes(label_path, png_bytes(Image.fromarray(random_image(8, 6))))
 
-    manifest, records, good = bad_input_atr(tmp_path, "c", write)
-    assert_skipped(manifest, records, "c", "single-channel PNG", good)
+    manifest, records, good = bad_input_atr(tmp_path, BAD_ATR_ID, write)
+    assert_skipped(manifest, records, BAD_ATR_ID, "single-channel PNG", good)
 
 
 @pytest.mark.parametrize("missing", ["image", "label"])
@@ -375,9 +512,9 @@ def test_bad_input_missing_file_is_skipped(tmp_path, missing):
         else:
             write_bytes(label_path, label_png(np.zeros((8, 6), np.uint8), "L"))
 
-    manifest, records, good = bad_input_atr(tmp_path, "c", write)
+    manifest, records, good = bad_input_atr(tmp_path, BAD_ATR_ID, write)
     reason = "missing image file" if missing == "image" else "missing label map file"
-    assert_skipped(manifest, records, "c", reason, good)
+    assert_skipped(manifest, records, BAD_ATR_ID, reason, good)
 
 
 def test_bad_input_listed_but_missing_and_repeated_lip_ids(tmp_path):

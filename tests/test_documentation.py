@@ -411,7 +411,12 @@ def _synthetic_data_dirs() -> dict[str, str]:
             os.path.dirname(parsing.train_records),
         )
     assert os.path.dirname(referring.vocabulary) == os.path.dirname(referring.train_records)
-    return {"referring": os.path.dirname(referring.train_records), "parsing": os.path.dirname(parsing.train_records)}
+    human = load_config("configs/cocnn_synthetic.py", None).data  # the human figures (--parsing_kind=human)
+    return {
+        "referring": os.path.dirname(referring.train_records),
+        "parsing": os.path.dirname(parsing.train_records),
+        "human": os.path.dirname(human.train_records),
+    }
 
 
 def test_synthetic_data_is_written_where_the_configs_read_it():
@@ -425,6 +430,7 @@ def test_synthetic_data_is_written_where_the_configs_read_it():
         task, output_dir = command.flag("task"), command.flag("output_dir")
         if task is None or output_dir is None:
             continue
+        task = "human" if command.flag("parsing_kind") == "human" else task
         if os.path.normpath(output_dir) != expected[task]:
             wrong.append(f"{command.where}: --task={task} --output_dir={output_dir}, the configs read {expected[task]}")
     assert not wrong, "\n".join(wrong)

@@ -16,7 +16,8 @@ from tf_recurrent_seg.layers.lg_lstm import GridMaxPool, LGLSTMLayer, Transition
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM, ConvMultimodalLSTMCell
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
 from tf_recurrent_seg.layers.sequence import LastStep, StackPredictions
-from tf_recurrent_seg.layers.spatial import SpatialCoordinates
+from tf_recurrent_seg.layers.spatial import CeilModeMaxPool2D, SpatialCoordinates
+from tf_recurrent_seg.layers.superpixel import SuperpixelSmoothing, SuperpixelVoting
 
 LAYERS_DIR = pathlib.Path(__file__).resolve().parents[1] / "tf_recurrent_seg" / "layers"
 RNG = np.random.default_rng(0)
@@ -33,6 +34,13 @@ def _lg_lstm_inputs(units, neighbourhood, use_global, batch=2, height=4, width=5
         _normal(batch, height, width, neighbourhood, units),
         _normal(batch, height, width, units),
     ]
+
+
+def _superpixel_inputs(max_segments=5, batch=2, height=4, width=5, channels=3, with_weights=False):
+    data = [_normal(batch, height, width, channels), RNG.integers(0, max_segments, (batch, height, width), np.int32)]
+    if with_weights:
+        data.append(RNG.uniform(size=(batch, max_segments, max_segments)).astype(np.float32))
+    return data
 
 
 TOKENS = np.array([[0, 0, 3, 4, 0, 5], [0, 0, 0, 0, 1, 2]], np.int32)
@@ -133,6 +141,23 @@ CASES = [
     pytest.param(TrimLeadingPadding, {}, TOKENS, (2, 4), {"run_training_check": False}),
     pytest.param(PaddingMask, {}, TOKENS, (2, 6), {"run_training_check": False}),
     pytest.param(LeftPadSteps, {"length": 7}, _normal(2, 4, 3), (2, 7, 3), {"run_training_check": False}),
+    pytest.param(
+        CeilModeMaxPool2D,
+        {"pool_size": 3, "strides": 2},
+        _normal(2, 7, 6, 3),
+        (2, 3, 3, 3),
+        {"run_training_check": False},
+    ),
+    pytest.param(
+        SuperpixelSmoothing, {"max_segments": 5}, _superpixel_inputs(), (2, 4, 5, 3), {"run_training_check": False}
+    ),
+    pytest.param(
+        SuperpixelVoting,
+        {"max_segments": 5, "alpha": 0.25},
+        _superpixel_inputs(with_weights=True),
+        (2, 4, 5, 3),
+        {"run_training_check": False},
+    ),
     pytest.param(SpatialCoordinates, {}, _normal(2, 4, 5, 3), (2, 4, 5, 8), {"run_training_check": False}),
     pytest.param(LastStep, {}, _normal(2, 4, 3, 5), (2, 3, 5), {"run_training_check": False}),
     pytest.param(

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tf_recurrent_seg.backbones import ResNetBackbone, VGG16LargeFOVBackbone
 from tf_recurrent_seg.models import (
+    CoCNNSegmenter,
     ConvBaselineSegmenter,
     LGLSTMSegmenter,
     LSTMBaselineHead,
@@ -53,6 +54,36 @@ def head_kwargs(**extra):
 
 def images(batch=2):
     return RNG.normal(size=(batch, SIZE, SIZE, 3)).astype(np.float32)
+
+
+COCNN_SHAPE = (30, 20, 3)  # not square: pooled 15 x 10, 7 x 5, 3 x 2 (ceil mode)
+COCNN_SEGMENTS = 6
+
+
+def cocnn_kwargs(**extra):
+    return {
+        "num_classes": 3,
+        "image_shape": COCNN_SHAPE,
+        "first_filters": 4,
+        "filters": 4,
+        "final_filters": 6,
+        "label_filters": 2,
+        "label_units": 8,
+        "max_segments": COCNN_SEGMENTS,
+        "conv_init_stddev": 0.2,  # the paper's 0.001 leaves the early convs' gradients below float32's step
+        **extra,
+    }
+
+
+def cocnn_inputs(batch=2):
+    """Random super-pixel ids and row-normalised random neighbour weights (the computing code is not needed)."""
+    height, width, _ = COCNN_SHAPE
+    weights = RNG.uniform(size=(batch, COCNN_SEGMENTS, COCNN_SEGMENTS)).astype(np.float32)
+    return {
+        "image": RNG.normal(size=(batch, *COCNN_SHAPE)).astype(np.float32),
+        "segments": RNG.integers(0, COCNN_SEGMENTS, size=(batch, height, width)).astype(np.int32),
+        "neighbour_weights": weights / weights.sum(axis=-1, keepdims=True),
+    }
 
 
 CASES = {
@@ -106,6 +137,14 @@ CASES = {
             "extra_conv_filters": 4,
         },
         images,
+    ),
+    "cocnn": (CoCNNSegmenter, cocnn_kwargs, cocnn_inputs),
+    "cocnn_lg_lstm": (
+        CoCNNSegmenter,
+        lambda: cocnn_kwargs(
+            lg_lstm_layers=2, lg_lstm_units=2, share_lstm_weights=False, upsampling="nearest", conv_init_stddev=0.1
+        ),
+        cocnn_inputs,
     ),
 }
 

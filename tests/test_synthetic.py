@@ -260,6 +260,98 @@ def test_animal_tail_and_head_are_at_opposite_ends():
         assert (_centroid_x(labels, head) - centre) * (_centroid_x(labels, tail) - centre) < 0
 
 
+# ------------------------------------------------------------------------------------------------ human (ATR)
+
+HUMAN = {name: i for i, name in enumerate(synthetic.HUMAN_CLASSES)}
+
+
+@pytest.fixture(scope="module")
+def human_batch():
+    return list(synthetic.parsing_examples((0, synthetic.SPLIT_STREAMS["test"]), 200, kind="human"))
+
+
+def test_existing_parsing_kinds_keep_their_square_default_size():
+    # The human kind left the animal and person streams alone: the change that added it was checked to draw
+    # bit-for-bit the same images for the same arguments (against the previous module); those digests depend on
+    # numpy's and Pillow's versions, so they are not pinned here. What stays pinned is the default size.
+    # (S, S) means S; a non-square size is refused.
+    assert next(synthetic.parsing_examples(1, 1, kind="person"))["labels"].shape == (321, 321)
+    np.testing.assert_array_equal(
+        next(synthetic.parsing_examples(1, 1, (64, 64), "animal"))["image"],
+        next(synthetic.parsing_examples(1, 1, 64, "animal"))["image"],
+    )
+    with pytest.raises(ValueError, match="square"):
+        next(synthetic.parsing_examples(1, 1, (150, 100), "animal"))
+
+
+def test_human_classes_are_atr():
+    from tf_recurrent_seg import defaults
+
+    assert synthetic.parsing_class_names("human") == synthetic.HUMAN_CLASSES == tuple(defaults.ATR_CLASSES)
+    assert synthetic.left_right_pairs("human") == tuple(defaults.ATR_LEFT_RIGHT_PAIRS)
+    assert synthetic.PARSING_IMAGE_SHAPES["human"] == (150, 100)
+
+
+def test_human_figures_cover_every_atr_class(human_batch):
+    counts = collections.Counter()
+    for example in human_batch:
+        image, labels = example["image"], example["labels"]
+        assert image.shape == (150, 100, 3) and image.dtype == np.uint8
+        assert labels.shape == (150, 100) and labels.dtype == np.uint8
+        assert labels.max() <= 17
+        present = {int(c) for c in np.unique(labels)}
+        counts.update(present)
+        # One garment set: a dress, or upper-clothes over pants or a skirt.
+        assert (HUMAN["dress"] in present) != (HUMAN["upper-clothes"] in present)
+        assert len(present & {HUMAN["pants"], HUMAN["skirt"], HUMAN["dress"]}) == 1
+        foreground = np.count_nonzero(labels) / labels.size
+        assert 0.05 < foreground < 0.6
+    n = len(human_batch)
+    assert all(counts[c] > 0 for c in range(18)), counts
+    for always in ("hair", "face", "left-arm", "right-arm", "left-shoe", "right-shoe"):
+        assert counts[HUMAN[always]] >= 0.95 * n, (always, counts[HUMAN[always]])
+    for left, right in synthetic.HUMAN_LEFT_RIGHT_PAIRS:  # both sides of each pair, about equally often
+        assert counts[left] > 0.3 * n and abs(counts[left] - counts[right]) <= 0.05 * n
+    for garment in ("pants", "skirt", "dress"):  # the garments vary
+        assert 0.1 * n < counts[HUMAN[garment]] < 0.7 * n, garment
+    for optional in ("hat", "sunglass", "belt", "bag", "scarf"):  # sometimes, not always
+        assert 0.03 * n < counts[HUMAN[optional]] < 0.6 * n, optional
+
+
+def test_human_left_is_the_persons_left(human_batch):
+    for example in human_batch:
+        image, labels = example["image"], example["labels"]
+        centre = _centroid_x(labels, HUMAN["face"])  # the figure's vertical centre line runs through the face
+        # The figure faces the viewer: the person's left arm lies wholly on the image's right of the centre line.
+        for side, name in ((1, "left"), (-1, "right")):
+            columns = np.nonzero(labels == HUMAN[f"{name}-arm"])[1]
+            assert np.all(side * (columns - centre) > 0), name
+        for left, right in synthetic.HUMAN_LEFT_RIGHT_PAIRS:
+            if np.any(labels == left) and np.any(labels == right):
+                assert _centroid_x(labels, left) > centre > _centroid_x(labels, right)
+        # Left and right parts share their colour: only the smooth brightness texture (+-22) differs.
+        for left, right in synthetic.HUMAN_LEFT_RIGHT_PAIRS:
+            if np.count_nonzero(labels == left) > 5 and np.count_nonzero(labels == right) > 5:
+                medians = [np.median(image[labels == c], axis=0).astype(int) for c in (left, right)]
+                assert np.abs(medians[0] - medians[1]).max() <= 40
+
+
+def test_human_is_deterministic_per_seed_and_index():
+    first = list(synthetic.parsing_examples((5, 1), 3, kind="human"))
+    again = list(synthetic.parsing_examples((5, 1), 3, kind="human"))
+    alone = next(synthetic.parsing_examples((5, 1), 1, kind="human", start=2))
+    other = list(synthetic.parsing_examples((5, 2), 3, kind="human"))
+    for a, b, c in zip(first, again, other):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_array_equal(a["labels"], b["labels"])
+        assert not np.array_equal(a["labels"], c["labels"])
+    np.testing.assert_array_equal(alone["image"], first[2]["image"])
+    np.testing.assert_array_equal(alone["labels"], first[2]["labels"])
+    assert alone["index"] == 2
+    small = next(synthetic.parsing_examples(0, 1, (90, 60), "human"))
+    assert small["image"].shape == (90, 60, 3) and small["labels"].shape == (90, 60)
+
+
 # ------------------------------------------------------------------------------------------------ converter
 
 
@@ -345,6 +437,45 @@ def test_cli_writes_parsing_records_with_class_names(tmp_path):
         for index, example in enumerate(synthetic.parsing_examples((0, stream), count, 97, "person")):
             np.testing.assert_array_equal(decoded[index]["image"], example["image"])
             np.testing.assert_array_equal(decoded[index]["labels"], example["labels"])
+
+
+def test_cli_writes_human_records_at_150_by_100(tmp_path):
+    from tf_recurrent_seg import defaults
+    from tf_recurrent_seg.data import pipeline, records
+
+    out = str(tmp_path / "human")
+    _run_cli(["--task=parsing", "--parsing_kind=human", f"--output_dir={out}", "--num_train=2", "--num_test=3"])
+    for split, count, stream in (("train", 2, 0), ("test", 3, 1)):
+        manifest, decoded = _read_split(out, split, records.decode_parsing)
+        assert manifest["class_names"] == list(defaults.ATR_CLASSES)
+        for index, example in enumerate(synthetic.parsing_examples((0, stream), count, kind="human")):
+            record = decoded[index]
+            assert (record["image/height"], record["image/width"]) == (150, 100)
+            np.testing.assert_array_equal(record["image"], example["image"])
+            np.testing.assert_array_equal(record["labels"], example["labels"])
+    # The parsing pipeline reads them as it reads ATR: every record kept, original labels 150 x 100.
+    counter = pipeline.SkipCounter()
+    dataset = pipeline.parsing_dataset(
+        os.path.join(out, "test"),
+        training=False,
+        batch_size=3,
+        num_classes=18,
+        image_size=64,
+        left_right_pairs=defaults.ATR_LEFT_RIGHT_PAIRS,
+        skip_counter=counter,
+    )
+    (features, targets), *rest = list(dataset)
+    assert not rest and features["image"].shape == (3, 64, 64, 3)
+    assert counter.total == 0
+    assert targets["original_labels"].shape == (3, 150, 100)
+    # Other sizes through --image_height / --image_width.
+    small = str(tmp_path / "small")
+    _run_cli(
+        ["--task=parsing", "--parsing_kind=human", f"--output_dir={small}", "--num_train=1", "--num_test=0"]
+        + ["--image_height=90", "--image_width=60"]
+    )
+    _, decoded = _read_split(small, "train", records.decode_parsing)
+    assert decoded[0]["labels"].shape == (90, 60)
 
 
 def test_cli_help_says_what_it_makes():

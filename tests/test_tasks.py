@@ -8,13 +8,20 @@ from tf_recurrent_seg import allocator, defaults, optimization
 from tf_recurrent_seg.defaults import parsing_config, referring_config, shrink_config
 from tf_recurrent_seg.export import CLASS_NAMES_SIGNATURE, SERVING_SIGNATURE, TENSORS_SIGNATURE, WORD_OUTPUTS_SIGNATURE
 from tf_recurrent_seg.models import build_model
-from tf_recurrent_seg.tasks import TASKS, ParsingTask, ReferringTask, get_task, model_names
+from tf_recurrent_seg.tasks import TASKS, HumanParsingTask, ParsingTask, ReferringTask, get_task, model_names
 
 
 def test_one_registry_names_every_model():
-    assert TASKS == {"rmi": ReferringTask, "lstm": ReferringTask, "lg_lstm": ParsingTask, "conv_baseline": ParsingTask}
+    assert TASKS == {
+        "rmi": ReferringTask,
+        "lstm": ReferringTask,
+        "lg_lstm": ParsingTask,
+        "conv_baseline": ParsingTask,
+        "cocnn": HumanParsingTask,
+        "lg_lstm_cocnn": HumanParsingTask,
+    }
     assert model_names("referring") == ("rmi", "lstm")
-    assert model_names("parsing") == ("lg_lstm", "conv_baseline")
+    assert model_names("parsing") == ("lg_lstm", "conv_baseline", "cocnn", "lg_lstm_cocnn")
     assert defaults.is_referring(referring_config("lstm")) and not defaults.is_referring(parsing_config())
     with pytest.raises(ValueError, match=r"^model must be 'rmi' or 'lstm', got 'lg_lstm'$"):
         referring_config("lg_lstm")
@@ -27,7 +34,8 @@ def test_unknown_model_names_are_one_line_errors():
         with pytest.raises(ValueError) as raised:
             call(config)
         assert str(raised.value) == (
-            "config.model.name must be one of ['conv_baseline', 'lg_lstm', 'lstm', 'rmi'], got 'unet'"
+            "config.model.name must be one of ['cocnn', 'conv_baseline', 'lg_lstm', 'lg_lstm_cocnn', 'lstm', 'rmi'], "
+            "got 'unet'"
         )
     with pytest.raises(ValueError, match="ParsingTask takes config.model.name in"):
         ParsingTask(shrink_config(referring_config("rmi")))

@@ -123,6 +123,19 @@ def model_names(family: str) -> tuple[str, ...]:
     return tasks.model_names(family)
 
 
+def human_model_names() -> tuple[str, ...]:
+    """The `model.name`s of the human-parsing models (Co-CNN, LG-LSTM on Co-CNN; `human_parsing_config`), from
+    the task registry."""
+    from tf_recurrent_seg import tasks
+
+    return tuple(tasks.HumanParsingTask.MODELS)
+
+
+def is_human_parsing(config: ml_collections.ConfigDict) -> bool:
+    """Whether `config` describes a Co-CNN-based human-parsing model (`human_parsing_config`)."""
+    return config.model.name in human_model_names()
+
+
 def is_referring(config: ml_collections.ConfigDict) -> bool:
     """Whether `config` describes a referring segmentation model (RMI, LSTM baseline)."""
     return config.model.name in model_names("referring")
@@ -222,8 +235,10 @@ def parsing_config(model: str = "lg_lstm") -> ml_collections.ConfigDict:
     """
     if model == "conv_baseline_extra":
         return apply_config_variant(parsing_config("conv_baseline"), "extra")
-    if model not in model_names("parsing"):
-        raise ValueError(f"model must be one of {(*model_names('parsing'), 'conv_baseline_extra')}, got {model!r}")
+    # The human-parsing models share the family (metrics, export) but have their own schema.
+    names = tuple(name for name in model_names("parsing") if name not in human_model_names())
+    if model not in names:
+        raise ValueError(f"model must be one of {(*names, 'conv_baseline_extra')}, got {model!r}")
     config = ml_collections.ConfigDict()
 
     config.model = ml_collections.ConfigDict()
@@ -278,12 +293,109 @@ def shrink_parsing_config(config: ml_collections.ConfigDict) -> ml_collections.C
     return config
 
 
+def human_parsing_data_config() -> ml_collections.ConfigDict:
+    """`parsing_data_config` for Co-CNN on ATR: its records, flip pairs, the fitted scale, the super-pixels."""
+    config = parsing_data_config()
+    config.train_records = "data/atr/train"  # records prefix, glob or list of them
+    config.eval_records = "data/atr/test"
+    config.left_right_pairs = ATR_LEFT_RIGHT_PAIRS
+    # Not stated by either paper: ATR images (~600x400) are fitted into the 150x100 input, then scaled by
+    # U(scale_range) and cropped (`pipeline.augment_parsing_example`, scale_from_fit).
+    config.scale_from_fit = True
+    config.scale_range = (0.75, 1.25)
+    # Co-CNN's super-pixels (docs/superpixels.md): ~500 per image (the paper's), SLIC in place of ERS.
+    config.superpixel_segments = 500
+    config.superpixel_method = "slic"
+    return config
+
+
+def human_parsing_config(model: str = "cocnn") -> ml_collections.ConfigDict:
+    """Configuration of Co-CNN ("cocnn") or LG-LSTM on Co-CNN ("lg_lstm_cocnn") on ATR, trained from scratch at
+    150x100 (LG-LSTM paper §4.1; Co-CNN: docs/cocnn.md). `model` fields are `CoCNNSegmenter`'s arguments."""
+    if model not in human_model_names():
+        raise ValueError(f"model must be one of {human_model_names()}, got {model!r}")
+    config = ml_collections.ConfigDict()
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = model
+    config.model.class_names = ATR_CLASSES
+    config.model.num_classes = len(ATR_CLASSES)
+    # §4.1: Co-CNN's 150x100 (H x W) input
+    config.model.image_height = 150
+    config.model.image_width = 100
+    # Co-CNN Table 1 as docs/cocnn.md reads it
+    config.model.first_filters = 128
+    config.model.filters = 192
+    config.model.final_filters = 256
+    config.model.label_filters = 96
+    config.model.label_units = 1024
+    config.model.label_dropout = 0.3
+    config.model.use_label_branch = True  # the image-label branch (global context p)
+    config.model.use_superpixels = True  # smoothing and voting after the prediction; the input becomes a dict
+    config.model.max_segments = 512  # K, fixed for batching (~500 super-pixels requested)
+    config.model.voting_alpha = 0.5  # the neighbours' weight in the voting (not stated: docs/cocnn.md)
+    config.model.upsampling = "bilinear"
+    # §4.1: five LG-LSTM layers of d = 64 right before the prediction ("LG-LSTM on Co-CNN")
+    config.model.lg_lstm_layers = 5 if model == "lg_lstm_cocnn" else 0
+    config.model.lg_lstm_units = 64
+    config.model.share_lstm_weights = True  # §1
+    # §4.1: new layers from N(0, 0.001); None: He-normal (docs/cocnn.md#initialisation)
+    config.model.conv_init_stddev = ml_collections.config_dict.FieldReference(0.001, field_type=float)
+
+    config.data = human_parsing_data_config()
+
+    config.train = ml_collections.ConfigDict()
+    # §4.1, training from scratch: SGD, every layer at one rate
+    config.train.batch_size = 2
+    config.train.learning_rate = 1e-3
+    config.train.momentum = 0.9
+    config.train.weight_decay = 5e-4
+    # Weight of the label branch's squared error (at most 2 per image) against the deep-supervision loss. Not
+    # tuned yet; neither paper gives one (docs/cocnn.md#training-and-the-task).
+    config.train.label_loss_weight = 1.0
+    config.train.num_epochs = 60  # as §4.1's Horse-Cow schedule; the paper states none for ATR
+    config.train.update(loop_config())
+    config.train.num_steps = 231_000  # ~60 epochs of ATR's ~7,700 training images at batch 2
+    config.lock()
+    return config
+
+
+def add_train_records(config: ml_collections.ConfigDict, prefix: str) -> ml_collections.ConfigDict:
+    """Adds the records `prefix` to `data.train_records`, which becomes a list (the papers' "(more)" rows:
+    ATR's training split plus Chictopia10k, `data_tools.atr --write_extra`)."""
+    current = config.data.train_records
+    records = [current] if isinstance(current, str) else list(current)
+    # The field holds a str: a list cannot be assigned to it (type-checked), so the field is replaced.
+    with config.data.unlocked():
+        del config.data["train_records"]
+        config.data.train_records = [*records, prefix]
+    return config
+
+
+def shrink_human_parsing_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a human-parsing config for a CPU run in seconds: a 24x16 input, a few filters and super-pixels."""
+    model = config.model
+    model.image_height, model.image_width = 24, 16
+    model.update({"first_filters": 4, "filters": 4, "final_filters": 4, "label_filters": 2, "label_units": 8})
+    model.max_segments = 16
+    model.lg_lstm_units = 4
+    model.lg_lstm_layers = min(model.lg_lstm_layers, 2)
+    model.conv_init_stddev = None  # He-normal: a visible loss change in a few steps
+    config.data.superpixel_segments = 12
+    config.train.num_epochs = 1
+    config.train.num_steps = 4
+    config.train.update({"checkpoint_every": 2, "log_every": 2, "eval_every": 4, "eval_examples": 2})
+    return config
+
+
 def shrink_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The smoke variant of any config of the package (locked)."""
     if config.model.name == "backbone_pretraining":
         shrink_pretraining_config(config)
     elif is_referring(config):
         shrink_referring_config(config)
+    elif is_human_parsing(config):
+        shrink_human_parsing_config(config)
     else:
         shrink_parsing_config(config)
     return lock(config)

@@ -6,6 +6,8 @@
 * `weight_decay_loss`: the reference's L2 term, ``0.0005 * sum(tf.nn.l2_loss(DW))`` over conv kernels only.
 * `parsing_loss`: the LG-LSTM deep-supervision loss, the sum over the LG-LSTM layers' predictions of the
   softmax cross-entropy averaged over the non-ignored pixels.
+* `image_label_loss`: Co-CNN's image-label branch, the squared error between its class probabilities and the
+  normalised class-presence vector, averaged over the batch (docs/cocnn.md#training-and-the-task).
 """
 
 from __future__ import annotations
@@ -242,3 +244,36 @@ def parsing_loss(layer_logits: tf.Tensor, labels: tf.Tensor, ignore_label: int =
     per_pixel = tf.where(valid[:, tf.newaxis], per_pixel, tf.zeros_like(per_pixel))
     num_valid = tf.cast(tf.math.count_nonzero(valid), tf.float32)
     return tf.math.divide_no_nan(tf.reduce_sum(per_pixel), num_valid)
+
+
+def image_label_loss(label_probabilities: tf.Tensor, image_labels: tf.Tensor) -> tf.Tensor:
+    """Squared error of Co-CNN's image-label branch: sum over the C classes of (p - y)^2, averaged over the batch.
+
+    `y` is the example's class-presence vector normalised to sum 1 (`pipeline.image_label_vector`), `p` the
+    branch's softmax; the squared error is how we read the Co-CNN paper's label loss (docs/cocnn.md). Computed in
+    float32 whatever the inputs' dtype.
+
+    Args:
+        label_probabilities: float tensor (B, C), the model's "label_probabilities".
+        image_labels: float tensor (B, C), the targets.
+
+    Returns:
+        float32 scalar tensor.
+
+    Raises:
+        ValueError: if either is not rank 2 or their shapes are statically known to differ.
+
+    Example:
+        >>> p = tf.constant([[0.5, 0.5, 0.0]])
+        >>> y = tf.constant([[1.0, 0.0, 0.0]])
+        >>> round(float(image_label_loss(p, y)), 4)  # 0.25 + 0.25
+        0.5
+    """
+    probabilities = tf.cast(tf.convert_to_tensor(label_probabilities), tf.float32)
+    targets = tf.cast(tf.convert_to_tensor(image_labels), tf.float32)
+    if probabilities.shape.rank != 2 or not probabilities.shape.is_compatible_with(targets.shape):
+        raise ValueError(
+            f"label_probabilities and image_labels must both have shape (B, C), got {probabilities.shape} and "
+            f"{targets.shape}"
+        )
+    return tf.reduce_mean(tf.reduce_sum(tf.square(probabilities - targets), axis=-1))

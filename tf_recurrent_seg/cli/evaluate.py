@@ -36,9 +36,14 @@ def referring_method(model_config) -> str:
     return f"{prefix}+{_REFERRING_NAMES[model_config.name]}"
 
 
+COCNN_METHODS = {"cocnn": "Co-CNN", "lg_lstm_cocnn": "LG-LSTM"}  # LG-LSTM paper Tables 2-4 rows
+
+
 def parsing_method(model_config) -> str:
-    """The LG-LSTM paper's row label (Table 5) of a parsing `config.model`: "LG-LSTM", "VGG16", "VGG16 extra conv",
-    "LG-LSTM local 4", "LG-LSTM w/o global"."""
+    """The LG-LSTM paper's row label (Tables 2-5) of a parsing `config.model`: "LG-LSTM", "VGG16", "VGG16 extra
+    conv", "LG-LSTM local 4", "LG-LSTM w/o global", "Co-CNN"."""
+    if model_config.name in COCNN_METHODS:
+        return COCNN_METHODS[model_config.name]
     if model_config.name == "conv_baseline":
         return "VGG16 extra conv" if model_config.extra_convs else "VGG16"
     name = "LG-LSTM"

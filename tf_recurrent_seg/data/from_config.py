@@ -27,14 +27,27 @@ def referring_training_options(config: ml_collections.ConfigDict) -> dict:
 
 
 def parsing_options(config: ml_collections.ConfigDict, training: bool) -> dict:
-    """`parsing_dataset` keywords of `config`; training adds the augmentation (flip pairs, scale range)."""
+    """`parsing_dataset` keywords of `config`; training adds the augmentation (flip pairs, scale range). A
+    human-parsing config (`defaults.human_parsing_config`) gives its (height, width) input, its super-pixels (when
+    the model takes them) and, training with the label branch, the image-level labels."""
+    human = "image_height" in config.model  # the Co-CNN schema: a (height, width) input
+    model = config.model
     options = {
-        "num_classes": int(config.model.num_classes),
-        "image_size": int(config.model.image_size),
+        "num_classes": int(model.num_classes),
+        "image_size": (int(model.image_height), int(model.image_width)) if human else int(model.image_size),
         "normalization": config.data.normalization,
         "max_image_pixels": int(config.data.max_image_pixels),
     }
+    if human and model.use_superpixels:
+        options["superpixels"] = {
+            "num_segments": int(config.data.superpixel_segments),
+            "max_segments": int(model.max_segments),
+            "method": config.data.superpixel_method,
+        }
     if training:
         options["left_right_pairs"] = tuple(tuple(pair) for pair in config.data.left_right_pairs)
         options["scale_range"] = tuple(config.data.scale_range)
+        if human:
+            options["scale_from_fit"] = bool(config.data.scale_from_fit)
+            options["image_labels"] = bool(model.use_label_branch)
     return options

@@ -1,6 +1,7 @@
 """tf.data input pipelines of both tasks: records -> decoded, resized, tokenised, normalised batches.
 
-`referring_dataset` (RMI, 320x320) and `parsing_dataset` (LG-LSTM, 321x321) read the TFRecords of
+`referring_dataset` (RMI, 320x320) and `parsing_dataset` (LG-LSTM, 321x321; Co-CNN, 150x100 with super-pixel
+inputs and image-level labels) read the TFRecords of
 `tf_recurrent_seg.data.records`; their docstrings give the element structures and an example. The order of the
 stages and why: docs/decisions.md#input-pipeline-stage-order; what each stage does to images, masks, label maps,
 expressions and bad records: docs/input_pipeline.md.
@@ -20,6 +21,7 @@ from absl import logging
 
 from tf_recurrent_seg import image_ops
 from tf_recurrent_seg.data import image_header, records
+from tf_recurrent_seg.data.superpixels import tf_superpixel_inputs
 from tf_recurrent_seg.text import DEFAULT_MAX_WORDS, PAD_ID, UNK_ID, Vocabulary
 
 IGNORE_LABEL = records.IGNORE_LABEL
@@ -595,33 +597,66 @@ def flip_swap_table(left_right_pairs: Sequence[tuple[int, int]], num_classes: in
     return table
 
 
+def parsing_input_size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) of a parsing input size: an int S (S x S) or a (height, width) pair of positive ints."""
+    sides = tuple(image_size) if isinstance(image_size, (Sequence, np.ndarray)) else (image_size, image_size)
+    positive = [isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in sides]
+    if len(sides) != 2 or not all(positive):
+        raise ValueError(f"image_size must be a positive integer or a (height, width) pair of them, got {image_size!r}")
+    return int(sides[0]), int(sides[1])
+
+
+def _pad_bottom_right(image: tf.Tensor, height: int, width: int, value) -> tf.Tensor:
+    """`image` (h, w[, C]), h <= height and w <= width, padded bottom/right with `value` to (height, width[, C])."""
+    if height == width:  # the square inputs keep `image_ops.pad_to` (its faster row-wise copy)
+        return image_ops.pad_to(image, 0, 0, height, value)
+    shape = tf.shape(image)
+    paddings = [[0, height - shape[0]], [0, width - shape[1]]] + [[0, 0]] * (image.shape.rank - 2)
+    padded = tf.pad(image, paddings, constant_values=tf.cast(value, image.dtype))
+    return tf.ensure_shape(padded, [height, width] + image.shape[2:].as_list())
+
+
 def augment_parsing_example(
-    image, labels, seed, *, image_size: int, scale_range=(0.5, 1.5), swap_table=None, exact: bool = False
+    image,
+    labels,
+    seed,
+    *,
+    image_size: int | Sequence[int],
+    scale_range=(0.5, 1.5),
+    swap_table=None,
+    exact: bool = False,
+    scale_from_fit: bool = False,
 ):
     """Training augmentation of one (h, w, 3) uint8 image and its (h, w) label map, deterministic in `seed` (2,).
 
     Random scale s ~ U(scale_range) (image bilinear as `image_ops.resize_and_pad_image`, `exact` as there; labels
-    Pillow-nearest; sizes round(h*s), round(w*s)), pad
-    bottom/right to at least S with 0 (image) / 255 (labels), random S x S crop, and with probability 1/2 a
-    horizontal flip whose label ids are mapped through `swap_table` (flip_swap_table). Returns ((S, S, 3)
-    uint8, (S, S) int32).
+    Pillow-nearest; sizes round(h*s), round(w*s)), pad bottom/right to at least the input size (H, W) =
+    `image_size` (an int S: S x S) with 0 (image) / 255 (labels), random H x W crop, and with probability 1/2 a
+    horizontal flip whose label ids are mapped through `swap_table` (flip_swap_table). `scale_from_fit`: s
+    multiplies the scale that fits the image into H x W (min(H / h, W / w)) instead of 1, for datasets whose
+    images are much larger than the input (ATR's ~600x400 for Co-CNN's 150x100). Returns ((H, W, 3) uint8,
+    (H, W) int32).
 
     Only the part of the rescaled image and label map inside the crop is computed (`image_ops.bilinear_resize_crop`,
-    `nearest_resize_crop`; the same values as rescaling everything and cropping), then padded to S x S.
+    `nearest_resize_crop`; the same values as rescaling everything and cropping), then padded to H x W.
     """
+    out_h, out_w = parsing_input_size(image_size)
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
     shape = tf.shape(image)
+    height_f, width_f = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
     low, high = float(scale_range[0]), float(scale_range[1])
     if high > low:
         scale = tf.random.stateless_uniform([], seeds[0], low, high, dtype=tf.float64)
     else:
         scale = tf.constant(low, tf.float64)
-    new_h = tf.maximum(tf.cast(tf.round(tf.cast(shape[0], tf.float64) * scale), tf.int32), 1)
-    new_w = tf.maximum(tf.cast(tf.round(tf.cast(shape[1], tf.float64) * scale), tf.int32), 1)
-    # The crop of the rescaled image padded bottom/right to at least S: offsets drawn as before padding existed.
-    top = tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(new_h, image_size) - image_size + 1, dtype=tf.int32)
-    left = tf.random.stateless_uniform([], seeds[2], 0, tf.maximum(new_w, image_size) - image_size + 1, dtype=tf.int32)
-    height, width = tf.minimum(new_h - top, image_size), tf.minimum(new_w - left, image_size)  # the unpadded part
+    if scale_from_fit:
+        scale *= tf.minimum(out_h / height_f, out_w / width_f)
+    new_h = tf.maximum(tf.cast(tf.round(height_f * scale), tf.int32), 1)
+    new_w = tf.maximum(tf.cast(tf.round(width_f * scale), tf.int32), 1)
+    # The crop of the rescaled image padded bottom/right to at least H x W: offsets drawn as before padding existed.
+    top = tf.random.stateless_uniform([], seeds[1], 0, tf.maximum(new_h, out_h) - out_h + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([], seeds[2], 0, tf.maximum(new_w, out_w) - out_w + 1, dtype=tf.int32)
+    height, width = tf.minimum(new_h - top, out_h), tf.minimum(new_w - left, out_w)  # the unpadded part
     same = tf.logical_and(tf.equal(new_h, shape[0]), tf.equal(new_w, shape[1]))
     image = tf.cond(
         same,
@@ -629,15 +664,46 @@ def augment_parsing_example(
         lambda: image_ops.bilinear_resize_crop(image, new_h, new_w, top, left, height, width, exact),
     )
     labels = image_ops.nearest_resize_crop(labels, new_h, new_w, top, left, height, width)
-    image = image_ops.pad_to(image, 0, 0, image_size, 0)
-    labels = tf.cast(image_ops.pad_to(labels, 0, 0, image_size, IGNORE_LABEL), tf.int32)
+    image = _pad_bottom_right(image, out_h, out_w, 0)
+    labels = tf.cast(_pad_bottom_right(labels, out_h, out_w, IGNORE_LABEL), tf.int32)
     flip = tf.random.stateless_uniform([], seeds[3]) < 0.5
     if swap_table is None:
         swap_table = np.arange(256, dtype=np.int32)
     swap = tf.constant(swap_table, tf.int32)
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
     labels = tf.cond(flip, lambda: tf.gather(swap, tf.reverse(labels, axis=[1])), lambda: labels)
-    return tf.ensure_shape(image, [image_size, image_size, 3]), tf.ensure_shape(labels, [image_size, image_size])
+    return tf.ensure_shape(image, [out_h, out_w, 3]), tf.ensure_shape(labels, [out_h, out_w])
+
+
+def image_label_vector(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """(C,) float32 presence vector of the class ids in a label map (255 and other ids >= C ignored), normalised
+    to sum 1: Co-CNN's image-label target. All zeros for a map without any class id."""
+    flat = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    valid = tf.boolean_mask(flat, (flat >= 0) & (flat < num_classes))
+    present = tf.cast(tf.math.bincount(valid, minlength=num_classes, maxlength=num_classes) > 0, tf.float32)
+    return present / tf.maximum(tf.reduce_sum(present), 1.0)
+
+
+SUPERPIXEL_OPTIONS = ("num_segments", "max_segments", "method")
+
+
+def _check_superpixels(superpixels: dict | None) -> None:
+    unknown = sorted(set(superpixels or {}) - set(SUPERPIXEL_OPTIONS))
+    if unknown:
+        raise ValueError(f"superpixels takes the keys {list(SUPERPIXEL_OPTIONS)}, got {unknown}")
+
+
+def _human_fields(
+    image: tf.Tensor, labels: tf.Tensor, *, superpixels: dict | None, image_labels: bool, num_classes: int
+) -> tuple[dict, dict]:
+    """(extra features, extra targets) of one prepared example: "segments" and "neighbour_weights" of its uint8
+    image (before normalisation: what the network sees) when `superpixels`, "image_labels" when `image_labels`."""
+    features, targets = {}, {}
+    if superpixels is not None:
+        features["segments"], features["neighbour_weights"] = tf_superpixel_inputs(image, **superpixels)
+    if image_labels:
+        targets["image_labels"] = image_label_vector(labels, num_classes)
+    return features, targets
 
 
 def _decode_parsing(
@@ -694,12 +760,15 @@ def _prepare_parsing_train(
     element: dict[str, tf.Tensor],
     seed_pair: tf.Tensor,
     *,
-    image_size: int,
+    image_size: tuple[int, int],
     scale_range: tuple[float, float],
     swap_table: np.ndarray,
     exact_resize: bool,
+    scale_from_fit: bool,
+    extras: functools.partial,
 ) -> tuple[dict, dict]:
-    """A decoded training element -> ({"image"}, {"labels"}) augmented by `augment_parsing_example`."""
+    """A decoded training element -> ({"image"}, {"labels"}) augmented by `augment_parsing_example`, plus the
+    fields `extras` (`_human_fields`) adds."""
     image, labels = augment_parsing_example(
         element["image"],
         element["labels"],
@@ -708,33 +777,107 @@ def _prepare_parsing_train(
         scale_range=scale_range,
         swap_table=swap_table,
         exact=exact_resize,
+        scale_from_fit=scale_from_fit,
     )
-    return {"image": image}, {"labels": labels}
+    features, targets = extras(image, labels)
+    return {"image": image, **features}, {"labels": labels, **targets}
 
 
-def _prepare_parsing_eval(element: dict[str, tf.Tensor], *, image_size: int, exact_resize: bool) -> tuple[dict, dict]:
-    """A decoded evaluation element -> resized-and-padded image and labels, plus the original labels and sizes."""
-    image, placement = image_ops.resize_and_pad_image(element["image"], image_size, exact=exact_resize)
-    labels = image_ops.resize_and_pad_labels(element["labels"], placement, image_size)
-    return {"image": image}, {
+def _resize_and_pad_parsing(image: tf.Tensor, labels: tf.Tensor, image_size: tuple[int, int], exact: bool):
+    """(image (H, W, 3) uint8, labels (H, W) int32, placement): resized to fit H x W keeping the aspect ratio,
+    centred, padded with 0 / 255; a square input is `image_ops.resize_and_pad_image` exactly."""
+    out_h, out_w = image_size
+    if out_h == out_w:
+        image, placement = image_ops.resize_and_pad_image(image, out_h, exact=exact)
+        return image, image_ops.resize_and_pad_labels(labels, placement, out_h), placement
+    shape = tf.shape(image)
+    height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    scale = tf.minimum(out_h / height, out_w / width)
+    new_h = tf.maximum(tf.cast(tf.round(height * scale), tf.int32), 1)  # half to even, as resize_placement
+    new_w = tf.maximum(tf.cast(tf.round(width * scale), tf.int32), 1)
+    placement = tf.stack([(out_h - new_h) // 2, (out_w - new_w) // 2, new_h, new_w])
+    paddings = [[placement[0], out_h - new_h - placement[0]], [placement[1], out_w - new_w - placement[1]]]
+    resized = image_ops.bilinear_resize(image, new_h, new_w, exact)
+    image = tf.pad(resized, paddings + [[0, 0]])
+    resized_labels = image_ops.nearest_resize(tf.cast(labels, tf.int32), new_h, new_w)
+    labels = tf.pad(resized_labels, paddings, constant_values=IGNORE_LABEL)
+    return tf.ensure_shape(image, [out_h, out_w, 3]), tf.ensure_shape(labels, [out_h, out_w]), placement
+
+
+def _prepare_parsing_eval(
+    element: dict[str, tf.Tensor], *, image_size: tuple[int, int], exact_resize: bool, extras: functools.partial
+) -> tuple[dict, dict]:
+    """A decoded evaluation element -> resized-and-padded image and labels, plus the original labels and sizes
+    and the fields `extras` adds."""
+    image, labels, placement = _resize_and_pad_parsing(element["image"], element["labels"], image_size, exact_resize)
+    features, targets = extras(image, labels)
+    return {"image": image, **features}, {
         "labels": labels,
         "original_labels": tf.cast(element["labels"], tf.int32),
         "original_size": tf.shape(element["labels"])[:2],
         "placement": placement,
+        **targets,
     }
 
 
-def _parsing_eval_padding() -> tuple[dict, dict]:
-    """padded_batch values of parsing evaluation: image 0, labels 255 (docs/input_pipeline.md#padding-values)."""
-    return (
-        {"image": tf.constant(0, tf.uint8)},
-        {
-            "labels": tf.constant(IGNORE_LABEL, tf.int32),
-            "original_labels": tf.constant(IGNORE_LABEL, tf.int32),
-            "original_size": tf.constant(0, tf.int32),
-            "placement": tf.constant(0, tf.int32),
-        },
+def _parsing_eval_padding(superpixels: bool, image_labels: bool) -> tuple[dict, dict]:
+    """padded_batch values of parsing evaluation: image 0, labels 255 (docs/input_pipeline.md#padding-values);
+    the super-pixel inputs and image labels have a fixed shape (never padded)."""
+    features = {"image": tf.constant(0, tf.uint8)}
+    if superpixels:
+        features.update({"segments": tf.constant(0, tf.int32), "neighbour_weights": tf.constant(0, tf.float32)})
+    targets = {
+        "labels": tf.constant(IGNORE_LABEL, tf.int32),
+        "original_labels": tf.constant(IGNORE_LABEL, tf.int32),
+        "original_size": tf.constant(0, tf.int32),
+        "placement": tf.constant(0, tf.int32),
+    }
+    if image_labels:
+        targets["image_labels"] = tf.constant(0, tf.float32)
+    return features, targets
+
+
+def _check_parsing_arguments(batch_size, size, num_classes, normalization, scale_range, superpixels) -> None:
+    """`parsing_dataset`'s one-line ValueErrors, before any file is read."""
+    _check_common(batch_size, size[0])
+    _check_superpixels(superpixels)
+    image_ops.check_normalization(normalization)
+    if not 0 < num_classes <= IGNORE_LABEL:
+        raise ValueError(f"num_classes must be in [1, {IGNORE_LABEL}], got {num_classes}")
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range!r}")
+
+
+def _batch_parsing(dataset: tf.data.Dataset, *, training: bool, batch_size: int, seed, deterministic: bool, **options):
+    """Decoded parsing elements -> (features, targets) batches: `_prepare_parsing_train` (with per-example seeds)
+    and full batches, or `_prepare_parsing_eval` and padded batches keeping the last partial one."""
+    extras = functools.partial(
+        _human_fields,
+        superpixels=options["superpixels"],
+        image_labels=options["image_labels"],
+        num_classes=options["num_classes"],
     )
+    if training:
+        seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
+        prepare_train = functools.partial(
+            _prepare_parsing_train,
+            image_size=options["image_size"],
+            scale_range=options["scale_range"],
+            swap_table=options["swap_table"],
+            exact_resize=options["exact_resize"],
+            scale_from_fit=options["scale_from_fit"],
+            extras=extras,
+        )
+        dataset = tf.data.Dataset.zip((dataset, seeds))
+        dataset = dataset.map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
+        return dataset.batch(batch_size, drop_remainder=True)
+    prepare_eval = functools.partial(
+        _prepare_parsing_eval, image_size=options["image_size"], exact_resize=options["exact_resize"], extras=extras
+    )
+    dataset = dataset.map(prepare_eval, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    padding = _parsing_eval_padding(options["superpixels"] is not None, options["image_labels"])
+    return dataset.padded_batch(batch_size, padding_values=padding)
 
 
 def parsing_dataset(
@@ -743,7 +886,7 @@ def parsing_dataset(
     training: bool,
     batch_size: int,
     num_classes: int,
-    image_size: int = 321,
+    image_size: int | Sequence[int] = 321,
     left_right_pairs: Sequence[tuple[int, int]] = (),
     normalization: str = image_ops.PARSING_NORMALIZATION,
     input_context: tf.distribute.InputContext | None = None,
@@ -755,43 +898,47 @@ def parsing_dataset(
     skip_counter: SkipCounter | None = None,
     max_image_pixels: int = image_header.DEFAULT_MAX_PIXELS,
     deterministic: bool | None = None,
+    scale_from_fit: bool = False,
+    superpixels: dict | None = None,
+    image_labels: bool = False,
 ) -> tf.data.Dataset:
     """Human/animal parsing batches: label maps resized with PIL-exact nearest neighbour, padded with 255 (ignore).
 
     Args:
         file_pattern_or_paths: a records prefix with a manifest, a glob pattern, a path, or a list of those.
-        training: random scale in `scale_range`, random crop to S (0 / 255 padding), flip swapping the
-            `left_right_pairs` ids, shuffle, repeat, drop_remainder. False: resize-and-pad like the referring
+        training: random scale in `scale_range`, random crop to the input size (0 / 255 padding), flip swapping
+            the `left_right_pairs` ids, shuffle, repeat, drop_remainder. False: resize-and-pad like the referring
             task (labels nearest, padded with 255), placement and original labels for evaluation.
         batch_size: batch size of this pipeline.
         num_classes: label ids must be < num_classes or 255; other records are skipped and counted.
-        image_size: S (321 for DeepLab-LargeFOV).
+        image_size: the input size, an int S (S x S; 321 for DeepLab-LargeFOV) or (H, W) ((150, 100): Co-CNN).
         left_right_pairs: e.g. ATR ((9, 10), (12, 13), (14, 15)); LIP ((14, 15), (16, 17), (18, 19)).
         normalization: "bgr_minus_imagenet_mean" (keras vgg16 preprocess_input) or "bgr_minus_caffe_resnet_mean".
         input_context, shuffle_buffer, seed, repeat, exact_resize, skip_counter, max_image_pixels, deterministic:
             as in `referring_dataset`.
+        scale_from_fit: training scales the image fitted into the input, not the original (`augment_parsing_example`).
+        superpixels: None, or `tf_superpixel_inputs` keywords ({"num_segments", "max_segments", "method"}): adds
+            "segments" (B, H, W) int32 and "neighbour_weights" (B, K, K) float32 to the features, computed on each
+            example's final uint8 image (after augmentation, before normalisation).
+        image_labels: adds "image_labels" (B, C) float32 to the targets: `image_label_vector` of each example's
+            final label map (Co-CNN's label-branch target).
 
     Returns:
-        A tf.data.Dataset of (features, targets) batches, prefetched: training ({"image": (B, S, S, 3) float32},
-        {"labels": (B, S, S) int32, 255 = ignore}), static batch size; evaluation the same plus, in the second dict,
+        A tf.data.Dataset of (features, targets) batches, prefetched: training ({"image": (B, H, W, 3) float32},
+        {"labels": (B, H, W) int32, 255 = ignore}), static batch size; evaluation the same plus, in the second dict,
         "original_labels" (B, Hmax, Wmax) int32 padded with 255 (ignored by the metrics), "original_size" and
-        "placement" as in `referring_dataset`, last partial batch kept.
+        "placement" as in `referring_dataset`, last partial batch kept. Plus the `superpixels` / `image_labels`
+        fields when asked.
     """
-    _check_common(batch_size, image_size)
-    normalization = image_ops.check_normalization(normalization)
-    if not 0 < num_classes <= IGNORE_LABEL:
-        raise ValueError(f"num_classes must be in [1, {IGNORE_LABEL}], got {num_classes}")
-    low, high = scale_range
-    if not 0 < low <= high:
-        raise ValueError(f"scale_range must be (low, high) with 0 < low <= high, got {scale_range!r}")
+    size = parsing_input_size(image_size)
+    _check_parsing_arguments(batch_size, size, num_classes, normalization, scale_range, superpixels)
     swap_table = flip_swap_table(left_right_pairs, num_classes)
     repeat = training if repeat is None else repeat
     deterministic = not training if deterministic is None else bool(deterministic)
     counter = skip_counter if skip_counter is not None else SkipCounter()
-    files = resolve_files(file_pattern_or_paths)
     decode = functools.partial(_decode_parsing, num_classes=num_classes, max_image_pixels=max_image_pixels)
     dataset = _decoded_records(
-        files,
+        resolve_files(file_pattern_or_paths),
         decode,
         _parsing_sentinel,
         counter,
@@ -802,21 +949,20 @@ def parsing_dataset(
         repeat=repeat,
         deterministic=deterministic,
     )
-    if training:
-        seeds = tf.data.Dataset.random(seed=seed).batch(2, drop_remainder=True)
-        dataset = tf.data.Dataset.zip((dataset, seeds))
-        prepare_train = functools.partial(
-            _prepare_parsing_train,
-            image_size=image_size,
-            scale_range=scale_range,
-            swap_table=swap_table,
-            exact_resize=exact_resize,
-        )
-        dataset = dataset.map(prepare_train, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-        dataset = dataset.batch(batch_size, drop_remainder=True)
-    else:
-        prepare_eval = functools.partial(_prepare_parsing_eval, image_size=image_size, exact_resize=exact_resize)
-        dataset = dataset.map(prepare_eval, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        dataset = dataset.padded_batch(batch_size, padding_values=_parsing_eval_padding())
+    dataset = _batch_parsing(
+        dataset,
+        training=training,
+        batch_size=batch_size,
+        seed=seed,
+        deterministic=deterministic,
+        image_size=size,
+        scale_range=scale_range,
+        swap_table=swap_table,
+        exact_resize=exact_resize,
+        scale_from_fit=scale_from_fit,
+        superpixels=superpixels,
+        image_labels=image_labels,
+        num_classes=num_classes,
+    )
     dataset = dataset.map(functools.partial(_normalize_batch, normalization), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(_options(deterministic))

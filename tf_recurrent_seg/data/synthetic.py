@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tf_recurrent_seg.defaults import HORSE_COW_CLASSES
+from tf_recurrent_seg.defaults import ATR_CLASSES, ATR_LEFT_RIGHT_PAIRS, HORSE_COW_CLASSES
 
 # ------------------------------------------------------------------------------------------------------------
 # Referring: vocabulary of the grammar
@@ -565,10 +565,12 @@ def _draw_object_mask(obj: SceneObject, size: int) -> None:
     obj.crop_origin = (top, left)
 
 
-def _smooth_field(rng: np.random.Generator, size: int, cells: int, amplitude: float) -> np.ndarray:
-    """(S, S) float32 low-frequency noise in [-amplitude, amplitude] (a random grid upsampled bilinearly)."""
+def _smooth_field(rng: np.random.Generator, size: int | tuple[int, int], cells: int, amplitude: float) -> np.ndarray:
+    """(S, S) or (H, W) float32 low-frequency noise in [-amplitude, amplitude] (a random grid upsampled
+    bilinearly); `size` is a side S or (height, width)."""
+    height, width = (size, size) if isinstance(size, int) else size
     grid = rng.uniform(-amplitude, amplitude, size=(cells, cells)).astype(np.float32)
-    return np.asarray(Image.fromarray(grid).resize((size, size), Image.BILINEAR), dtype=np.float32)
+    return np.asarray(Image.fromarray(grid).resize((width, height), Image.BILINEAR), dtype=np.float32)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -734,13 +736,21 @@ def pretraining_examples(
 
 ANIMAL_CLASSES: tuple[str, ...] = tuple(HORSE_COW_CLASSES)  # background, head, body, leg, tail
 PERSON_CLASSES: tuple[str, ...] = ("background", "head", "torso", "left-arm", "right-arm", "left-leg", "right-leg")
-PARSING_CLASSES = {"animal": ANIMAL_CLASSES, "person": PERSON_CLASSES}
+HUMAN_CLASSES: tuple[str, ...] = tuple(ATR_CLASSES)  # the stand-in for ATR: its 18 classes, in its id order
+PARSING_CLASSES = {"animal": ANIMAL_CLASSES, "person": PERSON_CLASSES, "human": HUMAN_CLASSES}
 # Ids a horizontal flip must swap (the person's left arm becomes the right one).
 PERSON_LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = (
     (PERSON_CLASSES.index("left-arm"), PERSON_CLASSES.index("right-arm")),
     (PERSON_CLASSES.index("left-leg"), PERSON_CLASSES.index("right-leg")),
 )
-PARSING_KINDS = ("animal", "person")
+HUMAN_LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = tuple(
+    (HUMAN_CLASSES.index(f"left-{part}"), HUMAN_CLASSES.index(f"right-{part}")) for part in ("shoe", "leg", "arm")
+)
+assert HUMAN_LEFT_RIGHT_PAIRS == tuple(ATR_LEFT_RIGHT_PAIRS)
+PARSING_KINDS = ("animal", "person", "human")
+# Default image (height, width) per kind: 321 x 321 as the LG-LSTM paper's Horse-Cow setting; 150 x 100 as the
+# Co-CNN's ATR input (a standing figure is taller than wide).
+PARSING_IMAGE_SHAPES: dict[str, tuple[int, int]] = {"animal": (321, 321), "person": (321, 321), "human": (150, 100)}
 
 
 def parsing_class_names(kind: str) -> tuple[str, ...]:
@@ -751,9 +761,20 @@ def parsing_class_names(kind: str) -> tuple[str, ...]:
 
 
 def left_right_pairs(kind: str = "person") -> tuple[tuple[int, int], ...]:
-    """Class id pairs a horizontal flip must swap: the person's arms and legs; none for the animal."""
+    """Class id pairs a horizontal flip must swap: the person's arms and legs, the human's shoes, legs and arms
+    (ATR's pairs); none for the animal."""
     parsing_class_names(kind)
-    return PERSON_LEFT_RIGHT_PAIRS if kind == "person" else ()
+    return {"animal": (), "person": PERSON_LEFT_RIGHT_PAIRS, "human": HUMAN_LEFT_RIGHT_PAIRS}[kind]
+
+
+def _image_shape(image_size: int | Sequence[int] | None, kind: str) -> tuple[int, int]:
+    """(height, width) from an int side, a (height, width) pair, or None (the kind's default)."""
+    if image_size is None:
+        return PARSING_IMAGE_SHAPES[kind]
+    if isinstance(image_size, (int, np.integer)):
+        return int(image_size), int(image_size)
+    height, width = (int(v) for v in image_size)
+    return height, width
 
 
 class _Figure:
@@ -895,18 +916,262 @@ def _person_figure(rng: np.random.Generator) -> _Figure:
     return figure
 
 
-def _clutter(
-    rng: np.random.Generator, image: Image.Image, size: int, count: int, coat: tuple[int, int, int] | None
+# The human's materials (the shade index of its pieces): arms, legs and shoes of both sides share theirs, so left
+# and right differ only by position; the dress uses TOP for its bodice and its skirt.
+SKIN, HAIR, TOP, BOTTOM, SHOES, BELT, BAG, SCARF, HAT, DARK, LIPS, METAL = range(12)
+_HUMAN_ID = {name: i for i, name in enumerate(HUMAN_CLASSES)}
+_SKIN_TONES = ((240, 205, 180), (225, 180, 145), (200, 150, 110), (160, 110, 75), (120, 80, 55), (90, 60, 40))
+
+
+def _human_skeleton(rng: np.random.Generator) -> dict[str, Any]:
+    """Proportions and joints of a frontal figure about 1 high (head top near y=-0.5, soles near +0.5, centre line
+    x=0). Side +1 is the person's left: the figure faces the viewer, so it lies on the image's right (+x)."""
+    deg = math.radians
+    head_r = rng.uniform(0.055, 0.068)
+    s: dict[str, Any] = {"head_r": head_r, "head": np.array([rng.uniform(-0.008, 0.008), -0.5 + head_r])}
+    s["neck_y"] = s["head"][1] + head_r + rng.uniform(0.03, 0.045)
+    s["shoulder"], s["waist"], s["hip"] = rng.uniform(0.095, 0.125), rng.uniform(0.06, 0.078), rng.uniform(0.08, 0.1)
+    s["waist_y"] = s["neck_y"] + rng.uniform(0.23, 0.29)
+    s["hip_y"] = s["waist_y"] + rng.uniform(0.06, 0.09)
+    ankle_y = rng.uniform(0.44, 0.47)
+    s["legs"], s["arms"] = {}, {}
+    for side in (1, -1):
+        hip = np.array([side * s["hip"] * 0.5, s["hip_y"] - 0.015])
+        thigh = deg(rng.uniform(0, 9))
+        shin = max(deg(-2), thigh + deg(rng.uniform(-5, 5)))
+        length = (ankle_y - hip[1]) / (math.cos(thigh) + math.cos(shin))  # both feet on one ground line
+        knee = hip + _direction(thigh, side) * length
+        s["legs"][side] = (hip, knee, knee + _direction(shin, side) * length)
+        shoulder = np.array([side * (s["shoulder"] - 0.012), s["neck_y"] + 0.025])
+        # Mostly hanging arms, sometimes a raised one; a forearm turns at most 8 degrees inwards, so no arm
+        # crosses the centre line (left/right stays a matter of the side of the figure).
+        upper = deg(rng.uniform(35, 90) if rng.random() < 0.15 else rng.uniform(4, 35))
+        fore = min(deg(160), max(deg(-8), upper + deg(rng.uniform(-20, 45))))
+        elbow = shoulder + _direction(upper, side) * rng.uniform(0.15, 0.17)
+        s["arms"][side] = (shoulder, elbow, elbow + _direction(fore, side) * rng.uniform(0.13, 0.15))
+    return s
+
+
+def _human_outfit(rng: np.random.Generator) -> dict[str, Any]:
+    """What the figure wears: the garment set, its cut, and which optional parts it has. Every number is drawn,
+    used or not, so that the draws after it do not depend on the outfit."""
+    return {
+        "garment": ("pants", "skirt", "dress")[rng.choice(3, p=[0.45, 0.3, 0.25])],
+        "shorts": rng.random() < 0.3,  # pants only
+        "shorts_length": rng.uniform(0.35, 0.75),  # fraction of the thigh
+        "sleeves": ("none", "short", "long")[rng.integers(3)],
+        "tucked": rng.random() < 0.5,  # the top ends at the waist, else it hangs over the hips
+        "top_length": rng.uniform(-0.02, 0.05),  # an untucked top's hem below the hips
+        "hem": rng.uniform(0.08, 0.3),  # skirt / dress length below the hips: the legs always show below
+        "flare": rng.uniform(0.15, 0.6),
+        "fringe": rng.uniform(0.7, 0.85),  # how far up the hair cap sits (in head radii)
+        "long_hair": rng.random() < 0.5,
+        "hair_length": rng.uniform(0.0, 0.14),  # below the shoulder line
+        "hat": rng.random() < 0.25,
+        "hat_shape": rng.uniform([0.9, 0.45, 1.1, 0.1], [1.05, 0.6, 1.7, 0.18]),  # crown a, b; brim a, b
+        "sunglass": rng.random() < 0.2,
+        "belt": rng.random() < 0.35,  # only where the top is tucked in, or on a dress
+        "belt_width": rng.uniform(0.008, 0.014),
+        "scarf": rng.random() < 0.2,
+        "scarf_ends": rng.uniform([-0.05, 0.06], [0.05, 0.2], size=(int(rng.integers(1, 3)), 2)),
+        "bag": rng.random() < 0.35,
+        "bag_side": int(rng.choice([-1, 1])),
+        "bag_style": ("shoulder", "cross-body", "hand")[rng.integers(3)],
+        "bag_place": rng.uniform([0.0, -0.06], [0.05, 0.04]),  # out from the hip, up from the hip line
+        "bag_size": rng.uniform([0.06, 0.05], [0.11, 0.1]),
+        "boots": rng.random() < 0.2,
+        "boot_height": rng.uniform(0.2, 0.8),  # fraction of the shin
+    }
+
+
+def _draw_legs_and_bottoms(figure: _Figure, s: dict[str, Any], outfit: dict[str, Any]) -> None:
+    """Bare legs and shoes first, then pants (over the legs) or a skirt / the dress's skirt (legs show below)."""
+    for side, name in ((1, "left"), (-1, "right")):
+        hip, knee, ankle = s["legs"][side]
+        leg = _HUMAN_ID[f"{name}-leg"]
+        figure.limb(leg, SKIN, hip, knee, 0.05, 0.036)
+        figure.limb(leg, SKIN, knee, ankle, 0.036, 0.024)
+        shoe = _HUMAN_ID[f"{name}-shoe"]
+        figure.ellipse(shoe, SHOES, ankle + np.array([side * 0.006, 0.018]), 0.033, 0.021)
+        if outfit["boots"]:  # shafts up the shin: the shoes' height is no constant a rule could use
+            figure.limb(shoe, SHOES, ankle, ankle + (knee - ankle) * outfit["boot_height"], 0.028, 0.032)
+    waist_y, hip_y, waist, hip_w = s["waist_y"], s["hip_y"], s["waist"], s["hip"]
+    if outfit["garment"] == "pants":
+        pants = _HUMAN_ID["pants"]
+        figure.polygon(
+            pants, BOTTOM, [(-waist, waist_y), (waist, waist_y), (hip_w, hip_y), (0, hip_y + 0.03), (-hip_w, hip_y)]
+        )
+        for side in (1, -1):
+            hip, knee, ankle = s["legs"][side]
+            if outfit["shorts"]:
+                figure.limb(pants, BOTTOM, hip, hip + (knee - hip) * outfit["shorts_length"], 0.056, 0.048)
+            else:
+                figure.limb(pants, BOTTOM, hip, knee, 0.056, 0.042)
+                figure.limb(pants, BOTTOM, knee, ankle - np.array([0.0, 0.006]), 0.042, 0.032)
+        return
+    skirt = outfit["garment"] == "skirt"
+    class_id, shade = (_HUMAN_ID["skirt"], BOTTOM) if skirt else (_HUMAN_ID["dress"], TOP)
+    hem_y = hip_y + outfit["hem"]
+    hem = hip_w + outfit["hem"] * outfit["flare"] + 0.01
+    figure.polygon(
+        class_id,
+        shade,
+        [(-waist, waist_y), (waist, waist_y), (hip_w, hip_y), (hem, hem_y), (-hem, hem_y), (-hip_w, hip_y)],
+    )
+
+
+def _draw_upper_body(figure: _Figure, s: dict[str, Any], outfit: dict[str, Any]) -> None:
+    """The top (or the dress's bodice), a belt, bare arms with hands, and sleeves over the arms (labelled as the
+    garment, as ATR labels them: an arm is its bare skin)."""
+    neck_y, waist_y, shoulder_w, waist = s["neck_y"], s["waist_y"], s["shoulder"], s["waist"]
+    dress = outfit["garment"] == "dress"
+    top = _HUMAN_ID["dress" if dress else "upper-clothes"]
+    points = [(-shoulder_w, neck_y + 0.012), (shoulder_w, neck_y + 0.012), (waist, waist_y)]
+    if not (dress or outfit["tucked"]):
+        hem_y, hem = s["hip_y"] + outfit["top_length"], s["hip"] + 0.01
+        points += [(hem, hem_y), (-hem, hem_y)]
+    figure.polygon(top, TOP, [*points, (-waist, waist_y)])
+    for side in (1, -1):  # rounded shoulders
+        figure.ellipse(top, TOP, (side * (shoulder_w - 0.02), neck_y + 0.03), 0.032, 0.03)
+    if outfit["belt"] and (dress or outfit["tucked"]):
+        band, belt, x = outfit["belt_width"], _HUMAN_ID["belt"], waist + 0.004
+        figure.polygon(
+            belt, BELT, [(-x, waist_y - band), (x, waist_y - band), (x, waist_y + band), (-x, waist_y + band)]
+        )
+        figure.ellipse(belt, METAL, (0.0, waist_y), band * 1.2, band * 0.9, n=12)  # buckle
+    for side, name in ((1, "left"), (-1, "right")):
+        shoulder, elbow, hand = s["arms"][side]
+        arm = _HUMAN_ID[f"{name}-arm"]
+        figure.limb(arm, SKIN, shoulder, elbow, 0.027, 0.021)
+        figure.limb(arm, SKIN, elbow, hand, 0.021, 0.017)
+        figure.ellipse(arm, SKIN, hand, 0.022, 0.024, n=16)
+        if outfit["sleeves"] == "short":
+            figure.limb(top, TOP, shoulder, shoulder + (elbow - shoulder) * 0.5, 0.034, 0.03)
+        elif outfit["sleeves"] == "long":
+            figure.limb(top, TOP, shoulder, elbow, 0.033, 0.027)
+            figure.limb(top, TOP, elbow, elbow + (hand - elbow) * 0.85, 0.027, 0.022)
+
+
+def _draw_head(figure: _Figure, s: dict[str, Any], outfit: dict[str, Any]) -> None:
+    """Neck and face (ATR has no neck class; the neck's skin is labelled face), eyes and mouth (face), a hair cap,
+    long hair's locks over the shoulders, a hat, sunglasses."""
+    face, hair, r, centre = _HUMAN_ID["face"], _HUMAN_ID["hair"], s["head_r"], s["head"]
+    figure.limb(face, SKIN, (centre[0], s["neck_y"] + 0.012), centre + np.array([0.0, r * 0.5]), 0.02, 0.02)
+    figure.ellipse(face, SKIN, centre, r * 0.8, r)
+    for side in (1, -1):
+        figure.ellipse(face, DARK, centre + np.array([side * r * 0.33, r * 0.05]), r * 0.1, r * 0.08, n=10)
+    figure.ellipse(face, LIPS, centre + np.array([0.0, r * 0.55]), r * 0.22, r * 0.07, n=12)
+    figure.ellipse(hair, HAIR, centre - np.array([0.0, r * outfit["fringe"]]), r * 0.88, r * 0.62)
+    if outfit["long_hair"]:
+        for side in (1, -1):
+            lock_end = (centre[0] + side * r * 0.95, s["neck_y"] + outfit["hair_length"])
+            figure.limb(hair, HAIR, centre + np.array([side * r * 0.92, -r * 0.2]), lock_end, 0.017, 0.017)
+    if outfit["hat"]:
+        crown_a, crown_b, brim_a, brim_b = outfit["hat_shape"] * r
+        figure.ellipse(_HUMAN_ID["hat"], HAT, centre - np.array([0.0, r * 0.85]), crown_a, crown_b)
+        figure.ellipse(_HUMAN_ID["hat"], HAT, centre - np.array([0.0, r * 0.55]), brim_a, brim_b)
+    if outfit["sunglass"]:
+        glasses = _HUMAN_ID["sunglass"]
+        for side in (1, -1):
+            figure.ellipse(glasses, DARK, centre + np.array([side * r * 0.33, r * 0.05]), r * 0.27, r * 0.19, n=14)
+        figure.polygon(
+            glasses,
+            DARK,
+            [(centre[0] - r * 0.1, centre[1]), (centre[0] + r * 0.1, centre[1])]
+            + [(centre[0] + r * 0.1, centre[1] + r * 0.07), (centre[0] - r * 0.1, centre[1] + r * 0.07)],
+        )
+
+
+def _draw_accessories(figure: _Figure, s: dict[str, Any], outfit: dict[str, Any]) -> None:
+    """A scarf round the neck with one or two hanging ends, and a bag on a strap (from the same shoulder, across
+    the chest from the other one, or from the hand) at one side."""
+    if outfit["scarf"]:
+        scarf, x, neck_y = _HUMAN_ID["scarf"], s["head"][0], s["neck_y"]
+        figure.ellipse(scarf, SCARF, (x, neck_y), 0.05, 0.022)
+        for dx, length in outfit["scarf_ends"]:
+            figure.limb(scarf, SCARF, (x + dx * 0.4, neck_y), (x + dx, neck_y + length), 0.018, 0.02)
+    if not outfit["bag"]:
+        return
+    bag, side, style = _HUMAN_ID["bag"], outfit["bag_side"], outfit["bag_style"]
+    shoulder, elbow, hand = s["arms"][side]
+    if style == "hand" and hand[1] > elbow[1] + 0.05:  # only a hanging hand holds the bag
+        strap_from, top = hand, hand + np.array([0.0, 0.04])
+    else:
+        out, up = outfit["bag_place"]
+        strap_from = s["arms"][-side if style == "cross-body" else side][0]
+        top = np.array([side * (s["hip"] + out), s["hip_y"] - up])
+    figure.limb(bag, BAG, strap_from, top, 0.006, 0.006)
+    w, h = outfit["bag_size"] / 2
+    x, y = top
+    figure.polygon(bag, BAG, [(x - w, y), (x + w, y), (x + w * 1.1, y + 2 * h), (x - w * 1.1, y + 2 * h)])
+
+
+def _human_figure(rng: np.random.Generator) -> _Figure:
+    """A frontal dressed figure in ATR's classes, height about 1, the person's left at +x (the image's right)."""
+    s, outfit = _human_skeleton(rng), _human_outfit(rng)
+    figure = _Figure()
+    if outfit["long_hair"]:  # the hair behind the head and neck, hidden by the body below the shoulders
+        x, y, r, down = s["head"][0], s["head"][1], s["head_r"], s["neck_y"] + outfit["hair_length"]
+        back = [(x - r * 0.95, y - r * 0.3), (x + r * 0.95, y - r * 0.3), (x + r * 1.05, down), (x - r * 1.05, down)]
+        figure.polygon(_HUMAN_ID["hair"], HAIR, back)
+    _draw_legs_and_bottoms(figure, s, outfit)
+    _draw_upper_body(figure, s, outfit)
+    _draw_head(figure, s, outfit)
+    _draw_accessories(figure, s, outfit)
+    return figure
+
+
+def _human_materials(rng: np.random.Generator) -> np.ndarray:
+    """(12, 3) float32 colours, one per material (SKIN ... METAL)."""
+    skin = np.asarray(_SKIN_TONES[rng.integers(len(_SKIN_TONES))], np.float32) + rng.uniform(-10, 10, size=3)
+    hair = np.array([(25, 20, 15), (70, 45, 25), (120, 80, 40), (200, 170, 110), (150, 150, 145)][rng.integers(5)])
+    clothes = rng.integers(15, 241, size=(6, 3))  # top, bottom, shoes, belt, bag, scarf: independent colours
+    hat = rng.integers(15, 241, size=3)
+    dark, lips, metal = np.full(3, rng.uniform(10, 45)), skin * 0.7 + np.array([40, 0, 0]), np.array([195, 190, 170])
+    colours = [skin, hair + rng.uniform(-10, 10, size=3), *clothes, hat, dark, lips, metal]
+    return np.clip(np.stack(colours), 0, 255).astype(np.float32)
+
+
+def _garment_patterns(
+    rng: np.random.Generator, colours: np.ndarray, shades: np.ndarray, ys: np.ndarray, xs: np.ndarray, texture
 ) -> None:
-    """Random rectangles, ellipses and lines (some in the figure's coat colour) drawn on the background."""
+    """Paints stripes, checks or dots in a second colour on some garments, in place: a garment's colour alone
+    then does not identify it, and its texture is no cue either (any garment may carry any pattern)."""
+    for material in (TOP, BOTTOM, SCARF, BAG, HAT):
+        pattern, period = int(rng.integers(6)), rng.uniform(3.0, 7.0)
+        second, phase = rng.integers(0, 256, size=3).astype(np.float32), rng.uniform(0, period, size=2)
+        y, x = (ys + phase[0]) % period, (xs + phase[1]) % period
+        half = period / 2
+        marks = {
+            2: y < half,  # horizontal stripes
+            3: x < half,  # vertical stripes
+            4: (y < half) ^ (x < half),  # checks
+            5: (y - half) ** 2 + (x - half) ** 2 < (period / 4) ** 2 + 0.5,  # dots
+        }
+        if pattern in marks:  # 0 and 1: plain
+            selected = (shades == material) & marks[pattern]
+            colours[selected] = second + texture[selected]
+
+
+def _clutter(
+    rng: np.random.Generator,
+    image: Image.Image,
+    size: int | tuple[int, int],
+    count: int,
+    coat: tuple[int, int, int] | None,
+) -> None:
+    """Random rectangles, ellipses and lines (some in the figure's coat colour) drawn on the background; `size`
+    is the side of a square image or (height, width)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    scale = np.array([width, height], np.float64)  # for a square image the same numbers as `* size`
     draw = ImageDraw.Draw(image)
     for _ in range(count):
         if coat is not None and rng.random() < 0.2:
             colour = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in coat)
         else:
             colour = tuple(int(v) for v in rng.integers(30, 226, size=3))
-        x0, y0 = rng.uniform(-0.1, 1.0, size=2) * size
-        w, h = rng.uniform(0.04, 0.3, size=2) * size
+        x0, y0 = rng.uniform(-0.1, 1.0, size=2) * scale
+        w, h = rng.uniform(0.04, 0.3, size=2) * scale
         kind = rng.integers(3)
         if kind == 0:
             draw.rectangle([x0, y0, x0 + w, y0 + h], fill=colour)
@@ -917,9 +1182,9 @@ def _clutter(
             draw.line([x0, y0, *end], fill=colour, width=int(rng.integers(2, 7)))
 
 
-def _rasterise(figure: _Figure, size: int) -> np.ndarray:
-    """(S, S) uint8 map of 1 + piece index (0: none), later pieces in front."""
-    canvas = Image.new("I", (size, size), 0)
+def _rasterise(figure: _Figure, height: int, width: int) -> np.ndarray:
+    """(H, W) int32 map of 1 + piece index (0: none), later pieces in front."""
+    canvas = Image.new("I", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     for k, (_, _, _, points) in enumerate(figure.pieces):
         draw.polygon(points, fill=k + 1)
@@ -941,58 +1206,95 @@ def _fit(rng: np.random.Generator, figure: _Figure, size: int, extent: tuple[flo
     figure.transform(scale, (x, y), mirror)
 
 
-def parsing_scene(
-    rng: np.random.Generator, size: int = 321, kind: str = "animal", noise: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draws one parsing image: (image (S, S, 3) uint8, labels (S, S) uint8 ids into parsing_class_names(kind)).
+def _fit_upright(rng: np.random.Generator, figure: _Figure, height: int, width: int) -> None:
+    """Scales a standing figure to 70-95% of the image height (less where it would not fit the width) and places
+    it wholly inside, anywhere the 2% margins allow."""
+    points = figure.points()
+    low, high = points.min(0), points.max(0)
+    span = high - low
+    scale = min(rng.uniform(0.7, 0.95) * height / span[1], 0.96 * width / span[0])
+    margin = 0.02 * np.array([width, height])
+    room = np.maximum(np.array([width, height]) - 2 * margin - span * scale, 0.0)
+    x, y = margin + rng.uniform(0.0, 1.0, size=2) * room - low * scale
+    figure.transform(scale, (x, y))
 
-    The figure lies wholly inside the image; every part class is drawn (parts may hide each other in part).
-    """
-    parsing_class_names(kind)
-    # Background: a horizon (sky or wall above, ground below) with smooth texture, then clutter.
-    sky, ground = rng.uniform(90, 220, size=3).astype(np.float32), rng.uniform(50, 170, size=3).astype(np.float32)
-    rows = (np.arange(size, dtype=np.float32) / size)[:, None, None]
-    blend = np.clip((rows - np.float32(rng.uniform(0.35, 0.7))) * 12 + 0.5, 0, 1)
-    background = sky * (1 - blend) + ground * blend + _smooth_field(rng, size, 8, 18.0)[..., None]
+
+def _scene_figure(rng: np.random.Generator, kind: str, height: int, width: int) -> tuple[_Figure, Any, np.ndarray]:
+    """The kind's figure, placed in the image, with its colouring: (figure, piece_colour(class_id, shade) -> RGB,
+    coat: the colour some clutter copies)."""
     if kind == "animal":
         coat = rng.integers(25, 230, size=3).astype(np.float32)
         figure = _animal_figure(rng)
-        _fit(rng, figure, size, (0.45, 0.9), mirror=bool(rng.random() < 0.5))
+        _fit(rng, figure, height, (0.45, 0.9), mirror=bool(rng.random() < 0.5))
         shades = [coat, coat * 0.8]  # near parts, far legs
-        piece_colour = lambda class_id, shade: shades[shade]  # noqa: E731
-    else:
+        return figure, lambda class_id, shade: shades[shade], coat
+    if kind == "person":
         skin = np.array([(235, 200, 170), (200, 150, 110), (150, 100, 70), (95, 65, 45)][rng.integers(4)], np.float32)
         shirt = rng.integers(20, 236, size=3).astype(np.float32)
         pants = rng.integers(20, 236, size=3).astype(np.float32)
         hair, dark = rng.integers(10, 110, size=3).astype(np.float32), np.full(3, 25, np.float32)
         sleeves = skin if rng.random() < 0.5 else shirt
         clothes = {1: skin, 2: shirt, 3: sleeves, 4: sleeves, 5: pants, 6: pants}  # arms alike, legs alike
-        coat = shirt
         figure = _person_figure(rng)
-        _fit(rng, figure, size, (0.55, 0.92), mirror=False)
-        piece_colour = lambda class_id, shade: (clothes[class_id], skin, hair, dark)[shade]  # noqa: E731
+        _fit(rng, figure, height, (0.55, 0.92), mirror=False)
+        return figure, lambda class_id, shade: (clothes[class_id], skin, hair, dark)[shade], shirt
+    materials = _human_materials(rng)
+    figure = _human_figure(rng)
+    _fit_upright(rng, figure, height, width)
+    return figure, lambda class_id, shade: materials[shade], materials[TOP]
+
+
+def _coat_patches(rng: np.random.Generator, colours, texture, inside: np.ndarray, size: int) -> None:
+    """Recolours random elliptic patches of the animal's coat, in place."""
+    patches = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(patches)
+    for _ in range(int(rng.integers(3, 9))):
+        cx, cy = rng.uniform(0, size, size=2)
+        rx, ry = rng.uniform(0.03, 0.1, size=2) * size
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=1)
+    patched = np.asarray(patches, bool)[inside]
+    colours[patched] = rng.integers(0, 256, size=3).astype(np.float32) + texture[patched]
+
+
+def parsing_scene(
+    rng: np.random.Generator, size: int | Sequence[int] | None = None, kind: str = "animal", noise: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws one parsing image: (image (H, W, 3) uint8, labels (H, W) uint8 ids into parsing_class_names(kind)).
+
+    `size`: an int side, (height, width), or None for the kind's default (`PARSING_IMAGE_SHAPES`); the animal and
+    the person are drawn for square images. The figure lies wholly inside the image; every part class is drawn
+    (parts may hide each other in part), except the human's optional parts.
+    """
+    parsing_class_names(kind)
+    height, width = _image_shape(size, kind)
+    if kind != "human" and height != width:
+        raise ValueError(f"the {kind} kind draws square images, got {height}x{width}")
+    # Background: a horizon (sky or wall above, ground below) with smooth texture, then clutter.
+    sky, ground = rng.uniform(90, 220, size=3).astype(np.float32), rng.uniform(50, 170, size=3).astype(np.float32)
+    rows = (np.arange(height, dtype=np.float32) / height)[:, None, None]
+    blend = np.clip((rows - np.float32(rng.uniform(0.35, 0.7))) * 12 + 0.5, 0, 1)
+    background = sky * (1 - blend) + ground * blend + _smooth_field(rng, (height, width), 8, 18.0)[..., None]
+    figure, piece_colour, coat = _scene_figure(rng, kind, height, width)
     canvas = Image.fromarray(np.clip(np.rint(background), 0, 255).astype(np.uint8))
-    _clutter(rng, canvas, size, int(rng.integers(4, 12)), tuple(int(v) for v in coat))
+    _clutter(rng, canvas, (height, width), int(rng.integers(4, 12)), tuple(int(v) for v in coat))
     image = np.asarray(canvas, dtype=np.float32).copy()
-    pieces = _rasterise(figure, size)
+    pieces = _rasterise(figure, height, width)
     palette = np.zeros((len(figure.pieces) + 1, 3), np.float32)
     piece_labels = np.zeros(len(figure.pieces) + 1, np.uint8)
+    piece_shades = np.zeros(len(figure.pieces) + 1, np.int64)
     for k, (class_id, shade, _, _) in enumerate(figure.pieces):
-        piece_labels[k + 1], palette[k + 1] = class_id, piece_colour(class_id, shade)
+        piece_labels[k + 1], palette[k + 1], piece_shades[k + 1] = class_id, piece_colour(class_id, shade), shade
     labels = piece_labels[pieces]
-    # Texture over the figure: one smooth brightness field for all parts, and (animal) coat patches.
+    # Texture over the figure: one smooth brightness field for all parts, and (animal) coat patches or (human)
+    # garment patterns.
     inside = pieces > 0
-    texture = _smooth_field(rng, size, 10, 22.0)[inside][:, None]
+    texture = _smooth_field(rng, (height, width), 10, 22.0)[inside][:, None]
     colours = palette[pieces[inside]] + texture
     if kind == "animal" and rng.random() < 0.4:
-        patches = Image.new("L", (size, size), 0)
-        draw = ImageDraw.Draw(patches)
-        for _ in range(int(rng.integers(3, 9))):
-            cx, cy = rng.uniform(0, size, size=2)
-            rx, ry = rng.uniform(0.03, 0.1, size=2) * size
-            draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=1)
-        patched = np.asarray(patches, bool)[inside]
-        colours[patched] = rng.integers(0, 256, size=3).astype(np.float32) + texture[patched]
+        _coat_patches(rng, colours, texture, inside, height)
+    if kind == "human":
+        ys, xs = np.nonzero(inside)
+        _garment_patterns(rng, colours, piece_shades[pieces[inside]], ys, xs, texture)
     image[inside] = colours
     return _finish(image, rng, noise), labels
 
@@ -1000,23 +1302,26 @@ def parsing_scene(
 def parsing_examples(
     seed: int | Sequence[int],
     count: int,
-    image_size: int = 321,
+    image_size: int | Sequence[int] | None = None,
     kind: str = "animal",
     *,
     start: int = 0,
     noise: int = 0,
 ) -> Iterator[dict[str, Any]]:
-    """Yields `count` parsing examples {image (S, S, 3) uint8, labels (S, S) uint8, index}.
+    """Yields `count` parsing examples {image (H, W, 3) uint8, labels (H, W) uint8, index}.
 
     Args:
         seed: an int or a sequence of ints; example i uses default_rng([*seed, i]).
         count: number of examples.
-        image_size: image side S (321 as in the LG-LSTM paper's Horse-Cow setting).
-        kind: "animal" (classes ANIMAL_CLASSES) or "person" (PERSON_CLASSES).
+        image_size: an int side S (S x S), a (height, width) pair, or None: the kind's default
+            (`PARSING_IMAGE_SHAPES`: 321 x 321 as in the LG-LSTM paper's Horse-Cow setting; 150 x 100 for "human",
+            the Co-CNN's ATR input). "animal" and "person" need a square.
+        kind: "animal" (classes ANIMAL_CLASSES), "person" (PERSON_CLASSES) or "human" (HUMAN_CLASSES, ATR's).
         start: index of the first example.
         noise: per-pixel noise amplitude (0: none).
     """
     parsing_class_names(kind)
+    shape = _image_shape(image_size, kind)
     for index in range(start, start + count):
-        image, labels = parsing_scene(_example_rng(seed, index), image_size, kind, noise)
+        image, labels = parsing_scene(_example_rng(seed, index), shape, kind, noise)
         yield {"image": image, "labels": labels, "index": index}

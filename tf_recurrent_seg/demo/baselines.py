@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from tf_recurrent_seg import metrics
+from tf_recurrent_seg.data import synthetic
 from tf_recurrent_seg.data.synthetic import Description
+from tf_recurrent_seg.defaults import ATR_CLASSES
 
 IGNORE_LABEL = metrics.IGNORE_LABEL  # label-map pixels that no rule or score counts
 
@@ -31,7 +33,11 @@ REFERRING_RULES: dict[str, str] = {
 PARSING_RULES: dict[str, str] = {
     "all_background": "every pixel background",
     "silhouette": "every ground-truth foreground pixel labelled with the most frequent training part",
+    # ATR classes only (the synthetic human figures): see `outline_rule`.
+    "outline": "parts guessed from the ground-truth silhouette's shape: height bands, the torso's width, sides",
 }
+# What `parsing_rule_scores` scores unless told: the rules that apply to any class list.
+DEFAULT_PARSING_RULES = ("all_background", "silhouette")
 
 
 def expression_type(parts: Description) -> str:
@@ -196,7 +202,12 @@ def _confusion(labels_true: np.ndarray, labels_pred: np.ndarray, num_classes: in
 
 
 def parsing_rule_scores(
-    label_maps: Iterable[np.ndarray], num_classes: int, class_names: Sequence[str], part: int
+    label_maps: Iterable[np.ndarray],
+    num_classes: int,
+    class_names: Sequence[str],
+    part: int,
+    *,
+    rules: Sequence[str] = DEFAULT_PARSING_RULES,
 ) -> dict[str, dict[str, Any]]:
     """Scores of the parsing rules over a set, computed as evaluation does (`evaluation.evaluate_parsing`).
 
@@ -205,24 +216,122 @@ def parsing_rule_scores(
         num_classes: C, the number of classes including background 0.
         class_names: C names, in id order.
         part: the silhouette rule's part id (from `most_frequent_part` of the TRAINING labels).
+        rules: names of `PARSING_RULES` to score; "outline" needs ATR's classes (`defaults.ATR_CLASSES`).
 
     Returns:
-        {"all_background": scores, "silhouette": scores}, each `metrics.parsing_scores(confusion, class_names,
-        background=0)` (mean_iou, pixel_accuracy, per_class, ...) plus "confusion_matrix" (C x C nested lists).
+        {rule: scores} for each rule, each `metrics.parsing_scores(confusion, class_names, background=0)`
+        (mean_iou, pixel_accuracy, per_class, ...) plus "confusion_matrix" (C x C nested lists).
     """
     num_classes = int(num_classes)
     if len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class_names for num_classes={num_classes}")
     if not 0 < int(part) < num_classes:
         raise ValueError(f"part must be a foreground class id in [1, {num_classes}), got {part!r}")
-    confusion = {rule: np.zeros((num_classes, num_classes), np.int64) for rule in PARSING_RULES}
+    rules = (rules,) if isinstance(rules, str) else tuple(rules)
+    unknown = [rule for rule in rules if rule not in PARSING_RULES]
+    if unknown:
+        raise ValueError(f"unknown parsing rule(s) {unknown}; known: {list(PARSING_RULES)}")
+    if "outline" in rules and tuple(class_names) != tuple(ATR_CLASSES):
+        raise ValueError("the outline rule predicts ATR's classes; class_names are not defaults.ATR_CLASSES")
+    predict = {
+        "all_background": np.zeros_like,
+        "silhouette": lambda labels: silhouette_rule(labels, part),
+        "outline": outline_rule,
+    }
+    confusion = {rule: np.zeros((num_classes, num_classes), np.int64) for rule in rules}
     for labels in label_maps:
         labels = np.asarray(labels)
-        confusion["all_background"] += _confusion(labels, np.zeros_like(labels), num_classes)
-        confusion["silhouette"] += _confusion(labels, silhouette_rule(labels, part), num_classes)
+        for rule in rules:
+            confusion[rule] += _confusion(labels, predict[rule](labels), num_classes)
     results = {}
     for rule, matrix in confusion.items():
         scores = metrics.parsing_scores(matrix, class_names, background=0)
         scores["confusion_matrix"] = matrix.tolist()
         results[rule] = scores
     return results
+
+
+# The outline rule's constants, as fractions of the silhouette's height (its rows from the top: hat or hair to the
+# shoes' soles), set by hand from the human figures' proportions on TRAINING figures.
+OUTLINE_HEAD = 0.08  # rows whose mean column is the centre line (the head's middle)
+OUTLINE_BANDS = {"hair": 0.07, "face": 0.18, "torso": 0.5, "shoes": 0.945}  # where each band ends
+OUTLINE_FACE_HALF_WIDTH = 0.04  # in the face band, further out is hair
+OUTLINE_TORSO_HALF_WIDTH = 0.105  # in the torso band, further out (or off the centre run) is an arm
+OUTLINE_PROBE = (0.58, 0.64)  # rows where a skirt or dress covers the centre line and pants (legs apart) do not
+_ATR_ID = {name: i for i, name in enumerate(ATR_CLASSES)}
+
+
+def _centre_run(row: np.ndarray, column: int) -> tuple[int, int]:
+    """First and last column of the run of foreground through `column` (an empty range if it is background)."""
+    if not row[column]:
+        return column, column - 1
+    gaps = np.nonzero(~row)[0]
+    before, after = gaps[gaps < column], gaps[gaps > column]
+    return (int(before[-1]) + 1 if before.size else 0), (int(after[0]) - 1 if after.size else row.size - 1)
+
+
+def outline_rule(labels: np.ndarray) -> np.ndarray:
+    """ATR class ids guessed from the ground truth's silhouette alone, for a frontal standing figure.
+
+    From the top of the silhouette down: hair, then face (hair further out than OUTLINE_FACE_HALF_WIDTH), then
+    the torso band: upper-clothes on the run through the centre line up to OUTLINE_TORSO_HALF_WIDTH out, arms
+    elsewhere; below it pants, or, where the silhouette covers the centre line at OUTLINE_PROBE (a skirt or
+    dress: pants leave a gap between the legs), skirt down to the first row where the centre line is clear and
+    legs below; shoes in the bottom band. Arms, legs and shoes are left where they lie on the image's right of
+    the centre line (the person faces the viewer). It cannot see a dress, a belt, a hat, sunglasses, a bag or a
+    scarf, nor where a sleeve ends: what is left to read from the image. Same shape and dtype as `labels`;
+    IGNORE_LABEL pixels stay IGNORE_LABEL.
+    """
+    labels = np.asarray(labels)
+    foreground = (labels != 0) & (labels != IGNORE_LABEL)
+    predicted = np.where(labels == IGNORE_LABEL, IGNORE_LABEL, 0).astype(labels.dtype)
+    rows = np.nonzero(foreground.any(1))[0]
+    if rows.size == 0:
+        return predicted
+    top, height = int(rows[0]), int(rows[-1] - rows[0] + 1)
+    ys, xs = np.nonzero(foreground)
+    centre = float(xs[ys < top + OUTLINE_HEAD * height].mean())
+    column = int(round(centre))
+    probe = [y for y in rows if OUTLINE_PROBE[0] <= (y - top) / height < OUTLINE_PROBE[1]]
+    covered = bool(probe) and foreground[probe, column].mean() > 0.5
+    below_hem = False
+    for y in rows:
+        depth, cols = (y - top) / height, np.nonzero(foreground[y])[0]
+        left = cols > centre  # the person's left
+
+        def by_side(part: str) -> np.ndarray:
+            return np.where(left, _ATR_ID[f"left-{part}"], _ATR_ID[f"right-{part}"])
+
+        if depth < OUTLINE_BANDS["hair"]:
+            guess = np.full(cols.size, _ATR_ID["hair"])
+        elif depth < OUTLINE_BANDS["face"]:
+            near = np.abs(cols - centre) < OUTLINE_FACE_HALF_WIDTH * height
+            guess = np.where(near, _ATR_ID["face"], _ATR_ID["hair"])
+        elif depth < OUTLINE_BANDS["torso"]:
+            start, end = _centre_run(foreground[y], column)
+            torso = (cols >= start) & (cols <= end) & (np.abs(cols - centre) <= OUTLINE_TORSO_HALF_WIDTH * height)
+            guess = np.where(torso, _ATR_ID["upper-clothes"], by_side("arm"))
+        elif depth >= OUTLINE_BANDS["shoes"]:
+            guess = by_side("shoe")
+        elif covered:
+            below_hem |= depth > OUTLINE_PROBE[0] and not foreground[y, column]
+            guess = by_side("leg") if below_hem else np.full(cols.size, _ATR_ID["skirt"])
+        else:
+            guess = np.full(cols.size, _ATR_ID["pants"])
+        predicted[y, cols] = guess
+    return predicted
+
+
+def human_rule_scores(
+    seed: int = 0, train_count: int = 200, test_count: int = 200, image_size: int | Sequence[int] | None = None
+) -> dict[str, Any]:
+    """The parsing rules (all of `PARSING_RULES`) on the synthetic human figures' test split, the silhouette's
+    part chosen on the training split: {"part": its name, rule: `parsing_rule_scores` entry, ...}."""
+    streams, names = synthetic.SPLIT_STREAMS, synthetic.HUMAN_CLASSES
+    train = (
+        e["labels"] for e in synthetic.parsing_examples((seed, streams["train"]), train_count, image_size, "human")
+    )
+    part = most_frequent_part(train)
+    test = [e["labels"] for e in synthetic.parsing_examples((seed, streams["test"]), test_count, image_size, "human")]
+    scores = parsing_rule_scores(test, len(names), names, part, rules=tuple(PARSING_RULES))
+    return {"part": names[part], **scores}

@@ -5,11 +5,13 @@ from tf_recurrent_seg.layers.lg_lstm import GridMaxPool, LGLSTMLayer, Transition
 from tf_recurrent_seg.layers.mlstm import ConvMultimodalLSTM, ConvMultimodalLSTMCell
 from tf_recurrent_seg.layers.padding import LeftPadSteps, PaddingMask, TrimLeadingPadding
 from tf_recurrent_seg.layers.sequence import LastStep, StackPredictions
-from tf_recurrent_seg.layers.spatial import SpatialCoordinates, spatial_coordinates
+from tf_recurrent_seg.layers.spatial import CeilModeMaxPool2D, SpatialCoordinates, spatial_coordinates
+from tf_recurrent_seg.layers.superpixel import SuperpixelSmoothing, SuperpixelVoting
 
 __all__ = [
     "BilinearResize",
     "BoundedAtanh",
+    "CeilModeMaxPool2D",
     "ChannelMean",
     "ConvMultimodalLSTM",
     "ConvMultimodalLSTMCell",
@@ -21,6 +23,8 @@ __all__ = [
     "PaddingMask",
     "SpatialCoordinates",
     "StackPredictions",
+    "SuperpixelSmoothing",
+    "SuperpixelVoting",
     "TileToMap",
     "TransitionLayer",
     "TrimLeadingPadding",

@@ -1,6 +1,7 @@
 """Models: the referring segmenter with its RMI and LSTM-baseline heads, the LG-LSTM and conv-baseline parsing
-segmenters, and the factory that builds any of them from a config (`build_model`)."""
+segmenters, Co-CNN (`CoCNNSegmenter`), and the factory that builds models from a config (`build_model`)."""
 
+from tf_recurrent_seg.models.cocnn import CoCNNSegmenter
 from tf_recurrent_seg.models.factory import (
     build_backbone,
     build_lg_lstm,
@@ -13,6 +14,7 @@ from tf_recurrent_seg.models.parsing import ConvBaselineSegmenter, LGLSTMSegment
 from tf_recurrent_seg.models.referring import LSTMBaselineHead, ReferringSegmenter, RMIHead
 
 __all__ = [
+    "CoCNNSegmenter",
     "ConvBaselineSegmenter",
     "LGLSTMSegmenter",
     "LSTMBaselineHead",

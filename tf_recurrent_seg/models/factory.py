@@ -9,6 +9,7 @@ import keras
 import ml_collections
 
 from tf_recurrent_seg.backbones import ResNetBackbone, VGG16LargeFOVBackbone
+from tf_recurrent_seg.models.cocnn import CoCNNSegmenter
 from tf_recurrent_seg.models.parsing import ConvBaselineSegmenter, LGLSTMSegmenter
 from tf_recurrent_seg.models.referring import LSTMBaselineHead, ReferringSegmenter, RMIHead
 
@@ -173,8 +174,42 @@ def build_parsing_baseline(config: ml_collections.ConfigDict) -> ConvBaselineSeg
     return _build_conv_baseline(config)
 
 
+# config.model.name of the Co-CNN models (`defaults.human_parsing_config`): one builder, LG-LSTM layers or not.
+COCNN_MODEL_NAMES = ("cocnn", "lg_lstm_cocnn")
+
+
+def build_cocnn(config: ml_collections.ConfigDict) -> CoCNNSegmenter:
+    """Co-CNN or LG-LSTM on Co-CNN (`model.lg_lstm_layers` > 0) from a `human_parsing_config("cocnn")` /
+    `("lg_lstm_cocnn")`; every `model` field but name and class_names is a `CoCNNSegmenter` argument."""
+    model_config = config.model
+    if model_config.name not in COCNN_MODEL_NAMES:
+        raise ValueError(
+            f"config.model.name must be one of {list(COCNN_MODEL_NAMES)} for build_cocnn, got {model_config.name!r}"
+        )
+    return CoCNNSegmenter(
+        num_classes=model_config.num_classes,
+        image_shape=(model_config.image_height, model_config.image_width, 3),
+        first_filters=model_config.first_filters,
+        filters=model_config.filters,
+        final_filters=model_config.final_filters,
+        label_filters=model_config.label_filters,
+        label_units=model_config.label_units,
+        label_dropout=model_config.label_dropout,
+        use_label_branch=model_config.use_label_branch,
+        use_superpixels=model_config.use_superpixels,
+        max_segments=model_config.max_segments,
+        voting_alpha=model_config.voting_alpha,
+        upsampling=model_config.upsampling,
+        lg_lstm_layers=model_config.lg_lstm_layers,
+        lg_lstm_units=model_config.lg_lstm_units,
+        share_lstm_weights=model_config.share_lstm_weights,
+        conv_init_stddev=model_config.conv_init_stddev,
+    )
+
+
 def build_model(config: ml_collections.ConfigDict) -> keras.Model:
-    """The model `config.model` describes (referring: rmi / lstm; parsing: lg_lstm / conv_baseline), with its
+    """The model `config.model` describes (referring: rmi / lstm; parsing: lg_lstm / conv_baseline, and the human
+    parsers cocnn / lg_lstm_cocnn), with its
     backbone frozen as `config.model.backbone.trainable` says: the builder its task names
     (`tf_recurrent_seg.tasks.TASKS`, the one list of model names).
 

@@ -11,13 +11,25 @@ from __future__ import annotations
 import ml_collections
 
 from tf_recurrent_seg.tasks.base import Task
+from tf_recurrent_seg.tasks.human_parsing import HumanParsingTask
 from tf_recurrent_seg.tasks.parsing import ParsingTask
 from tf_recurrent_seg.tasks.referring import ReferringTask
 
 # config.model.name -> its task class.
-TASKS: dict[str, type[Task]] = {name: task for task in (ReferringTask, ParsingTask) for name in task.MODELS}
+TASKS: dict[str, type[Task]] = {
+    name: task for task in (ReferringTask, ParsingTask, HumanParsingTask) for name in task.MODELS
+}
 
-__all__ = ["TASKS", "ParsingTask", "ReferringTask", "Task", "default_config", "get_task", "model_names"]
+__all__ = [
+    "TASKS",
+    "HumanParsingTask",
+    "ParsingTask",
+    "ReferringTask",
+    "Task",
+    "default_config",
+    "get_task",
+    "model_names",
+]
 
 
 def get_task(config: ml_collections.ConfigDict) -> Task:
@@ -37,7 +49,8 @@ def get_task(config: ml_collections.ConfigDict) -> Task:
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:
-    """The schema config of model `name` (`defaults.referring_config` / `parsing_config`), every field at its
+    """The schema config of model `name` (`defaults.referring_config` / `parsing_config` /
+    `human_parsing_config`), every field at its
     default; a config for a model that came without one (a preset, a bare `.keras` file)."""
     if name not in TASKS:
         raise ValueError(f"model name must be one of {sorted(TASKS)}, got {name!r}")
@@ -45,5 +58,6 @@ def default_config(name: str) -> ml_collections.ConfigDict:
 
 
 def model_names(family: str) -> tuple[str, ...]:
-    """The model names of a family ("referring" or "parsing"), in `TASKS`' order."""
+    """The model names of a family ("referring" or "parsing", which includes the human parsers cocnn and
+    lg_lstm_cocnn), in `TASKS`' order."""
     return tuple(name for name, task in TASKS.items() if task.family == family)

@@ -1,0 +1,24 @@
+"""LG-LSTM on Co-CNN on ATR: five LG-LSTM layers right before Co-CNN's prediction, trained from scratch at
+150x100 (LG-LSTM paper §4.1; docs/cocnn.md).
+
+    python -m data_tools.atr --data_dir /data/humanparsing --output_dir data/atr --write_extra   # once
+    python -m data_tools.fashionista --mat_path /data/fashionista_v0.2.1.mat --output_dir data/fashionista
+    python -m tf_recurrent_seg.cli.train --config=configs/lg_lstm_cocnn_atr.py --workdir=runs/lg_lstm_cocnn_atr
+    python -m tf_recurrent_seg.cli.evaluate --workdir=runs/lg_lstm_cocnn_atr   # ATR test
+    python -m tf_recurrent_seg.cli.evaluate --workdir=runs/lg_lstm_cocnn_atr --eval_records=data/fashionista/test
+
+Variants, comma-separated: `more` (train on ATR's training split plus Chictopia10k, `data/atr/extra`: the
+paper's "(more)" rows), `smoke` (every size shrunk for a CPU run in seconds).
+"""
+
+from tf_recurrent_seg.defaults import add_train_records, apply_config_variant, human_parsing_config
+
+EXTRA_RECORDS = "data/atr/extra"  # Chictopia10k (`data_tools.atr --write_extra`)
+
+
+def get_config(variant: str | None = None):
+    names = [name for name in (variant or "").split(",") if name]
+    config = human_parsing_config("lg_lstm_cocnn")
+    if "more" in names:
+        add_train_records(config, EXTRA_RECORDS)
+    return apply_config_variant(config, ",".join(name for name in names if name != "more"))
