@@ -213,7 +213,7 @@ ATR_FIXTURE_SPLITS = {
 
 def test_atr_conversion_labels_split_and_class_info(tmp_path, caplog):
     expected = make_atr(tmp_path / "src", ATR_FIXTURE_IDS + CHICTOPIA_FIXTURE_IDS + OTHER_FIXTURE_IDS)
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="absl"):  # absl's logger: another test may have lowered its level
         results = atr.convert_atr(str(tmp_path / "src"), str(tmp_path / "out"), num_shards=2)
     assert {split: result["written"] for split, result in results.items()} == {"train": 9, "val": 1, "test": 2}
     for split, split_ids in ATR_FIXTURE_SPLITS.items():
