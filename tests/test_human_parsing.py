@@ -180,13 +180,6 @@ def test_image_label_loss_matches_numpy():
         losses.image_label_loss(probabilities, targets[:, :3])
 
 
-def test_export_paths_raise_one_line():
-    task = get_task(_smoke())
-    for call in (lambda: task.export_inputs("run"), lambda: task.convert_to_tflite(None)):
-        with pytest.raises(NotImplementedError, match="is not implemented for Co-CNN models"):
-            call()
-
-
 @needs_skimage
 @pytest.mark.parametrize("name", ["cocnn", "lg_lstm_cocnn"])
 def test_smoke_config_trains_end_to_end(atr_records, tmp_path, name):

@@ -51,6 +51,15 @@ class Preset:
         config = default_config(self.metadata["model_name"])
         config.data.normalization = self.metadata["normalization"]
         head = getattr(model, "head", None)
+        if "image_height" in config.model:  # Co-CNN: every model field from the model's arguments, super-pixels
+            arguments = self.model.get_config()
+            height, width, _ = arguments["image_shape"]
+            config.model.update({key: arguments[key] for key in config.model if key in arguments and key != "name"})
+            config.model.update(image_height=int(height), image_width=int(width))
+            config.model.class_names = tuple(self.metadata["class_names"])
+            superpixels = self.metadata["superpixels"]
+            config.data.update(superpixel_segments=superpixels["num_segments"], superpixel_method=superpixels["method"])
+            return config
         if head is None:
             config.model.image_size = int(model.input.shape[1])
             config.model.class_names = tuple(self.metadata["class_names"])
@@ -91,6 +100,7 @@ def save_to_preset(
     vocabulary: Vocabulary | None = None,
     strip_pieces: bool = True,
     class_names: list[str] | None = None,
+    superpixels: dict | None = None,
 ) -> str:
     """Writes `model` as a preset in `preset_dir` (created; files of an earlier preset are replaced).
 
@@ -103,6 +113,8 @@ def save_to_preset(
         vocabulary: referring models: the vocabulary the model was trained with (required).
         strip_pieces: referring models: the tokenizer setting it was trained with.
         class_names: parsing models: the name of every class, in label order (required).
+        superpixels: Co-CNN models: {"num_segments", "method"}, how the client computes the super-pixel inputs
+            (`data.superpixels.superpixel_inputs`; K is the model's `max_segments`).
 
     Returns:
         `preset_dir` as a string.
@@ -126,6 +138,7 @@ def save_to_preset(
         "normalization": normalization,
         "strip_pieces": strip_pieces,
         "class_names": list(class_names) if class_names else None,
+        "superpixels": dict(superpixels) if superpixels else None,
         "tf_recurrent_seg_version": __version__,
         "keras_version": keras.__version__,
         "date": datetime.date.today().isoformat(),

@@ -6,14 +6,17 @@
   `serve_word_outputs` (the per-word outputs of the page, `tf_recurrent_seg.demo.page`), the TFLite model with both
   LSTMs unrolled (`fixed_steps_referring_model`, `convert_referring_to_tflite`);
 - `parsing`: LG-LSTM / conv baselines: `serving_default` (image_bytes), `serve_tensors`, `serve_class_names`,
-  `convert_to_tflite`.
+  `convert_to_tflite`;
+- `human_parsing`: Co-CNN / LG-LSTM on Co-CNN: `serving_default` (the uint8 image at the model size and the
+  client's super-pixel inputs; image_bytes without super-pixels), `serve_tensors`, `serve_class_names`,
+  `convert_to_tflite` (the super-pixel inputs included).
 
 A run's export goes through its task (`tf_recurrent_seg.tasks`): `get_task(config).export_saved_model(model,
 export_dir, ...)` calls the family's module with the run's config, and `signature_names()` lists what it writes.
 The signatures' inputs, outputs and errors, serving with TF Serving, and the TFLite models: docs/serving.md.
 """
 
-from tf_recurrent_seg.export import common, parsing, referring
+from tf_recurrent_seg.export import common, human_parsing, parsing, referring
 from tf_recurrent_seg.export.common import (
     CLASS_NAMES_SIGNATURE,
     QUANTIZATIONS,
@@ -38,6 +41,7 @@ __all__ = [
     "convert_referring_to_tflite",
     "convert_to_tflite",
     "fixed_steps_referring_model",
+    "human_parsing",
     "parsing",
     "referring",
     "word_outputs_referring_model",

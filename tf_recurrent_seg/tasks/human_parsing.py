@@ -3,25 +3,23 @@
 A parsing family member (the same label maps, metrics and evaluator as `ParsingTask`) that differs in what the
 model reads and is trained on: the image, or with super-pixels the dict {"image", "segments",
 "neighbour_weights"} the pipeline computes; the loss adds the image-label branch's squared error to the
-deep-supervision loss; every variable learns at one rate (no pretrained backbone). Export, TFLite and presets
-are not implemented (docs/cocnn.md#training-and-the-task).
+deep-supervision loss; every variable learns at one rate (no pretrained backbone); the export serves the
+super-pixel inputs the client computes (`export.human_parsing`, docs/serving.md#co-cnn).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import keras
 import ml_collections
 import tensorflow as tf
 
 from tf_recurrent_seg import defaults, losses, optimization
+from tf_recurrent_seg.export import human_parsing as human_parsing_export
 from tf_recurrent_seg.models import factory
 from tf_recurrent_seg.tasks.parsing import ParsingTask
 
-# What every export path would need and does not have (NotImplementedError's message).
-_EXPORT_MISSING = (
-    "is not implemented for Co-CNN models: the parsing export serves square image-only models, and these need a "
-    "(height, width) input and super-pixels computed outside the graph (docs/cocnn.md#training-and-the-task)"
-)
 SUPERPIXEL_FEATURES = ("image", "segments", "neighbour_weights")
 
 
@@ -96,13 +94,31 @@ class HumanParsingTask(ParsingTask):
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
     def export_inputs(self, workdir: str, vocabulary: str | None = None) -> dict:
-        raise NotImplementedError(f"SavedModel export {_EXPORT_MISSING}")
+        """{}: a Co-CNN export reads nothing else from the run (`vocabulary` is refused)."""
+        del workdir
+        if vocabulary is not None:
+            raise ValueError("vocabulary is for referring models; this config is a human-parsing model")
+        return {}
 
-    def export_saved_model(self, model: keras.Model, export_dir: str, vocabulary: None = None, **options) -> str:
-        raise NotImplementedError(f"SavedModel export {_EXPORT_MISSING}")
+    def export_saved_model(self, model: keras.Model, export_dir: str, vocabulary: None = None, **options: Any) -> str:
+        """`export.human_parsing.export_saved_model` with the run's class names and normalisation (the size and
+        super-pixel settings are the model's own)."""
+        if vocabulary is not None:
+            raise ValueError("vocabulary is for referring models; this config is a human-parsing model")
+        return human_parsing_export.export_saved_model(
+            model,
+            export_dir,
+            class_names=defaults.class_names(self.config),
+            normalization=self.normalization,
+            **options,
+        )
 
     def convert_to_tflite(self, model: keras.Model, quantization: str | None = None) -> bytes:
-        raise NotImplementedError(f"TFLite conversion {_EXPORT_MISSING}")
+        """`export.human_parsing.convert_to_tflite`: batch 1, the image and the super-pixel inputs."""
+        return human_parsing_export.convert_to_tflite(model, quantization=quantization)
 
-    def save_preset(self, model: keras.Model, preset_dir: str, vocabulary: str | None = None) -> str:
-        raise NotImplementedError(f"Saving a preset {_EXPORT_MISSING}")
+    def preset_options(self) -> dict:
+        """The super-pixel settings a client needs (`Preset.prediction_config` gives them back with the model
+        fields and the normalisation)."""
+        data = self.config.data
+        return {"superpixels": {"num_segments": int(data.superpixel_segments), "method": data.superpixel_method}}

@@ -147,4 +147,9 @@ class ParsingTask(Task):
             model_name=self.name,
             normalization=self.normalization,
             class_names=defaults.class_names(self.config),
+            **self.preset_options(),
         )
+
+    def preset_options(self) -> dict:
+        """`save_to_preset`'s keywords beyond the parsing ones (none here; Co-CNN adds its super-pixel settings)."""
+        return {}
