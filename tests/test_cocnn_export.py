@@ -147,6 +147,18 @@ def test_preset_holds_what_prediction_needs_and_exports(exported_run, tmp_path):
     assert written["signatures"] == "serving_default, serve_tensors, serve_class_names"
 
 
+def test_preset_segment_equals_the_served_labels(exported_run):
+    """`Preset.segment` (the predict command's steps) on an image at the model size computes the super-pixels of
+    that image as a client would and gives the SavedModel's labels; on a larger image, its own size."""
+    preset = presets.load_preset(exported_run["written"]["preset"])
+    served = tf.saved_model.load(exported_run["written"]["saved_model"]).signatures["serving_default"]
+    image = _image(13)
+    labels = preset.segment(image)
+    expected = served(**_client_inputs(image, exported_run["config"]))["labels"].numpy()[0]
+    np.testing.assert_array_equal(labels, expected)
+    assert preset.segment(_image(14, 2 * HEIGHT, 2 * WIDTH + 3)).shape == (2 * HEIGHT, 2 * WIDTH + 3)
+
+
 def test_image_bytes_signature_without_superpixels(tmp_path):
     config = _smoke(use_superpixels=False)
     model = build_model(config)

@@ -8,6 +8,8 @@ means (`NORMALIZATION_MEANS`), the default per task (`REFERRING_NORMALIZATION`, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import PIL
 import tensorflow as tf
@@ -18,11 +20,17 @@ from tf_recurrent_seg.data.records import IGNORE_LABEL
 # --- placement ----------------------------------------------------------------------------------------------
 
 
-def resize_placement_np(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+def _sides(size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) of a target size: S (S x S) or a (height, width) pair (Co-CNN's 150 x 100)."""
+    return (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+
+
+def resize_placement_np(height: int, width: int, size: int | Sequence[int]) -> tuple[int, int, int, int]:
     """(top, left, new_h, new_w) of `resize_and_pad` for an image of `height` x `width`."""
-    scale = min(size / height, size / width)
+    out_h, out_w = _sides(size)
+    scale = min(out_h / height, out_w / width)
     new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    return (size - new_h) // 2, (size - new_w) // 2, new_h, new_w
+    return (out_h - new_h) // 2, (out_w - new_w) // 2, new_h, new_w
 
 
 def resize_placement(height, width, size: int) -> tf.Tensor:
@@ -229,10 +237,10 @@ def nearest_resize_crop(image: tf.Tensor, new_h, new_w, top, left, height, width
 # --- pad ------------------------------------------------------------------------------------------------------
 
 
-def _pad_to_np(resized: np.ndarray, placement, size: int, like: np.ndarray) -> np.ndarray:
-    """A zero (size, size) + like.shape[2:] canvas of like.dtype holding `resized` at `placement`."""
+def _pad_to_np(resized: np.ndarray, placement, size: int | Sequence[int], like: np.ndarray) -> np.ndarray:
+    """A zero (height, width) + like.shape[2:] canvas of like.dtype holding `resized` at `placement`."""
     top, left, new_h, new_w = placement
-    padded = np.zeros((size, size) + like.shape[2:], like.dtype)
+    padded = np.zeros(_sides(size) + like.shape[2:], like.dtype)
     padded[top : top + new_h, left : left + new_w] = resized
     return padded
 
@@ -258,12 +266,13 @@ def pad_to(image: tf.Tensor, top, left, size: int, value) -> tf.Tensor:
 
 
 def resize_and_pad(
-    image: np.ndarray, size: int, resample: int = Image.BILINEAR
+    image: np.ndarray, size: int | Sequence[int], resample: int = Image.BILINEAR
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Resizes keeping the aspect ratio to fit `size` x `size`, then zero-pads centred.
+    """Resizes keeping the aspect ratio to fit `size` x `size` (or a (height, width) pair), then zero-pads centred.
 
     scale = min(size / h, size / w), new sizes rounded half to even (Python's `round`), at least 1; the resized
-    image sits in a size x size zero canvas at top = floor((size - new_h) / 2), left likewise.
+    image sits in a size x size zero canvas at top = floor((size - new_h) / 2), left likewise. A (height, width)
+    size places it as the parsing pipeline's non-square evaluation input does.
 
     Returns:
         The padded image and (top, left, new_h, new_w), which `unpad_and_resize` uses to go back.

@@ -35,6 +35,7 @@ from PIL import Image
 from tf_recurrent_seg import image_ops, presets
 from tf_recurrent_seg import workdir as workdir_lib
 from tf_recurrent_seg.crf import refine_parsing, refine_referring, require_pydensecrf
+from tf_recurrent_seg.data import superpixels
 from tf_recurrent_seg.data.image_io import BadRecord, read_image
 from tf_recurrent_seg.defaults import MAX_IMAGE_PIXELS, class_names, model_names
 from tf_recurrent_seg.export.referring import word_outputs_referring_model
@@ -225,12 +226,25 @@ def resolve_vocabulary_path(config, workdir: str | None, override: str | None) -
     raise app.UsageError(f"the run's vocabulary {path} (config data.vocabulary) does not exist here: pass --vocabulary")
 
 
-def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
-    """(padded uint8 (S, S, 3), normalised float32 (1, S, S, 3), placement) for the model."""
-    padded, placement = image_ops.resize_and_pad(image, config.model.image_size)
+def prepare_image(image: np.ndarray, config) -> tuple[np.ndarray, np.ndarray | dict, tuple[int, int, int, int]]:
+    """(padded uint8 (S, S, 3), the model's input, placement): the normalised float32 (1, S, S, 3) image; for
+    Co-CNN (H x W input) with super-pixels, the dict of it and the super-pixel inputs of the padded image."""
+    model = config.model
+    human = "image_height" in model  # Co-CNN: a (height, width) input, maybe super-pixels
+    size = (int(model.image_height), int(model.image_width)) if human else model.image_size
+    padded, placement = image_ops.resize_and_pad(image, size)
     normalization = config.data.normalization
     image_ops.check_normalization(normalization, "config data.normalization")
-    return padded, image_ops.normalize_images_np(padded, normalization)[None], placement
+    inputs = image_ops.normalize_images_np(padded, normalization)[None]
+    if human and model.use_superpixels:  # computed on the uint8 image the network sees, as in training
+        extra = superpixels.superpixel_inputs(
+            padded,
+            num_segments=int(config.data.superpixel_segments),
+            max_segments=int(model.max_segments),
+            method=config.data.superpixel_method,
+        )
+        inputs = {"image": inputs, **{name: value[None] for name, value in extra.items()}}
+    return padded, inputs, placement
 
 
 # ----------------------------------------------------------------------------------------------- referring
