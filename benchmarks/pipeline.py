@@ -317,6 +317,8 @@ def parsing_stages(prefix: str, examples: int) -> tuple[dict, dict]:
         scale_range=(0.5, 1.5),
         swap_table=swap_table,
         exact_resize=False,
+        scale_from_fit=False,
+        extras=lambda image, labels: ({}, {}),  # no super-pixels or image labels (Co-CNN's fields)
     )
     decoded = tf.data.Dataset.zip((cached(raw.map(decode)), tf.data.Dataset.random(seed=0).batch(2)))
     augmented = cached(decoded.map(augment))

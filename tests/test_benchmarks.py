@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import pathlib
+import subprocess
 import sys
 
 import keras
@@ -223,3 +224,15 @@ def test_cond_branch_ops_of_nested_conds(roofline):
 def test_matmul_rate_is_positive(roofline):
     assert roofline.matmul_gflops_per_s(64, repeats=2) > 0
     assert roofline.min_ms(tf.function(lambda x: x + 1), np.zeros(3, np.float32), repeats=2) >= 0
+
+
+def test_pipeline_benchmark_runs_the_package_stages_it_times():
+    """`benchmarks/pipeline.py` calls the pipeline's private stages one by one: a change of their arguments must
+    fail here, not first in `make bench` (it did once, when the parsing stage gained Co-CNN's arguments)."""
+    script = BENCHMARKS_DIR / "pipeline.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--examples", "8", "--records", "8"], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["rmi_examples_per_s"] > 0 and result["parsing_examples_per_s"] > 0
