@@ -10,14 +10,8 @@ Variants, comma-separated: `more` (train on ATR's training split plus Chictopia1
 papers' "(more)" rows), `smoke` (every size shrunk for a CPU run in seconds), e.g. `configs/cocnn_atr.py:more`.
 """
 
-from tf_recurrent_seg.defaults import add_train_records, apply_config_variant, human_parsing_config
-
-EXTRA_RECORDS = "data/atr/extra"  # Chictopia10k (`data_tools.atr --write_extra`)
+from tf_recurrent_seg.defaults import apply_atr_variant, human_parsing_config
 
 
 def get_config(variant: str | None = None):
-    names = [name for name in (variant or "").split(",") if name]
-    config = human_parsing_config("cocnn")
-    if "more" in names:
-        add_train_records(config, EXTRA_RECORDS)
-    return apply_config_variant(config, ",".join(name for name in names if name != "more"))
+    return apply_atr_variant(human_parsing_config("cocnn"), variant)

@@ -372,6 +372,18 @@ def add_train_records(config: ml_collections.ConfigDict, prefix: str) -> ml_coll
     return config
 
 
+ATR_EXTRA_RECORDS = "data/atr/extra"  # Chictopia10k (`data_tools.atr --write_extra`)
+
+
+def apply_atr_variant(config: ml_collections.ConfigDict, variants: str | None) -> ml_collections.ConfigDict:
+    """`apply_config_variant` for the ATR configs, which know one more variant: `more` trains on ATR's training
+    split plus Chictopia10k (`ATR_EXTRA_RECORDS`), the papers' "(more)" rows."""
+    names = [name for name in (variants or "").split(",") if name]
+    if "more" in names:
+        add_train_records(config, ATR_EXTRA_RECORDS)
+    return apply_config_variant(config, ",".join(name for name in names if name != "more"))
+
+
 def shrink_human_parsing_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrinks a human-parsing config for a CPU run in seconds: a 24x16 input, a few filters and super-pixels."""
     model = config.model

@@ -31,6 +31,7 @@ from tf_recurrent_seg import image_ops, precision
 from tf_recurrent_seg import metrics as metrics_lib
 from tf_recurrent_seg.data import image_header, pipeline, records
 from tf_recurrent_seg.defaults import HORSE_COW_CLASSES
+from tf_recurrent_seg.models.cocnn import SUPERPIXEL_INPUTS
 from tf_recurrent_seg.models.referring import ReferringSegmenter
 from tf_recurrent_seg.text import DEFAULT_MAX_WORDS, Vocabulary
 from tf_recurrent_seg.workdir import EVAL_DIR
@@ -312,7 +313,7 @@ def evaluate_parsing(
     )
 
     forward = precision.jit(lambda inputs: model(inputs, training=False)["logits"], jit_compile)  # XLA: static shapes
-    input_names = ("image", "segments", "neighbour_weights") if superpixels is not None else None
+    input_names = SUPERPIXEL_INPUTS if superpixels is not None else None
 
     @tf.function(reduce_retracing=True)
     def predict(features, targets):

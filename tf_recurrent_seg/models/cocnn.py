@@ -27,6 +27,7 @@ from tf_recurrent_seg.layers.superpixel import SuperpixelSmoothing, SuperpixelVo
 FLOAT32 = precision.FLOAT32
 UPSAMPLING_KINDS = ("nearest", "bilinear")
 POOL_SIZE, POOL_STRIDES = 3, 2  # Caffe pool 3x3, stride 2, ceil mode
+SUPERPIXEL_INPUTS = ("image", "segments", "neighbour_weights")  # the input dict's keys with super-pixels
 
 
 def _kernel_initializer(stddev: float | None):

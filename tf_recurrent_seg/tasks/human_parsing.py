@@ -18,9 +18,8 @@ import tensorflow as tf
 from tf_recurrent_seg import defaults, losses, optimization
 from tf_recurrent_seg.export import human_parsing as human_parsing_export
 from tf_recurrent_seg.models import factory
+from tf_recurrent_seg.models.cocnn import SUPERPIXEL_INPUTS
 from tf_recurrent_seg.tasks.parsing import ParsingTask
-
-SUPERPIXEL_FEATURES = ("image", "segments", "neighbour_weights")
 
 
 def human_parsing_step_loss(
@@ -45,7 +44,7 @@ def human_parsing_step_loss(
 def model_inputs(features: dict, use_superpixels: bool):
     """What a Co-CNN takes from a batch's features: the dict of image and super-pixel inputs, or the image."""
     if use_superpixels:
-        return {name: features[name] for name in SUPERPIXEL_FEATURES}
+        return {name: features[name] for name in SUPERPIXEL_INPUTS}
     return features["image"]
 
 
